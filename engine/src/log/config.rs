@@ -1,0 +1,103 @@
+//! What a partition log may use and promise. Every limit is here, with its
+//! unit last, so memory is bounded by configuration and never by log size.
+
+use crate::rt::BLOCK_BYTES;
+
+/// When an appended batch counts as stored.
+///
+/// | policy | acknowledged after | survives process crash | survives power loss |
+/// |---|---|---|---|
+/// | `Always` | write + fdatasync | yes | yes |
+/// | `IntervalMs(n)` | write (O_DIRECT, so on the device) | yes | all but the last `n` ms |
+/// | `Never` | write (O_DIRECT, so on the device) | yes | only what a roll or close synced |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Group commit: appends that arrive while a sync is in flight join the next one.
+    Always,
+    /// Written at once, synced at least every `n` milliseconds.
+    IntervalMs(u64),
+    /// Written at once; synced only when a segment rolls and at close.
+    Never,
+}
+
+/// The configuration of one partition log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub flush: FlushPolicy,
+    /// A segment rolls before it would grow past this.
+    pub segment_bytes_max: u64,
+    /// A non-empty segment rolls once it is this old; `None`: never by age.
+    pub segment_ms_max: Option<i64>,
+    /// Bytes of batches between two sparse index entries.
+    pub index_interval_bytes: u64,
+    /// The largest batch the log accepts.
+    pub batch_bytes_max: u32,
+    /// The aligned buffer appends are copied into; also the largest single
+    /// write. Two can be alive at once (one in flight, one filling).
+    pub write_buffer_bytes_max: usize,
+    /// Recent batches kept in memory so tail reads never touch the disk.
+    pub cache_bytes_max: usize,
+    /// Cold reads fetch at least this much, and keep it for the next read.
+    pub read_ahead_bytes: usize,
+    /// Cold chunks kept for sequential readers.
+    pub read_ahead_chunks_max: usize,
+    /// Closed segments whose sparse indexes stay in memory.
+    pub index_cache_segments_max: usize,
+    /// Closed segment files kept open.
+    pub open_segments_max: usize,
+    /// Delete closed segments whose newest record is older than this.
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest closed segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            flush: FlushPolicy::Always,
+            segment_bytes_max: 1 << 30,
+            segment_ms_max: Some(7 * 24 * 3600 * 1000),
+            index_interval_bytes: 4096,
+            batch_bytes_max: 1 << 20,
+            write_buffer_bytes_max: 4 << 20,
+            cache_bytes_max: 32 << 20,
+            read_ahead_bytes: 1 << 20,
+            read_ahead_chunks_max: 4,
+            index_cache_segments_max: 16,
+            open_segments_max: 16,
+            retention_ms: None,
+            retention_bytes: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the limits against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        let block = BLOCK_BYTES as u64;
+        if self.segment_bytes_max > u64::from(u32::MAX) {
+            return Err("segment_bytes_max must fit in 32 bits (index positions are u32)".into());
+        }
+        if self.segment_bytes_max < u64::from(self.batch_bytes_max) + block {
+            return Err("segment_bytes_max must exceed batch_bytes_max by at least a block".into());
+        }
+        if !self.write_buffer_bytes_max.is_multiple_of(BLOCK_BYTES)
+            || self.write_buffer_bytes_max < self.batch_bytes_max as usize + BLOCK_BYTES
+        {
+            return Err("write_buffer_bytes_max must be whole blocks and hold a largest batch plus a block".into());
+        }
+        if self.cache_bytes_max < 2 * self.write_buffer_bytes_max + self.batch_bytes_max as usize {
+            return Err("cache_bytes_max must hold two write buffers and a batch: unwritten data is served from it".into());
+        }
+        if self.index_interval_bytes == 0 || self.read_ahead_bytes == 0 {
+            return Err("index_interval_bytes and read_ahead_bytes must be positive".into());
+        }
+        if self.read_ahead_chunks_max == 0 || self.index_cache_segments_max == 0 || self.open_segments_max == 0 {
+            return Err("cache counts must be positive".into());
+        }
+        if let FlushPolicy::IntervalMs(0) = self.flush {
+            return Err("flush interval must be positive; use FlushPolicy::Always".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::batch::BatchError;
+use crate::types::Offset;
+
+/// Why a log operation failed. [`LogError::code`] is stable: the wire
+/// protocol and operators see these numbers.
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("batch of {batch_length} bytes exceeds batch_bytes_max {batch_bytes_max}")]
+    BatchTooLarge { batch_length: u32, batch_bytes_max: u32 },
+    #[error("offset {requested} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange { requested: Offset, log_start: Offset, high_watermark: Offset },
+    #[error("offset {offset} is not a batch boundary")]
+    NotBatchBoundary { offset: Offset },
+    #[error("corrupt log: {path} at byte {position}: {reason}")]
+    Corruption { path: PathBuf, position: u64, reason: String },
+    #[error("disk full writing {path}")]
+    DiskFull { path: PathBuf },
+    #[error("I/O error: {op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("log is poisoned by an earlier I/O error ({cause}); reopen it to recover")]
+    Poisoned { cause: String },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    #[error("log is closed")]
+    Closed,
+}
+
+impl LogError {
+    /// A stable number for the error; never reuse or renumber one.
+    #[must_use]
+    pub fn code(&self) -> u16 {
+        match self {
+            LogError::InvalidBatch(_) => 100,
+            LogError::BatchTooLarge { .. } => 101,
+            LogError::OffsetOutOfRange { .. } => 102,
+            LogError::NotBatchBoundary { .. } => 103,
+            LogError::Corruption { .. } => 104,
+            LogError::DiskFull { .. } => 105,
+            LogError::Io { .. } => 106,
+            LogError::Poisoned { .. } => 107,
+            LogError::Config(_) => 108,
+            LogError::Closed => 109,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> LogError {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
+            LogError::DiskFull { path }
+        } else {
+            LogError::Io { op, path, source }
+        }
+    }
+
+    pub(crate) fn corruption(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> LogError {
+        LogError::Corruption { path: path.into(), position, reason: reason.into() }
+    }
+}

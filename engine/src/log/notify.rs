@@ -1,0 +1,47 @@
+//! Wakes every task of one core that waits for the log's I/O to move on.
+//! Single-threaded by construction (`!Send`), so no atomics and no locks.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Debug, Default)]
+pub(crate) struct Notify {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    /// A future that completes at the next [`Notify::notify_all`] after this call.
+    pub fn notified(&self) -> Notified<'_> {
+        Notified { notify: self, generation: self.generation.get() }
+    }
+
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+pub(crate) struct Notified<'a> {
+    notify: &'a Notify,
+    generation: u64,
+}
+
+impl Future for Notified<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.notify.generation.get() != self.generation {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.notify.wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}

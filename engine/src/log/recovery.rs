@@ -1,0 +1,240 @@
+//! Opening a partition directory: the recovery decision table of
+//! `docs/recovery.md`, row by row. Each row is named in a comment (R1…R9)
+//! and tested in `log/tests.rs`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::index::{SegmentIndex, SegmentSummary};
+use super::marker::{CleanMarker, MARKER_FILE};
+use super::scan::{ScanStop, find_valid_batch_after, scan_segment};
+use super::segment::{ActiveSegment, index_path, log_path, parse_name};
+use super::{FlushPolicy, LogConfig, LogError};
+use crate::rt::{DmaFile, OpenMode, Storage, align_down};
+use crate::types::Offset;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// A valid clean-shutdown marker let open skip the scan (R3).
+    pub clean_shutdown: bool,
+    pub segments: usize,
+    /// Bytes of the active segment read by the recovery scan.
+    pub scanned_bytes: u64,
+    /// Bytes cut from a torn or corrupt tail (R6).
+    pub truncated_bytes: u64,
+    /// Indexes rebuilt from their segments (R8).
+    pub rebuilt_indexes: usize,
+    /// Leftovers removed: temporary files, indexes without a segment (R2).
+    pub removed_files: usize,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub tail_damage: Option<String>,
+}
+
+pub(crate) struct Recovered<F: DmaFile> {
+    pub closed: BTreeMap<Offset, SegmentSummary>,
+    pub active: ActiveSegment<F>,
+    pub report: RecoveryReport,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LogError + 'a {
+    move |e| LogError::io(op, path, e)
+}
+
+pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogConfig) -> Result<Recovered<S::File>, LogError> {
+    storage.create_dir_all(dir).await.map_err(io_err("create", dir))?;
+    let mut report = RecoveryReport::default();
+    let names = storage.list_dir(dir).await.map_err(io_err("list", dir))?;
+    let mut segments: Vec<Offset> = names.iter().filter_map(|n| parse_name(n, "log")).collect();
+    segments.sort_unstable();
+    // R2: leftovers of an interrupted atomic write or of a deleted segment.
+    for name in &names {
+        let stray_index = parse_name(name, "index").is_some_and(|b| !segments.contains(&b));
+        if name.ends_with(".tmp") || stray_index {
+            let path = dir.join(name);
+            storage.remove(&path).await.map_err(io_err("remove", &path))?;
+            report.removed_files += 1;
+        }
+    }
+    let marker_path = dir.join(MARKER_FILE);
+    let marker = storage.read_file(&marker_path).await.map_err(io_err("read", &marker_path))?;
+    let marker = match marker {
+        Some(bytes) => {
+            // The marker only describes the state it was written in: remove it
+            // before anything else changes, so a later crash cannot trust it.
+            storage.remove(&marker_path).await.map_err(io_err("remove", &marker_path))?;
+            storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
+            CleanMarker::decode(&bytes)
+        }
+        None => None,
+    };
+
+    // R1: an empty directory is a new log.
+    let Some((&active_base, closed_bases)) = segments.split_last() else {
+        let active = create_segment(storage, dir, config, Offset(0)).await?;
+        report.segments = 1;
+        return Ok(Recovered { closed: BTreeMap::new(), active, report });
+    };
+    report.segments = segments.len();
+
+    let mut closed = BTreeMap::new();
+    for (i, &base) in closed_bases.iter().enumerate() {
+        let path = log_path(dir, base);
+        let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
+        let (index, rebuilt) = load_or_rebuild_index(storage, dir, config, &file, base, None).await?;
+        file.close().await.map_err(io_err("close", &path))?;
+        report.rebuilt_indexes += usize::from(rebuilt);
+        let next_base = segments[i + 1];
+        // R9: segments must continue each other's offsets.
+        if index.summary.next_offset != next_base {
+            return Err(LogError::corruption(
+                &path,
+                index.summary.size_bytes,
+                format!("segment ends at offset {} but the next segment starts at {}", index.summary.next_offset, next_base),
+            ));
+        }
+        closed.insert(base, index.summary);
+    }
+
+    let path = log_path(dir, active_base);
+    let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
+    let file_bytes = file.size().await.map_err(io_err("stat", &path))?;
+    let trusted = match marker {
+        Some(m) if m.active_base == active_base && m.active_size_bytes <= file_bytes => {
+            let index_file = index_path(dir, active_base);
+            let bytes = storage.read_file(&index_file).await.map_err(io_err("read", &index_file))?;
+            bytes.and_then(|b| SegmentIndex::decode(&b, active_base).ok()).filter(|index| {
+                index.summary.size_bytes == m.active_size_bytes && index.summary.next_offset == m.next_offset
+            })
+        }
+        _ => None,
+    };
+    let index = if let Some(index) = trusted {
+        // R3: clean shutdown; sizes and index on disk are exact.
+        report.clean_shutdown = true;
+        index
+    } else {
+        // R4-R7: scan the active segment batch by batch.
+        let scan = scan_segment(&file, active_base, file_bytes, config.batch_bytes_max, config.index_interval_bytes, None)
+            .await
+            .map_err(io_err("read", &path))?;
+        report.scanned_bytes = scan.index.summary.size_bytes;
+        if let ScanStop::Invalid { position, reason } = &scan.stop {
+            // R7: under `Always` only the last write (at most one write
+            // buffer) can be unsynced, so a valid batch further on means
+            // synced data is damaged: report it, never drop it silently.
+            if config.flush == FlushPolicy::Always {
+                let from = position + config.write_buffer_bytes_max as u64;
+                let next = scan.index.summary.next_offset.next();
+                if let Some(found) = find_valid_batch_after(&file, from, file_bytes, next, config.batch_bytes_max)
+                    .await
+                    .map_err(io_err("read", &path))?
+                {
+                    return Err(LogError::corruption(
+                        &path,
+                        *position,
+                        format!("{reason}; a valid batch follows at byte {found}, so this is not a torn tail"),
+                    ));
+                }
+            }
+            // R6: a torn or garbled tail: cut it off.
+            report.tail_damage = Some(format!("byte {position}: {reason}"));
+            tracing::warn!(path = %path.display(), position, reason = %reason, "truncating damaged log tail");
+        }
+        scan.index
+    };
+    let valid_bytes = index.summary.size_bytes;
+    if file_bytes > valid_bytes {
+        if !report.clean_shutdown {
+            report.truncated_bytes = file_bytes - valid_bytes;
+        }
+        // The bytes after the last batch (block padding, or a torn tail) are
+        // removed so nothing stale is ever read back as a continuation.
+        file.truncate(valid_bytes).await.map_err(io_err("truncate", &path))?;
+        file.fdatasync().await.map_err(io_err("fdatasync", &path))?;
+    }
+    let index_file = index_path(dir, active_base);
+    if storage.read_file(&index_file).await.map_err(io_err("read", &index_file))?.is_some() {
+        storage.remove(&index_file).await.map_err(io_err("remove", &index_file))?;
+    }
+    file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
+    let tail = read_tail_block(&file, valid_bytes).await.map_err(io_err("read", &path))?;
+    let active = ActiveSegment::new(Rc::new(file), index, storage.now_ms(), &tail, config.write_buffer_bytes_max);
+    Ok(Recovered { closed, active, report })
+}
+
+/// The bytes of the last, partial block of a segment of `size` bytes.
+pub(crate) async fn read_tail_block<F: DmaFile>(file: &F, size: u64) -> std::io::Result<Vec<u8>> {
+    let start = align_down(size);
+    if start == size {
+        return Ok(Vec::new());
+    }
+    let bytes = file.read_at(start, (size - start) as usize).await?;
+    if bytes.len() as u64 != size - start {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shorter than its index says"));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Creates an empty segment at `base`, pre-allocated to the segment size.
+pub(crate) async fn create_segment<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+    base: Offset,
+) -> Result<ActiveSegment<S::File>, LogError> {
+    let path = log_path(dir, base);
+    let file = storage.open_dma(&path, OpenMode::CreateNew).await.map_err(io_err("create", &path))?;
+    file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
+    storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
+    Ok(ActiveSegment::new(Rc::new(file), SegmentIndex::new(base), storage.now_ms(), &[], config.write_buffer_bytes_max))
+}
+
+/// The index of a sealed segment, from its file (R8: rebuilt by a scan when
+/// missing or damaged). `expected` is what the log already knows of it.
+pub(crate) async fn load_index<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+    file: &S::File,
+    expected: SegmentSummary,
+) -> Result<SegmentIndex, LogError> {
+    Ok(load_or_rebuild_index(storage, dir, config, file, expected.base_offset, Some(expected)).await?.0)
+}
+
+async fn load_or_rebuild_index<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+    file: &S::File,
+    base: Offset,
+    expected: Option<SegmentSummary>,
+) -> Result<(SegmentIndex, bool), LogError> {
+    let index_file = index_path(dir, base);
+    let bytes = storage.read_file(&index_file).await.map_err(io_err("read", &index_file))?;
+    if let Some(index) = bytes.and_then(|b| SegmentIndex::decode(&b, base).ok()) {
+        if expected.is_none_or(|e| e == index.summary) {
+            return Ok((index, false));
+        }
+    }
+    let path = log_path(dir, base);
+    let size = file.size().await.map_err(io_err("stat", &path))?;
+    let scan = scan_segment(file, base, size, config.batch_bytes_max, config.index_interval_bytes, None)
+        .await
+        .map_err(io_err("read", &path))?;
+    match scan.stop {
+        ScanStop::Invalid { position, reason } => Err(LogError::corruption(&path, position, reason)),
+        ScanStop::End | ScanStop::ReachedOffset => {
+            if scan.index.summary.size_bytes != size {
+                return Err(LogError::corruption(&path, scan.index.summary.size_bytes, "zeroes inside a sealed segment"));
+            }
+            if expected.is_some_and(|e| e != scan.index.summary) {
+                return Err(LogError::corruption(&path, 0, "sealed segment changed since it was opened"));
+            }
+            tracing::warn!(path = %path.display(), "rebuilt segment index");
+            storage.write_file_atomic(&index_file, &scan.index.encode()).await.map_err(io_err("write", &index_file))?;
+            Ok((scan.index, true))
+        }
+    }
+}

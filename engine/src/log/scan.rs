@@ -1,0 +1,118 @@
+//! Walking a segment batch by batch: recovery of the active segment, index
+//! rebuilds and `truncate_to` all use this one scanner.
+
+use std::io;
+
+use crate::batch::{BATCH_HEADER_BYTES, BATCH_MAGIC, BatchHeader, validate_batch};
+use crate::log::index::SegmentIndex;
+use crate::rt::DmaFile;
+use crate::types::Offset;
+
+/// Bytes read per scan step.
+pub(crate) const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Where and why a scan stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanStop {
+    /// End of the file, or zeroes where the next header would be.
+    End,
+    /// The scan was asked to stop at this offset and did, on a boundary.
+    ReachedOffset,
+    /// A batch that is cut short, fails its checks or breaks the offset
+    /// sequence starts at `position`.
+    Invalid { position: u64, reason: String },
+}
+
+#[derive(Debug)]
+pub(crate) struct ScanResult {
+    pub index: SegmentIndex,
+    pub stop: ScanStop,
+}
+
+/// Scans `file` from its start, rebuilding the segment's index, until the
+/// end, an invalid batch, or the batch that starts at `stop_at`.
+pub(crate) async fn scan_segment<F: DmaFile>(
+    file: &F,
+    base_offset: Offset,
+    file_bytes: u64,
+    batch_bytes_max: u32,
+    interval_bytes: u64,
+    stop_at: Option<Offset>,
+) -> io::Result<ScanResult> {
+    let mut index = SegmentIndex::new(base_offset);
+    let mut chunk = bytes::Bytes::new();
+    let mut chunk_pos = 0u64;
+    let mut pos = 0u64;
+    let stop = loop {
+        if stop_at == Some(index.summary.next_offset) {
+            break ScanStop::ReachedOffset;
+        }
+        if pos >= file_bytes {
+            break ScanStop::End;
+        }
+        let available = chunk_pos + chunk.len() as u64 - pos.max(chunk_pos);
+        if pos < chunk_pos || available < BATCH_HEADER_BYTES as u64 {
+            chunk = file.read_at(pos, SCAN_CHUNK_BYTES).await?;
+            chunk_pos = pos;
+        }
+        let at = (pos - chunk_pos) as usize;
+        let head = &chunk[at..];
+        if head.len() >= 20 && head[8..12] == [0; 4] && head[16..20] == [0; 4] {
+            break ScanStop::End;
+        }
+        let header = match BatchHeader::decode(head) {
+            Ok(header) => header,
+            Err(e) => break ScanStop::Invalid { position: pos, reason: e.to_string() },
+        };
+        let length = u64::from(header.batch_length);
+        if header.batch_length > batch_bytes_max || pos + length > file_bytes {
+            break ScanStop::Invalid { position: pos, reason: format!("batch length {length} runs past the segment") };
+        }
+        if (head.len() as u64) < length {
+            chunk = file.read_at(pos, (length as usize).max(SCAN_CHUNK_BYTES)).await?;
+            chunk_pos = pos;
+        }
+        let at = (pos - chunk_pos) as usize;
+        let view = match validate_batch(&chunk[at..]) {
+            Ok(view) => view,
+            Err(e) => break ScanStop::Invalid { position: pos, reason: e.to_string() },
+        };
+        if view.header.base_offset != index.summary.next_offset {
+            break ScanStop::Invalid {
+                position: pos,
+                reason: format!("offset {} where {} was expected", view.header.base_offset, index.summary.next_offset),
+            };
+        }
+        index.on_append(view.header.base_offset, view.header.next_offset(), view.header.max_timestamp, pos, length, interval_bytes);
+        pos += length;
+    };
+    Ok(ScanResult { index, stop })
+}
+
+/// Looks for a valid batch at or after `from` whose base offset is at least
+/// `min_offset`: evidence that the damage before it is not a torn tail.
+pub(crate) async fn find_valid_batch_after<F: DmaFile>(
+    file: &F,
+    from: u64,
+    file_bytes: u64,
+    min_offset: Offset,
+    batch_bytes_max: u32,
+) -> io::Result<Option<u64>> {
+    let mut start = from;
+    while start + (BATCH_HEADER_BYTES as u64) <= file_bytes {
+        let chunk = file.read_at(start, SCAN_CHUNK_BYTES + batch_bytes_max as usize).await?;
+        let candidates = chunk.len().min(SCAN_CHUNK_BYTES);
+        for i in 0..candidates {
+            let magic_at = i + 16;
+            if chunk.len() >= magic_at + 4 && chunk[magic_at..magic_at + 4] == BATCH_MAGIC.to_le_bytes() {
+                if let Ok(view) = validate_batch(&chunk[i..]) {
+                    if view.header.base_offset >= min_offset {
+                        return Ok(Some(start + i as u64));
+                    }
+                }
+            }
+        }
+        start += SCAN_CHUNK_BYTES as u64;
+    }
+    Ok(None)
+}
