@@ -19,3 +19,6 @@ pub use header::{
 };
 pub use record::{ArchivedRecord, ArchivedRecordHeader, Record, RecordHeader};
 pub use view::{BatchView, validate_batch, validate_records};
+
+#[cfg(test)]
+mod tests;

@@ -172,6 +172,11 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// The end of the data known to be fdatasync'd.
+    pub fn durable_offset(&self) -> Offset {
+        self.state.borrow().durable_offset
+    }
+
     /// Readers see offsets below this: the stable offset, capped by the
     /// limit replication sets (see [`PartitionLog::set_high_watermark_limit`]).
     pub fn high_watermark(&self) -> Offset {

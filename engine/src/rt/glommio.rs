@@ -176,3 +176,22 @@ impl Storage for GlommioStorage {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
     }
 }
+
+/// Drives `FlushPolicy::IntervalMs` for a log on the current executor: a
+/// task that syncs the log whenever the interval has passed, until the log
+/// is closed or poisoned. Returns the task's handle.
+pub fn spawn_interval_flusher(
+    log: std::rc::Rc<crate::log::PartitionLog<GlommioStorage>>,
+) -> Option<glommio::task::JoinHandle<()>> {
+    let crate::log::FlushPolicy::IntervalMs(ms) = log.config().flush else { return None };
+    let task = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+            if let Err(e) = log.sync_if_due().await {
+                tracing::debug!(error = %e, "interval flusher stops");
+                return;
+            }
+        }
+    });
+    Some(task.detach())
+}

@@ -1,0 +1,127 @@
+//! The batch format, pinned: a golden file holds the bytes of a known batch,
+//! so any change to the header layout or to rkyv's archive format fails here
+//! first. Regenerate only with a format version bump:
+//! `CAIRN_BLESS=1 cargo test -p engine golden`.
+
+use super::*;
+use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence, Timestamp};
+
+const GOLDEN: &[u8] = include_bytes!("golden/batch_v1.bin");
+
+fn golden_batch() -> Vec<u8> {
+    let mut builder = BatchBuilder::new().with_producer(ProducerId(7), ProducerEpoch(2), Sequence(40));
+    builder.push(RecordInput::new(Some(b"isbn-0001"), Some(b"{\"title\":\"Dune\"}"), Timestamp(1_700_000_000_000)));
+    builder.push(RecordInput::new(None, Some(b"opened"), Timestamp(1_700_000_000_005)));
+    let mut tombstone = RecordInput::new(Some(b"isbn-0002"), None, Timestamp(1_699_999_999_990));
+    tombstone.headers.push(RecordHeader { key: "trace".into(), value: b"abc".to_vec() });
+    builder.push(tombstone);
+    builder.build().unwrap()
+}
+
+#[test]
+fn golden_batch_bytes_are_stable() {
+    let bytes = golden_batch();
+    if std::env::var_os("CAIRN_BLESS").is_some() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/batch/golden/batch_v1.bin"), &bytes).unwrap();
+    }
+    assert_eq!(bytes, GOLDEN, "the batch format changed: bump BATCH_VERSION and document it in docs/format.md");
+}
+
+#[test]
+fn golden_batch_header_fields_sit_where_the_format_says() {
+    let b = GOLDEN;
+    assert_eq!(u64::from_le_bytes(b[0..8].try_into().unwrap()), 0, "base offset");
+    assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize, b.len(), "batch length");
+    assert_eq!(&b[16..20], b"CRN\x01", "magic");
+    assert_eq!(u16::from_le_bytes([b[20], b[21]]), 1, "version");
+    assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), crc32c::crc32c(&b[28..]), "crc");
+    assert_eq!(u32::from_le_bytes(b[32..36].try_into().unwrap()), 2, "last offset delta");
+    assert_eq!(u32::from_le_bytes(b[36..40].try_into().unwrap()), 3, "record count");
+    assert_eq!(i64::from_le_bytes(b[40..48].try_into().unwrap()), 1_700_000_000_000, "first timestamp");
+    assert_eq!(i64::from_le_bytes(b[48..56].try_into().unwrap()), 1_700_000_000_005, "max timestamp");
+    assert_eq!(i64::from_le_bytes(b[56..64].try_into().unwrap()), 7, "producer id");
+    assert_eq!(i16::from_le_bytes([b[64], b[65]]), 2, "producer epoch");
+    assert_eq!(i32::from_le_bytes(b[68..72].try_into().unwrap()), 40, "base sequence");
+}
+
+#[test]
+fn records_are_read_in_place_after_the_crc_check() {
+    let bytes = golden_batch();
+    let view = validate_batch(&bytes).unwrap();
+    validate_records(&view).unwrap();
+    let records = view.records().unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0].key.as_ref().map(|k| k.as_slice()), Some(&b"isbn-0001"[..]));
+    assert_eq!(records[1].key.as_ref(), None, "unkeyed");
+    assert!(records[2].value.is_none(), "tombstone");
+    assert_eq!(records[2].headers[0].key.as_str(), "trace");
+    assert_eq!(records[2].timestamp_delta.to_native(), -10);
+    // Zero copy: the value points into the batch bytes.
+    let value = records[0].value.as_ref().unwrap().as_slice();
+    let range = bytes.as_ptr_range();
+    assert!(range.contains(&value.as_ptr()));
+}
+
+#[test]
+fn patching_offset_and_epoch_keeps_the_crc_valid() {
+    let mut bytes = golden_batch();
+    patch_base_offset(&mut bytes, Offset(1 << 40));
+    patch_leader_epoch(&mut bytes, LeaderEpoch(9));
+    let header = validate_batch(&bytes).unwrap().header;
+    assert_eq!(header.base_offset, Offset(1 << 40));
+    assert_eq!(header.last_offset(), Offset((1 << 40) + 2));
+    assert_eq!(header.leader_epoch, LeaderEpoch(9));
+}
+
+#[test]
+fn every_single_byte_flip_is_caught() {
+    let bytes = golden_batch();
+    for i in 16..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[i] ^= 0x04;
+        assert!(validate_batch(&damaged).is_err(), "flip at byte {i} went unnoticed");
+    }
+}
+
+#[test]
+fn malformed_batches_get_typed_errors() {
+    let bytes = golden_batch();
+    assert!(matches!(validate_batch(&bytes[..10]), Err(BatchError::Truncated { .. })));
+    assert!(matches!(validate_batch(&bytes[..bytes.len() - 1]), Err(BatchError::Truncated { .. })));
+    let mut bad = bytes.clone();
+    bad[20] = 9;
+    assert_eq!(validate_batch(&bad).unwrap_err().code(), BatchError::UnsupportedVersion { found: 9 }.code());
+    let mut bad = bytes.clone();
+    bad[8..12].copy_from_slice(&3u32.to_le_bytes());
+    assert!(matches!(validate_batch(&bad), Err(BatchError::BadLength { .. })));
+    // A valid CRC over an archive that is not a record list.
+    let mut forged = bytes[..BATCH_HEADER_BYTES].to_vec();
+    forged.extend_from_slice(&[0xFF; 40]);
+    let len = forged.len() as u32;
+    forged[8..12].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&forged[CRC_START..]);
+    forged[24..28].copy_from_slice(&crc.to_le_bytes());
+    let view = validate_batch(&forged).unwrap();
+    assert!(validate_records(&view).is_err());
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_records_round_trip(records in proptest::collection::vec(
+        (proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..20)),
+         proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..200)),
+         -1000i64..1000), 1..50)) {
+        let mut builder = BatchBuilder::new();
+        for (key, value, ts) in &records {
+            builder.push(RecordInput::new(key.as_deref(), value.as_deref(), Timestamp(1_000_000 + ts)));
+        }
+        let bytes = builder.build().unwrap();
+        let view = validate_batch(&bytes).unwrap();
+        validate_records(&view).unwrap();
+        for (got, (key, value, ts)) in view.records().unwrap().iter().zip(&records) {
+            proptest::prop_assert_eq!(got.key.as_ref().map(|k| k.as_slice().to_vec()), key.clone());
+            proptest::prop_assert_eq!(got.value.as_ref().map(|v| v.as_slice().to_vec()), value.clone());
+            proptest::prop_assert_eq!(view.header.first_timestamp.0 + got.timestamp_delta.to_native(), 1_000_000 + ts);
+        }
+    }
+}
