@@ -49,8 +49,7 @@ use io_uring::{IoUring, Probe, opcode, squeue, types};
 use crate::Flags;
 
 /// Usage of the `device` subcommand.
-pub const USAGE: &str =
-    "bench device --dir DIR [--sizes 4096,16384,65536,262144,1048576] [--total-mib 256] \
+pub const USAGE: &str = "bench device --dir DIR [--sizes 4096,16384,65536,262144,1048576] [--total-mib 256] \
                          [--sync-count 500]
 
   --dir DIR         directory on the disk to measure (created if missing); scratch files are removed
@@ -77,25 +76,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let flags = Flags::parse(args, &["dir", "sizes", "total-mib", "sync-count"])?;
-    let dir = PathBuf::from(
-        flags
-            .get("dir")
-            .ok_or_else(|| format!("--dir DIR is required\n\nusage: {USAGE}"))?,
-    );
+    let dir = PathBuf::from(flags.get("dir").ok_or_else(|| format!("--dir DIR is required\n\nusage: {USAGE}"))?);
     let sizes = parse_sizes(flags.get("sizes").unwrap_or(DEFAULT_SIZES))?;
     let total_mib: u64 = flags.parse_or("total-mib", DEFAULT_TOTAL_MIB)?;
     let sync_count: usize = flags.parse_or("sync-count", DEFAULT_SYNC_COUNT)?;
     if sync_count == 0 {
         return Err("--sync-count must be at least 1".to_string());
     }
-    let total_bytes = total_mib
-        .checked_mul(1 << 20)
-        .ok_or_else(|| format!("--total-mib {total_mib} is too large"))?;
+    let total_bytes = total_mib.checked_mul(1 << 20).ok_or_else(|| format!("--total-mib {total_mib} is too large"))?;
     let largest = sizes.iter().copied().max().unwrap_or(0).max(READ_BYTES);
     if total_bytes < largest as u64 {
-        return Err(format!(
-            "--total-mib {total_mib} is smaller than the largest I/O ({largest} bytes)"
-        ));
+        return Err(format!("--total-mib {total_mib} is smaller than the largest I/O ({largest} bytes)"));
     }
 
     let created = !dir.exists();
@@ -110,18 +101,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 fn parse_sizes(list: &str) -> Result<Vec<usize>, String> {
     let mut sizes = Vec::new();
-    for item in list
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
-        let size: usize = item
-            .parse()
-            .map_err(|e| format!("--sizes: `{item}` is not a byte count: {e}"))?;
+    for item in list.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let size: usize = item.parse().map_err(|e| format!("--sizes: `{item}` is not a byte count: {e}"))?;
         if size == 0 || !size.is_multiple_of(ALIGN) || size > MAX_IO_BYTES {
-            return Err(format!(
-                "--sizes: {size} must be a non-zero multiple of {ALIGN}, at most {MAX_IO_BYTES}"
-            ));
+            return Err(format!("--sizes: {size} must be a non-zero multiple of {ALIGN}, at most {MAX_IO_BYTES}"));
         }
         sizes.push(size);
     }
@@ -142,11 +125,7 @@ fn measure(dir: &Path, sizes: &[usize], total_bytes: u64, sync_count: usize) -> 
         "json: {{\"bench\":\"device\",\"test\":\"config\",\"dir\":{},\"total_bytes\":{total_bytes},\
          \"sync_count\":{sync_count},\"sizes\":[{}],\"phase_time_limit_s\":{}}}",
         json_string(&dir.display().to_string()),
-        sizes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         PHASE_TIME_LIMIT.as_secs()
     );
     for &size in sizes {
@@ -241,11 +220,7 @@ fn print_sync(s: &SyncStats) {
 }
 
 fn incomplete(complete: bool) -> &'static str {
-    if complete {
-        ""
-    } else {
-        " [stopped at the phase time limit]"
-    }
+    if complete { "" } else { " [stopped at the phase time limit]" }
 }
 
 fn human_size(bytes: usize) -> String {
@@ -261,11 +236,7 @@ fn human_size(bytes: usize) -> String {
 /// A finite number as JSON (Rust's shortest round-trip form, which never uses
 /// an exponent), anything else as `null`.
 fn json_number(value: f64) -> String {
-    if value.is_finite() {
-        format!("{value}")
-    } else {
-        "null".to_string()
-    }
+    if value.is_finite() { format!("{value}") } else { "null".to_string() }
 }
 
 /// `value` as a JSON string literal.
@@ -406,9 +377,7 @@ pub fn write_bandwidth(dir: &Path, write_bytes: usize, total_bytes: u64) -> io::
     let start = Instant::now();
     let mut ops = 0;
     while ops < count {
-        let entry = opcode::Write::new(fd, rig.buf_ptr(0), len)
-            .offset(ops * write_bytes as u64)
-            .build();
+        let entry = opcode::Write::new(fd, rig.buf_ptr(0), len).offset(ops * write_bytes as u64).build();
         // SAFETY: the entry points at the rig's buffer 0, `len` bytes long.
         unsafe { rig.push(&entry)? };
         rig.wait(1, &mut results)?;
@@ -440,9 +409,7 @@ pub fn write_bandwidth(dir: &Path, write_bytes: usize, total_bytes: u64) -> io::
 /// next. The file is fresh and preallocated to `count * write_bytes`.
 pub fn write_fdatasync(dir: &Path, write_bytes: usize, count: usize) -> io::Result<SyncStats> {
     if count == 0 {
-        return Err(invalid(
-            "the write + fdatasync count must be at least 1".to_string(),
-        ));
+        return Err(invalid("the write + fdatasync count must be at least 1".to_string()));
     }
     let total = (write_bytes as u64)
         .checked_mul(count as u64)
@@ -465,10 +432,7 @@ pub fn write_fdatasync(dir: &Path, write_bytes: usize, count: usize) -> io::Resu
             .build()
             .user_data(0)
             .flags(squeue::Flags::IO_LINK);
-        let sync = opcode::Fsync::new(fd)
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(1);
+        let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(1);
         // SAFETY: the write points at the rig's buffer 0, `len` bytes long;
         // the fsync carries no buffer.
         unsafe {
@@ -515,9 +479,7 @@ pub fn read_bandwidth_qd(
     queue_depth: usize,
 ) -> io::Result<Throughput> {
     if !(1..=RING_ENTRIES as usize).contains(&queue_depth) {
-        return Err(invalid(format!(
-            "queue depth must be 1 to {RING_ENTRIES}, not {queue_depth}"
-        )));
+        return Err(invalid(format!("queue depth must be 1 to {RING_ENTRIES}, not {queue_depth}")));
     }
     let count = io_count(read_bytes, total_bytes)?;
     let file_bytes = count * read_bytes as u64;
@@ -579,9 +541,7 @@ fn fill(fd: types::Fd, len: u64) -> io::Result<()> {
     let mut offset = 0;
     while offset < len {
         let this = (len - offset).min(chunk as u64) as usize;
-        let entry = opcode::Write::new(fd, rig.buf_ptr(0), this as u32)
-            .offset(offset)
-            .build();
+        let entry = opcode::Write::new(fd, rig.buf_ptr(0), this as u32).offset(offset).build();
         // SAFETY: the entry points at the rig's buffer 0, which is at least
         // `this` bytes long.
         unsafe { rig.push(&entry)? };
@@ -594,9 +554,7 @@ fn fill(fd: types::Fd, len: u64) -> io::Result<()> {
 
 /// One `fdatasync` through the ring.
 fn datasync(rig: &mut Rig, fd: types::Fd) -> io::Result<()> {
-    let entry = opcode::Fsync::new(fd)
-        .flags(types::FsyncFlags::DATASYNC)
-        .build();
+    let entry = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build();
     // SAFETY: an fsync carries no buffer.
     unsafe { rig.push(&entry)? };
     let mut results = Vec::with_capacity(1);
@@ -614,9 +572,7 @@ fn io_count(io_bytes: usize, total_bytes: u64) -> io::Result<u64> {
     }
     let count = total_bytes / io_bytes as u64;
     if count == 0 {
-        return Err(invalid(format!(
-            "total size {total_bytes} is smaller than one I/O of {io_bytes} bytes"
-        )));
+        return Err(invalid(format!("total size {total_bytes} is smaller than one I/O of {io_bytes} bytes")));
     }
     Ok(count)
 }
@@ -640,10 +596,7 @@ fn check_transfer(results: &[(u64, i32)], expected: usize, what: &str) -> io::Re
 fn check_status(result: i32, what: &str) -> io::Result<()> {
     if result < 0 {
         let error = io::Error::from_raw_os_error(-result);
-        return Err(io::Error::new(
-            error.kind(),
-            format!("{what} failed: {error}"),
-        ));
+        return Err(io::Error::new(error.kind(), format!("{what} failed: {error}")));
     }
     Ok(())
 }
@@ -671,16 +624,11 @@ impl AlignedBuf {
         if len == 0 {
             return Err(invalid("buffer length must be non-zero".to_string()));
         }
-        let layout = Layout::from_size_align(len, ALIGN)
-            .map_err(|e| invalid(format!("buffer of {len} bytes: {e}")))?;
+        let layout = Layout::from_size_align(len, ALIGN).map_err(|e| invalid(format!("buffer of {len} bytes: {e}")))?;
         // SAFETY: the layout has a non-zero size (checked above).
         let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!("allocating {len} bytes"),
-            )
-        })?;
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, format!("allocating {len} bytes")))?;
         let mut buf = AlignedBuf { ptr, layout };
         if pattern {
             let mut state = 0x9E37_79B9_7F4A_7C15_u64;
@@ -736,28 +684,18 @@ impl Rig {
         ring.submitter()
             .register_probe(&mut probe)
             .map_err(|e| io::Error::new(e.kind(), format!("probing io_uring opcodes: {e}")))?;
-        for (code, name) in [
-            (opcode::Write::CODE, "WRITE"),
-            (opcode::Read::CODE, "READ"),
-            (opcode::Fsync::CODE, "FSYNC"),
-        ] {
+        for (code, name) in
+            [(opcode::Write::CODE, "WRITE"), (opcode::Read::CODE, "READ"), (opcode::Fsync::CODE, "FSYNC")]
+        {
             if !probe.is_supported(code) {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!(
-                        "the kernel's io_uring lacks IORING_OP_{name} (Linux 5.6 or later is needed)"
-                    ),
+                    format!("the kernel's io_uring lacks IORING_OP_{name} (Linux 5.6 or later is needed)"),
                 ));
             }
         }
-        let bufs = (0..buffers)
-            .map(|_| AlignedBuf::new(buf_len, pattern))
-            .collect::<io::Result<_>>()?;
-        Ok(Rig {
-            ring,
-            bufs,
-            in_flight: 0,
-        })
+        let bufs = (0..buffers).map(|_| AlignedBuf::new(buf_len, pattern)).collect::<io::Result<_>>()?;
+        Ok(Rig { ring, bufs, in_flight: 0 })
     }
 
     fn buf_ptr(&mut self, index: usize) -> *mut u8 {
@@ -797,10 +735,7 @@ impl Rig {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("io_uring_enter failed: {e}"),
-                    ));
+                    return Err(io::Error::new(e.kind(), format!("io_uring_enter failed: {e}")));
                 }
             }
         }
@@ -830,11 +765,7 @@ impl Scratch {
     /// Creates a new file in `dir` and preallocates `len` bytes.
     fn create(dir: &Path, tag: &str, len: u64) -> io::Result<Scratch> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            ".cairn-devbench-{}-{tag}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!(".cairn-devbench-{}-{tag}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let path = dir.join(name);
         let file = OpenOptions::new()
             .read(true)
@@ -848,17 +779,10 @@ impl Scratch {
                 } else {
                     ""
                 };
-                io::Error::new(
-                    e.kind(),
-                    format!("creating {} with O_DIRECT: {e}{hint}", path.display()),
-                )
+                io::Error::new(e.kind(), format!("creating {} with O_DIRECT: {e}{hint}", path.display()))
             })?;
-        let off_len = libc::off_t::try_from(len)
-            .map_err(|_| invalid(format!("file size {len} is too large")))?;
-        let scratch = Scratch {
-            file,
-            path: Some(path),
-        };
+        let off_len = libc::off_t::try_from(len).map_err(|_| invalid(format!("file size {len} is too large")))?;
+        let scratch = Scratch { file, path: Some(path) };
         loop {
             // SAFETY: a plain system call on a descriptor `scratch` owns; no
             // memory is passed to the kernel.
@@ -867,10 +791,7 @@ impl Scratch {
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("fallocate of {len} bytes in {}: {e}", dir.display()),
-                ));
+                return Err(io::Error::new(e.kind(), format!("fallocate of {len} bytes in {}: {e}", dir.display())));
             }
         }
     }

@@ -4,8 +4,11 @@
 //!
 //! - `device`: the raw-disk baseline that engine figures are quoted against
 //!   (see [`device`]).
+//! - `engine`: partition log append, read and recovery figures, as ratios to
+//!   the device baseline measured in the same run (see [`engine`]).
 
 mod device;
+mod engine;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -15,6 +18,7 @@ const USAGE: &str = "usage: bench <subcommand> [--key value ...]
 
 subcommands:
   device    raw disk baseline (O_DIRECT through io_uring) of a directory's disk
+  engine    partition log append/read/recovery, as ratios to the device baseline
 
 `bench <subcommand> --help` describes a subcommand's flags.";
 
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     };
     let result = match subcommand.as_str() {
         "device" => device::run(rest),
+        "engine" => engine::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -57,15 +62,10 @@ impl Flags {
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let Some(key) = arg.strip_prefix("--") else {
-                return Err(format!(
-                    "unexpected argument `{arg}` (flags are `--key value`)"
-                ));
+                return Err(format!("unexpected argument `{arg}` (flags are `--key value`)"));
             };
             if !known.contains(&key) {
-                return Err(format!(
-                    "unknown flag `--{key}` (known: --{})",
-                    known.join(", --")
-                ));
+                return Err(format!("unknown flag `--{key}` (known: --{})", known.join(", --")));
             }
             let Some(value) = args.next() else {
                 return Err(format!("flag `--{key}` needs a value"));

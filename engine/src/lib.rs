@@ -3,8 +3,8 @@
 //! for the bytes on disk.
 
 pub mod batch;
-pub mod types;
-pub mod rt;
 pub mod log;
+pub mod rt;
+pub mod types;
 
-pub use log::{AppendInfo, FlushPolicy, LogConfig, LogError, PartitionLog, ReadResult};
+pub use log::{AppendInfo, FlushPolicy, IoStats, LogConfig, LogError, PartitionLog, ReadResult};

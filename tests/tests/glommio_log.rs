@@ -31,7 +31,11 @@ fn batch(tag: u64, records: usize) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for i in 0..records {
         let value = format!("{tag}:{i}:{}", "v".repeat(90));
-        builder.push(RecordInput::new(Some(format!("k{}", tag % 13).as_bytes()), Some(value.as_bytes()), Timestamp(1_000 + tag as i64)));
+        builder.push(RecordInput::new(
+            Some(format!("k{}", tag % 13).as_bytes()),
+            Some(value.as_bytes()),
+            Timestamp(1_000 + tag as i64),
+        ));
     }
     builder.build().unwrap()
 }
@@ -157,11 +161,7 @@ fn active_segment(dir: &Path) -> PathBuf {
 /// Bytes of each appended batch that lies in the active segment, in order.
 fn batches_in_active(appended: &[Vec<u8>], active: &Path) -> Vec<usize> {
     let base: u64 = active.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    appended
-        .iter()
-        .filter(|b| validate_batch(b).unwrap().header.base_offset.0 >= base)
-        .map(Vec::len)
-        .collect()
+    appended.iter().filter(|b| validate_batch(b).unwrap().header.base_offset.0 >= base).map(Vec::len).collect()
 }
 
 #[test]
@@ -182,7 +182,14 @@ fn cutting_the_active_segment_anywhere_loses_only_batches_past_the_cut() {
             std::fs::write(&active, &original[..cut]).unwrap();
             let storage = GlommioStorage::new(&path).await.unwrap();
             let log = PartitionLog::open(storage, path.join("p0"), config()).await.unwrap();
-            let whole = sizes.iter().scan(0, |end, s| { *end += s; Some(*end) }).take_while(|end| *end <= cut).count();
+            let whole = sizes
+                .iter()
+                .scan(0, |end, s| {
+                    *end += s;
+                    Some(*end)
+                })
+                .take_while(|end| *end <= cut)
+                .count();
             let got = read_all(&log).await.unwrap();
             assert_eq!(got, appended[..before + whole].to_vec(), "cut at byte {cut}");
             drop(log);

@@ -47,7 +47,8 @@ impl BatchBuilder {
 
     pub fn push(&mut self, record: RecordInput) {
         let first = *self.first_timestamp.get_or_insert(record.timestamp);
-        self.max_timestamp = if self.records.is_empty() { record.timestamp } else { self.max_timestamp.max(record.timestamp) };
+        self.max_timestamp =
+            if self.records.is_empty() { record.timestamp } else { self.max_timestamp.max(record.timestamp) };
         let offset_delta = u32::try_from(self.records.len()).expect("a batch holds at most u32::MAX records");
         self.records.push(Record {
             offset_delta,
@@ -74,10 +75,10 @@ impl BatchBuilder {
         // rkyv's unaligned format has no padding that depends on where the
         // archive starts, so serializing behind the header space gives the same
         // bytes as serializing alone: the archive is `out[BATCH_HEADER_BYTES..]`.
-        let mut out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, vec![0u8; BATCH_HEADER_BYTES])
-            .map_err(|e| BatchError::InvalidRecords { reason: e.to_string() })?;
-        let batch_length =
-            u32::try_from(out.len()).map_err(|_| BatchError::BadLength { batch_length: u32::MAX })?;
+        let mut out =
+            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, vec![0u8; BATCH_HEADER_BYTES])
+                .map_err(|e| BatchError::InvalidRecords { reason: e.to_string() })?;
+        let batch_length = u32::try_from(out.len()).map_err(|_| BatchError::BadLength { batch_length: u32::MAX })?;
         let (id, epoch, sequence) = self.producer_id.unwrap_or((ProducerId::NONE, ProducerEpoch::NONE, Sequence::NONE));
         let count = self.records.len() as u32;
         let header = BatchHeader {

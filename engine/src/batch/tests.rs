@@ -51,7 +51,7 @@ fn records_are_read_in_place_after_the_crc_check() {
     validate_records(&view).unwrap();
     let records = view.records().unwrap();
     assert_eq!(records.len(), 3);
-    assert_eq!(records[0].key.as_ref().map(|k| k.as_slice()), Some(&b"isbn-0001"[..]));
+    assert_eq!(records[0].key.as_ref().map(rkyv::vec::ArchivedVec::as_slice), Some(&b"isbn-0001"[..]));
     assert_eq!(records[1].key.as_ref(), None, "unkeyed");
     assert!(records[2].value.is_none(), "tombstone");
     assert_eq!(records[2].headers[0].key.as_str(), "trace");

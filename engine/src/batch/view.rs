@@ -2,9 +2,9 @@
 
 use rkyv::vec::ArchivedVec;
 
+use super::BatchError;
 use super::header::{BATCH_HEADER_BYTES, BatchHeader, CRC_START, stored_crc};
 use super::record::ArchivedRecord;
-use super::BatchError;
 
 /// A batch whose header and CRC have been checked.
 #[derive(Debug, Clone, Copy)]

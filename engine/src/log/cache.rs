@@ -137,7 +137,11 @@ mod tests {
     use super::*;
 
     fn batch(base: u64, records: u64, bytes: usize) -> CachedBatch {
-        CachedBatch { base_offset: Offset(base), next_offset: Offset(base + records), bytes: Bytes::from(vec![0u8; bytes]) }
+        CachedBatch {
+            base_offset: Offset(base),
+            next_offset: Offset(base + records),
+            bytes: Bytes::from(vec![0u8; bytes]),
+        }
     }
 
     #[test]

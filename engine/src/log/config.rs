@@ -87,7 +87,9 @@ impl LogConfig {
             return Err("write_buffer_bytes_max must be whole blocks and hold a largest batch plus a block".into());
         }
         if self.cache_bytes_max < 2 * self.write_buffer_bytes_max + self.batch_bytes_max as usize {
-            return Err("cache_bytes_max must hold two write buffers and a batch: unwritten data is served from it".into());
+            return Err(
+                "cache_bytes_max must hold two write buffers and a batch: unwritten data is served from it".into()
+            );
         }
         if self.index_interval_bytes == 0 || self.read_ahead_bytes == 0 {
             return Err("index_interval_bytes and read_ahead_bytes must be positive".into());

@@ -118,7 +118,8 @@ impl SegmentIndex {
     /// The `.index` file: see `docs/format.md`.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + self.offsets.entries.len() * 8 + self.times.entries.len() * 12);
+        let mut out =
+            Vec::with_capacity(INDEX_HEADER_BYTES + self.offsets.entries.len() * 8 + self.times.entries.len() * 12);
         out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
@@ -190,7 +191,12 @@ impl SegmentIndex {
             return Err("entries are not increasing or out of bounds");
         }
         let last_entry_position = offsets.last().map(|&(_, p)| u64::from(p));
-        Ok(SegmentIndex { summary, offsets: OffsetIndex { entries: offsets }, times: TimeIndex { entries: times }, last_entry_position })
+        Ok(SegmentIndex {
+            summary,
+            offsets: OffsetIndex { entries: offsets },
+            times: TimeIndex { entries: times },
+            last_entry_position,
+        })
     }
 }
 
@@ -202,7 +208,14 @@ mod tests {
         let mut index = SegmentIndex::new(Offset(100));
         let mut position = 0;
         for i in 0..50u64 {
-            index.on_append(Offset(100 + i * 10), Offset(110 + i * 10), Timestamp(1000 + i as i64), position, 1000, 4096);
+            index.on_append(
+                Offset(100 + i * 10),
+                Offset(110 + i * 10),
+                Timestamp(1000 + i as i64),
+                position,
+                1000,
+                4096,
+            );
             position += 1000;
         }
         index

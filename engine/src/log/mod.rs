@@ -49,6 +49,16 @@ pub struct AppendInfo {
     pub last_offset: Offset,
 }
 
+/// Counters of the disk work a log did since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub fdatasyncs: u64,
+    pub cold_reads: u64,
+    pub bytes_read: u64,
+}
+
 /// Batches read from the log, each a whole batch as it was appended.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
@@ -76,6 +86,7 @@ struct State<F: DmaFile> {
     read_ahead: Lru<(Offset, u64), Bytes>,
     indexes: Lru<Offset, Rc<SegmentIndex>>,
     files: Lru<Offset, Rc<F>>,
+    stats: IoStats,
 }
 
 /// One partition's log. Not `Send`: it lives and dies on its core.
@@ -133,8 +144,16 @@ impl<S: Storage> PartitionLog<S> {
             read_ahead: Lru::new(config.read_ahead_chunks_max),
             indexes: Lru::new(config.index_cache_segments_max),
             files: Lru::new(config.open_segments_max),
+            stats: IoStats::default(),
         };
-        Ok(PartitionLog { storage, dir, config, state: RefCell::new(state), io_done: Notify::default(), recovery: recovered.report })
+        Ok(PartitionLog {
+            storage,
+            dir,
+            config,
+            state: RefCell::new(state),
+            io_done: Notify::default(),
+            recovery: recovered.report,
+        })
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -209,6 +228,10 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow().cache.bytes()
     }
 
+    pub fn io_stats(&self) -> IoStats {
+        self.state.borrow().stats
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.state.borrow().poisoned.is_some()
     }
@@ -225,10 +248,15 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn append(&self, mut batch: Vec<u8>) -> Result<AppendInfo, LogError> {
         let header = validate_batch(&batch)?.header;
         if batch.len() != header.batch_length as usize {
-            return Err(LogError::InvalidBatch(crate::batch::BatchError::BadLength { batch_length: header.batch_length }));
+            return Err(LogError::InvalidBatch(crate::batch::BatchError::BadLength {
+                batch_length: header.batch_length,
+            }));
         }
         if header.batch_length > self.config.batch_bytes_max {
-            return Err(LogError::BatchTooLarge { batch_length: header.batch_length, batch_bytes_max: self.config.batch_bytes_max });
+            return Err(LogError::BatchTooLarge {
+                batch_length: header.batch_length,
+                batch_bytes_max: self.config.batch_bytes_max,
+            });
         }
         let info = loop {
             let step = {
@@ -236,7 +264,8 @@ impl<S: Storage> PartitionLog<S> {
                 s.usable()?;
                 let len = batch.len();
                 let active_size = s.active.size_bytes();
-                let aged = self.config.segment_ms_max.is_some_and(|max| self.storage.now_ms() - s.active.created_ms >= max);
+                let aged =
+                    self.config.segment_ms_max.is_some_and(|max| self.storage.now_ms() - s.active.created_ms >= max);
                 if s.rolling {
                     Step::Wait
                 } else if active_size > 0 && (active_size + len as u64 > self.config.segment_bytes_max || aged) {
@@ -266,7 +295,14 @@ impl<S: Storage> PartitionLog<S> {
         let header = validate_batch(&batch).expect("validated before; patched fields are outside the CRC").header;
         let position = s.active.size_bytes();
         s.active.copy_in(&batch);
-        s.active.index.on_append(base, next, header.max_timestamp, position, batch.len() as u64, self.config.index_interval_bytes);
+        s.active.index.on_append(
+            base,
+            next,
+            header.max_timestamp,
+            position,
+            batch.len() as u64,
+            self.config.index_interval_bytes,
+        );
         s.next_offset = next;
         s.cache.push(CachedBatch { base_offset: base, next_offset: next, bytes: Bytes::from(batch) });
         AppendInfo { base_offset: base, last_offset: Offset(next.0 - 1) }
@@ -337,11 +373,12 @@ impl<S: Storage> PartitionLog<S> {
             let mut s = self.state.borrow_mut();
             s.io_busy = false;
             s.rolling = false;
-            if let Some(e) = error {
-                if s.poisoned.is_none() && !matches!(e, LogError::Poisoned { .. } | LogError::Closed) {
-                    tracing::error!(dir = %self.dir.display(), error = %e, "log poisoned");
-                    s.poisoned = Some(e.to_string());
-                }
+            if let Some(e) = error
+                && s.poisoned.is_none()
+                && !matches!(e, LogError::Poisoned { .. } | LogError::Closed)
+            {
+                tracing::error!(dir = %self.dir.display(), error = %e, "log poisoned");
+                s.poisoned = Some(e.to_string());
             }
         }
         self.io_done.notify_all();
@@ -363,10 +400,15 @@ impl<S: Storage> PartitionLog<S> {
         };
         if let Some(p) = pending {
             let end_bytes = p.end_bytes;
-            file.write_at(p.buf, p.len, p.pos).await.map_err(|e| LogError::io("write", log_path(&self.dir, base), e))?;
+            let p_len = p.len;
+            file.write_at(p.buf, p.len, p.pos)
+                .await
+                .map_err(|e| LogError::io("write", log_path(&self.dir, base), e))?;
             let mut s = self.state.borrow_mut();
             s.active.written_bytes = end_bytes;
             s.written_offset = end_offset;
+            s.stats.writes += 1;
+            s.stats.bytes_written += p_len as u64;
         }
         let now = self.storage.now_ms();
         let interval_due = {
@@ -379,6 +421,7 @@ impl<S: Storage> PartitionLog<S> {
             let mut s = self.state.borrow_mut();
             s.durable_offset = written;
             s.last_sync_ms = now;
+            s.stats.fdatasyncs += 1;
         }
         Ok(())
     }
@@ -408,7 +451,10 @@ impl<S: Storage> PartitionLog<S> {
         file.truncate(summary.size_bytes).await.map_err(|e| LogError::io("truncate", &path, e))?;
         file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &path, e))?;
         let index_file = index_path(&self.dir, summary.base_offset);
-        self.storage.write_file_atomic(&index_file, &index.encode()).await.map_err(|e| LogError::io("write", &index_file, e))?;
+        self.storage
+            .write_file_atomic(&index_file, &index.encode())
+            .await
+            .map_err(|e| LogError::io("write", &index_file, e))?;
         let active = recovery::create_segment(&self.storage, &self.dir, &self.config, summary.next_offset).await?;
         let mut s = self.state.borrow_mut();
         s.closed.insert(summary.base_offset, summary);
@@ -445,9 +491,8 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn read_cold(&self, from: Offset, end: Offset, bytes_max: usize) -> Result<Vec<Bytes>, LogError> {
-        let (base, index, file, limit) = self.locate(from).await?;
+        let (base, mut position, file, limit) = self.locate(from).await?;
         let path = log_path(&self.dir, base);
-        let mut position = index.position_for(from);
         let mut out = Vec::new();
         let mut total = 0usize;
         while position < limit {
@@ -455,7 +500,9 @@ impl<S: Storage> PartitionLog<S> {
             let mut at = 0usize;
             let mut progressed = false;
             while at + BATCH_HEADER_BYTES <= chunk.len() {
-                let Some(length) = crate::batch::BatchHeader::decode(&chunk[at..]).ok().map(|h| h.batch_length as usize) else {
+                let Some(length) =
+                    crate::batch::BatchHeader::decode(&chunk[at..]).ok().map(|h| h.batch_length as usize)
+                else {
                     break;
                 };
                 if at + length > chunk.len() {
@@ -487,7 +534,14 @@ impl<S: Storage> PartitionLog<S> {
 
     /// A chunk of the segment starting at `position`: from the read-ahead
     /// cache, or one DMA read of at least `read_ahead_bytes`.
-    async fn chunk_at(&self, base: Offset, file: &Rc<S::File>, position: u64, limit: u64, want: usize) -> Result<Bytes, LogError> {
+    async fn chunk_at(
+        &self,
+        base: Offset,
+        file: &Rc<S::File>,
+        position: u64,
+        limit: u64,
+        want: usize,
+    ) -> Result<Bytes, LogError> {
         let cached = self.state.borrow_mut().read_ahead.find_entry(|&(b, p), chunk| {
             b == base && p <= position && position + BATCH_HEADER_BYTES as u64 <= p + chunk.len() as u64
         });
@@ -498,18 +552,22 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(sliced);
             }
         }
-        let len = (want.max(self.config.read_ahead_bytes).max(self.config.batch_bytes_max as usize) as u64).min(limit - position);
+        let len = (want.max(self.config.read_ahead_bytes).max(self.config.batch_bytes_max as usize) as u64)
+            .min(limit - position);
         let chunk = file
             .read_at(position, len as usize)
             .await
             .map_err(|e| LogError::io("read", log_path(&self.dir, base), e))?;
-        self.state.borrow_mut().read_ahead.insert((base, position), chunk.clone());
+        let mut s = self.state.borrow_mut();
+        s.read_ahead.insert((base, position), chunk.clone());
+        s.stats.cold_reads += 1;
+        s.stats.bytes_read += chunk.len() as u64;
         Ok(chunk)
     }
 
-    /// The segment holding `from`: its base, sparse index, file and the
-    /// bytes of it that may be read from disk.
-    async fn locate(&self, from: Offset) -> Result<(Offset, Rc<SegmentIndex>, Rc<S::File>, u64), LogError> {
+    /// The segment holding `from`: its base, the position to scan from, its
+    /// file and the bytes of it that may be read from disk.
+    async fn locate(&self, from: Offset) -> Result<(Offset, u64, Rc<S::File>, u64), LogError> {
         let closed = {
             let s = self.state.borrow();
             if from >= s.active.index.summary.base_offset {
@@ -526,19 +584,18 @@ impl<S: Storage> PartitionLog<S> {
         let Some((base, summary)) = closed else {
             let s = self.state.borrow();
             let a = &s.active;
-            return Ok((a.index.summary.base_offset, Rc::new(a.index.clone()), a.file.clone(), a.written_bytes));
+            return Ok((a.index.summary.base_offset, a.index.position_for(from), a.file.clone(), a.written_bytes));
         };
         let file = self.segment_file(base).await?;
         let cached = self.state.borrow_mut().indexes.get(base);
-        let index = match cached {
-            Some(index) => index,
-            None => {
-                let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &self.config, &*file, summary).await?);
-                self.state.borrow_mut().indexes.insert(base, index.clone());
-                index
-            }
+        let index = if let Some(index) = cached {
+            index
+        } else {
+            let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &self.config, &*file, summary).await?);
+            self.state.borrow_mut().indexes.insert(base, index.clone());
+            index
         };
-        Ok((base, index, file, summary.size_bytes))
+        Ok((base, index.position_for(from), file, summary.size_bytes))
     }
 
     async fn segment_file(&self, base: Offset) -> Result<Rc<S::File>, LogError> {
@@ -546,7 +603,9 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(file);
         }
         let path = log_path(&self.dir, base);
-        let file = Rc::new(self.storage.open_dma(&path, OpenMode::Existing).await.map_err(|e| LogError::io("open", &path, e))?);
+        let file = Rc::new(
+            self.storage.open_dma(&path, OpenMode::Existing).await.map_err(|e| LogError::io("open", &path, e))?,
+        );
         self.state.borrow_mut().files.insert(base, file.clone());
         Ok(file)
     }
@@ -630,18 +689,30 @@ impl<S: Storage> PartitionLog<S> {
             *self.state.borrow().closed.range(..=offset).next_back().expect("offset ≥ log start").0
         };
         let path = log_path(&self.dir, target_base);
-        let file = if target_base == active_base { self.state.borrow().active.file.clone() } else { self.segment_file(target_base).await? };
+        let file = if target_base == active_base {
+            self.state.borrow().active.file.clone()
+        } else {
+            self.segment_file(target_base).await?
+        };
         let size = file.size().await.map_err(|e| LogError::io("stat", &path, e))?;
-        let scan = scan::scan_segment(&*file, target_base, size, self.config.batch_bytes_max, self.config.index_interval_bytes, Some(offset))
-            .await
-            .map_err(|e| LogError::io("read", &path, e))?;
+        let scan = scan::scan_segment(
+            &*file,
+            target_base,
+            size,
+            self.config.batch_bytes_max,
+            self.config.index_interval_bytes,
+            Some(offset),
+        )
+        .await
+        .map_err(|e| LogError::io("read", &path, e))?;
         if scan.stop != scan::ScanStop::ReachedOffset {
             return Err(LogError::NotBatchBoundary { offset });
         }
         // Everything checked: from here on the log changes.
         let doomed: Vec<Offset> = {
             let s = self.state.borrow();
-            let mut doomed: Vec<Offset> = s.closed.range(target_base..).map(|(b, _)| *b).filter(|b| *b != target_base).collect();
+            let mut doomed: Vec<Offset> =
+                s.closed.range(target_base..).map(|(b, _)| *b).filter(|b| *b != target_base).collect();
             if active_base != target_base {
                 doomed.push(active_base);
             }
@@ -662,7 +733,8 @@ impl<S: Storage> PartitionLog<S> {
         file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &path, e))?;
         self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e))?;
         let tail = recovery::read_tail_block(&*file, new_size).await.map_err(|e| LogError::io("read", &path, e))?;
-        let active = ActiveSegment::new(file, scan.index, self.storage.now_ms(), &tail, self.config.write_buffer_bytes_max);
+        let active =
+            ActiveSegment::new(file, scan.index, self.storage.now_ms(), &tail, self.config.write_buffer_bytes_max);
         let mut s = self.state.borrow_mut();
         s.closed.retain(|b, _| *b < target_base);
         s.indexes.retain(|b, _| *b < target_base);
@@ -731,9 +803,19 @@ impl<S: Storage> PartitionLog<S> {
         let index = self.state.borrow().active.index.clone();
         let summary = index.summary;
         let index_file = index_path(&self.dir, summary.base_offset);
-        self.storage.write_file_atomic(&index_file, &index.encode()).await.map_err(|e| LogError::io("write", &index_file, e))?;
-        let marker = CleanMarker { active_base: summary.base_offset, active_size_bytes: summary.size_bytes, next_offset: summary.next_offset };
+        self.storage
+            .write_file_atomic(&index_file, &index.encode())
+            .await
+            .map_err(|e| LogError::io("write", &index_file, e))?;
+        let marker = CleanMarker {
+            active_base: summary.base_offset,
+            active_size_bytes: summary.size_bytes,
+            next_offset: summary.next_offset,
+        };
         let marker_file = self.dir.join(MARKER_FILE);
-        self.storage.write_file_atomic(&marker_file, &marker.encode()).await.map_err(|e| LogError::io("write", &marker_file, e))
+        self.storage
+            .write_file_atomic(&marker_file, &marker.encode())
+            .await
+            .map_err(|e| LogError::io("write", &marker_file, e))
     }
 }

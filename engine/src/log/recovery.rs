@@ -42,7 +42,11 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |e| LogError::io(op, path, e)
 }
 
-pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogConfig) -> Result<Recovered<S::File>, LogError> {
+pub(crate) async fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+) -> Result<Recovered<S::File>, LogError> {
     storage.create_dir_all(dir).await.map_err(io_err("create", dir))?;
     let mut report = RecoveryReport::default();
     let names = storage.list_dir(dir).await.map_err(io_err("list", dir))?;
@@ -51,7 +55,7 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
     // R2: leftovers of an interrupted atomic write or of a deleted segment.
     for name in &names {
         let stray_index = parse_name(name, "index").is_some_and(|b| !segments.contains(&b));
-        if name.ends_with(".tmp") || stray_index {
+        if Path::new(name).extension().is_some_and(|e| e == "tmp") || stray_index {
             let path = dir.join(name);
             storage.remove(&path).await.map_err(io_err("remove", &path))?;
             report.removed_files += 1;
@@ -91,7 +95,10 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
             return Err(LogError::corruption(
                 &path,
                 index.summary.size_bytes,
-                format!("segment ends at offset {} but the next segment starts at {}", index.summary.next_offset, next_base),
+                format!(
+                    "segment ends at offset {} but the next segment starts at {}",
+                    index.summary.next_offset, next_base
+                ),
             ));
         }
         closed.insert(base, index.summary);
@@ -116,9 +123,10 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
         index
     } else {
         // R4-R7: scan the active segment batch by batch.
-        let scan = scan_segment(&file, active_base, file_bytes, config.batch_bytes_max, config.index_interval_bytes, None)
-            .await
-            .map_err(io_err("read", &path))?;
+        let scan =
+            scan_segment(&file, active_base, file_bytes, config.batch_bytes_max, config.index_interval_bytes, None)
+                .await
+                .map_err(io_err("read", &path))?;
         report.scanned_bytes = scan.index.summary.size_bytes;
         if let ScanStop::Invalid { position, reason } = &scan.stop {
             // R7: under `Always` only the last write (at most one write
@@ -213,10 +221,10 @@ async fn load_or_rebuild_index<S: Storage>(
 ) -> Result<(SegmentIndex, bool), LogError> {
     let index_file = index_path(dir, base);
     let bytes = storage.read_file(&index_file).await.map_err(io_err("read", &index_file))?;
-    if let Some(index) = bytes.and_then(|b| SegmentIndex::decode(&b, base).ok()) {
-        if expected.is_none_or(|e| e == index.summary) {
-            return Ok((index, false));
-        }
+    if let Some(index) = bytes.and_then(|b| SegmentIndex::decode(&b, base).ok())
+        && expected.is_none_or(|e| e == index.summary)
+    {
+        return Ok((index, false));
     }
     let path = log_path(dir, base);
     let size = file.size().await.map_err(io_err("stat", &path))?;
@@ -227,7 +235,11 @@ async fn load_or_rebuild_index<S: Storage>(
         ScanStop::Invalid { position, reason } => Err(LogError::corruption(&path, position, reason)),
         ScanStop::End | ScanStop::ReachedOffset => {
             if scan.index.summary.size_bytes != size {
-                return Err(LogError::corruption(&path, scan.index.summary.size_bytes, "zeroes inside a sealed segment"));
+                return Err(LogError::corruption(
+                    &path,
+                    scan.index.summary.size_bytes,
+                    "zeroes inside a sealed segment",
+                ));
             }
             if expected.is_some_and(|e| e != scan.index.summary) {
                 return Err(LogError::corruption(&path, 0, "sealed segment changed since it was opened"));

@@ -83,7 +83,14 @@ pub(crate) async fn scan_segment<F: DmaFile>(
                 reason: format!("offset {} where {} was expected", view.header.base_offset, index.summary.next_offset),
             };
         }
-        index.on_append(view.header.base_offset, view.header.next_offset(), view.header.max_timestamp, pos, length, interval_bytes);
+        index.on_append(
+            view.header.base_offset,
+            view.header.next_offset(),
+            view.header.max_timestamp,
+            pos,
+            length,
+            interval_bytes,
+        );
         pos += length;
     };
     Ok(ScanResult { index, stop })
@@ -104,12 +111,12 @@ pub(crate) async fn find_valid_batch_after<F: DmaFile>(
         let candidates = chunk.len().min(SCAN_CHUNK_BYTES);
         for i in 0..candidates {
             let magic_at = i + 16;
-            if chunk.len() >= magic_at + 4 && chunk[magic_at..magic_at + 4] == BATCH_MAGIC.to_le_bytes() {
-                if let Ok(view) = validate_batch(&chunk[i..]) {
-                    if view.header.base_offset >= min_offset {
-                        return Ok(Some(start + i as u64));
-                    }
-                }
+            if chunk.len() >= magic_at + 4
+                && chunk[magic_at..magic_at + 4] == BATCH_MAGIC.to_le_bytes()
+                && let Ok(view) = validate_batch(&chunk[i..])
+                && view.header.base_offset >= min_offset
+            {
+                return Ok(Some(start + i as u64));
             }
         }
         start += SCAN_CHUNK_BYTES as u64;

@@ -215,7 +215,11 @@ fn finds_the_first_record_at_or_after_a_timestamp() {
     assert!(log.segment_count() > 1);
     for target in [0, 10_000, 10_005, 10_010, 12_345, 18_990] {
         let expected = if target <= 10_000 { 0 } else { (target as u64 - 10_000).div_ceil(10) };
-        assert_eq!(block_on(log.offset_for_timestamp(Timestamp(target))).unwrap(), Some(Offset(expected)), "t={target}");
+        assert_eq!(
+            block_on(log.offset_for_timestamp(Timestamp(target))).unwrap(),
+            Some(Offset(expected)),
+            "t={target}"
+        );
     }
     assert_eq!(block_on(log.offset_for_timestamp(Timestamp(99_999))).unwrap(), None);
 }
@@ -336,7 +340,11 @@ fn r6_a_garbled_last_batch_is_cut_off() {
 
 fn files_sizes_before_active(storage: &SimStorage) -> usize {
     let active = active_segment(storage);
-    files_with_ext(storage, "log").into_iter().filter(|p| *p != active).map(|p| storage.file_contents(&p).unwrap().len()).sum()
+    files_with_ext(storage, "log")
+        .into_iter()
+        .filter(|p| *p != active)
+        .map(|p| storage.file_contents(&p).unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -524,7 +532,10 @@ fn bad_batches_are_rejected_without_changing_the_log() {
     let mut b = batch(1, 2, 0);
     let last = b.len() - 1;
     b[last] ^= 1;
-    assert!(matches!(block_on(log.append(b)), Err(LogError::InvalidBatch(crate::batch::BatchError::CrcMismatch { .. }))));
+    assert!(matches!(
+        block_on(log.append(b)),
+        Err(LogError::InvalidBatch(crate::batch::BatchError::CrcMismatch { .. }))
+    ));
     assert!(matches!(block_on(log.append(vec![0; 10])), Err(LogError::InvalidBatch(_))));
     let mut big = BatchBuilder::new();
     big.push(RecordInput::new(None, Some(&[7u8; 5000]), Timestamp(0)));

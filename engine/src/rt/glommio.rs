@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use glommio::io::{BufferedFile, DmaBuffer, Directory, OpenOptions};
+use glommio::io::{BufferedFile, Directory, DmaBuffer, OpenOptions};
 
 use super::{BLOCK_BYTES, DmaFile, IoBuf, OpenMode, Storage};
 

@@ -1,0 +1,358 @@
+//! Engine benchmarks, each quoted as a ratio to the device baseline measured
+//! in the same run on the same directory: these machines are shared and
+//! noisy, so absolute figures alone would say little.
+//!
+//! - append: records/s and MB/s for 100 B and 1 KiB records in batches of 1,
+//!   16, 256 and 1024, with `flush = always` and `flush = never`, against raw
+//!   O_DIRECT writes (never) or write+fdatasync (always) of the same size as
+//!   the engine's average write;
+//! - tail reads (served from the batch cache) and cold reads (DMA with
+//!   read-ahead) against raw 1 MiB O_DIRECT reads;
+//! - the recovery scan of an uncleanly closed segment, against the same.
+
+#![allow(clippy::cast_precision_loss, reason = "rates and ratios of counters far below 2^52")]
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use engine::batch::{BatchBuilder, RecordInput, validate_batch};
+use engine::rt::glommio::GlommioStorage;
+use engine::types::{Offset, Timestamp};
+use engine::{FlushPolicy, LogConfig, PartitionLog};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::Flags;
+use crate::device;
+
+const HELP: &str = "bench engine [--dir DIR] [--seconds S] [--appenders N] [--scan-mib M] [--cases all|quick]
+
+Appends, reads and recovers a partition log on DIR's disk and measures the
+same disk raw (io_uring, O_DIRECT) in the same run; prints a table and
+`json: ` lines.";
+
+struct AppendCase {
+    record_bytes: usize,
+    batch_records: usize,
+    flush: FlushPolicy,
+}
+
+struct AppendResult {
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    writes: u64,
+    bytes_written: u64,
+    fdatasyncs: u64,
+}
+
+fn make_batches(record_bytes: usize, batch_records: usize, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|b| {
+            let mut builder = BatchBuilder::new();
+            for i in 0..batch_records {
+                // A record of `record_bytes` value bytes, with a small key.
+                let mut value = vec![b'a' + (i % 26) as u8; record_bytes];
+                value[0] = b as u8;
+                builder.push(RecordInput::new(
+                    Some(format!("k{}", i % 64).as_bytes()),
+                    Some(&value),
+                    Timestamp(1_700_000_000_000),
+                ));
+            }
+            builder.build().expect("batch")
+        })
+        .collect()
+}
+
+fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+    LocalExecutorBuilder::new(Placement::Fixed(0))
+        .name("bench")
+        .spawn(move || async move { f().await })
+        .expect("executor")
+        .join()
+        .expect("executor thread")
+}
+
+fn log_config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        flush,
+        segment_bytes_max: 1 << 30,
+        batch_bytes_max: 2 << 20,
+        write_buffer_bytes_max: 4 << 20,
+        cache_bytes_max: 64 << 20,
+        ..LogConfig::default()
+    }
+}
+
+fn run_append(dir: &Path, case: &AppendCase, seconds: f64, appenders: usize) -> AppendResult {
+    let dir = dir.to_path_buf();
+    let batches = Rc::new(make_batches(case.record_bytes, case.batch_records, 32));
+    let batches: Vec<Vec<u8>> = batches.as_ref().clone();
+    let config = log_config(case.flush);
+    let records_per_batch = case.batch_records as u64;
+    on_core(async move || {
+        let storage = GlommioStorage::new(&dir).await.expect("storage");
+        let path = dir.join("append");
+        let _ = std::fs::remove_dir_all(&path);
+        let log = Rc::new(PartitionLog::open(storage, &path, config).await.expect("open"));
+        let batches = Rc::new(batches);
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for a in 0..appenders {
+            let log = log.clone();
+            let batches = batches.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let (mut records, mut bytes, mut i) = (0u64, 0u64, a);
+                while Instant::now() < deadline {
+                    let batch = batches[i % batches.len()].clone();
+                    bytes += batch.len() as u64;
+                    log.append(batch).await.expect("append");
+                    records += records_per_batch;
+                    i += 1;
+                }
+                (records, bytes)
+            }));
+        }
+        let (mut records, mut bytes) = (0, 0);
+        for task in tasks {
+            let (r, b) = task.await;
+            records += r;
+            bytes += b;
+        }
+        let elapsed = start.elapsed();
+        let stats = log.io_stats();
+        log.close().await.expect("close");
+        drop(log);
+        let _ = std::fs::remove_dir_all(&path);
+        AppendResult {
+            records,
+            bytes,
+            elapsed,
+            writes: stats.writes,
+            bytes_written: stats.bytes_written,
+            fdatasyncs: stats.fdatasyncs,
+        }
+    })
+}
+
+fn mb(bytes_per_sec: f64) -> f64 {
+    bytes_per_sec / 1e6
+}
+
+fn round_to_block(bytes: u64) -> usize {
+    (bytes.div_ceil(4096) * 4096).clamp(4096, 64 << 20) as usize
+}
+
+fn flush_name(flush: FlushPolicy) -> &'static str {
+    match flush {
+        FlushPolicy::Always => "always",
+        FlushPolicy::Never => "never",
+        FlushPolicy::IntervalMs(_) => "interval",
+    }
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help") {
+        println!("{HELP}");
+        return Ok(());
+    }
+    let flags = Flags::parse(args, &["dir", "seconds", "appenders", "scan-mib", "cases"])?;
+    let dir = PathBuf::from(flags.get("dir").unwrap_or("target/enginebench"));
+    let seconds: f64 = flags.parse_or("seconds", 2.0)?;
+    let appenders: usize = flags.parse_or("appenders", 16)?;
+    let scan_mib: u64 = flags.parse_or("scan-mib", 512)?;
+    let quick = flags.get("cases") == Some("quick");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+
+    println!(
+        "engine benchmark: dir {}, {seconds} s per case, {appenders} concurrent appenders on one core, MB = 10^6 bytes",
+        dir.display()
+    );
+    println!(
+        "{:>6} {:>6} {:>7} {:>12} {:>9} {:>10} {:>9} {:>12} {:>9}",
+        "rec B", "batch", "flush", "records/s", "MB/s", "avg write", "syncs/s", "raw MB/s", "ratio"
+    );
+    let record_sizes: &[usize] = if quick { &[100] } else { &[100, 1024] };
+    let batch_sizes: &[usize] = if quick { &[1, 256] } else { &[1, 16, 256, 1024] };
+    for &record_bytes in record_sizes {
+        for &batch_records in batch_sizes {
+            for flush in [FlushPolicy::Never, FlushPolicy::Always] {
+                let case = AppendCase { record_bytes, batch_records, flush };
+                let r = run_append(&dir, &case, seconds, appenders);
+                let secs = r.elapsed.as_secs_f64();
+                let avg_write = r.bytes_written / r.writes.max(1);
+                let write_size = round_to_block(avg_write);
+                let engine_bps = r.bytes as f64 / secs;
+                let raw_bps = if flush == FlushPolicy::Always {
+                    let count = (r.fdatasyncs as usize).clamp(200, 2000);
+                    device::write_fdatasync(&dir, write_size, count).map_err(|e| e.to_string())?.bytes_per_sec()
+                } else {
+                    let total = r.bytes_written.clamp(64 << 20, 512 << 20);
+                    device::write_bandwidth(&dir, write_size, total).map_err(|e| e.to_string())?.bytes_per_sec()
+                };
+                // Compare bytes the disk moved: the engine writes its partial
+                // last block again with the next write, so its disk bytes are
+                // `bytes_written`, at most one block per write above `bytes`.
+                let ratio = (r.bytes_written as f64 / secs) / raw_bps;
+                println!(
+                    "{:>6} {:>6} {:>7} {:>12.0} {:>9.1} {:>10} {:>9.0} {:>12.1} {:>9.2}",
+                    record_bytes,
+                    batch_records,
+                    flush_name(flush),
+                    r.records as f64 / secs,
+                    mb(engine_bps),
+                    avg_write,
+                    r.fdatasyncs as f64 / secs,
+                    mb(raw_bps),
+                    ratio
+                );
+                println!(
+                    "json: {{\"bench\":\"engine\",\"test\":\"append\",\"record_bytes\":{record_bytes},\"batch_records\":{batch_records},\"flush\":\"{}\",\"appenders\":{appenders},\"records_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"disk_bytes_per_sec\":{:.0},\"avg_write_bytes\":{avg_write},\"fdatasyncs_per_sec\":{:.1},\"raw_bytes_per_sec\":{raw_bps:.0},\"ratio_to_raw\":{ratio:.3}}}",
+                    flush_name(flush),
+                    r.records as f64 / secs,
+                    engine_bps,
+                    r.bytes_written as f64 / secs,
+                    r.fdatasyncs as f64 / secs,
+                );
+            }
+        }
+    }
+    read_and_recovery(&dir, seconds, scan_mib)
+}
+
+struct ReadFigures {
+    tail_records_per_sec: f64,
+    tail_bytes_per_sec: f64,
+    cold_bytes_per_sec: f64,
+    cold_records_per_sec: f64,
+    scan_bytes: u64,
+    scan_elapsed: Duration,
+    max_rss_kib: u64,
+}
+
+fn max_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn read_and_recovery(dir: &Path, seconds: f64, scan_mib: u64) -> Result<(), String> {
+    let path = dir.join("read");
+    let _ = std::fs::remove_dir_all(&path);
+    let dir2 = dir.to_path_buf();
+    let figures = on_core(async move || {
+        let storage = GlommioStorage::new(&dir2).await.expect("storage");
+        let config = log_config(FlushPolicy::Never);
+        let log = PartitionLog::open(storage.clone(), &path, config.clone()).await.expect("open");
+        let batches = make_batches(100, 256, 32);
+        let target = scan_mib << 20;
+        let mut i = 0;
+        while log.size_bytes() < target {
+            log.append(batches[i % batches.len()].clone()).await.expect("append");
+            i += 1;
+        }
+        // Tail reads: everything the cache holds, over and over.
+        let end = log.log_end_offset();
+        let cache_start = {
+            let mut from = end;
+            // Step back to the oldest cached batch by reading backwards in offsets.
+            let per_batch = 256u64;
+            let cached_batches = (log.cached_bytes() as u64) / (batches[0].len() as u64);
+            from = Offset(from.0.saturating_sub(cached_batches.saturating_sub(1) * per_batch));
+            from
+        };
+        let (mut records, mut bytes) = (0u64, 0u64);
+        let start = Instant::now();
+        while start.elapsed().as_secs_f64() < seconds {
+            let mut from = cache_start;
+            while from < end {
+                let read = log.read(from, 1 << 20).await.expect("read");
+                for b in &read.batches {
+                    let header = validate_batch(b).expect("valid").header;
+                    records += u64::from(header.record_count);
+                    bytes += b.len() as u64;
+                    from = header.next_offset();
+                }
+            }
+        }
+        let tail_secs = start.elapsed().as_secs_f64();
+        assert_eq!(log.io_stats().cold_reads, 0, "tail reads never touch the disk");
+        log.close().await.expect("close");
+        drop(log);
+        // Cold reads: a reopened log has an empty cache.
+        let log = PartitionLog::open(storage.clone(), &path, config.clone()).await.expect("reopen");
+        let start = Instant::now();
+        let mut from = log.log_start_offset();
+        let (mut cold_bytes, mut cold_records) = (0u64, 0u64);
+        while from < log.log_end_offset() {
+            let read = log.read(from, 1 << 20).await.expect("read");
+            for b in &read.batches {
+                let header = validate_batch(b).expect("valid").header;
+                if header.next_offset() > from {
+                    cold_bytes += b.len() as u64;
+                    cold_records += u64::from(header.record_count);
+                    from = header.next_offset();
+                }
+            }
+        }
+        let cold_secs = start.elapsed().as_secs_f64();
+        // Recovery: drop without close, so the next open scans the segment.
+        drop(log);
+        let start = Instant::now();
+        let log = PartitionLog::open(storage, &path, config).await.expect("recover");
+        let scan_elapsed = start.elapsed();
+        let scan_bytes = log.recovery_report().scanned_bytes;
+        assert!(!log.recovery_report().clean_shutdown);
+        drop(log);
+        let _ = std::fs::remove_dir_all(&path);
+        ReadFigures {
+            tail_records_per_sec: records as f64 / tail_secs,
+            tail_bytes_per_sec: bytes as f64 / tail_secs,
+            cold_bytes_per_sec: cold_bytes as f64 / cold_secs,
+            cold_records_per_sec: cold_records as f64 / cold_secs,
+            scan_bytes,
+            scan_elapsed,
+            max_rss_kib: max_rss_kib(),
+        }
+    });
+    let raw_read = device::read_bandwidth(dir, 1 << 20, scan_mib << 20).map_err(|e| e.to_string())?.bytes_per_sec();
+    let scan_bps = figures.scan_bytes as f64 / figures.scan_elapsed.as_secs_f64();
+    println!();
+    println!("raw O_DIRECT sequential read, 1 MiB QD1: {:.1} MB/s", mb(raw_read));
+    println!(
+        "tail read (cache):     {:>12.0} records/s {:>9.1} MB/s",
+        figures.tail_records_per_sec,
+        mb(figures.tail_bytes_per_sec)
+    );
+    println!(
+        "cold read (DMA):       {:>12.0} records/s {:>9.1} MB/s  ratio to raw read {:.2}",
+        figures.cold_records_per_sec,
+        mb(figures.cold_bytes_per_sec),
+        figures.cold_bytes_per_sec / raw_read
+    );
+    println!(
+        "recovery scan:         {:>9.1} MB/s over {} MiB  ratio to raw read {:.2}",
+        mb(scan_bps),
+        figures.scan_bytes >> 20,
+        scan_bps / raw_read
+    );
+    println!(
+        "max resident memory:   {} MiB (log of {scan_mib} MiB; cache 64 MiB, write buffers 2 x 4 MiB)",
+        figures.max_rss_kib / 1024
+    );
+    println!(
+        "json: {{\"bench\":\"engine\",\"test\":\"read\",\"tail_records_per_sec\":{:.0},\"tail_bytes_per_sec\":{:.0},\"cold_bytes_per_sec\":{:.0},\"cold_records_per_sec\":{:.0},\"scan_bytes\":{},\"scan_bytes_per_sec\":{scan_bps:.0},\"raw_read_bytes_per_sec\":{raw_read:.0},\"max_rss_kib\":{}}}",
+        figures.tail_records_per_sec,
+        figures.tail_bytes_per_sec,
+        figures.cold_bytes_per_sec,
+        figures.cold_records_per_sec,
+        figures.scan_bytes,
+        figures.max_rss_kib
+    );
+    Ok(())
+}
