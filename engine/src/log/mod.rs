@@ -34,7 +34,7 @@ pub use error::LogError;
 pub use index::{OffsetIndex, SegmentIndex, SegmentSummary, TimeIndex};
 pub use recovery::RecoveryReport;
 
-use crate::batch::{BATCH_HEADER_BYTES, BatchView, patch_base_offset, patch_leader_epoch, validate_batch};
+use crate::batch::{BATCH_HEADER_BYTES, BatchHeader, BatchView, patch_base_offset, patch_leader_epoch, validate_batch};
 use crate::rt::{DmaFile, OpenMode, Storage};
 use crate::types::{LeaderEpoch, Offset, Timestamp};
 use cache::{BatchCache, CachedBatch, Lru};
@@ -98,6 +98,9 @@ pub struct PartitionLog<S: Storage> {
     io_done: Notify,
     recovery: RecoveryReport,
 }
+
+/// Writes smaller than this wait one scheduler turn for more appends.
+const COALESCE_BYTES_MAX: u64 = 64 << 10;
 
 enum Step {
     Wait,
@@ -273,7 +276,7 @@ impl<S: Storage> PartitionLog<S> {
                 } else if s.active.buffer_room(self.config.write_buffer_bytes_max) < len {
                     Step::Flush
                 } else {
-                    break self.append_in_memory(&mut s, std::mem::take(&mut batch), header.last_offset_delta);
+                    break self.append_in_memory(&mut s, std::mem::take(&mut batch), &header);
                 }
             };
             match step {
@@ -287,12 +290,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok(info)
     }
 
-    fn append_in_memory(&self, s: &mut State<S::File>, mut batch: Vec<u8>, last_offset_delta: u32) -> AppendInfo {
+    fn append_in_memory(&self, s: &mut State<S::File>, mut batch: Vec<u8>, header: &BatchHeader) -> AppendInfo {
         let base = s.next_offset;
-        let next = base.plus(u64::from(last_offset_delta) + 1);
+        let next = base.plus(u64::from(header.last_offset_delta) + 1);
         patch_base_offset(&mut batch, base);
         patch_leader_epoch(&mut batch, s.leader_epoch);
-        let header = validate_batch(&batch).expect("validated before; patched fields are outside the CRC").header;
         let position = s.active.size_bytes();
         s.active.copy_in(&batch);
         s.active.index.on_append(
@@ -393,6 +395,12 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn flush_locked(&self, sync: bool) -> Result<(), LogError> {
+        // A small write costs a whole device round trip: let the tasks that
+        // are ready to append do so first and share it. A large one starts
+        // at once, so the appends that follow overlap it.
+        if self.state.borrow().active.unwritten_bytes() < COALESCE_BYTES_MAX {
+            notify::yield_now().await;
+        }
         let (pending, file, base, end_offset) = {
             let mut s = self.state.borrow_mut();
             let pending = s.active.take_pending(self.config.write_buffer_bytes_max);

@@ -45,3 +45,23 @@ impl Future for Notified<'_> {
         Poll::Pending
     }
 }
+
+/// Yields to the executor once: the task goes to the back of the run queue.
+pub(crate) fn yield_now() -> YieldNow {
+    YieldNow(false)
+}
+
+pub(crate) struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -72,6 +72,11 @@ impl<F: DmaFile> ActiveSegment<F> {
         self.index.summary.size_bytes
     }
 
+    /// Bytes appended but not yet written.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.buf_pos + self.buf_len as u64 - self.written_bytes
+    }
+
     pub fn buffer_room(&self, capacity: usize) -> usize {
         capacity - self.buf_len
     }

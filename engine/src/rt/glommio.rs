@@ -85,7 +85,7 @@ impl DmaFile for GlommioFile {
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
-        self.0.pre_allocate(len, true).await.map_err(io::Error::from)
+        self.0.pre_allocate(len, false).await.map_err(io::Error::from)
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
