@@ -20,12 +20,15 @@ use engine::batch::{BatchBuilder, RecordInput, validate_batch};
 use engine::rt::glommio::GlommioStorage;
 use engine::types::{Offset, Timestamp};
 use engine::{FlushPolicy, LogConfig, PartitionLog};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::Flags;
 use crate::device;
 
-const HELP: &str = "bench engine [--dir DIR] [--seconds S] [--appenders N] [--scan-mib M] [--cases all|quick]
+const HELP: &str = "bench engine [--dir DIR] [--seconds S] [--rounds R] [--appenders N] [--depth D] [--scan-mib M]
+    [--cases all|quick|append] [--record-bytes 100|1024] [--batch 1|16|256|1024] [--flush never|always]
 
 Appends, reads and recovers a partition log on DIR's disk and measures the
 same disk raw (io_uring, O_DIRECT) in the same run; prints a table and
@@ -85,7 +88,7 @@ fn log_config(flush: FlushPolicy) -> LogConfig {
     }
 }
 
-fn run_append(dir: &Path, case: &AppendCase, seconds: f64, appenders: usize) -> AppendResult {
+fn run_append(dir: &Path, case: &AppendCase, seconds: f64, appenders: usize, depth: usize) -> AppendResult {
     let dir = dir.to_path_buf();
     let batches = Rc::new(make_batches(case.record_bytes, case.batch_records, 32));
     let batches: Vec<Vec<u8>> = batches.as_ref().clone();
@@ -104,13 +107,26 @@ fn run_append(dir: &Path, case: &AppendCase, seconds: f64, appenders: usize) -> 
             let log = log.clone();
             let batches = batches.clone();
             tasks.push(glommio::spawn_local(async move {
+                // Like a producer with `depth` requests in flight (Kafka's
+                // max.in.flight.requests): the next append is issued as soon
+                // as the oldest outstanding one is acknowledged.
                 let (mut records, mut bytes, mut i) = (0u64, 0u64, a);
-                while Instant::now() < deadline {
-                    let batch = batches[i % batches.len()].clone();
-                    bytes += batch.len() as u64;
-                    log.append(batch).await.expect("append");
-                    records += records_per_batch;
-                    i += 1;
+                let mut in_flight = FuturesOrdered::new();
+                loop {
+                    while in_flight.len() < depth && Instant::now() < deadline {
+                        let batch = batches[i % batches.len()].clone();
+                        bytes += batch.len() as u64;
+                        let log = log.clone();
+                        in_flight.push_back(async move { log.append(batch).await });
+                        i += 1;
+                    }
+                    match in_flight.next().await {
+                        Some(result) => {
+                            result.expect("append");
+                            records += records_per_batch;
+                        }
+                        None => break,
+                    }
                 }
                 (records, bytes)
             }));
@@ -158,68 +174,117 @@ pub fn run(args: &[String]) -> Result<(), String> {
         println!("{HELP}");
         return Ok(());
     }
-    let flags = Flags::parse(args, &["dir", "seconds", "appenders", "scan-mib", "cases"])?;
+    let flags = Flags::parse(
+        args,
+        &["dir", "seconds", "appenders", "scan-mib", "cases", "record-bytes", "batch", "flush", "depth", "rounds"],
+    )?;
     let dir = PathBuf::from(flags.get("dir").unwrap_or("target/enginebench"));
-    let seconds: f64 = flags.parse_or("seconds", 2.0)?;
+    let seconds: f64 = flags.parse_or("seconds", 1.0)?;
     let appenders: usize = flags.parse_or("appenders", 16)?;
+    let depth: usize = flags.parse_or("depth", 4)?.max(1);
+    let rounds: usize = flags.parse_or("rounds", 3)?.max(1);
     let scan_mib: u64 = flags.parse_or("scan-mib", 512)?;
     let quick = flags.get("cases") == Some("quick");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
     println!(
-        "engine benchmark: dir {}, {seconds} s per case, {appenders} concurrent appenders on one core, MB = 10^6 bytes",
+        "engine benchmark: dir {}, {rounds} rounds of {seconds} s per case, {appenders} appenders x {depth} appends in flight on one core; medians over rounds; MB = 10^6 bytes",
         dir.display()
     );
     println!(
         "{:>6} {:>6} {:>7} {:>12} {:>9} {:>10} {:>9} {:>12} {:>9}",
         "rec B", "batch", "flush", "records/s", "MB/s", "avg write", "syncs/s", "raw MB/s", "ratio"
     );
+    let only_record: Option<usize> =
+        flags.get("record-bytes").map(str::parse).transpose().map_err(|e| format!("--record-bytes: {e}"))?;
+    let only_batch: Option<usize> =
+        flags.get("batch").map(str::parse).transpose().map_err(|e| format!("--batch: {e}"))?;
+    let only_flush = flags.get("flush");
     let record_sizes: &[usize] = if quick { &[100] } else { &[100, 1024] };
     let batch_sizes: &[usize] = if quick { &[1, 256] } else { &[1, 16, 256, 1024] };
-    for &record_bytes in record_sizes {
-        for &batch_records in batch_sizes {
-            for flush in [FlushPolicy::Never, FlushPolicy::Always] {
+    for &record_bytes in record_sizes.iter().filter(|r| only_record.is_none_or(|o| o == **r)) {
+        for &batch_records in batch_sizes.iter().filter(|b| only_batch.is_none_or(|o| o == **b)) {
+            for flush in [FlushPolicy::Never, FlushPolicy::Always]
+                .into_iter()
+                .filter(|f| only_flush.is_none_or(|o| o == flush_name(*f)))
+            {
                 let case = AppendCase { record_bytes, batch_records, flush };
-                let r = run_append(&dir, &case, seconds, appenders);
-                let secs = r.elapsed.as_secs_f64();
-                let avg_write = r.bytes_written / r.writes.max(1);
-                let write_size = round_to_block(avg_write);
-                let engine_bps = r.bytes as f64 / secs;
-                let raw_bps = if flush == FlushPolicy::Always {
-                    let count = (r.fdatasyncs as usize).clamp(200, 2000);
-                    device::write_fdatasync(&dir, write_size, count).map_err(|e| e.to_string())?.bytes_per_sec()
-                } else {
-                    let total = r.bytes_written.clamp(64 << 20, 512 << 20);
-                    device::write_bandwidth(&dir, write_size, total).map_err(|e| e.to_string())?.bytes_per_sec()
-                };
-                // Compare bytes the disk moved: the engine writes its partial
-                // last block again with the next write, so its disk bytes are
-                // `bytes_written`, at most one block per write above `bytes`.
-                let ratio = (r.bytes_written as f64 / secs) / raw_bps;
+                // Engine and raw disk alternate, `rounds` times; the medians
+                // of the per-round figures are reported (the disk swings).
+                let mut rounds_out = Vec::new();
+                for _ in 0..rounds {
+                    let r = run_append(&dir, &case, seconds, appenders, depth);
+                    let secs = r.elapsed.as_secs_f64();
+                    let avg_write = r.bytes_written / r.writes.max(1);
+                    let write_size = round_to_block(avg_write);
+                    let raw_bps = if flush == FlushPolicy::Always {
+                        let count = (r.fdatasyncs as usize).clamp(100, 3000);
+                        device::write_fdatasync(&dir, write_size, count).map_err(|e| e.to_string())?.bytes_per_sec()
+                    } else {
+                        let total = r.bytes_written.clamp(16 << 20, 1 << 30);
+                        device::write_bandwidth(&dir, write_size, total).map_err(|e| e.to_string())?.bytes_per_sec()
+                    };
+                    // Compare bytes the disk moved: the engine writes its
+                    // partial last block again with the next write, so its
+                    // disk bytes are `bytes_written`.
+                    rounds_out.push(Round {
+                        records_per_sec: r.records as f64 / secs,
+                        bytes_per_sec: r.bytes as f64 / secs,
+                        avg_write,
+                        syncs_per_sec: r.fdatasyncs as f64 / secs,
+                        raw_bps,
+                        ratio: (r.bytes_written as f64 / secs) / raw_bps,
+                    });
+                }
+                let m = |f: fn(&Round) -> f64| median(rounds_out.iter().map(f).collect());
+                let (records_per_sec, bytes_per_sec, syncs_per_sec, raw_bps, ratio) = (
+                    m(|r| r.records_per_sec),
+                    m(|r| r.bytes_per_sec),
+                    m(|r| r.syncs_per_sec),
+                    m(|r| r.raw_bps),
+                    m(|r| r.ratio),
+                );
+                let avg_write = m(|r| r.avg_write as f64) as u64;
+                let ratios: Vec<String> = rounds_out.iter().map(|r| format!("{:.2}", r.ratio)).collect();
                 println!(
-                    "{:>6} {:>6} {:>7} {:>12.0} {:>9.1} {:>10} {:>9.0} {:>12.1} {:>9.2}",
+                    "{:>6} {:>6} {:>7} {:>12.0} {:>9.1} {:>10} {:>9.0} {:>12.1} {:>9.2}  ({})",
                     record_bytes,
                     batch_records,
                     flush_name(flush),
-                    r.records as f64 / secs,
-                    mb(engine_bps),
+                    records_per_sec,
+                    mb(bytes_per_sec),
                     avg_write,
-                    r.fdatasyncs as f64 / secs,
+                    syncs_per_sec,
                     mb(raw_bps),
-                    ratio
+                    ratio,
+                    ratios.join(" ")
                 );
                 println!(
-                    "json: {{\"bench\":\"engine\",\"test\":\"append\",\"record_bytes\":{record_bytes},\"batch_records\":{batch_records},\"flush\":\"{}\",\"appenders\":{appenders},\"records_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"disk_bytes_per_sec\":{:.0},\"avg_write_bytes\":{avg_write},\"fdatasyncs_per_sec\":{:.1},\"raw_bytes_per_sec\":{raw_bps:.0},\"ratio_to_raw\":{ratio:.3}}}",
+                    "json: {{\"bench\":\"engine\",\"test\":\"append\",\"record_bytes\":{record_bytes},\"batch_records\":{batch_records},\"flush\":\"{}\",\"appenders\":{appenders},\"depth\":{depth},\"rounds\":{rounds},\"records_per_sec\":{records_per_sec:.0},\"bytes_per_sec\":{bytes_per_sec:.0},\"avg_write_bytes\":{avg_write},\"fdatasyncs_per_sec\":{syncs_per_sec:.1},\"raw_bytes_per_sec\":{raw_bps:.0},\"ratio_to_raw\":{ratio:.3},\"ratios\":[{}]}}",
                     flush_name(flush),
-                    r.records as f64 / secs,
-                    engine_bps,
-                    r.bytes_written as f64 / secs,
-                    r.fdatasyncs as f64 / secs,
+                    ratios.join(","),
                 );
             }
         }
     }
+    if flags.get("cases") == Some("append") {
+        return Ok(());
+    }
     read_and_recovery(&dir, seconds, scan_mib)
+}
+
+struct Round {
+    records_per_sec: f64,
+    bytes_per_sec: f64,
+    avg_write: u64,
+    syncs_per_sec: f64,
+    raw_bps: f64,
+    ratio: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 struct ReadFigures {
