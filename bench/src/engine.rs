@@ -69,7 +69,9 @@ fn make_batches(record_bytes: usize, batch_records: usize, count: usize) -> Vec<
 }
 
 fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+    let preempt_us: u64 = std::env::var("CAIRN_PREEMPT_US").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     LocalExecutorBuilder::new(Placement::Fixed(0))
+        .preempt_timer(Duration::from_micros(preempt_us))
         .name("bench")
         .spawn(move || async move { f().await })
         .expect("executor")

@@ -20,6 +20,7 @@ fn config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 128 << 10,
         batch_bytes_max: 64 << 10,
+        write_bytes_max: 64 << 10,
         write_buffer_bytes_max: 128 << 10,
         cache_bytes_max: 320 << 10,
         read_ahead_bytes: 64 << 10,

@@ -32,8 +32,11 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// The largest batch the log accepts.
     pub batch_bytes_max: u32,
-    /// The aligned buffer appends are copied into; also the largest single
-    /// write. Two can be alive at once (one in flight, one filling).
+    /// The largest single write: appends are copied into aligned chunks of
+    /// this size, and a write takes one chunk.
+    pub write_bytes_max: usize,
+    /// All chunks together: appends wait for a write when this is full.
+    /// One more chunk may be in flight.
     pub write_buffer_bytes_max: usize,
     /// Recent batches kept in memory so tail reads never touch the disk.
     pub cache_bytes_max: usize,
@@ -59,6 +62,7 @@ impl Default for LogConfig {
             segment_ms_max: Some(7 * 24 * 3600 * 1000),
             index_interval_bytes: 4096,
             batch_bytes_max: 1 << 20,
+            write_bytes_max: 1 << 20,
             write_buffer_bytes_max: 4 << 20,
             cache_bytes_max: 32 << 20,
             read_ahead_bytes: 1 << 20,
@@ -72,6 +76,11 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// How many chunks of `write_bytes_max` the write buffer holds.
+    pub(crate) fn write_chunks_max(&self) -> usize {
+        self.write_buffer_bytes_max / self.write_bytes_max
+    }
+
     /// Checks the limits against each other.
     pub fn validate(&self) -> Result<(), String> {
         let block = BLOCK_BYTES as u64;
@@ -81,14 +90,21 @@ impl LogConfig {
         if self.segment_bytes_max < u64::from(self.batch_bytes_max) + block {
             return Err("segment_bytes_max must exceed batch_bytes_max by at least a block".into());
         }
-        if !self.write_buffer_bytes_max.is_multiple_of(BLOCK_BYTES)
-            || self.write_buffer_bytes_max < self.batch_bytes_max as usize + BLOCK_BYTES
-        {
-            return Err("write_buffer_bytes_max must be whole blocks and hold a largest batch plus a block".into());
+        if !self.write_bytes_max.is_multiple_of(BLOCK_BYTES) || self.write_bytes_max < 2 * BLOCK_BYTES {
+            return Err("write_bytes_max must be whole blocks, at least two".into());
         }
-        if self.cache_bytes_max < 2 * self.write_buffer_bytes_max + self.batch_bytes_max as usize {
+        if !self.write_buffer_bytes_max.is_multiple_of(self.write_bytes_max)
+            || self.write_buffer_bytes_max < self.batch_bytes_max as usize + self.write_bytes_max
+        {
             return Err(
-                "cache_bytes_max must hold two write buffers and a batch: unwritten data is served from it".into()
+                "write_buffer_bytes_max must be whole chunks of write_bytes_max and hold a largest batch plus a chunk"
+                    .into(),
+            );
+        }
+        if self.cache_bytes_max < self.write_buffer_bytes_max + self.write_bytes_max + self.batch_bytes_max as usize {
+            return Err(
+                "cache_bytes_max must hold the write buffer, a chunk in flight and a batch: unwritten data is served from it"
+                    .into(),
             );
         }
         if self.index_interval_bytes == 0 || self.read_ahead_bytes == 0 {

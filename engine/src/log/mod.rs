@@ -273,7 +273,7 @@ impl<S: Storage> PartitionLog<S> {
                     Step::Wait
                 } else if active_size > 0 && (active_size + len as u64 > self.config.segment_bytes_max || aged) {
                     Step::Roll
-                } else if s.active.buffer_room(self.config.write_buffer_bytes_max) < len {
+                } else if s.active.buffer_room() < len {
                     Step::Flush
                 } else {
                     break self.append_in_memory(&mut s, std::mem::take(&mut batch), &header);
@@ -296,7 +296,7 @@ impl<S: Storage> PartitionLog<S> {
         patch_base_offset(&mut batch, base);
         patch_leader_epoch(&mut batch, s.leader_epoch);
         let position = s.active.size_bytes();
-        s.active.copy_in(&batch);
+        s.active.copy_in(&batch, next);
         s.active.index.on_append(
             base,
             next,
@@ -394,6 +394,10 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
+    /// One write of the oldest unwritten chunk, then a sync if asked for,
+    /// if the policy is `Always` (every write is synced before the next, so
+    /// at most one write is ever unsynced: recovery row R7 relies on it), or
+    /// if the `IntervalMs` deadline has passed.
     async fn flush_locked(&self, sync: bool) -> Result<(), LogError> {
         // A small write costs a whole device round trip: let the tasks that
         // are ready to append do so first and share it. A large one starts
@@ -401,36 +405,60 @@ impl<S: Storage> PartitionLog<S> {
         if self.state.borrow().active.unwritten_bytes() < COALESCE_BYTES_MAX {
             notify::yield_now().await;
         }
-        let (pending, file, base, end_offset) = {
-            let mut s = self.state.borrow_mut();
-            let pending = s.active.take_pending(self.config.write_buffer_bytes_max);
-            (pending, s.active.file.clone(), s.active.index.summary.base_offset, s.next_offset)
-        };
-        if let Some(p) = pending {
-            let end_bytes = p.end_bytes;
-            let p_len = p.len;
-            file.write_at(p.buf, p.len, p.pos)
-                .await
-                .map_err(|e| LogError::io("write", log_path(&self.dir, base), e))?;
-            let mut s = self.state.borrow_mut();
-            s.active.written_bytes = end_bytes;
-            s.written_offset = end_offset;
-            s.stats.writes += 1;
-            s.stats.bytes_written += p_len as u64;
-        }
-        let now = self.storage.now_ms();
+        self.write_one_locked().await?;
         let interval_due = {
             let s = self.state.borrow();
-            matches!(self.config.flush, FlushPolicy::IntervalMs(ms) if now - s.last_sync_ms >= ms as i64)
+            matches!(self.config.flush, FlushPolicy::IntervalMs(ms) if self.storage.now_ms() - s.last_sync_ms >= ms as i64)
         };
-        let written = self.state.borrow().written_offset;
-        if (sync || interval_due) && self.state.borrow().durable_offset < written {
-            file.fdatasync().await.map_err(|e| LogError::io("fdatasync", log_path(&self.dir, base), e))?;
-            let mut s = self.state.borrow_mut();
-            s.durable_offset = written;
-            s.last_sync_ms = now;
-            s.stats.fdatasyncs += 1;
+        if sync || interval_due || self.config.flush == FlushPolicy::Always {
+            self.sync_locked().await?;
         }
+        Ok(())
+    }
+
+    /// Writes everything buffered, then syncs if asked for.
+    async fn flush_all_locked(&self, sync: bool) -> Result<(), LogError> {
+        while self.write_one_locked().await? {}
+        if sync || self.config.flush == FlushPolicy::Always {
+            self.sync_locked().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the oldest unwritten chunk; `false` if there was none.
+    async fn write_one_locked(&self) -> Result<bool, LogError> {
+        let (pending, file, base) = {
+            let mut s = self.state.borrow_mut();
+            let pending = s.active.take_pending();
+            (pending, s.active.file.clone(), s.active.index.summary.base_offset)
+        };
+        let Some(p) = pending else { return Ok(false) };
+        let (end_bytes, len) = (p.end_bytes, p.len);
+        file.write_at(p.buf, p.len, p.pos).await.map_err(|e| LogError::io("write", log_path(&self.dir, base), e))?;
+        let mut s = self.state.borrow_mut();
+        if let Some(written) = s.active.on_written(end_bytes) {
+            s.written_offset = written;
+        }
+        s.stats.writes += 1;
+        s.stats.bytes_written += len as u64;
+        Ok(true)
+    }
+
+    /// fdatasync of the active segment if anything written is unsynced.
+    async fn sync_locked(&self) -> Result<(), LogError> {
+        let (file, base, written, durable) = {
+            let s = self.state.borrow();
+            (s.active.file.clone(), s.active.index.summary.base_offset, s.written_offset, s.durable_offset)
+        };
+        if durable >= written {
+            return Ok(());
+        }
+        let now = self.storage.now_ms();
+        file.fdatasync().await.map_err(|e| LogError::io("fdatasync", log_path(&self.dir, base), e))?;
+        let mut s = self.state.borrow_mut();
+        s.durable_offset = written;
+        s.last_sync_ms = now;
+        s.stats.fdatasyncs += 1;
         Ok(())
     }
 
@@ -447,7 +475,7 @@ impl<S: Storage> PartitionLog<S> {
         if self.state.borrow().active.size_bytes() == 0 {
             return Ok(());
         }
-        self.flush_locked(true).await?;
+        self.flush_all_locked(true).await?;
         let (file, index) = {
             let s = self.state.borrow();
             (s.active.file.clone(), s.active.index.clone())
@@ -592,7 +620,7 @@ impl<S: Storage> PartitionLog<S> {
         let Some((base, summary)) = closed else {
             let s = self.state.borrow();
             let a = &s.active;
-            return Ok((a.index.summary.base_offset, a.index.position_for(from), a.file.clone(), a.written_bytes));
+            return Ok((a.index.summary.base_offset, a.index.position_for(from), a.file.clone(), a.readable_bytes));
         };
         let file = self.segment_file(base).await?;
         let cached = self.state.borrow_mut().indexes.get(base);
@@ -690,7 +718,7 @@ impl<S: Storage> PartitionLog<S> {
         if offset == end {
             return Ok(());
         }
-        self.flush_locked(false).await?;
+        self.flush_all_locked(false).await?;
         let target_base = if offset >= active_base {
             active_base
         } else {
@@ -742,7 +770,14 @@ impl<S: Storage> PartitionLog<S> {
         self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e))?;
         let tail = recovery::read_tail_block(&*file, new_size).await.map_err(|e| LogError::io("read", &path, e))?;
         let active =
-            ActiveSegment::new(file, scan.index, self.storage.now_ms(), &tail, self.config.write_buffer_bytes_max);
+            ActiveSegment::new(
+            file,
+            scan.index,
+            self.storage.now_ms(),
+            &tail,
+            self.config.write_bytes_max,
+            self.config.write_chunks_max(),
+        );
         let mut s = self.state.borrow_mut();
         s.closed.retain(|b, _| *b < target_base);
         s.indexes.retain(|b, _| *b < target_base);
@@ -807,7 +842,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn close_locked(&self) -> Result<(), LogError> {
-        self.flush_locked(true).await?;
+        self.flush_all_locked(true).await?;
         let index = self.state.borrow().active.index.clone();
         let summary = index.summary;
         let index_file = index_path(&self.dir, summary.base_offset);

@@ -129,11 +129,11 @@ pub(crate) async fn recover<S: Storage>(
                 .map_err(io_err("read", &path))?;
         report.scanned_bytes = scan.index.summary.size_bytes;
         if let ScanStop::Invalid { position, reason } = &scan.stop {
-            // R7: under `Always` only the last write (at most one write
-            // buffer) can be unsynced, so a valid batch further on means
+            // R7: under `Always` every write is synced before the next one,
+            // so only the last write (at most `write_bytes_max`) can be unsynced, so a valid batch further on means
             // synced data is damaged: report it, never drop it silently.
             if config.flush == FlushPolicy::Always {
-                let from = position + config.write_buffer_bytes_max as u64;
+                let from = position + config.write_bytes_max as u64;
                 let next = scan.index.summary.next_offset.next();
                 if let Some(found) = find_valid_batch_after(&file, from, file_bytes, next, config.batch_bytes_max)
                     .await
@@ -168,7 +168,14 @@ pub(crate) async fn recover<S: Storage>(
     }
     file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
     let tail = read_tail_block(&file, valid_bytes).await.map_err(io_err("read", &path))?;
-    let active = ActiveSegment::new(Rc::new(file), index, storage.now_ms(), &tail, config.write_buffer_bytes_max);
+    let active = ActiveSegment::new(
+        Rc::new(file),
+        index,
+        storage.now_ms(),
+        &tail,
+        config.write_bytes_max,
+        config.write_chunks_max(),
+    );
     Ok(Recovered { closed, active, report })
 }
 
@@ -196,7 +203,14 @@ pub(crate) async fn create_segment<S: Storage>(
     let file = storage.open_dma(&path, OpenMode::CreateNew).await.map_err(io_err("create", &path))?;
     file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
     storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
-    Ok(ActiveSegment::new(Rc::new(file), SegmentIndex::new(base), storage.now_ms(), &[], config.write_buffer_bytes_max))
+    Ok(ActiveSegment::new(
+        Rc::new(file),
+        SegmentIndex::new(base),
+        storage.now_ms(),
+        &[],
+        config.write_bytes_max,
+        config.write_chunks_max(),
+    ))
 }
 
 /// The index of a sealed segment, from its file (R8: rebuilt by a scan when

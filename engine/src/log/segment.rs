@@ -4,6 +4,7 @@
 //! back to back) and `<base offset>.index` (written when the segment is
 //! sealed). Only the newest segment, the active one, is ever written.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -25,21 +26,34 @@ pub(crate) fn parse_name(name: &str, ext: &str) -> Option<Offset> {
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok().map(Offset))?
 }
 
+/// An aligned buffer that mirrors the file from `pos` (a block boundary).
+pub(crate) struct Chunk<B> {
+    pub buf: B,
+    pub pos: u64,
+    pub len: usize,
+}
+
 /// The segment appends go to, owned by the log's core.
 ///
-/// Appends are copied into `buf`, an aligned buffer that mirrors the file
-/// from `buf_pos` (a block boundary) on; a flush writes it whole blocks at a
-/// time and hands the partial last block to the next buffer, so the block is
-/// rewritten, with the same bytes in front, by the next flush.
+/// Appends are copied into a queue of aligned chunks that mirror the file
+/// from a block boundary on. A write takes the oldest chunk: a full one is
+/// written whole; the last, partial one is written up to its last block and
+/// hands that partial block to a new chunk, so the block is rewritten, with
+/// the same bytes in front, by the next write. Writes are at most one chunk,
+/// so while one is in flight the appends it acknowledges refill the next.
 pub(crate) struct ActiveSegment<F: DmaFile> {
     pub file: Rc<F>,
     pub index: SegmentIndex,
     pub created_ms: i64,
-    pub buf: Option<F::Buf>,
-    pub buf_pos: u64,
-    pub buf_len: usize,
+    chunks: VecDeque<Chunk<F::Buf>>,
+    chunk_bytes: usize,
+    chunks_max: usize,
     /// Bytes of the segment known to be written to the file.
     pub written_bytes: u64,
+    /// `(end position, next offset)` of batches not yet wholly written.
+    unwritten: VecDeque<(u64, Offset)>,
+    /// The end of the last wholly written batch: cold reads stop here.
+    pub readable_bytes: u64,
 }
 
 /// A buffer handed to a write, and what it will make true when it lands.
@@ -51,20 +65,32 @@ pub(crate) struct PendingWrite<B> {
 }
 
 impl<F: DmaFile> ActiveSegment<F> {
-    /// A fresh buffer holding the file's partial last block, if any.
-    pub fn new(file: Rc<F>, index: SegmentIndex, created_ms: i64, tail_block: &[u8], capacity: usize) -> Self {
+    /// An active segment whose file holds `index.summary.size_bytes` bytes,
+    /// the last `tail_block` of them in a partial block.
+    pub fn new(
+        file: Rc<F>,
+        index: SegmentIndex,
+        created_ms: i64,
+        tail_block: &[u8],
+        chunk_bytes: usize,
+        chunks_max: usize,
+    ) -> Self {
         let size = index.summary.size_bytes;
         assert_eq!(tail_block.len() as u64, size - align_down(size));
-        let mut buf = file.alloc(capacity);
+        assert!(chunk_bytes.is_multiple_of(crate::rt::BLOCK_BYTES) && chunk_bytes > tail_block.len() && chunks_max >= 1);
+        let mut buf = file.alloc(chunk_bytes);
         buf.as_mut_slice()[..tail_block.len()].copy_from_slice(tail_block);
+        let chunk = Chunk { buf, pos: align_down(size), len: tail_block.len() };
         ActiveSegment {
             file,
             index,
             created_ms,
-            buf: Some(buf),
-            buf_pos: align_down(size),
-            buf_len: tail_block.len(),
+            chunks: VecDeque::from([chunk]),
+            chunk_bytes,
+            chunks_max,
             written_bytes: size,
+            unwritten: VecDeque::new(),
+            readable_bytes: size,
         }
     }
 
@@ -72,41 +98,81 @@ impl<F: DmaFile> ActiveSegment<F> {
         self.index.summary.size_bytes
     }
 
+    fn end(&self) -> u64 {
+        let back = self.chunks.back().expect("never empty");
+        back.pos + back.len as u64
+    }
+
     /// Bytes appended but not yet written.
     pub fn unwritten_bytes(&self) -> u64 {
-        self.buf_pos + self.buf_len as u64 - self.written_bytes
+        self.end() - self.written_bytes
     }
 
-    pub fn buffer_room(&self, capacity: usize) -> usize {
-        capacity - self.buf_len
+    /// How many more bytes the chunks can take.
+    pub fn buffer_room(&self) -> usize {
+        let back = self.chunks.back().expect("never empty");
+        (self.chunks_max - self.chunks.len()) * self.chunk_bytes + (self.chunk_bytes - back.len)
     }
 
-    pub fn copy_in(&mut self, bytes: &[u8]) {
-        let at = self.buf_len;
-        let buf = self.buf.as_mut().expect("the active segment always has a buffer");
-        buf.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes);
-        self.buf_len += bytes.len();
+    /// Copies a batch in; `next_offset` is the offset after it.
+    pub fn copy_in(&mut self, mut bytes: &[u8], next_offset: Offset) {
+        assert!(bytes.len() <= self.buffer_room(), "callers check the room first");
+        while !bytes.is_empty() {
+            let back = self.chunks.back_mut().expect("never empty");
+            if back.len == self.chunk_bytes {
+                let pos = back.pos + self.chunk_bytes as u64;
+                let buf = self.file.alloc(self.chunk_bytes);
+                self.chunks.push_back(Chunk { buf, pos, len: 0 });
+                continue;
+            }
+            let n = bytes.len().min(self.chunk_bytes - back.len);
+            back.buf.as_mut_slice()[back.len..back.len + n].copy_from_slice(&bytes[..n]);
+            back.len += n;
+            bytes = &bytes[n..];
+        }
+        self.unwritten.push_back((self.end(), next_offset));
     }
 
-    /// Takes the unwritten bytes for a write, leaving a new buffer that
-    /// starts with the partial last block. `None` if everything is written.
-    pub fn take_pending(&mut self, capacity: usize) -> Option<PendingWrite<F::Buf>> {
-        let end_bytes = self.buf_pos + self.buf_len as u64;
-        if end_bytes == self.written_bytes {
+    /// Takes the oldest unwritten chunk for a write. `None` if everything is
+    /// written.
+    pub fn take_pending(&mut self) -> Option<PendingWrite<F::Buf>> {
+        if self.end() == self.written_bytes {
             return None;
         }
-        let mut buf = self.buf.take().expect("the active segment always has a buffer");
-        let full = align_down(self.buf_len as u64) as usize;
-        let len = align_up(self.buf_len as u64) as usize;
-        let mut next = self.file.alloc(capacity);
-        let tail = self.buf_len - full;
-        next.as_mut_slice()[..tail].copy_from_slice(&buf.as_slice()[full..self.buf_len]);
-        buf.as_mut_slice()[self.buf_len..len].fill(0);
-        let pending = PendingWrite { buf, len, pos: self.buf_pos, end_bytes };
-        self.buf = Some(next);
-        self.buf_pos += full as u64;
-        self.buf_len = tail;
+        if self.chunks.len() > 1 {
+            let chunk = self.chunks.pop_front().expect("more than one");
+            assert_eq!(chunk.len, self.chunk_bytes, "only the last chunk is partial");
+            let end_bytes = chunk.pos + chunk.len as u64;
+            return Some(PendingWrite { buf: chunk.buf, len: chunk.len, pos: chunk.pos, end_bytes });
+        }
+        let chunk = self.chunks.back_mut().expect("never empty");
+        let full = align_down(chunk.len as u64) as usize;
+        let len = align_up(chunk.len as u64) as usize;
+        let tail = chunk.len - full;
+        let mut next = self.file.alloc(self.chunk_bytes);
+        next.as_mut_slice()[..tail].copy_from_slice(&chunk.buf.as_slice()[full..chunk.len]);
+        let mut buf = std::mem::replace(&mut chunk.buf, next);
+        buf.as_mut_slice()[chunk.len..len].fill(0);
+        let pending = PendingWrite { buf, len, pos: chunk.pos, end_bytes: chunk.pos + chunk.len as u64 };
+        chunk.pos += full as u64;
+        chunk.len = tail;
         Some(pending)
+    }
+
+    /// Records that a write up to `end_bytes` landed; returns the offset
+    /// after the last batch that is now wholly written, if that moved.
+    pub fn on_written(&mut self, end_bytes: u64) -> Option<Offset> {
+        self.written_bytes = self.written_bytes.max(end_bytes);
+        let mut written = None;
+        while let Some(&(end, next)) = self.unwritten.front() {
+            if end > self.written_bytes {
+                break;
+            }
+            self.unwritten.pop_front();
+            self.readable_bytes = end;
+            written = Some(next);
+        }
+        written
     }
 }
 

@@ -25,8 +25,9 @@ fn small_config() -> LogConfig {
         segment_ms_max: None,
         index_interval_bytes: 512,
         batch_bytes_max: 4 << 10,
-        write_buffer_bytes_max: 8 << 10,
-        cache_bytes_max: 24 << 10,
+        write_bytes_max: 8 << 10,
+        write_buffer_bytes_max: 16 << 10,
+        cache_bytes_max: 32 << 10,
         read_ahead_bytes: 4 << 10,
         read_ahead_chunks_max: 2,
         index_cache_segments_max: 2,
@@ -350,7 +351,7 @@ fn files_sizes_before_active(storage: &SimStorage) -> usize {
 #[test]
 fn r7_corruption_followed_by_valid_batches_is_reported_not_dropped() {
     let storage = SimStorage::new();
-    let config = LogConfig { segment_bytes_max: 1 << 20, write_buffer_bytes_max: 8 << 10, ..small_config() };
+    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
     let log = open(&storage, config.clone()).unwrap();
     for tag in 0..600 {
         block_on(log.append(batch(tag, 3, 0))).unwrap();
