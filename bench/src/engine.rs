@@ -69,9 +69,7 @@ fn make_batches(record_bytes: usize, batch_records: usize, count: usize) -> Vec<
 }
 
 fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
-    let preempt_us: u64 = std::env::var("CAIRN_PREEMPT_US").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     LocalExecutorBuilder::new(Placement::Fixed(0))
-        .preempt_timer(Duration::from_micros(preempt_us))
         .name("bench")
         .spawn(move || async move { f().await })
         .expect("executor")
@@ -183,8 +181,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let dir = PathBuf::from(flags.get("dir").unwrap_or("target/enginebench"));
     let seconds: f64 = flags.parse_or("seconds", 1.0)?;
     let appenders: usize = flags.parse_or("appenders", 16)?;
-    let depth: usize = flags.parse_or("depth", 4)?.max(1);
-    let rounds: usize = flags.parse_or("rounds", 3)?.max(1);
+    let depth: usize = flags.parse_or("depth", 8)?.max(1);
+    let rounds: usize = flags.parse_or("rounds", 5)?.max(1);
     let scan_mib: u64 = flags.parse_or("scan-mib", 512)?;
     let quick = flags.get("cases") == Some("quick");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

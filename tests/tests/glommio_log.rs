@@ -65,6 +65,15 @@ async fn read_all(log: &PartitionLog<GlommioStorage>) -> Result<Vec<Vec<u8>>, Lo
     }
 }
 
+/// Descriptors of this process that point into `dir`.
+fn open_files_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
@@ -93,6 +102,7 @@ fn log_on_a_real_disk_survives_close_and_reopen() {
         assert!(!log.recovery_report().clean_shutdown, "the first log was dropped, not closed");
         assert_eq!(read_all(&log).await.unwrap(), appended, "cold reads through the index");
         log.close().await.unwrap();
+        assert_eq!(open_files_under(&path), 0, "close closes every segment file");
         let log = PartitionLog::open(storage, path.join("p0"), config()).await.unwrap();
         assert!(log.recovery_report().clean_shutdown);
         assert_eq!(read_all(&log).await.unwrap(), appended);

@@ -28,6 +28,8 @@ pub enum BatchError {
     InvalidRecords { reason: String },
     #[error("records disagree with the header: {reason}")]
     RecordsMismatch { reason: &'static str },
+    #[error("the batch's offsets run past the largest offset")]
+    BadOffsets,
 }
 
 impl BatchError {
@@ -47,6 +49,7 @@ impl BatchError {
             BatchError::CrcMismatch { .. } => 10,
             BatchError::InvalidRecords { .. } => 11,
             BatchError::RecordsMismatch { .. } => 12,
+            BatchError::BadOffsets => 13,
         }
     }
 }

@@ -133,6 +133,9 @@ impl BatchHeader {
         if header.max_timestamp < header.first_timestamp {
             return Err(BatchError::BadTimestamps);
         }
+        if header.base_offset.0.checked_add(u64::from(last_offset_delta) + 1).is_none() {
+            return Err(BatchError::BadOffsets);
+        }
         Ok(header)
     }
 

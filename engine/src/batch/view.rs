@@ -51,8 +51,8 @@ pub fn validate_records(view: &BatchView<'_>) -> Result<(), BatchError> {
     if previous != Some(view.header.last_offset_delta) {
         return Err(BatchError::RecordsMismatch { reason: "last offset delta differs from the header" });
     }
-    let span = view.header.max_timestamp.0 - view.header.first_timestamp.0;
-    if max_delta != span {
+    let span = view.header.max_timestamp.0.checked_sub(view.header.first_timestamp.0);
+    if span != Some(max_delta) {
         return Err(BatchError::RecordsMismatch { reason: "max timestamp differs from the records" });
     }
     Ok(())

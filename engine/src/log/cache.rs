@@ -118,6 +118,11 @@ impl<K: PartialEq + Copy, V: Clone> Lru<K, V> {
         self.slots.push_back((key, value));
     }
 
+    /// Removes and returns every slot.
+    pub fn drain(&mut self) -> Vec<(K, V)> {
+        self.slots.drain(..).collect()
+    }
+
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
         self.slots.retain(|(k, v)| keep(k, v));
     }

@@ -76,6 +76,12 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// Under `Always`, how far writes may run ahead of the last fdatasync;
+    /// recovery row R7 relies on this bound.
+    pub(crate) fn unsynced_bytes_max(&self) -> u64 {
+        4 * self.write_bytes_max as u64
+    }
+
     /// How many chunks of `write_bytes_max` the write buffer holds.
     pub(crate) fn write_chunks_max(&self) -> usize {
         self.write_buffer_bytes_max / self.write_bytes_max

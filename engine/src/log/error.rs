@@ -30,6 +30,8 @@ pub enum LogError {
     Config(String),
     #[error("log is closed")]
     Closed,
+    #[error("the batch appended at offset {base_offset} was removed by truncate_to before it was acknowledged")]
+    Truncated { base_offset: Offset },
 }
 
 impl LogError {
@@ -47,6 +49,7 @@ impl LogError {
             LogError::Poisoned { .. } => 107,
             LogError::Config(_) => 108,
             LogError::Closed => 109,
+            LogError::Truncated { .. } => 110,
         }
     }
 

@@ -93,9 +93,21 @@ impl SegmentIndex {
     /// at or before it.
     #[must_use]
     pub fn position_for(&self, offset: Offset) -> u64 {
+        self.entry_for(offset).1
+    }
+
+    /// The last entry at or before `offset`: the offset of the batch that
+    /// starts there, and its byte position.
+    #[must_use]
+    pub fn entry_for(&self, offset: Offset) -> (Offset, u64) {
         let relative = offset.0.saturating_sub(self.summary.base_offset.0);
         let i = self.offsets.entries.partition_point(|&(o, _)| u64::from(o) <= relative);
-        if i == 0 { 0 } else { u64::from(self.offsets.entries[i - 1].1) }
+        if i == 0 {
+            (self.summary.base_offset, 0)
+        } else {
+            let (o, p) = self.offsets.entries[i - 1];
+            (self.summary.base_offset.plus(u64::from(o)), u64::from(p))
+        }
     }
 
     /// The offset to start scanning from for the first record with a

@@ -2,9 +2,9 @@
 //! batches, owned by one core.
 //!
 //! All state sits behind one `RefCell` that is never borrowed across an
-//! `.await`; disk writes are serialized by the `io_busy` flag, so appends
-//! keep landing in the in-memory buffer while a write or a sync is in flight
-//! and ride along with the next one (group commit). Any I/O error while
+//! `.await`. Appends land in the in-memory write buffer at once; up to two
+//! writes and one fdatasync are in flight, and appends that arrive meanwhile
+//! ride along with the next ones (group commit). Any I/O error while
 //! writing poisons the log: fsync is never retried, because after a failed
 //! fsync the kernel may already have dropped the dirty data it could not
 //! write. Reopening runs recovery, which trusts only what is on disk.
@@ -34,13 +34,13 @@ pub use error::LogError;
 pub use index::{OffsetIndex, SegmentIndex, SegmentSummary, TimeIndex};
 pub use recovery::RecoveryReport;
 
-use crate::batch::{BATCH_HEADER_BYTES, BatchHeader, BatchView, patch_base_offset, patch_leader_epoch, validate_batch};
+use crate::batch::{BATCH_HEADER_BYTES, BatchHeader, patch_base_offset, patch_leader_epoch, validate_batch};
 use crate::rt::{DmaFile, OpenMode, Storage};
 use crate::types::{LeaderEpoch, Offset, Timestamp};
 use cache::{BatchCache, CachedBatch, Lru};
 use marker::{CleanMarker, MARKER_FILE};
 use notify::Notify;
-use segment::{ActiveSegment, index_path, log_path};
+use segment::{ActiveSegment, PendingWrite, index_path, log_path};
 
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +77,13 @@ struct State<F: DmaFile> {
     durable_offset: Offset,
     high_watermark_limit: Option<Offset>,
     leader_epoch: LeaderEpoch,
-    io_busy: bool,
-    rolling: bool,
+    /// A roll, truncation or close holds the log: no new I/O starts.
+    exclusive: bool,
+    /// Bumped by every `truncate_to`, with the offsets it cut at: reads and
+    /// acknowledgements that straddle one are retried or refused.
+    truncations: u64,
+    recent_truncations: std::collections::VecDeque<(u64, Offset)>,
+    sync_in_flight: bool,
     poisoned: Option<String>,
     is_closed: bool,
     last_sync_ms: i64,
@@ -102,6 +107,58 @@ pub struct PartitionLog<S: Storage> {
 /// Writes smaller than this wait one scheduler turn for more appends.
 const COALESCE_BYTES_MAX: u64 = 64 << 10;
 
+/// What a cancelled I/O future leaves behind.
+enum InFlight {
+    Write(u64),
+    Sync,
+}
+
+/// Poisons the log if the future driving an I/O is dropped before the I/O
+/// completes: whether it reached the disk is then unknown, and the
+/// bookkeeping that waits for it would otherwise wait forever. (Callers that
+/// must not poison the log on cancellation run appends in their own task.)
+struct CancelGuard<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+    pending: InFlight,
+}
+
+impl<S: Storage> CancelGuard<'_, S> {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<S: Storage> Drop for CancelGuard<'_, S> {
+    fn drop(&mut self) {
+        let log = self.log;
+        {
+            let mut s = log.state.borrow_mut();
+            match self.pending {
+                InFlight::Write(end_bytes) => s.active.abandon_write(end_bytes),
+                InFlight::Sync => s.sync_in_flight = false,
+            }
+            let cancelled = LogError::Poisoned { cause: "an I/O was cancelled before it completed".into() };
+            if s.poisoned.is_none() {
+                tracing::error!(dir = %log.dir.display(), "log poisoned: {cancelled}");
+                s.poisoned = Some("an I/O was cancelled before it completed; its outcome is unknown".into());
+            }
+        }
+        log.io_done.notify_all();
+    }
+}
+
+/// Truncations remembered to refuse acknowledging a truncated append.
+const TRUNCATIONS_REMEMBERED: usize = 16;
+
+/// Writes in flight at once per log.
+const WRITES_IN_FLIGHT_MAX: usize = 2;
+
+enum IoAction<B> {
+    Wait,
+    Write(PendingWrite<B>),
+    Sync,
+}
+
 enum Step {
     Wait,
     Roll,
@@ -109,6 +166,13 @@ enum Step {
 }
 
 impl<F: DmaFile> State<F> {
+    /// Whether an fdatasync would make anything durable: a landed batch, or
+    /// landed bytes of a batch still being written (which must be synced
+    /// before writes may run further ahead, see `unsynced_bytes_max`).
+    fn unsynced(&self) -> bool {
+        self.durable_offset < self.written_offset || self.active.durable_bytes < self.active.written_bytes
+    }
+
     fn usable(&self) -> Result<(), LogError> {
         if self.is_closed {
             return Err(LogError::Closed);
@@ -138,8 +202,10 @@ impl<S: Storage> PartitionLog<S> {
             durable_offset: next,
             high_watermark_limit: None,
             leader_epoch: LeaderEpoch(0),
-            io_busy: false,
-            rolling: false,
+            exclusive: false,
+            truncations: 0,
+            recent_truncations: std::collections::VecDeque::new(),
+            sync_in_flight: false,
             poisoned: None,
             is_closed: false,
             last_sync_ms: now,
@@ -261,7 +327,7 @@ impl<S: Storage> PartitionLog<S> {
                 batch_bytes_max: self.config.batch_bytes_max,
             });
         }
-        let info = loop {
+        let (info, epoch) = loop {
             let step = {
                 let mut s = self.state.borrow_mut();
                 s.usable()?;
@@ -269,14 +335,19 @@ impl<S: Storage> PartitionLog<S> {
                 let active_size = s.active.size_bytes();
                 let aged =
                     self.config.segment_ms_max.is_some_and(|max| self.storage.now_ms() - s.active.created_ms >= max);
-                if s.rolling {
+                if s.exclusive {
                     Step::Wait
-                } else if active_size > 0 && (active_size + len as u64 > self.config.segment_bytes_max || aged) {
+                } else if active_size > 0
+                    && (active_size + len as u64 > self.config.segment_bytes_max
+                        || aged
+                        || s.next_offset.0 + u64::from(header.last_offset_delta) - s.active.index.summary.base_offset.0
+                            >= u64::from(u32::MAX))
+                {
                     Step::Roll
                 } else if s.active.buffer_room() < len {
                     Step::Flush
                 } else {
-                    break self.append_in_memory(&mut s, std::mem::take(&mut batch), &header);
+                    break (self.append_in_memory(&mut s, std::mem::take(&mut batch), &header), s.truncations);
                 }
             };
             match step {
@@ -287,6 +358,16 @@ impl<S: Storage> PartitionLog<S> {
         };
         let next = info.last_offset.next();
         self.wait_for(next, self.config.flush == FlushPolicy::Always).await?;
+        let s = self.state.borrow();
+        if s.truncations != epoch {
+            // Another batch may now hold these offsets: refuse the ack if a
+            // truncation cut into this batch, or if it is too long ago to tell.
+            let known = s.recent_truncations.front().is_some_and(|&(e, _)| e <= epoch + 1);
+            let cut = s.recent_truncations.iter().any(|&(e, at)| e > epoch && at <= info.last_offset);
+            if cut || !known {
+                return Err(LogError::Truncated { base_offset: info.base_offset });
+            }
+        }
         Ok(info)
     }
 
@@ -311,7 +392,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Waits until everything below `target` is written (and synced when
-    /// `sync`), driving the writes itself when no one else is.
+    /// `sync`), driving the I/O itself when no one else is.
     async fn wait_for(&self, target: Offset, sync: bool) -> Result<(), LogError> {
         loop {
             {
@@ -337,6 +418,7 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn sync_if_due(&self) -> Result<(), LogError> {
         let due = {
             let s = self.state.borrow();
+            s.usable()?;
             match self.config.flush {
                 FlushPolicy::IntervalMs(ms) => {
                     s.durable_offset < s.next_offset && self.storage.now_ms() - s.last_sync_ms >= ms as i64
@@ -347,127 +429,208 @@ impl<S: Storage> PartitionLog<S> {
         if due { self.sync().await } else { Ok(()) }
     }
 
-    /// One write (and sync) of whatever is buffered, or a wait for the one in
-    /// flight: appends that arrive meanwhile join the next.
-    async fn flush_step(&self, sync: bool) -> Result<(), LogError> {
-        if !self.acquire_io()? {
-            self.io_done.notified().await;
-            return Ok(());
+    fn sync_wanted(&self, s: &State<S::File>, sync: bool) -> bool {
+        sync || match self.config.flush {
+            FlushPolicy::Always => true,
+            FlushPolicy::IntervalMs(ms) => self.storage.now_ms() - s.last_sync_ms >= ms as i64,
+            FlushPolicy::Never => false,
         }
-        let result = self.flush_locked(sync).await;
-        self.release_io(result.as_ref().err());
+    }
+
+    /// Moves the log's I/O on by one step: starts an fdatasync, or a write
+    /// (up to `WRITES_IN_FLIGHT_MAX` at once, so the appends one write
+    /// acknowledges refill the buffer while the next is on the device), or
+    /// waits for one in flight to land. Appends that arrive meanwhile join
+    /// the next write and the next sync: group commit.
+    async fn flush_step(&self, sync: bool) -> Result<(), LogError> {
+        let coalesce = {
+            let s = self.state.borrow();
+            s.usable()?;
+            let unissued = s.active.unissued_bytes();
+            !s.exclusive && s.active.writes_in_flight() == 0 && unissued > 0 && unissued < COALESCE_BYTES_MAX
+        };
+        if coalesce {
+            // A small write costs a whole device round trip: let the tasks
+            // that are ready to append do so first and share it.
+            notify::yield_now().await;
+        }
+        let action = {
+            let mut s = self.state.borrow_mut();
+            s.usable()?;
+            if s.exclusive {
+                IoAction::Wait
+            } else if self.sync_wanted(&s, sync) && !s.sync_in_flight && s.unsynced() {
+                s.sync_in_flight = true;
+                IoAction::Sync
+            } else {
+                let unsynced_max = (self.config.flush == FlushPolicy::Always).then(|| self.config.unsynced_bytes_max());
+                match s.active.try_take_write(WRITES_IN_FLIGHT_MAX, unsynced_max) {
+                    Some(p) => IoAction::Write(p),
+                    None => IoAction::Wait,
+                }
+            }
+        };
+        match action {
+            IoAction::Wait => {
+                self.io_done.notified().await;
+                Ok(())
+            }
+            IoAction::Write(p) => self.write_chunk(p).await,
+            IoAction::Sync => self.sync_now().await,
+        }
+    }
+
+    /// Writes one taken chunk and records what landed.
+    async fn write_chunk(&self, p: PendingWrite<<S::File as DmaFile>::Buf>) -> Result<(), LogError> {
+        let (file, base) = {
+            let s = self.state.borrow();
+            (s.active.file().clone(), s.active.index.summary.base_offset)
+        };
+        let (end_bytes, len) = (p.end_bytes, p.len);
+        let guard = CancelGuard { log: self, pending: InFlight::Write(end_bytes) };
+        let result =
+            file.write_at(p.buf, p.len, p.pos).await.map_err(|e| LogError::io("write", log_path(&self.dir, base), e));
+        guard.disarm();
+        {
+            let mut s = self.state.borrow_mut();
+            match &result {
+                Ok(()) => {
+                    let written = s.active.finish_write(end_bytes);
+                    // After a failed write the log is poisoned: what landed
+                    // behind the failure must not become readable.
+                    if let (Some(written), None) = (written, &s.poisoned) {
+                        s.written_offset = written;
+                    }
+                    s.stats.writes += 1;
+                    s.stats.bytes_written += len as u64;
+                }
+                Err(e) => {
+                    s.active.abandon_write(end_bytes);
+                    self.poison(&mut s, e);
+                }
+            }
+        }
+        self.io_done.notify_all();
         result
     }
 
-    /// Takes the I/O turn if it is free.
-    fn acquire_io(&self) -> Result<bool, LogError> {
-        let mut s = self.state.borrow_mut();
-        s.usable()?;
-        if s.io_busy {
-            return Ok(false);
-        }
-        s.io_busy = true;
-        Ok(true)
-    }
-
-    fn release_io(&self, error: Option<&LogError>) {
+    /// fdatasync of the active segment, covering every write landed so far.
+    /// The caller has set `sync_in_flight`.
+    async fn sync_now(&self) -> Result<(), LogError> {
+        let (file, base, written, written_bytes) = {
+            let s = self.state.borrow();
+            (s.active.file().clone(), s.active.index.summary.base_offset, s.written_offset, s.active.written_bytes)
+        };
+        let now = self.storage.now_ms();
+        let guard = CancelGuard { log: self, pending: InFlight::Sync };
+        let result = file.fdatasync().await.map_err(|e| LogError::io("fdatasync", log_path(&self.dir, base), e));
+        guard.disarm();
         {
             let mut s = self.state.borrow_mut();
-            s.io_busy = false;
-            s.rolling = false;
-            if let Some(e) = error
-                && s.poisoned.is_none()
-                && !matches!(e, LogError::Poisoned { .. } | LogError::Closed)
+            s.sync_in_flight = false;
+            match &result {
+                Ok(()) => {
+                    s.durable_offset = s.durable_offset.max(written);
+                    s.active.durable_bytes = s.active.durable_bytes.max(written_bytes);
+                    s.last_sync_ms = now;
+                    s.stats.fdatasyncs += 1;
+                }
+                Err(e) => self.poison(&mut s, e),
+            }
+        }
+        self.io_done.notify_all();
+        result
+    }
+
+    fn poison(&self, s: &mut State<S::File>, error: &LogError) {
+        if s.poisoned.is_none() && !matches!(error, LogError::Poisoned { .. } | LogError::Closed) {
+            tracing::error!(dir = %self.dir.display(), error = %error, "log poisoned");
+            s.poisoned = Some(error.to_string());
+        }
+    }
+
+    /// Takes the log for an operation that rewrites its structure (roll,
+    /// truncate, close): no new write or sync starts, and the ones in
+    /// flight land first.
+    async fn acquire_exclusive(&self) -> Result<(), LogError> {
+        loop {
             {
-                tracing::error!(dir = %self.dir.display(), error = %e, "log poisoned");
-                s.poisoned = Some(e.to_string());
+                let mut s = self.state.borrow_mut();
+                s.usable()?;
+                if !s.exclusive {
+                    s.exclusive = true;
+                    break;
+                }
+            }
+            self.io_done.notified().await;
+        }
+        loop {
+            {
+                let s = self.state.borrow();
+                if s.active.writes_in_flight() == 0 && !s.sync_in_flight {
+                    break;
+                }
+            }
+            self.io_done.notified().await;
+        }
+        let usable = self.state.borrow().usable();
+        if usable.is_err() {
+            self.release_exclusive(None);
+        }
+        usable
+    }
+
+    fn release_exclusive(&self, error: Option<&LogError>) {
+        {
+            let mut s = self.state.borrow_mut();
+            s.exclusive = false;
+            if let Some(e) = error {
+                self.poison(&mut s, e);
             }
         }
         self.io_done.notify_all();
     }
 
-    /// Waits for and takes the I/O turn.
-    async fn acquire_io_wait(&self) -> Result<(), LogError> {
-        while !self.acquire_io()? {
-            self.io_done.notified().await;
-        }
-        Ok(())
-    }
-
-    /// One write of the oldest unwritten chunk, then a sync if asked for,
-    /// if the policy is `Always` (every write is synced before the next, so
-    /// at most one write is ever unsynced: recovery row R7 relies on it), or
-    /// if the `IntervalMs` deadline has passed.
-    async fn flush_locked(&self, sync: bool) -> Result<(), LogError> {
-        // A small write costs a whole device round trip: let the tasks that
-        // are ready to append do so first and share it. A large one starts
-        // at once, so the appends that follow overlap it.
-        if self.state.borrow().active.unwritten_bytes() < COALESCE_BYTES_MAX {
-            notify::yield_now().await;
-        }
-        self.write_one_locked().await?;
-        let interval_due = {
-            let s = self.state.borrow();
-            matches!(self.config.flush, FlushPolicy::IntervalMs(ms) if self.storage.now_ms() - s.last_sync_ms >= ms as i64)
-        };
-        if sync || interval_due || self.config.flush == FlushPolicy::Always {
-            self.sync_locked().await?;
-        }
-        Ok(())
-    }
-
-    /// Writes everything buffered, then syncs if asked for.
+    /// Writes everything buffered, then syncs if asked for or if the policy
+    /// is `Always`. Runs with the log held exclusively; keeps the bound on
+    /// unsynced bytes by syncing between writes when needed.
     async fn flush_all_locked(&self, sync: bool) -> Result<(), LogError> {
-        while self.write_one_locked().await? {}
-        if sync || self.config.flush == FlushPolicy::Always {
+        let always = self.config.flush == FlushPolicy::Always;
+        let unsynced_max = always.then(|| self.config.unsynced_bytes_max());
+        loop {
+            let (pending, unissued) = {
+                let mut s = self.state.borrow_mut();
+                let pending = s.active.try_take_write(1, unsynced_max);
+                (pending, s.active.unissued_bytes())
+            };
+            match pending {
+                Some(p) => self.write_chunk(p).await?,
+                None if unissued == 0 => break,
+                None => self.sync_locked().await?,
+            }
+        }
+        if sync || always {
             self.sync_locked().await?;
         }
         Ok(())
     }
 
-    /// Writes the oldest unwritten chunk; `false` if there was none.
-    async fn write_one_locked(&self) -> Result<bool, LogError> {
-        let (pending, file, base) = {
-            let mut s = self.state.borrow_mut();
-            let pending = s.active.take_pending();
-            (pending, s.active.file.clone(), s.active.index.summary.base_offset)
-        };
-        let Some(p) = pending else { return Ok(false) };
-        let (end_bytes, len) = (p.end_bytes, p.len);
-        file.write_at(p.buf, p.len, p.pos).await.map_err(|e| LogError::io("write", log_path(&self.dir, base), e))?;
-        let mut s = self.state.borrow_mut();
-        if let Some(written) = s.active.on_written(end_bytes) {
-            s.written_offset = written;
-        }
-        s.stats.writes += 1;
-        s.stats.bytes_written += len as u64;
-        Ok(true)
-    }
-
-    /// fdatasync of the active segment if anything written is unsynced.
+    /// An fdatasync if anything is unsynced, with the log held exclusively.
     async fn sync_locked(&self) -> Result<(), LogError> {
-        let (file, base, written, durable) = {
-            let s = self.state.borrow();
-            (s.active.file.clone(), s.active.index.summary.base_offset, s.written_offset, s.durable_offset)
+        let needed = {
+            let mut s = self.state.borrow_mut();
+            let needed = s.unsynced();
+            s.sync_in_flight = needed;
+            needed
         };
-        if durable >= written {
-            return Ok(());
-        }
-        let now = self.storage.now_ms();
-        file.fdatasync().await.map_err(|e| LogError::io("fdatasync", log_path(&self.dir, base), e))?;
-        let mut s = self.state.borrow_mut();
-        s.durable_offset = written;
-        s.last_sync_ms = now;
-        s.stats.fdatasyncs += 1;
-        Ok(())
+        if needed { self.sync_now().await } else { Ok(()) }
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
     pub async fn roll(&self) -> Result<(), LogError> {
-        self.acquire_io_wait().await?;
-        self.state.borrow_mut().rolling = true;
+        self.acquire_exclusive().await?;
         let result = self.roll_locked().await;
-        self.release_io(result.as_ref().err());
+        self.release_exclusive(result.as_ref().err());
         result
     }
 
@@ -478,7 +641,7 @@ impl<S: Storage> PartitionLog<S> {
         self.flush_all_locked(true).await?;
         let (file, index) = {
             let s = self.state.borrow();
-            (s.active.file.clone(), s.active.index.clone())
+            (s.active.file().clone(), s.active.index.clone())
         };
         let summary = index.summary;
         let path = log_path(&self.dir, summary.base_offset);
@@ -503,6 +666,18 @@ impl<S: Storage> PartitionLog<S> {
     /// Reads whole batches from the one holding `from`, up to `bytes_max`
     /// (at least one batch), below the high watermark.
     pub async fn read(&self, from: Offset, bytes_max: usize) -> Result<ReadResult, LogError> {
+        loop {
+            let epoch = self.state.borrow().truncations;
+            let result = self.read_once(from, bytes_max).await;
+            // A truncation while the read was on the disk may have cut what it
+            // read: read again.
+            if self.state.borrow().truncations == epoch {
+                return result;
+            }
+        }
+    }
+
+    async fn read_once(&self, from: Offset, bytes_max: usize) -> Result<ReadResult, LogError> {
         let (hw, log_start) = {
             let mut s = self.state.borrow_mut();
             if s.is_closed {
@@ -527,38 +702,38 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn read_cold(&self, from: Offset, end: Offset, bytes_max: usize) -> Result<Vec<Bytes>, LogError> {
-        let (base, mut position, file, limit) = self.locate(from).await?;
+        let (base, (mut expected, mut position), file, limit) = self.locate(from).await?;
         let path = log_path(&self.dir, base);
         let mut out = Vec::new();
         let mut total = 0usize;
         while position < limit {
             let chunk = self.chunk_at(base, &file, position, limit, bytes_max.saturating_sub(total)).await?;
             let mut at = 0usize;
-            let mut progressed = false;
             while at + BATCH_HEADER_BYTES <= chunk.len() {
-                let Some(length) =
-                    crate::batch::BatchHeader::decode(&chunk[at..]).ok().map(|h| h.batch_length as usize)
-                else {
-                    break;
-                };
+                let corrupt = |reason: String| LogError::corruption(&path, position + at as u64, reason);
+                let header = BatchHeader::decode(&chunk[at..]).map_err(|e| corrupt(e.to_string()))?;
+                let length = header.batch_length as usize;
                 if at + length > chunk.len() {
                     break;
                 }
-                let view: BatchView<'_> = validate_batch(&chunk[at..])
-                    .map_err(|e| LogError::corruption(&path, position + at as u64, e.to_string()))?;
-                let header = view.header;
-                if header.next_offset() > end || (!out.is_empty() && total + length > bytes_max) {
+                // The base offset is outside the CRC: continuity checks it.
+                if header.base_offset != expected {
+                    return Err(corrupt(format!("offset {} where {expected} was expected", header.base_offset)));
+                }
+                validate_batch(&chunk[at..]).map_err(|e| corrupt(e.to_string()))?;
+                let next = header.next_offset();
+                if next > end || (!out.is_empty() && total + length > bytes_max) {
                     return Ok(out);
                 }
-                if header.next_offset() > from {
+                if next > from {
                     total += length;
                     out.push(chunk.slice(at..at + length));
                 }
+                expected = next;
                 at += length;
-                progressed = true;
             }
-            if !progressed {
-                return Err(LogError::corruption(&path, position, "batch cut short inside the segment"));
+            if at == 0 {
+                return Err(LogError::corruption(&path, position, "batch runs past the end of the segment"));
             }
             position += at as u64;
             if total >= bytes_max {
@@ -588,6 +763,7 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(sliced);
             }
         }
+        let epoch = self.state.borrow().truncations;
         let len = (want.max(self.config.read_ahead_bytes).max(self.config.batch_bytes_max as usize) as u64)
             .min(limit - position);
         let chunk = file
@@ -595,7 +771,9 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(|e| LogError::io("read", log_path(&self.dir, base), e))?;
         let mut s = self.state.borrow_mut();
-        s.read_ahead.insert((base, position), chunk.clone());
+        if s.truncations == epoch {
+            s.read_ahead.insert((base, position), chunk.clone());
+        }
         s.stats.cold_reads += 1;
         s.stats.bytes_read += chunk.len() as u64;
         Ok(chunk)
@@ -603,7 +781,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// The segment holding `from`: its base, the position to scan from, its
     /// file and the bytes of it that may be read from disk.
-    async fn locate(&self, from: Offset) -> Result<(Offset, u64, Rc<S::File>, u64), LogError> {
+    async fn locate(&self, from: Offset) -> Result<(Offset, (Offset, u64), Rc<S::File>, u64), LogError> {
         let closed = {
             let s = self.state.borrow();
             if from >= s.active.index.summary.base_offset {
@@ -620,7 +798,7 @@ impl<S: Storage> PartitionLog<S> {
         let Some((base, summary)) = closed else {
             let s = self.state.borrow();
             let a = &s.active;
-            return Ok((a.index.summary.base_offset, a.index.position_for(from), a.file.clone(), a.readable_bytes));
+            return Ok((a.index.summary.base_offset, a.index.entry_for(from), a.file().clone(), a.readable_bytes));
         };
         let file = self.segment_file(base).await?;
         let cached = self.state.borrow_mut().indexes.get(base);
@@ -631,7 +809,7 @@ impl<S: Storage> PartitionLog<S> {
             self.state.borrow_mut().indexes.insert(base, index.clone());
             index
         };
-        Ok((base, index.position_for(from), file, summary.size_bytes))
+        Ok((base, index.entry_for(from), file, summary.size_bytes))
     }
 
     async fn segment_file(&self, base: Offset) -> Result<Rc<S::File>, LogError> {
@@ -681,7 +859,9 @@ impl<S: Storage> PartitionLog<S> {
                 if view.header.max_timestamp >= t {
                     for record in view.records()?.iter() {
                         let offset = view.header.base_offset.plus(u64::from(record.offset_delta.to_native()));
-                        if offset >= from && view.header.first_timestamp.0 + record.timestamp_delta.to_native() >= t.0 {
+                        if offset >= from
+                            && view.header.first_timestamp.0.saturating_add(record.timestamp_delta.to_native()) >= t.0
+                        {
                             return Ok(Some(offset));
                         }
                     }
@@ -695,15 +875,14 @@ impl<S: Storage> PartitionLog<S> {
     /// the log start and end offsets). Replication uses this to drop a
     /// diverged suffix.
     pub async fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
-        self.acquire_io_wait().await?;
-        self.state.borrow_mut().rolling = true;
+        self.acquire_exclusive().await?;
         let result = self.truncate_locked(offset).await;
         // A rejected request leaves the log as it was; an I/O failure poisons it.
         let poison = match &result {
             Err(LogError::NotBatchBoundary { .. } | LogError::OffsetOutOfRange { .. }) => None,
             other => other.as_ref().err(),
         };
-        self.release_io(poison);
+        self.release_exclusive(poison);
         result
     }
 
@@ -726,7 +905,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let path = log_path(&self.dir, target_base);
         let file = if target_base == active_base {
-            self.state.borrow().active.file.clone()
+            self.state.borrow().active.file().clone()
         } else {
             self.segment_file(target_base).await?
         };
@@ -754,11 +933,14 @@ impl<S: Storage> PartitionLog<S> {
             }
             doomed
         };
-        for base in &doomed {
+        // Newest first, each removal made durable before the next: a crash
+        // part way leaves a contiguous run of segments (recovery row R9).
+        for base in doomed.iter().rev() {
             let log = log_path(&self.dir, *base);
             self.storage.remove(&log).await.map_err(|e| LogError::io("remove", &log, e))?;
             let index = index_path(&self.dir, *base);
             let _ = self.storage.remove(&index).await;
+            self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e))?;
         }
         if target_base != active_base {
             let index = index_path(&self.dir, target_base);
@@ -769,8 +951,7 @@ impl<S: Storage> PartitionLog<S> {
         file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &path, e))?;
         self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e))?;
         let tail = recovery::read_tail_block(&*file, new_size).await.map_err(|e| LogError::io("read", &path, e))?;
-        let active =
-            ActiveSegment::new(
+        let active = ActiveSegment::new(
             file,
             scan.index,
             self.storage.now_ms(),
@@ -784,6 +965,12 @@ impl<S: Storage> PartitionLog<S> {
         s.files.retain(|b, _| *b < target_base);
         s.read_ahead.retain(|(b, _), _| *b < target_base);
         s.cache.truncate(offset);
+        s.truncations += 1;
+        let epoch = s.truncations;
+        s.recent_truncations.push_back((epoch, offset));
+        if s.recent_truncations.len() > TRUNCATIONS_REMEMBERED {
+            s.recent_truncations.pop_front();
+        }
         s.active = active;
         s.next_offset = offset;
         s.written_offset = offset;
@@ -795,6 +982,13 @@ impl<S: Storage> PartitionLog<S> {
     /// advances the log start offset; returns how many were deleted. The
     /// active segment is never deleted.
     pub async fn enforce_retention(&self) -> Result<usize, LogError> {
+        self.acquire_exclusive().await?;
+        let result = self.enforce_retention_locked().await;
+        self.release_exclusive(None);
+        result
+    }
+
+    async fn enforce_retention_locked(&self) -> Result<usize, LogError> {
         let now = self.storage.now_ms();
         let mut deleted = 0;
         loop {
@@ -832,12 +1026,12 @@ impl<S: Storage> PartitionLog<S> {
     /// Writes and syncs everything, saves the active segment's index and
     /// the clean-shutdown marker. The log refuses further use.
     pub async fn close(&self) -> Result<(), LogError> {
-        self.acquire_io_wait().await?;
+        self.acquire_exclusive().await?;
         let result = self.close_locked().await;
         if result.is_ok() {
             self.state.borrow_mut().is_closed = true;
         }
-        self.release_io(result.as_ref().err());
+        self.release_exclusive(result.as_ref().err());
         result
     }
 
@@ -859,6 +1053,22 @@ impl<S: Storage> PartitionLog<S> {
         self.storage
             .write_file_atomic(&marker_file, &marker.encode())
             .await
-            .map_err(|e| LogError::io("write", &marker_file, e))
+            .map_err(|e| LogError::io("write", &marker_file, e))?;
+        // Close the files now rather than leaving it to their drop: a
+        // dropped glommio file is closed only at the executor's next I/O
+        // cycle, and an executor that stops first leaks the descriptor (and,
+        // for a deleted segment, its disk space).
+        let files: Vec<Rc<S::File>> = {
+            let mut s = self.state.borrow_mut();
+            let mut files: Vec<Rc<S::File>> = s.files.drain().into_iter().map(|(_, f)| f).collect();
+            files.extend(s.active.take_file());
+            files
+        };
+        for file in files {
+            if let Ok(file) = Rc::try_unwrap(file) {
+                file.close().await.map_err(|e| LogError::io("close", &self.dir, e))?;
+            }
+        }
+        Ok(())
     }
 }

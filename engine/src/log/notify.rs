@@ -15,12 +15,13 @@ pub(crate) struct Notify {
 impl Notify {
     /// A future that completes at the next [`Notify::notify_all`] after this call.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, generation: self.generation.get() }
+        Notified { notify: self, generation: self.generation.get(), slot: None }
     }
 
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        for waker in self.wakers.borrow_mut().drain(..) {
+        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        for waker in wakers {
             waker.wake();
         }
     }
@@ -29,18 +30,27 @@ impl Notify {
 pub(crate) struct Notified<'a> {
     notify: &'a Notify,
     generation: u64,
+    /// Where this future's waker sits in the current generation's list, so
+    /// a re-poll costs O(1) instead of a scan of every waiter.
+    slot: Option<usize>,
 }
 
 impl Future for Notified<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.notify.generation.get() != self.generation {
             return Poll::Ready(());
         }
         let mut wakers = self.notify.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        match self.slot {
+            Some(i) if wakers[i].will_wake(cx.waker()) => {}
+            Some(i) => wakers[i].clone_from(cx.waker()),
+            None => {
+                wakers.push(cx.waker().clone());
+                drop(wakers);
+                self.slot = Some(self.notify.wakers.borrow().len() - 1);
+            }
         }
         Poll::Pending
     }

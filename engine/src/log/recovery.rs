@@ -128,38 +128,56 @@ pub(crate) async fn recover<S: Storage>(
                 .await
                 .map_err(io_err("read", &path))?;
         report.scanned_bytes = scan.index.summary.size_bytes;
-        if let ScanStop::Invalid { position, reason } = &scan.stop {
-            // R7: under `Always` every write is synced before the next one,
-            // so only the last write (at most `write_bytes_max`) can be unsynced, so a valid batch further on means
-            // synced data is damaged: report it, never drop it silently.
-            if config.flush == FlushPolicy::Always {
-                let from = position + config.write_bytes_max as u64;
-                let next = scan.index.summary.next_offset.next();
-                if let Some(found) = find_valid_batch_after(&file, from, file_bytes, next, config.batch_bytes_max)
-                    .await
-                    .map_err(io_err("read", &path))?
-                {
-                    return Err(LogError::corruption(
-                        &path,
-                        *position,
-                        format!("{reason}; a valid batch follows at byte {found}, so this is not a torn tail"),
-                    ));
-                }
+        let (stop, reason) = match &scan.stop {
+            ScanStop::Invalid { position, reason } => (*position, Some(reason.clone())),
+            ScanStop::End | ScanStop::ReachedOffset => (scan.index.summary.size_bytes, None),
+        };
+        // R7: under `Always` writes never run more than `unsynced_bytes_max`
+        // ahead of the last fdatasync, and a damaged batch starts at most a
+        // batch before the synced end. A valid batch beyond both, where the
+        // scan stopped (on damage or on zeroes), means synced data was hit:
+        // report it, never drop it silently. The search looks one such
+        // window further, so an ordinary open reads a few MiB, not the
+        // whole pre-allocated segment.
+        if config.flush == FlushPolicy::Always {
+            let window = config.unsynced_bytes_max() + u64::from(config.batch_bytes_max);
+            let next = scan.index.summary.next_offset.next();
+            let found = find_valid_batch_after(
+                &file,
+                stop + window,
+                (stop + 2 * window).min(file_bytes),
+                next,
+                config.batch_bytes_max,
+            )
+            .await
+            .map_err(io_err("read", &path))?;
+            if let Some(found) = found {
+                let what = reason.clone().unwrap_or_else(|| "zeroes".into());
+                return Err(LogError::corruption(
+                    &path,
+                    stop,
+                    format!("{what}; a valid batch follows at byte {found}, so this is not a torn tail"),
+                ));
             }
+        }
+        if let Some(reason) = reason {
             // R6: a torn or garbled tail: cut it off.
-            report.tail_damage = Some(format!("byte {position}: {reason}"));
-            tracing::warn!(path = %path.display(), position, reason = %reason, "truncating damaged log tail");
+            report.tail_damage = Some(format!("byte {stop}: {reason}"));
+            report.truncated_bytes = file_bytes - stop;
+            tracing::warn!(path = %path.display(), position = stop, reason = %reason, "truncating damaged log tail");
         }
         scan.index
     };
     let valid_bytes = index.summary.size_bytes;
     if file_bytes > valid_bytes {
-        if !report.clean_shutdown {
-            report.truncated_bytes = file_bytes - valid_bytes;
-        }
-        // The bytes after the last batch (block padding, or a torn tail) are
-        // removed so nothing stale is ever read back as a continuation.
+        // The bytes after the last batch (a torn tail, block padding, the
+        // pre-allocated zeroes) are cut, so nothing stale is ever read back as
+        // a continuation; the allocation below restores the zeroes.
         file.truncate(valid_bytes).await.map_err(io_err("truncate", &path))?;
+    }
+    if !report.clean_shutdown {
+        // What the scan accepted is what the log will acknowledge as
+        // durable: make sure it is.
         file.fdatasync().await.map_err(io_err("fdatasync", &path))?;
     }
     let index_file = index_path(dir, active_base);

@@ -96,19 +96,20 @@ pub(crate) async fn scan_segment<F: DmaFile>(
     Ok(ScanResult { index, stop })
 }
 
-/// Looks for a valid batch at or after `from` whose base offset is at least
-/// `min_offset`: evidence that the damage before it is not a torn tail.
+/// Looks for a valid batch starting in `[from, to)` whose base offset is
+/// at least `min_offset`: evidence that the damage before it is not a torn
+/// tail.
 pub(crate) async fn find_valid_batch_after<F: DmaFile>(
     file: &F,
     from: u64,
-    file_bytes: u64,
+    to: u64,
     min_offset: Offset,
     batch_bytes_max: u32,
 ) -> io::Result<Option<u64>> {
     let mut start = from;
-    while start + (BATCH_HEADER_BYTES as u64) <= file_bytes {
+    while start < to {
         let chunk = file.read_at(start, SCAN_CHUNK_BYTES + batch_bytes_max as usize).await?;
-        let candidates = chunk.len().min(SCAN_CHUNK_BYTES);
+        let candidates = chunk.len().min(SCAN_CHUNK_BYTES).min((to - start) as usize);
         for i in 0..candidates {
             let magic_at = i + 16;
             if chunk.len() >= magic_at + 4

@@ -42,7 +42,7 @@ pub(crate) struct Chunk<B> {
 /// the same bytes in front, by the next write. Writes are at most one chunk,
 /// so while one is in flight the appends it acknowledges refill the next.
 pub(crate) struct ActiveSegment<F: DmaFile> {
-    pub file: Rc<F>,
+    file: Option<Rc<F>>,
     pub index: SegmentIndex,
     pub created_ms: i64,
     chunks: VecDeque<Chunk<F::Buf>>,
@@ -52,6 +52,12 @@ pub(crate) struct ActiveSegment<F: DmaFile> {
     pub written_bytes: u64,
     /// `(end position, next offset)` of batches not yet wholly written.
     unwritten: VecDeque<(u64, Offset)>,
+    /// Writes issued and not yet completed, in issue order: `(start, end, done)`.
+    in_flight: VecDeque<(u64, u64, bool)>,
+    /// End of the bytes handed to writes so far.
+    issued_bytes: u64,
+    /// Bytes of the segment covered by the last completed fdatasync.
+    pub durable_bytes: u64,
     /// The end of the last wholly written batch: cold reads stop here.
     pub readable_bytes: u64,
 }
@@ -77,12 +83,14 @@ impl<F: DmaFile> ActiveSegment<F> {
     ) -> Self {
         let size = index.summary.size_bytes;
         assert_eq!(tail_block.len() as u64, size - align_down(size));
-        assert!(chunk_bytes.is_multiple_of(crate::rt::BLOCK_BYTES) && chunk_bytes > tail_block.len() && chunks_max >= 1);
+        assert!(
+            chunk_bytes.is_multiple_of(crate::rt::BLOCK_BYTES) && chunk_bytes > tail_block.len() && chunks_max >= 1
+        );
         let mut buf = file.alloc(chunk_bytes);
         buf.as_mut_slice()[..tail_block.len()].copy_from_slice(tail_block);
         let chunk = Chunk { buf, pos: align_down(size), len: tail_block.len() };
         ActiveSegment {
-            file,
+            file: Some(file),
             index,
             created_ms,
             chunks: VecDeque::from([chunk]),
@@ -90,8 +98,25 @@ impl<F: DmaFile> ActiveSegment<F> {
             chunks_max,
             written_bytes: size,
             unwritten: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            issued_bytes: size,
+            durable_bytes: size,
             readable_bytes: size,
         }
+    }
+
+    /// The segment's file; only [`ActiveSegment::take_file`] at close takes it.
+    pub fn file(&self) -> &Rc<F> {
+        self.file.as_ref().expect("the active segment's file is open until the log is closed")
+    }
+
+    /// Hands the file over for an explicit close.
+    pub fn take_file(&mut self) -> Option<Rc<F>> {
+        self.file.take()
+    }
+
+    fn alloc(&self, len: usize) -> F::Buf {
+        self.file().alloc(len)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -103,9 +128,37 @@ impl<F: DmaFile> ActiveSegment<F> {
         back.pos + back.len as u64
     }
 
-    /// Bytes appended but not yet written.
-    pub fn unwritten_bytes(&self) -> u64 {
-        self.end() - self.written_bytes
+    /// Bytes appended but not yet handed to a write.
+    pub fn unissued_bytes(&self) -> u64 {
+        self.end() - self.issued_bytes
+    }
+
+    pub fn writes_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Takes the next write if the rules allow it: fewer than
+    /// `in_flight_max` writes in flight; no block shared with a write in
+    /// flight (the partial last block is rewritten only once the write that
+    /// wrote it has landed, or the two could land in either order); and the
+    /// write ends within `unsynced_bytes_max` of the durable bytes.
+    pub fn try_take_write(
+        &mut self,
+        in_flight_max: usize,
+        unsynced_bytes_max: Option<u64>,
+    ) -> Option<PendingWrite<F::Buf>> {
+        if self.in_flight.len() >= in_flight_max || self.unissued_bytes() == 0 {
+            return None;
+        }
+        let front = self.chunks.front().expect("never empty");
+        let (start, end) =
+            if self.chunks.len() > 1 { (front.pos, front.pos + front.len as u64) } else { (front.pos, self.end()) };
+        let shared = self.in_flight.iter().any(|&(_, e, _)| start < align_up(e));
+        let too_far = unsynced_bytes_max.is_some_and(|max| end - self.durable_bytes > max);
+        if shared || too_far {
+            return None;
+        }
+        self.take_pending()
     }
 
     /// How many more bytes the chunks can take.
@@ -121,7 +174,7 @@ impl<F: DmaFile> ActiveSegment<F> {
             let back = self.chunks.back_mut().expect("never empty");
             if back.len == self.chunk_bytes {
                 let pos = back.pos + self.chunk_bytes as u64;
-                let buf = self.file.alloc(self.chunk_bytes);
+                let buf = self.alloc(self.chunk_bytes);
                 self.chunks.push_back(Chunk { buf, pos, len: 0 });
                 continue;
             }
@@ -136,33 +189,46 @@ impl<F: DmaFile> ActiveSegment<F> {
     /// Takes the oldest unwritten chunk for a write. `None` if everything is
     /// written.
     pub fn take_pending(&mut self) -> Option<PendingWrite<F::Buf>> {
-        if self.end() == self.written_bytes {
+        if self.unissued_bytes() == 0 {
             return None;
         }
+        let pending = self.take_chunk();
+        self.issued_bytes = pending.end_bytes;
+        self.in_flight.push_back((pending.pos, pending.end_bytes, false));
+        Some(pending)
+    }
+
+    fn take_chunk(&mut self) -> PendingWrite<F::Buf> {
         if self.chunks.len() > 1 {
             let chunk = self.chunks.pop_front().expect("more than one");
             assert_eq!(chunk.len, self.chunk_bytes, "only the last chunk is partial");
             let end_bytes = chunk.pos + chunk.len as u64;
-            return Some(PendingWrite { buf: chunk.buf, len: chunk.len, pos: chunk.pos, end_bytes });
+            return PendingWrite { buf: chunk.buf, len: chunk.len, pos: chunk.pos, end_bytes };
         }
+        let mut next = self.alloc(self.chunk_bytes);
         let chunk = self.chunks.back_mut().expect("never empty");
         let full = align_down(chunk.len as u64) as usize;
         let len = align_up(chunk.len as u64) as usize;
         let tail = chunk.len - full;
-        let mut next = self.file.alloc(self.chunk_bytes);
         next.as_mut_slice()[..tail].copy_from_slice(&chunk.buf.as_slice()[full..chunk.len]);
         let mut buf = std::mem::replace(&mut chunk.buf, next);
         buf.as_mut_slice()[chunk.len..len].fill(0);
         let pending = PendingWrite { buf, len, pos: chunk.pos, end_bytes: chunk.pos + chunk.len as u64 };
         chunk.pos += full as u64;
         chunk.len = tail;
-        Some(pending)
+        pending
     }
 
-    /// Records that a write up to `end_bytes` landed; returns the offset
-    /// after the last batch that is now wholly written, if that moved.
-    pub fn on_written(&mut self, end_bytes: u64) -> Option<Offset> {
-        self.written_bytes = self.written_bytes.max(end_bytes);
+    /// Records that the write ending at `end_bytes` landed; returns the
+    /// offset after the last batch that is now wholly written, if that
+    /// moved. Writes may land out of order: only the landed prefix counts.
+    pub fn finish_write(&mut self, end_bytes: u64) -> Option<Offset> {
+        let write = self.in_flight.iter_mut().find(|w| w.1 == end_bytes && !w.2).expect("a write in flight");
+        write.2 = true;
+        while self.in_flight.front().is_some_and(|w| w.2) {
+            let (_, end, _) = self.in_flight.pop_front().expect("checked");
+            self.written_bytes = self.written_bytes.max(end);
+        }
         let mut written = None;
         while let Some(&(end, next)) = self.unwritten.front() {
             if end > self.written_bytes {
@@ -173,6 +239,11 @@ impl<F: DmaFile> ActiveSegment<F> {
             written = Some(next);
         }
         written
+    }
+
+    /// Forgets a write that failed (the log is poisoned by then).
+    pub fn abandon_write(&mut self, end_bytes: u64) {
+        self.in_flight.retain(|w| w.1 != end_bytes);
     }
 }
 

@@ -2,6 +2,7 @@
 //! rolls, every row of the recovery table, truncation, retention, faults,
 //! and a model-based property test.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -569,7 +570,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
@@ -679,4 +680,112 @@ fn sim_paths_are_under_the_log_dir() {
     let storage = SimStorage::new();
     drop(filled_log(&storage, 2));
     assert!(storage.file_paths().iter().all(|p| p.starts_with(Path::new("/data"))));
+}
+
+// Regressions found in review.
+
+#[test]
+fn a_batch_larger_than_the_unsynced_window_does_not_stall() {
+    let storage = SimStorage::new();
+    let config = LogConfig {
+        segment_bytes_max: 128 << 10,
+        batch_bytes_max: 48 << 10,
+        write_bytes_max: 8 << 10,
+        write_buffer_bytes_max: 64 << 10,
+        cache_bytes_max: 128 << 10,
+        ..small_config()
+    };
+    assert!(u64::from(config.batch_bytes_max) > config.unsynced_bytes_max());
+    let log = Rc::new(open(&storage, config).unwrap());
+    let mut big = BatchBuilder::new();
+    big.push(RecordInput::new(None, Some(&vec![9u8; 40 << 10]), Timestamp(0)));
+    let big = big.build().unwrap();
+    let done = Rc::new(std::cell::Cell::new(false));
+    let mut pool = LocalPool::new();
+    {
+        let (log, done) = (log.clone(), done.clone());
+        pool.spawner()
+            .spawn_local(async move {
+                log.append(big).await.unwrap();
+                done.set(true);
+            })
+            .unwrap();
+    }
+    pool.run_until_stalled();
+    assert!(done.get(), "the append stalled");
+    assert_eq!(log.durable_offset(), Offset(1));
+}
+
+#[test]
+fn cancelling_an_append_in_the_middle_of_its_write_poisons_instead_of_hanging() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    block_on(log.append(batch(1, 2, 0))).unwrap();
+    {
+        let mut append = Box::pin(log.append(batch(2, 2, 0)));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        // Poll until the append drives a write (the simulated disk yields
+        // once per I/O), then drop it there.
+        for _ in 0..2 {
+            assert!(append.as_mut().poll(&mut cx).is_pending());
+        }
+    }
+    assert!(log.is_poisoned(), "a write whose outcome is unknown poisons the log");
+    assert!(matches!(block_on(log.append(batch(3, 1, 0))), Err(LogError::Poisoned { .. })));
+    assert!(matches!(block_on(log.close()), Err(LogError::Poisoned { .. })));
+    drop(log);
+    let log = open(&storage, small_config()).unwrap();
+    assert!(log.log_end_offset() >= Offset(2), "what was acknowledged survives");
+}
+
+#[test]
+fn a_damaged_base_offset_outside_the_crc_is_caught_on_read() {
+    let storage = SimStorage::new();
+    let expected = filled_log(&storage, 200);
+    let first = files_with_ext(&storage, "log").into_iter().min().unwrap();
+    let mut bytes = storage.file_contents(&first).unwrap();
+    // The third batch's base offset: the CRC does not cover it.
+    let at = expected[0].len() + expected[1].len();
+    bytes[at] ^= 0x01;
+    storage.set_file_contents(&first, bytes);
+    let log = open(&storage, small_config()).unwrap();
+    let error = block_on(log.read(Offset(0), 1 << 20)).unwrap_err();
+    assert!(matches!(error, LogError::Corruption { position, .. } if position == at as u64), "{error}");
+}
+
+#[test]
+fn relative_offsets_never_wrap_inside_a_segment() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    // A batch claiming a huge offset span (as a compacted batch may).
+    let mut wide = batch(1, 1, 0);
+    wide[32..36].copy_from_slice(&(u32::MAX - 10).to_le_bytes());
+    let crc = crc32c::crc32c(&wide[crate::batch::CRC_START..]);
+    wide[24..28].copy_from_slice(&crc.to_le_bytes());
+    block_on(log.append(wide.clone())).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    block_on(log.append(wide)).unwrap();
+    assert_eq!(log.segment_count(), 2, "the second batch would wrap the segment's relative offsets");
+    block_on(log.close()).unwrap();
+    let log = open(&storage, small_config()).unwrap();
+    let second = Offset(u64::from(u32::MAX) - 9);
+    let read = block_on(log.read(second, 1 << 20)).unwrap();
+    assert_eq!(validate_batch(&read.batches[0]).unwrap().header.base_offset, second, "cold read through the index");
+}
+
+#[test]
+fn r7_a_zeroed_block_inside_synced_data_is_reported() {
+    let storage = SimStorage::new();
+    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
+    let log = open(&storage, config.clone()).unwrap();
+    for tag in 0..600 {
+        block_on(log.append(batch(tag, 3, 0))).unwrap();
+    }
+    drop(log);
+    let path = active_segment(&storage);
+    let mut bytes = storage.file_contents(&path).unwrap();
+    bytes[8192..12288].fill(0);
+    storage.set_file_contents(&path, bytes);
+    assert!(matches!(open(&storage, config), Err(LogError::Corruption { .. })));
 }

@@ -77,7 +77,7 @@ impl DmaFile for GlommioFile {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let result = self.0.read_at(pos, len).await.map_err(io::Error::from)?;
-        Ok(Bytes::copy_from_slice(&result))
+        Ok(Bytes::copy_from_slice(&result[..result.len().min(len)]))
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

@@ -57,7 +57,8 @@ pub trait DmaFile {
     /// Reads up to `len` bytes at `pos`; shorter only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     async fn fdatasync(&self) -> io::Result<()>;
-    /// Reserves disk space up to `len` bytes without changing the file size.
+    /// Reserves disk space for `len` bytes and grows the file to that size
+    /// with zeroes, so later writes never extend the file.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     async fn truncate(&self, len: u64) -> io::Result<()>;
     async fn size(&self) -> io::Result<u64>;

@@ -2,9 +2,9 @@
 //!
 //! Each file keeps what a real disk would keep after power loss (`durable`)
 //! apart from what readers see now (`current`), plus the writes issued since
-//! the last fdatasync. [`SimStorage::crash`] replays a random prefix of those
-//! writes onto the durable image, tears the last one at a random byte and
-//! garbles bytes it was changing: exactly the damage a crash may do to data
+//! the last fdatasync. [`SimStorage::crash`] replays each of those writes onto
+//! the durable image whole, torn at a random byte, or not at all, and
+//! garbles bytes they were changing: exactly the damage a crash may do to data
 //! that was never synced, and none to data that was. Directory operations
 //! (create, rename, remove, truncate) are taken as durable at once.
 
@@ -176,18 +176,22 @@ impl SimStorage {
     }
 
     /// Simulates power loss: every file falls back to its durable image plus
-    /// a random prefix of its unsynced writes, the last one possibly torn,
-    /// and some bytes those writes were changing garbled.
+    /// each of its unsynced writes whole, torn or dropped, and some bytes
+    /// those writes were changing garbled.
     pub fn crash(&self, rng: &mut SimRng) {
         let mut disk = self.disk.borrow_mut();
         for file in disk.files.values_mut() {
             let mut image = file.durable.clone();
             let writes = std::mem::take(&mut file.unsynced);
-            let keep = rng.below(writes.len() as u64 + 1) as usize;
-            for (i, (pos, data)) in writes.iter().take(keep).enumerate() {
+            // Each unsynced write may have landed whole, torn, or not at
+            // all, independently: a volatile device cache reorders.
+            for (pos, data) in &writes {
                 let pos = *pos as usize;
-                let torn = i + 1 == keep && rng.below(2) == 0;
-                let len = if torn { rng.below(data.len() as u64 + 1) as usize } else { data.len() };
+                let len = match rng.below(4) {
+                    0 => continue,
+                    1 => rng.below(data.len() as u64 + 1) as usize,
+                    _ => data.len(),
+                };
                 if image.len() < pos + len {
                     image.resize(pos + len, 0);
                 }
@@ -307,6 +311,11 @@ impl DmaFile for SimFile {
         disk.check_capacity(&self.path, len.max(current))?;
         let file = disk.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
         file.reserved = file.reserved.max(len);
+        // Like fallocate without KEEP_SIZE: the file grows, with zeroes.
+        if (file.current.len() as u64) < len {
+            file.current.resize(len as usize, 0);
+            file.durable.resize(len as usize, 0);
+        }
         Ok(())
     }
 
