@@ -69,6 +69,10 @@ fn make_batches(record_bytes: usize, batch_records: usize, count: usize) -> Vec<
 }
 
 fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+    // glommio's default preempt timer (100 ms). Shorter ones let queued I/O
+    // reach the kernel sooner during a burst of appends, but glommio 0.9's
+    // executor was seen to park for good with 50 µs and 500 µs timers in
+    // this workload (docs/ARCHITECTURE.md, ADR 1).
     LocalExecutorBuilder::new(Placement::Fixed(0))
         .name("bench")
         .spawn(move || async move { f().await })
@@ -185,6 +189,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let rounds: usize = flags.parse_or("rounds", 5)?.max(1);
     let scan_mib: u64 = flags.parse_or("scan-mib", 512)?;
     let quick = flags.get("cases") == Some("quick");
+    let _ = quick;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
     println!(
@@ -200,7 +205,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let only_batch: Option<usize> =
         flags.get("batch").map(str::parse).transpose().map_err(|e| format!("--batch: {e}"))?;
     let only_flush = flags.get("flush");
-    let record_sizes: &[usize] = if quick { &[100] } else { &[100, 1024] };
+    let record_sizes: &[usize] = match flags.get("cases") {
+        Some("quick") => &[100],
+        Some("read") => &[],
+        _ => &[100, 1024],
+    };
     let batch_sizes: &[usize] = if quick { &[1, 256] } else { &[1, 16, 256, 1024] };
     for &record_bytes in record_sizes.iter().filter(|r| only_record.is_none_or(|o| o == **r)) {
         for &batch_records in batch_sizes.iter().filter(|b| only_batch.is_none_or(|o| o == **b)) {

@@ -175,17 +175,32 @@ fn batches_in_active(appended: &[Vec<u8>], active: &Path) -> Vec<usize> {
     appended.iter().filter(|b| validate_batch(b).unwrap().header.base_offset.0 >= base).map(Vec::len).collect()
 }
 
+/// A log of 150 batches, dropped without close, and its active segment.
+struct Fixture {
+    appended: Vec<Vec<u8>>,
+    active: PathBuf,
+    /// Bytes of each batch in the active segment, in order.
+    sizes: Vec<usize>,
+    total: usize,
+    original: Vec<u8>,
+}
+
+async fn fixture(path: &Path) -> Fixture {
+    let appended = append_many(path, 150).await;
+    let active = active_segment(&path.join("p0"));
+    let sizes = batches_in_active(&appended, &active);
+    let total = sizes.iter().sum();
+    let original = std::fs::read(&active).unwrap();
+    Fixture { appended, active, sizes, total, original }
+}
+
 #[test]
 fn cutting_the_active_segment_anywhere_loses_only_batches_past_the_cut() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     on_executor(async move || {
-        let appended = append_many(&path, 150).await;
-        let active = active_segment(&path.join("p0"));
-        let sizes = batches_in_active(&appended, &active);
-        let total: usize = sizes.iter().sum();
+        let Fixture { appended, active, sizes, total, original } = fixture(&path).await;
         let before = appended.len() - sizes.len();
-        let original = std::fs::read(&active).unwrap();
         let mut seed = 0x5eed_u64;
         for _ in 0..12 {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -213,12 +228,8 @@ fn garbling_the_tail_drops_only_the_damaged_batch() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     on_executor(async move || {
-        let appended = append_many(&path, 150).await;
-        let active = active_segment(&path.join("p0"));
-        let sizes = batches_in_active(&appended, &active);
-        let total: usize = sizes.iter().sum();
+        let Fixture { appended, active, sizes, total, original } = fixture(&path).await;
         let last = *sizes.last().unwrap();
-        let original = std::fs::read(&active).unwrap();
         for at in [total - last, total - last + 9, total - last + 30, total - 1] {
             let mut damaged = original.clone();
             damaged[at] ^= 0x5A;

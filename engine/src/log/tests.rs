@@ -349,8 +349,11 @@ fn files_sizes_before_active(storage: &SimStorage) -> usize {
         .sum()
 }
 
-#[test]
-fn r7_corruption_followed_by_valid_batches_is_reported_not_dropped() {
+/// A large active segment (600 batches, all synced) damaged by `damage`;
+/// returns the reopen's result and the segment's path.
+fn reopen_after_damaging_synced_data(
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> (Result<PartitionLog<SimStorage>, LogError>, PathBuf) {
     let storage = SimStorage::new();
     let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
     let log = open(&storage, config.clone()).unwrap();
@@ -360,9 +363,15 @@ fn r7_corruption_followed_by_valid_batches_is_reported_not_dropped() {
     drop(log);
     let path = active_segment(&storage);
     let mut bytes = storage.file_contents(&path).unwrap();
-    bytes[1000] ^= 0x01;
+    damage(&mut bytes);
     storage.set_file_contents(&path, bytes);
-    match open(&storage, config) {
+    (open(&storage, config), path)
+}
+
+#[test]
+fn r7_corruption_followed_by_valid_batches_is_reported_not_dropped() {
+    let (reopened, path) = reopen_after_damaging_synced_data(|bytes| bytes[1000] ^= 0x01);
+    match reopened {
         Err(LogError::Corruption { path: p, position, .. }) => {
             assert_eq!(p, path);
             assert!(position <= 1000, "names the damaged batch, got {position}");
@@ -776,16 +785,6 @@ fn relative_offsets_never_wrap_inside_a_segment() {
 
 #[test]
 fn r7_a_zeroed_block_inside_synced_data_is_reported() {
-    let storage = SimStorage::new();
-    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
-    let log = open(&storage, config.clone()).unwrap();
-    for tag in 0..600 {
-        block_on(log.append(batch(tag, 3, 0))).unwrap();
-    }
-    drop(log);
-    let path = active_segment(&storage);
-    let mut bytes = storage.file_contents(&path).unwrap();
-    bytes[8192..12288].fill(0);
-    storage.set_file_contents(&path, bytes);
-    assert!(matches!(open(&storage, config), Err(LogError::Corruption { .. })));
+    let (reopened, _) = reopen_after_damaging_synced_data(|bytes| bytes[8192..12288].fill(0));
+    assert!(matches!(reopened, Err(LogError::Corruption { .. })));
 }
