@@ -788,3 +788,25 @@ fn r7_a_zeroed_block_inside_synced_data_is_reported() {
     let (reopened, _) = reopen_after_damaging_synced_data(|bytes| bytes[8192..12288].fill(0));
     assert!(matches!(reopened, Err(LogError::Corruption { .. })));
 }
+
+#[test]
+fn a_truncation_interrupted_part_way_leaves_an_openable_prefix() {
+    for after in 0..6 {
+        let storage = SimStorage::new();
+        let expected = filled_log(&storage, 200);
+        let log = open(&storage, small_config()).unwrap();
+        assert!(log.segment_count() >= 4);
+        storage.fail_remove_after(after);
+        let cut = validate_batch(&expected[3]).unwrap().header.base_offset;
+        let result = block_on(log.truncate_to(cut));
+        drop(log);
+        // Whatever the truncation got to, the directory holds a contiguous
+        // run of segments: the log opens and holds a prefix of what it had.
+        let log = open(&storage, small_config()).unwrap_or_else(|e| panic!("after {after} removals: {e}"));
+        let got = read_all(&log, Offset(0));
+        assert!(got.len() >= 3 && got[..] == expected[..got.len()], "after {after} removals");
+        if result.is_ok() {
+            assert_eq!(got.len(), 3);
+        }
+    }
+}

@@ -33,6 +33,8 @@ struct SimFileData {
 struct Faults {
     fdatasync_error: Option<io::ErrorKind>,
     write_error: Option<io::ErrorKind>,
+    /// Fail the removal after this many more succeed.
+    remove_error_after: Option<usize>,
     capacity_bytes: Option<u64>,
 }
 
@@ -136,6 +138,12 @@ impl SimStorage {
     /// The next write fails with `kind` and changes nothing.
     pub fn fail_next_write(&self, kind: io::ErrorKind) {
         self.disk.borrow_mut().faults.write_error = Some(kind);
+    }
+
+    /// The removal after the next `after` ones fails, as if the process died
+    /// there (the removals before it stay done).
+    pub fn fail_remove_after(&self, after: usize) {
+        self.disk.borrow_mut().faults.remove_error_after = Some(after);
     }
 
     /// Writes and allocations past `bytes` in all fail with ENOSPC.
@@ -377,7 +385,16 @@ impl Storage for SimStorage {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        self.disk.borrow_mut().files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        let mut disk = self.disk.borrow_mut();
+        match disk.faults.remove_error_after {
+            Some(0) => {
+                disk.faults.remove_error_after = None;
+                return Err(io::Error::other("injected remove error"));
+            }
+            Some(n) => disk.faults.remove_error_after = Some(n - 1),
+            None => {}
+        }
+        disk.files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
