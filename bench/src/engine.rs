@@ -188,8 +188,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let depth: usize = flags.parse_or("depth", 8)?.max(1);
     let rounds: usize = flags.parse_or("rounds", 5)?.max(1);
     let scan_mib: u64 = flags.parse_or("scan-mib", 512)?;
-    let quick = flags.get("cases") == Some("quick");
-    let _ = quick;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
     println!(

@@ -679,7 +679,7 @@ impl<S: Storage> PartitionLog<S> {
 
     async fn read_once(&self, from: Offset, bytes_max: usize) -> Result<ReadResult, LogError> {
         let (hw, log_start) = {
-            let mut s = self.state.borrow_mut();
+            let s = self.state.borrow();
             if s.is_closed {
                 return Err(LogError::Closed);
             }
@@ -694,7 +694,6 @@ impl<S: Storage> PartitionLog<S> {
             if let Some(batches) = s.cache.read(from, hw, bytes_max) {
                 return Ok(ReadResult { batches, high_watermark: hw, log_start_offset: log_start });
             }
-            let _ = &mut s;
             (hw, log_start)
         };
         let batches = self.read_cold(from, hw, bytes_max).await?;
