@@ -208,6 +208,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("read") => &[],
         _ => &[100, 1024],
     };
+    let quick = flags.get("cases") == Some("quick");
     let batch_sizes: &[usize] = if quick { &[1, 256] } else { &[1, 16, 256, 1024] };
     for &record_bytes in record_sizes.iter().filter(|r| only_record.is_none_or(|o| o == **r)) {
         for &batch_records in batch_sizes.iter().filter(|b| only_batch.is_none_or(|o| o == **b)) {
