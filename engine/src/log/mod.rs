@@ -34,7 +34,9 @@ pub use error::LogError;
 pub use index::{OffsetIndex, SegmentIndex, SegmentSummary, TimeIndex};
 pub use recovery::RecoveryReport;
 
-use crate::batch::{BATCH_HEADER_BYTES, BatchHeader, patch_base_offset, patch_leader_epoch, validate_batch};
+use crate::batch::{
+    BATCH_HEADER_BYTES, BatchError, BatchHeader, patch_base_offset, patch_leader_epoch, validate_batch,
+};
 use crate::rt::{DmaFile, OpenMode, Storage};
 use crate::types::{LeaderEpoch, Offset, Timestamp};
 use cache::{BatchCache, CachedBatch, Lru};
@@ -137,10 +139,10 @@ impl<S: Storage> Drop for CancelGuard<'_, S> {
                 InFlight::Write(end_bytes) => s.active.abandon_write(end_bytes),
                 InFlight::Sync => s.sync_in_flight = false,
             }
-            let cancelled = LogError::Poisoned { cause: "an I/O was cancelled before it completed".into() };
             if s.poisoned.is_none() {
-                tracing::error!(dir = %log.dir.display(), "log poisoned: {cancelled}");
-                s.poisoned = Some("an I/O was cancelled before it completed; its outcome is unknown".into());
+                let cause = "an I/O was cancelled before it completed; its outcome is unknown";
+                tracing::error!(dir = %log.dir.display(), cause, "log poisoned");
+                s.poisoned = Some(cause.into());
             }
         }
         log.io_done.notify_all();
@@ -317,9 +319,7 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn append(&self, mut batch: Vec<u8>) -> Result<AppendInfo, LogError> {
         let header = validate_batch(&batch)?.header;
         if batch.len() != header.batch_length as usize {
-            return Err(LogError::InvalidBatch(crate::batch::BatchError::BadLength {
-                batch_length: header.batch_length,
-            }));
+            return Err(LogError::InvalidBatch(BatchError::BadLength { batch_length: header.batch_length }));
         }
         if header.batch_length > self.config.batch_bytes_max {
             return Err(LogError::BatchTooLarge {
@@ -710,16 +710,18 @@ impl<S: Storage> PartitionLog<S> {
             let mut at = 0usize;
             while at + BATCH_HEADER_BYTES <= chunk.len() {
                 let corrupt = |reason: String| LogError::corruption(&path, position + at as u64, reason);
-                let header = BatchHeader::decode(&chunk[at..]).map_err(|e| corrupt(e.to_string()))?;
+                let header = match validate_batch(&chunk[at..]) {
+                    Ok(view) => view.header,
+                    // Runs past this chunk: read on from here (a batch that
+                    // runs past the segment is caught below as `at == 0`).
+                    Err(BatchError::Truncated { .. }) => break,
+                    Err(e) => return Err(corrupt(e.to_string())),
+                };
                 let length = header.batch_length as usize;
-                if at + length > chunk.len() {
-                    break;
-                }
                 // The base offset is outside the CRC: continuity checks it.
                 if header.base_offset != expected {
                     return Err(corrupt(format!("offset {} where {expected} was expected", header.base_offset)));
                 }
-                validate_batch(&chunk[at..]).map_err(|e| corrupt(e.to_string()))?;
                 let next = header.next_offset();
                 if next > end || (!out.is_empty() && total + length > bytes_max) {
                     return Ok(out);
@@ -757,7 +759,7 @@ impl<S: Storage> PartitionLog<S> {
         });
         if let Some(((_, p), chunk)) = cached {
             let sliced = chunk.slice((position - p) as usize..);
-            let length = crate::batch::BatchHeader::decode(&sliced).map_or(usize::MAX, |h| h.batch_length as usize);
+            let length = BatchHeader::decode(&sliced).map_or(usize::MAX, |h| h.batch_length as usize);
             if length <= sliced.len() {
                 return Ok(sliced);
             }
@@ -800,15 +802,18 @@ impl<S: Storage> PartitionLog<S> {
             return Ok((a.index.summary.base_offset, a.index.entry_for(from), a.file().clone(), a.readable_bytes));
         };
         let file = self.segment_file(base).await?;
-        let cached = self.state.borrow_mut().indexes.get(base);
-        let index = if let Some(index) = cached {
-            index
-        } else {
-            let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &self.config, &*file, summary).await?);
-            self.state.borrow_mut().indexes.insert(base, index.clone());
-            index
-        };
+        let index = self.segment_index(&file, summary).await?;
         Ok((base, index.entry_for(from), file, summary.size_bytes))
+    }
+
+    /// A sealed segment's sparse indexes, through the bounded index cache.
+    async fn segment_index(&self, file: &S::File, summary: SegmentSummary) -> Result<Rc<SegmentIndex>, LogError> {
+        if let Some(index) = self.state.borrow_mut().indexes.get(summary.base_offset) {
+            return Ok(index);
+        }
+        let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &self.config, Some(file), summary).await?);
+        self.state.borrow_mut().indexes.insert(summary.base_offset, index.clone());
+        Ok(index)
     }
 
     async fn segment_file(&self, base: Offset) -> Result<Rc<S::File>, LogError> {
@@ -838,8 +843,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut from = match start {
             Some(summary) => {
                 let file = self.segment_file(summary.base_offset).await?;
-                let index = recovery::load_index(&self.storage, &self.dir, &self.config, &*file, summary).await?;
-                index.offset_for_time(t)
+                self.segment_index(&file, summary).await?.offset_for_time(t)
             }
             None => self.state.borrow().active.index.offset_for_time(t),
         };

@@ -22,7 +22,8 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Bytes of the active segment read by the recovery scan.
     pub scanned_bytes: u64,
-    /// Bytes cut from a torn or corrupt tail (R6).
+    /// Bytes cut after the last valid batch when the tail was damaged (R6),
+    /// pre-allocated space included.
     pub truncated_bytes: u64,
     /// Indexes rebuilt from their segments (R8).
     pub rebuilt_indexes: usize,
@@ -85,9 +86,7 @@ pub(crate) async fn recover<S: Storage>(
     let mut closed = BTreeMap::new();
     for (i, &base) in closed_bases.iter().enumerate() {
         let path = log_path(dir, base);
-        let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
-        let (index, rebuilt) = load_or_rebuild_index(storage, dir, config, &file, base, None).await?;
-        file.close().await.map_err(io_err("close", &path))?;
+        let (index, rebuilt) = load_or_rebuild_index(storage, dir, config, None, base, None).await?;
         report.rebuilt_indexes += usize::from(rebuilt);
         let next_base = segments[i + 1];
         // R9: segments must continue each other's offsets.
@@ -180,9 +179,12 @@ pub(crate) async fn recover<S: Storage>(
         // durable: make sure it is.
         file.fdatasync().await.map_err(io_err("fdatasync", &path))?;
     }
+    // The active segment's index lives in memory; a file from a clean
+    // close is stale from the first append on.
     let index_file = index_path(dir, active_base);
-    if storage.read_file(&index_file).await.map_err(io_err("read", &index_file))?.is_some() {
-        storage.remove(&index_file).await.map_err(io_err("remove", &index_file))?;
+    match storage.remove(&index_file).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", &index_file, e)),
+        _ => {}
     }
     file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
     let tail = read_tail_block(&file, valid_bytes).await.map_err(io_err("read", &path))?;
@@ -237,17 +239,19 @@ pub(crate) async fn load_index<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &LogConfig,
-    file: &S::File,
+    file: Option<&S::File>,
     expected: SegmentSummary,
 ) -> Result<SegmentIndex, LogError> {
     Ok(load_or_rebuild_index(storage, dir, config, file, expected.base_offset, Some(expected)).await?.0)
 }
 
+/// `file` is the segment if the caller has it open; it is opened (and
+/// closed) here only when the index must be rebuilt.
 async fn load_or_rebuild_index<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &LogConfig,
-    file: &S::File,
+    file: Option<&S::File>,
     base: Offset,
     expected: Option<SegmentSummary>,
 ) -> Result<(SegmentIndex, bool), LogError> {
@@ -259,10 +263,18 @@ async fn load_or_rebuild_index<S: Storage>(
         return Ok((index, false));
     }
     let path = log_path(dir, base);
+    let opened = match file {
+        Some(_) => None,
+        None => Some(storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?),
+    };
+    let file = file.or(opened.as_ref()).expect("one of the two");
     let size = file.size().await.map_err(io_err("stat", &path))?;
     let scan = scan_segment(file, base, size, config.batch_bytes_max, config.index_interval_bytes, None)
         .await
         .map_err(io_err("read", &path))?;
+    if let Some(opened) = opened {
+        opened.close().await.map_err(io_err("close", &path))?;
+    }
     match scan.stop {
         ScanStop::Invalid { position, reason } => Err(LogError::corruption(&path, position, reason)),
         ScanStop::End | ScanStop::ReachedOffset => {

@@ -9,7 +9,7 @@ use crate::rt::DmaFile;
 use crate::types::Offset;
 
 /// Bytes read per scan step.
-pub(crate) const SCAN_CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
 /// Where and why a scan stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub(crate) async fn scan_segment<F: DmaFile>(
     stop_at: Option<Offset>,
 ) -> io::Result<ScanResult> {
     let mut index = SegmentIndex::new(base_offset);
-    let mut chunk = bytes::Bytes::new();
+    let mut chunk: Option<F::ReadChunk> = None;
     let mut chunk_pos = 0u64;
     let mut pos = 0u64;
     let stop = loop {
@@ -50,13 +50,13 @@ pub(crate) async fn scan_segment<F: DmaFile>(
         if pos >= file_bytes {
             break ScanStop::End;
         }
-        let available = chunk_pos + chunk.len() as u64 - pos.max(chunk_pos);
-        if pos < chunk_pos || available < BATCH_HEADER_BYTES as u64 {
-            chunk = file.read_at(pos, SCAN_CHUNK_BYTES).await?;
+        let chunk_len = chunk.as_deref().map_or(0, <[u8]>::len) as u64;
+        if pos < chunk_pos || chunk_pos + chunk_len < pos + BATCH_HEADER_BYTES as u64 {
+            chunk = Some(file.read_chunk_at(pos, SCAN_CHUNK_BYTES).await?);
             chunk_pos = pos;
         }
         let at = (pos - chunk_pos) as usize;
-        let head = &chunk[at..];
+        let head = &chunk.as_deref().expect("read above")[at..];
         if head.len() >= 20 && head[8..12] == [0; 4] && head[16..20] == [0; 4] {
             break ScanStop::End;
         }
@@ -69,11 +69,11 @@ pub(crate) async fn scan_segment<F: DmaFile>(
             break ScanStop::Invalid { position: pos, reason: format!("batch length {length} runs past the segment") };
         }
         if (head.len() as u64) < length {
-            chunk = file.read_at(pos, (length as usize).max(SCAN_CHUNK_BYTES)).await?;
+            chunk = Some(file.read_chunk_at(pos, (length as usize).max(SCAN_CHUNK_BYTES)).await?);
             chunk_pos = pos;
         }
         let at = (pos - chunk_pos) as usize;
-        let view = match validate_batch(&chunk[at..]) {
+        let view = match validate_batch(&chunk.as_deref().expect("read above")[at..]) {
             Ok(view) => view,
             Err(e) => break ScanStop::Invalid { position: pos, reason: e.to_string() },
         };
@@ -108,7 +108,7 @@ pub(crate) async fn find_valid_batch_after<F: DmaFile>(
 ) -> io::Result<Option<u64>> {
     let mut start = from;
     while start < to {
-        let chunk = file.read_at(start, SCAN_CHUNK_BYTES + batch_bytes_max as usize).await?;
+        let chunk = file.read_chunk_at(start, SCAN_CHUNK_BYTES + batch_bytes_max as usize).await?;
         let candidates = chunk.len().min(SCAN_CHUNK_BYTES).min((to - start) as usize);
         for i in 0..candidates {
             let magic_at = i + 16;

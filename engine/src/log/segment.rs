@@ -52,8 +52,8 @@ pub(crate) struct ActiveSegment<F: DmaFile> {
     pub written_bytes: u64,
     /// `(end position, next offset)` of batches not yet wholly written.
     unwritten: VecDeque<(u64, Offset)>,
-    /// Writes issued and not yet completed, in issue order: `(start, end, done)`.
-    in_flight: VecDeque<(u64, u64, bool)>,
+    /// Writes issued and not yet completed, in issue order: `(end, done)`.
+    in_flight: VecDeque<(u64, bool)>,
     /// End of the bytes handed to writes so far.
     issued_bytes: u64,
     /// Bytes of the segment covered by the last completed fdatasync.
@@ -153,12 +153,12 @@ impl<F: DmaFile> ActiveSegment<F> {
         let front = self.chunks.front().expect("never empty");
         let (start, end) =
             if self.chunks.len() > 1 { (front.pos, front.pos + front.len as u64) } else { (front.pos, self.end()) };
-        let shared = self.in_flight.iter().any(|&(_, e, _)| start < align_up(e));
+        let shared = self.in_flight.iter().any(|&(e, _)| start < align_up(e));
         let too_far = unsynced_bytes_max.is_some_and(|max| end - self.durable_bytes > max);
         if shared || too_far {
             return None;
         }
-        self.take_pending()
+        Some(self.take_pending())
     }
 
     /// How many more bytes the chunks can take.
@@ -186,16 +186,13 @@ impl<F: DmaFile> ActiveSegment<F> {
         self.unwritten.push_back((self.end(), next_offset));
     }
 
-    /// Takes the oldest unwritten chunk for a write. `None` if everything is
-    /// written.
-    pub fn take_pending(&mut self) -> Option<PendingWrite<F::Buf>> {
-        if self.unissued_bytes() == 0 {
-            return None;
-        }
+    /// Takes the oldest unwritten chunk for a write and records it as in
+    /// flight; the caller checked there is one.
+    fn take_pending(&mut self) -> PendingWrite<F::Buf> {
         let pending = self.take_chunk();
         self.issued_bytes = pending.end_bytes;
-        self.in_flight.push_back((pending.pos, pending.end_bytes, false));
-        Some(pending)
+        self.in_flight.push_back((pending.end_bytes, false));
+        pending
     }
 
     fn take_chunk(&mut self) -> PendingWrite<F::Buf> {
@@ -223,10 +220,10 @@ impl<F: DmaFile> ActiveSegment<F> {
     /// offset after the last batch that is now wholly written, if that
     /// moved. Writes may land out of order: only the landed prefix counts.
     pub fn finish_write(&mut self, end_bytes: u64) -> Option<Offset> {
-        let write = self.in_flight.iter_mut().find(|w| w.1 == end_bytes && !w.2).expect("a write in flight");
-        write.2 = true;
-        while self.in_flight.front().is_some_and(|w| w.2) {
-            let (_, end, _) = self.in_flight.pop_front().expect("checked");
+        let write = self.in_flight.iter_mut().find(|w| w.0 == end_bytes && !w.1).expect("a write in flight");
+        write.1 = true;
+        while self.in_flight.front().is_some_and(|w| w.1) {
+            let (end, _) = self.in_flight.pop_front().expect("checked");
             self.written_bytes = self.written_bytes.max(end);
         }
         let mut written = None;
@@ -243,7 +240,7 @@ impl<F: DmaFile> ActiveSegment<F> {
 
     /// Forgets a write that failed (the log is poisoned by then).
     pub fn abandon_write(&mut self, end_bytes: u64) {
-        self.in_flight.retain(|w| w.1 != end_bytes);
+        self.in_flight.retain(|w| w.0 != end_bytes);
     }
 }
 

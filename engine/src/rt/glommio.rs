@@ -57,8 +57,23 @@ impl IoBuf for GlommioBuf {
 /// An O_DIRECT file on the current executor.
 pub struct GlommioFile(glommio::io::DmaFile);
 
+/// A read into glommio's buffer, cut to the length asked for.
+pub struct GlommioChunk {
+    result: glommio::io::ReadResult,
+    len: usize,
+}
+
+impl std::ops::Deref for GlommioChunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.result[..self.len]
+    }
+}
+
 impl DmaFile for GlommioFile {
     type Buf = GlommioBuf;
+    type ReadChunk = GlommioChunk;
 
     fn alloc(&self, len: usize) -> GlommioBuf {
         assert!(len.is_multiple_of(BLOCK_BYTES));
@@ -76,8 +91,13 @@ impl DmaFile for GlommioFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        Ok(Bytes::copy_from_slice(&self.read_chunk_at(pos, len).await?))
+    }
+
+    async fn read_chunk_at(&self, pos: u64, len: usize) -> io::Result<GlommioChunk> {
         let result = self.0.read_at(pos, len).await.map_err(io::Error::from)?;
-        Ok(Bytes::copy_from_slice(&result[..result.len().min(len)]))
+        let len = result.len().min(len);
+        Ok(GlommioChunk { result, len })
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

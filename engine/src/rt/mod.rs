@@ -48,6 +48,8 @@ pub enum OpenMode {
 /// A file written with direct I/O: whole aligned blocks only.
 pub trait DmaFile {
     type Buf: IoBuf;
+    /// Bytes read into the runtime's own buffer, readable without a copy.
+    type ReadChunk: std::ops::Deref<Target = [u8]>;
 
     /// An aligned buffer of `len` bytes (`len` is a multiple of
     /// [`BLOCK_BYTES`]); its contents are unspecified.
@@ -56,6 +58,9 @@ pub trait DmaFile {
     async fn write_at(&self, buf: Self::Buf, len: usize, pos: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `pos`; shorter only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
+    /// [`DmaFile::read_at`] without the copy into shareable [`Bytes`], for
+    /// readers that only look (the recovery scan).
+    async fn read_chunk_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadChunk>;
     async fn fdatasync(&self) -> io::Result<()>;
     /// Reserves disk space for `len` bytes and grows the file to that size
     /// with zeroes, so later writes never extend the file.

@@ -267,6 +267,7 @@ impl SimFile {
 
 impl DmaFile for SimFile {
     type Buf = SimBuf;
+    type ReadChunk = Vec<u8>;
 
     fn alloc(&self, len: usize) -> SimBuf {
         assert!(len.is_multiple_of(BLOCK_BYTES));
@@ -292,11 +293,15 @@ impl DmaFile for SimFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        Ok(Bytes::from(self.read_chunk_at(pos, len).await?))
+    }
+
+    async fn read_chunk_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         yield_once().await;
         self.with(|file| {
             let start = (pos as usize).min(file.current.len());
             let end = (pos as usize + len).min(file.current.len());
-            Bytes::copy_from_slice(&file.current[start..end])
+            file.current[start..end].to_vec()
         })
     }
 
