@@ -486,7 +486,23 @@ pub fn read_bandwidth_qd(
     let scratch = Scratch::create(dir, "read", file_bytes)?;
     let fd = scratch.fd();
     fill(fd, file_bytes)?;
+    let throughput = read_fd(fd, read_bytes, count, queue_depth)?;
+    scratch.remove()?;
+    Ok(throughput)
+}
 
+/// Sequential `O_DIRECT` reads (QD1) of the first `total_bytes` of an
+/// existing file, rounded down to `read_bytes`: the raw rate of the very
+/// bytes an engine benchmark reads, so host caching favours neither side.
+pub fn read_file_bandwidth(path: &Path, read_bytes: usize, total_bytes: u64) -> io::Result<Throughput> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)?;
+    let count = io_count(read_bytes, total_bytes.min(file.metadata()?.len()))?;
+    read_fd(types::Fd(file.as_raw_fd()), read_bytes, count, 1)
+}
+
+fn read_fd(fd: types::Fd, read_bytes: usize, count: u64, queue_depth: usize) -> io::Result<Throughput> {
     let mut rig = Rig::new(queue_depth, read_bytes, false)?;
     let len = read_bytes as u32;
     let mut free: Vec<usize> = (0..queue_depth).rev().collect();
@@ -520,7 +536,6 @@ pub fn read_bandwidth_qd(
         stopping = start.elapsed() > PHASE_TIME_LIMIT;
     }
     let elapsed = start.elapsed();
-    scratch.remove()?;
     Ok(Throughput {
         io_bytes: read_bytes,
         queue_depth,

@@ -278,7 +278,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if flags.get("cases") == Some("append") {
         return Ok(());
     }
-    read_and_recovery(&dir, seconds, scan_mib)
+    read_and_recovery(&dir, seconds, scan_mib, rounds);
+    Ok(())
 }
 
 struct Round {
@@ -295,13 +296,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// One round of the read benchmark: cold read, recovery scan, and the raw
+/// read of the same segment bytes, back to back. Rates per second.
+struct ReadRound {
+    cold_bytes: f64,
+    cold_records: f64,
+    scan_bytes: f64,
+    raw_bytes: f64,
+}
+
 struct ReadFigures {
     tail_records_per_sec: f64,
     tail_bytes_per_sec: f64,
-    cold_bytes_per_sec: f64,
-    cold_records_per_sec: f64,
+    rounds: Vec<ReadRound>,
     scan_bytes: u64,
-    scan_elapsed: Duration,
     max_rss_kib: u64,
 }
 
@@ -314,7 +322,7 @@ fn max_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn read_and_recovery(dir: &Path, seconds: f64, scan_mib: u64) -> Result<(), String> {
+fn read_and_recovery(dir: &Path, seconds: f64, scan_mib: u64, rounds: usize) {
     let path = dir.join("read");
     let _ = std::fs::remove_dir_all(&path);
     let dir2 = dir.to_path_buf();
@@ -323,22 +331,15 @@ fn read_and_recovery(dir: &Path, seconds: f64, scan_mib: u64) -> Result<(), Stri
         let config = log_config(FlushPolicy::Never);
         let log = PartitionLog::open(storage.clone(), &path, config.clone()).await.expect("open");
         let batches = make_batches(100, 256, 32);
-        let target = scan_mib << 20;
         let mut i = 0;
-        while log.size_bytes() < target {
+        while log.size_bytes() < scan_mib << 20 {
             log.append(batches[i % batches.len()].clone()).await.expect("append");
             i += 1;
         }
         // Tail reads: everything the cache holds, over and over.
         let end = log.log_end_offset();
-        let cache_start = {
-            let mut from = end;
-            // Step back to the oldest cached batch by reading backwards in offsets.
-            let per_batch = 256u64;
-            let cached_batches = (log.cached_bytes() as u64) / (batches[0].len() as u64);
-            from = Offset(from.0.saturating_sub(cached_batches.saturating_sub(1) * per_batch));
-            from
-        };
+        let cached_batches = (log.cached_bytes() / batches[0].len()) as u64;
+        let cache_start = Offset(end.0.saturating_sub(cached_batches.saturating_sub(1) * 256));
         let (mut records, mut bytes) = (0u64, 0u64);
         let start = Instant::now();
         while start.elapsed().as_secs_f64() < seconds {
@@ -355,77 +356,96 @@ fn read_and_recovery(dir: &Path, seconds: f64, scan_mib: u64) -> Result<(), Stri
         }
         let tail_secs = start.elapsed().as_secs_f64();
         assert_eq!(log.io_stats().cold_reads, 0, "tail reads never touch the disk");
+        let scan_bytes = log.size_bytes();
         log.close().await.expect("close");
         drop(log);
-        // Cold reads: a reopened log has an empty cache.
-        let log = PartitionLog::open(storage.clone(), &path, config.clone()).await.expect("reopen");
-        let start = Instant::now();
-        let mut from = log.log_start_offset();
-        let (mut cold_bytes, mut cold_records) = (0u64, 0u64);
-        while from < log.log_end_offset() {
-            let read = log.read(from, 1 << 20).await.expect("read");
-            for b in &read.batches {
-                let header = validate_batch(b).expect("valid").header;
-                if header.next_offset() > from {
-                    cold_bytes += b.len() as u64;
-                    cold_records += u64::from(header.record_count);
-                    from = header.next_offset();
+        let segment = path.join(format!("{:020}.log", 0));
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            // Cold reads: a reopened log has an empty cache.
+            let log = PartitionLog::open(storage.clone(), &path, config.clone()).await.expect("reopen");
+            let start = Instant::now();
+            let mut from = log.log_start_offset();
+            let (mut cold_bytes, mut cold_records) = (0u64, 0u64);
+            while from < log.log_end_offset() {
+                let read = log.read(from, 1 << 20).await.expect("read");
+                for b in &read.batches {
+                    let header = validate_batch(b).expect("valid").header;
+                    if header.next_offset() > from {
+                        cold_bytes += b.len() as u64;
+                        cold_records += u64::from(header.record_count);
+                        from = header.next_offset();
+                    }
                 }
             }
+            let cold_secs = start.elapsed().as_secs_f64();
+            // Recovery: drop without close, so the next open scans the segment.
+            drop(log);
+            let start = Instant::now();
+            let log = PartitionLog::open(storage.clone(), &path, config.clone()).await.expect("recover");
+            let scan_secs = start.elapsed().as_secs_f64();
+            assert!(!log.recovery_report().clean_shutdown);
+            assert_eq!(log.recovery_report().scanned_bytes, scan_bytes);
+            log.close().await.expect("close");
+            drop(log);
+            // The same bytes, raw (blocking the executor is fine here).
+            let raw = device::read_file_bandwidth(&segment, 1 << 20, scan_bytes).expect("raw read");
+            out.push(ReadRound {
+                cold_bytes: cold_bytes as f64 / cold_secs,
+                cold_records: cold_records as f64 / cold_secs,
+                scan_bytes: scan_bytes as f64 / scan_secs,
+                raw_bytes: raw.bytes_per_sec(),
+            });
         }
-        let cold_secs = start.elapsed().as_secs_f64();
-        // Recovery: drop without close, so the next open scans the segment.
-        drop(log);
-        let start = Instant::now();
-        let log = PartitionLog::open(storage, &path, config).await.expect("recover");
-        let scan_elapsed = start.elapsed();
-        let scan_bytes = log.recovery_report().scanned_bytes;
-        assert!(!log.recovery_report().clean_shutdown);
-        drop(log);
         let _ = std::fs::remove_dir_all(&path);
         ReadFigures {
             tail_records_per_sec: records as f64 / tail_secs,
             tail_bytes_per_sec: bytes as f64 / tail_secs,
-            cold_bytes_per_sec: cold_bytes as f64 / cold_secs,
-            cold_records_per_sec: cold_records as f64 / cold_secs,
+            rounds: out,
             scan_bytes,
-            scan_elapsed,
             max_rss_kib: max_rss_kib(),
         }
     });
-    let raw_read = device::read_bandwidth(dir, 1 << 20, scan_mib << 20).map_err(|e| e.to_string())?.bytes_per_sec();
-    let scan_bps = figures.scan_bytes as f64 / figures.scan_elapsed.as_secs_f64();
+    let m = |f: fn(&ReadRound) -> f64| median(figures.rounds.iter().map(f).collect());
+    let ratios = |f: fn(&ReadRound) -> f64| -> String {
+        figures.rounds.iter().map(|r| format!("{:.2}", f(r) / r.raw_bytes)).collect::<Vec<_>>().join(" ")
+    };
+    let raw_read = m(|r| r.raw_bytes);
+    let (cold_bps, cold_records, scan_bps) = (m(|r| r.cold_bytes), m(|r| r.cold_records), m(|r| r.scan_bytes));
+    let cold_ratio = m(|r| r.cold_bytes / r.raw_bytes);
+    let scan_ratio = m(|r| r.scan_bytes / r.raw_bytes);
     println!();
-    println!("raw O_DIRECT sequential read, 1 MiB QD1: {:.1} MB/s", mb(raw_read));
+    println!(
+        "reads of a {} MiB log, {} rounds, medians; raw = O_DIRECT 1 MiB QD1 reads of the same segment bytes in the same round",
+        figures.scan_bytes >> 20,
+        figures.rounds.len()
+    );
+    println!("raw sequential read:   {:>9.1} MB/s", mb(raw_read));
     println!(
         "tail read (cache):     {:>12.0} records/s {:>9.1} MB/s",
         figures.tail_records_per_sec,
         mb(figures.tail_bytes_per_sec)
     );
     println!(
-        "cold read (DMA):       {:>12.0} records/s {:>9.1} MB/s  ratio to raw read {:.2}",
-        figures.cold_records_per_sec,
-        mb(figures.cold_bytes_per_sec),
-        figures.cold_bytes_per_sec / raw_read
+        "cold read (DMA):       {cold_records:>12.0} records/s {:>9.1} MB/s  ratio to raw {cold_ratio:.2} ({})",
+        mb(cold_bps),
+        ratios(|r| r.cold_bytes)
     );
     println!(
-        "recovery scan:         {:>9.1} MB/s over {} MiB  ratio to raw read {:.2}",
+        "recovery scan:         {:>9.1} MB/s  ratio to raw {scan_ratio:.2} ({})",
         mb(scan_bps),
-        figures.scan_bytes >> 20,
-        scan_bps / raw_read
+        ratios(|r| r.scan_bytes)
     );
     println!(
-        "max resident memory:   {} MiB (log of {scan_mib} MiB; cache 64 MiB, write buffers 2 x 4 MiB)",
+        "max resident memory:   {} MiB (whole process; the log's cache is 64 MiB, its write chunks 4 MiB)",
         figures.max_rss_kib / 1024
     );
     println!(
-        "json: {{\"bench\":\"engine\",\"test\":\"read\",\"tail_records_per_sec\":{:.0},\"tail_bytes_per_sec\":{:.0},\"cold_bytes_per_sec\":{:.0},\"cold_records_per_sec\":{:.0},\"scan_bytes\":{},\"scan_bytes_per_sec\":{scan_bps:.0},\"raw_read_bytes_per_sec\":{raw_read:.0},\"max_rss_kib\":{}}}",
+        "json: {{\"bench\":\"engine\",\"test\":\"read\",\"rounds\":{},\"tail_records_per_sec\":{:.0},\"tail_bytes_per_sec\":{:.0},\"cold_bytes_per_sec\":{cold_bps:.0},\"cold_records_per_sec\":{cold_records:.0},\"cold_ratio_to_raw\":{cold_ratio:.3},\"scan_bytes\":{},\"scan_bytes_per_sec\":{scan_bps:.0},\"scan_ratio_to_raw\":{scan_ratio:.3},\"raw_read_bytes_per_sec\":{raw_read:.0},\"max_rss_kib\":{}}}",
+        figures.rounds.len(),
         figures.tail_records_per_sec,
         figures.tail_bytes_per_sec,
-        figures.cold_bytes_per_sec,
-        figures.cold_records_per_sec,
         figures.scan_bytes,
         figures.max_rss_kib
     );
-    Ok(())
 }

@@ -74,13 +74,19 @@ fn open_files_under(dir: &Path) -> usize {
         .count()
 }
 
+/// The log of partition `p0` under `dir`, opened (recovering) on the
+/// current executor.
+async fn open_log(dir: &Path, config: LogConfig) -> PartitionLog<GlommioStorage> {
+    let storage = GlommioStorage::new(dir).await.unwrap();
+    PartitionLog::open(storage, dir.join("p0"), config).await.unwrap()
+}
+
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
 async fn append_many(dir: &Path, batches: u64) -> Vec<Vec<u8>> {
-    let storage = GlommioStorage::new(dir).await.unwrap();
-    let log = PartitionLog::open(storage, dir.join("p0"), config()).await.unwrap();
+    let log = open_log(dir, config()).await;
     let mut appended = Vec::new();
     for tag in 0..batches {
         let b = batch(tag, 1 + (tag % 20) as usize);
@@ -96,14 +102,13 @@ fn log_on_a_real_disk_survives_close_and_reopen() {
     let path = dir.path().to_path_buf();
     on_executor(async move || {
         let appended = append_many(&path, 400).await;
-        let storage = GlommioStorage::new(&path).await.unwrap();
-        let log = PartitionLog::open(storage.clone(), path.join("p0"), config()).await.unwrap();
+        let log = open_log(&path, config()).await;
         assert!(log.segment_count() > 2, "segments rolled: {}", log.segment_count());
         assert!(!log.recovery_report().clean_shutdown, "the first log was dropped, not closed");
         assert_eq!(read_all(&log).await.unwrap(), appended, "cold reads through the index");
         log.close().await.unwrap();
         assert_eq!(open_files_under(&path), 0, "close closes every segment file");
-        let log = PartitionLog::open(storage, path.join("p0"), config()).await.unwrap();
+        let log = open_log(&path, config()).await;
         assert!(log.recovery_report().clean_shutdown);
         assert_eq!(read_all(&log).await.unwrap(), appended);
     });
@@ -114,8 +119,7 @@ fn concurrent_appenders_on_one_core_all_land_in_order() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     on_executor(async move || {
-        let storage = GlommioStorage::new(&path).await.unwrap();
-        let log = Rc::new(PartitionLog::open(storage, path.join("p0"), config()).await.unwrap());
+        let log = Rc::new(open_log(&path, config()).await);
         let mut tasks = Vec::new();
         for writer in 0..8u64 {
             let log = log.clone();
@@ -141,9 +145,7 @@ fn interval_flusher_makes_data_durable_without_an_explicit_sync() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     on_executor(async move || {
-        let storage = GlommioStorage::new(&path).await.unwrap();
-        let config = LogConfig { flush: FlushPolicy::IntervalMs(5), ..config() };
-        let log = Rc::new(PartitionLog::open(storage, path.join("p0"), config).await.unwrap());
+        let log = Rc::new(open_log(&path, LogConfig { flush: FlushPolicy::IntervalMs(5), ..config() }).await);
         assert!(spawn_interval_flusher(log.clone()).is_some());
         log.append(batch(1, 5)).await.unwrap();
         assert!(log.durable_offset() < log.log_end_offset(), "acknowledged before the sync");
@@ -206,8 +208,7 @@ fn cutting_the_active_segment_anywhere_loses_only_batches_past_the_cut() {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let cut = (seed >> 33) as usize % (total + 1);
             std::fs::write(&active, &original[..cut]).unwrap();
-            let storage = GlommioStorage::new(&path).await.unwrap();
-            let log = PartitionLog::open(storage, path.join("p0"), config()).await.unwrap();
+            let log = open_log(&path, config()).await;
             let whole = sizes
                 .iter()
                 .scan(0, |end, s| {
@@ -234,8 +235,7 @@ fn garbling_the_tail_drops_only_the_damaged_batch() {
             let mut damaged = original.clone();
             damaged[at] ^= 0x5A;
             std::fs::write(&active, &damaged).unwrap();
-            let storage = GlommioStorage::new(&path).await.unwrap();
-            let log = PartitionLog::open(storage, path.join("p0"), config()).await.unwrap();
+            let log = open_log(&path, config()).await;
             assert!(log.recovery_report().tail_damage.is_some(), "byte {at}");
             let got = read_all(&log).await.unwrap();
             assert_eq!(got, appended[..appended.len() - 1].to_vec(), "garbled byte {at}");
