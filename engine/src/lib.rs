@@ -2,9 +2,10 @@
 //! core owns. See `docs/ARCHITECTURE.md` for the design and `docs/format.md`
 //! for the bytes on disk.
 
-pub mod batch;
 pub mod log;
 pub mod rt;
-pub mod types;
+
+/// The batch format and the newtypes live in `protocol`, which clients share.
+pub use protocol::{batch, types};
 
 pub use log::{AppendInfo, FlushPolicy, IoStats, LogConfig, LogError, PartitionLog, ReadResult};

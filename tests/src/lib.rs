@@ -1,1 +1,143 @@
-//! Helpers shared by the cross-crate and fault tests in `tests/tests/`.
+//! Helpers shared by the cross-crate and fault tests in `tests/tests/`: a
+//! real `cairn-server` process on a free port in a temporary directory, and
+//! the `cairn` CLI pointed at it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Once;
+
+/// The path of a workspace binary, built (once per test process) if it is
+/// missing or stale: `cargo test -p cairn-tests` alone must work.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace).args(["build", "--quiet", "--bins", "-p", "server", "-p", "client"]);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "building the broker and CLI failed");
+    });
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A broker process. Killed (SIGKILL) on drop.
+pub struct Broker {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+    pub addr: String,
+    extra: Vec<String>,
+}
+
+impl Broker {
+    /// Starts a broker with two shards on a free port; `extra` flags are
+    /// appended (e.g. `--flush never`).
+    pub fn start(extra: &[&str]) -> Broker {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let mut broker = Broker { child: None, root, addr: String::new(), extra: extra.iter().map(|s| (*s).to_string()).collect() };
+        broker.spawn();
+        broker
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.root.path().join("server.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).expect("log file");
+        let mut child = Command::new(bin("cairn-server"))
+            .args(["--data-dir", self.data_dir().to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0", "--cores", "2"])
+            .args(&self.extra)
+            .env("CAIRN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting cairn-server");
+        // The broker prints one line once every shard is listening.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading the broker's stdout");
+        let Some(addr) = line.trim().strip_prefix("cairn-server listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            panic!("the broker did not start: {line:?}\n{log}");
+        };
+        self.addr = addr.to_string();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaping the broker");
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "sending SIGTERM");
+        child.wait().expect("waiting for the broker")
+    }
+
+    /// Starts the broker again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.spawn();
+    }
+
+    /// Runs the `cairn` CLI against this broker.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(bin("cairn"))
+            .args(["--bootstrap", &self.addr])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting cairn");
+        child.stdin.take().expect("piped stdin").write_all(stdin.as_bytes()).expect("writing stdin");
+        child.wait_with_output().expect("running cairn")
+    }
+
+    /// The broker's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -88,6 +88,13 @@ struct State<F: DmaFile> {
     sync_in_flight: bool,
     poisoned: Option<String>,
     is_closed: bool,
+    /// Appends enter the log in the order they were first polled: each takes
+    /// a ticket and waits for its turn, so a buffer-full wait or a roll can
+    /// never let a later append overtake an earlier one.
+    tickets_next: u64,
+    tickets_serving: u64,
+    /// Tickets whose appends were dropped before their turn.
+    tickets_abandoned: std::collections::BTreeSet<u64>,
     last_sync_ms: i64,
     cache: BatchCache,
     read_ahead: Lru<(Offset, u64), Bytes>,
@@ -149,6 +156,32 @@ impl<S: Storage> Drop for CancelGuard<'_, S> {
     }
 }
 
+/// An append's place in line; gives the turn away if the append is dropped
+/// or fails before its batch entered the log.
+struct Ticket<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+    number: u64,
+    served: bool,
+}
+
+impl<S: Storage> Drop for Ticket<'_, S> {
+    fn drop(&mut self) {
+        if self.served {
+            return;
+        }
+        {
+            let mut s = self.log.state.borrow_mut();
+            if s.tickets_serving == self.number {
+                s.advance_tickets();
+            } else {
+                assert!(self.number > s.tickets_serving, "a ticket is served once");
+                s.tickets_abandoned.insert(self.number);
+            }
+        }
+        self.log.io_done.notify_all();
+    }
+}
+
 /// Truncations remembered to refuse acknowledging a truncated append.
 const TRUNCATIONS_REMEMBERED: usize = 16;
 
@@ -173,6 +206,14 @@ impl<F: DmaFile> State<F> {
     /// before writes may run further ahead, see `unsynced_bytes_max`).
     fn unsynced(&self) -> bool {
         self.durable_offset < self.written_offset || self.active.durable_bytes < self.active.written_bytes
+    }
+
+    /// Passes the turn to the next append still waiting for it.
+    fn advance_tickets(&mut self) {
+        self.tickets_serving += 1;
+        while self.tickets_abandoned.remove(&self.tickets_serving) {
+            self.tickets_serving += 1;
+        }
     }
 
     fn usable(&self) -> Result<(), LogError> {
@@ -210,6 +251,9 @@ impl<S: Storage> PartitionLog<S> {
             sync_in_flight: false,
             poisoned: None,
             is_closed: false,
+            tickets_next: 0,
+            tickets_serving: 0,
+            tickets_abandoned: std::collections::BTreeSet::new(),
             last_sync_ms: now,
             cache: BatchCache::new(config.cache_bytes_max),
             read_ahead: Lru::new(config.read_ahead_chunks_max),
@@ -327,6 +371,12 @@ impl<S: Storage> PartitionLog<S> {
                 batch_bytes_max: self.config.batch_bytes_max,
             });
         }
+        let mut ticket = {
+            let mut s = self.state.borrow_mut();
+            let number = s.tickets_next;
+            s.tickets_next += 1;
+            Ticket { log: self, number, served: false }
+        };
         let (info, epoch) = loop {
             let step = {
                 let mut s = self.state.borrow_mut();
@@ -335,7 +385,7 @@ impl<S: Storage> PartitionLog<S> {
                 let active_size = s.active.size_bytes();
                 let aged =
                     self.config.segment_ms_max.is_some_and(|max| self.storage.now_ms() - s.active.created_ms >= max);
-                if s.exclusive {
+                if s.exclusive || s.tickets_serving != ticket.number {
                     Step::Wait
                 } else if active_size > 0
                     && (active_size + len as u64 > self.config.segment_bytes_max
@@ -347,7 +397,15 @@ impl<S: Storage> PartitionLog<S> {
                 } else if s.active.buffer_room() < len {
                     Step::Flush
                 } else {
-                    break (self.append_in_memory(&mut s, std::mem::take(&mut batch), &header), s.truncations);
+                    let info = self.append_in_memory(&mut s, std::mem::take(&mut batch), &header);
+                    ticket.served = true;
+                    s.advance_tickets();
+                    let waiting = s.tickets_next != s.tickets_serving;
+                    drop(s);
+                    if waiting {
+                        self.io_done.notify_all();
+                    }
+                    break (info, self.state.borrow().truncations);
                 }
             };
             match step {
@@ -404,6 +462,22 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
             self.flush_step(sync).await?;
+        }
+    }
+
+    /// Returns once a reader at `offset` has something to read: the high
+    /// watermark passed it, or it fell below the log start (the read will
+    /// then say so). Long-polling fetches wait here, bounded by their own timer.
+    pub async fn wait_for_data(&self, offset: Offset) -> Result<(), LogError> {
+        loop {
+            {
+                let s = self.state.borrow();
+                s.usable()?;
+                if self.hw(&s) > offset || offset < s.log_start {
+                    return Ok(());
+                }
+            }
+            self.io_done.notified().await;
         }
     }
 

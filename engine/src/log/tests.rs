@@ -126,6 +126,62 @@ fn concurrent_appends_share_one_fdatasync() {
 }
 
 #[test]
+fn appends_enter_the_log_in_the_order_they_were_called_across_full_buffers_and_rolls() {
+    // The broker relies on this for per-connection produce order: a batch
+    // that finds the write buffer full or the segment rolling must not be
+    // overtaken by a later, smaller one.
+    let storage = SimStorage::new();
+    let log = Rc::new(open(&storage, small_config()).unwrap());
+    let mut pool = LocalPool::new();
+    let results = Rc::new(std::cell::RefCell::new(Vec::new()));
+    for tag in 0..300u64 {
+        let log = log.clone();
+        let results = results.clone();
+        let records = if tag % 5 == 0 { 20 } else { 1 };
+        pool.spawner()
+            .spawn_local(async move {
+                let info = log.append(batch(tag, records, 0)).await.unwrap();
+                results.borrow_mut().push((tag, info.base_offset));
+            })
+            .unwrap();
+    }
+    pool.run();
+    let mut results = results.borrow().clone();
+    assert_eq!(results.len(), 300);
+    assert!(log.segment_count() > 1, "the test must cross a roll");
+    results.sort_by_key(|&(tag, _)| tag);
+    for pair in results.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "append {} overtook append {}", pair[1].0, pair[0].0);
+    }
+}
+
+#[test]
+fn a_reader_waiting_for_data_wakes_when_an_append_is_acknowledged() {
+    let storage = SimStorage::new();
+    let log = Rc::new(open(&storage, small_config()).unwrap());
+    let mut pool = LocalPool::new();
+    let woke = Rc::new(std::cell::Cell::new(None));
+    {
+        let log = log.clone();
+        let woke = woke.clone();
+        pool.spawner()
+            .spawn_local(async move {
+                log.wait_for_data(Offset(0)).await.unwrap();
+                woke.set(Some(log.high_watermark()));
+            })
+            .unwrap();
+    }
+    pool.run_until_stalled();
+    assert_eq!(woke.get(), None, "nothing to read yet");
+    {
+        let log = log.clone();
+        pool.spawner().spawn_local(async move { log.append(batch(1, 3, 0)).await.map(drop).unwrap() }).unwrap();
+    }
+    pool.run();
+    assert_eq!(woke.get(), Some(Offset(3)));
+}
+
+#[test]
 fn acknowledged_appends_survive_a_crash_under_flush_always() {
     let storage = SimStorage::new();
     let log = open(&storage, small_config()).unwrap();

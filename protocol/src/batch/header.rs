@@ -88,6 +88,12 @@ impl BatchHeader {
     /// Decodes and checks the fixed fields (magic, version, reserved bytes,
     /// attributes, length bounds). It does not check the CRC: see
     /// [`crate::batch::validate_batch`].
+    /// The `batch_length` field of the batch starting at `bytes[0]`
+    /// (which must hold at least the header), unchecked: a framing hint.
+    pub fn batch_length_at(bytes: &[u8]) -> u32 {
+        u32_at(bytes, BATCH_LENGTH)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         if bytes.len() < BATCH_HEADER_BYTES {
             return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: bytes.len() });

@@ -1,0 +1,275 @@
+//! The `cairn` command line: topics, produce from stdin, consume to stdout,
+//! offsets. Every failure prints one line on stderr and exits non-zero.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt as _;
+use protocol::api::{Acks, OffsetSpec, TopicConfig};
+use protocol::types::Offset;
+
+use crate::{Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartFrom};
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "Cairn command line: topics, produce, consume, offsets")]
+pub struct Cli {
+    /// Broker address
+    #[arg(long, global = true, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub bootstrap: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, list, describe and delete topics
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Produce one record per line of stdin
+    Produce {
+        topic: String,
+        /// Split each line at the first SEP into key and value
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+        #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
+        acks: AcksArg,
+        /// Send every record to this partition instead of partitioning by key
+        #[arg(long)]
+        partition: Option<u32>,
+    },
+    /// Print records of one partition, or of all partitions
+    Consume {
+        topic: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        /// earliest, latest, an offset, or @UNIX_MS for the first record at or after that time
+        #[arg(long, default_value = "earliest", value_name = "WHERE")]
+        from: String,
+        /// Exit after this many records; without it, follow the log
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// With --format text, print the key and this separator before the value
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+    },
+    /// Earliest and latest offset of each partition
+    Offsets { topic: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Delete segments older than this; default: keep forever
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        /// Delete the oldest segments beyond this size per partition; default: keep everything
+        #[arg(long)]
+        retention_bytes: Option<i64>,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum AcksArg {
+    None,
+    Leader,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn parse_from(s: &str) -> Result<StartFrom, String> {
+    match s {
+        "earliest" => Ok(StartFrom::Earliest),
+        "latest" => Ok(StartFrom::Latest),
+        _ if s.starts_with('@') => {
+            s[1..].parse::<i64>().map(StartFrom::Timestamp).map_err(|_| format!("--from {s}: expected @UNIX_MS"))
+        }
+        _ => s
+            .parse::<u64>()
+            .map(|o| StartFrom::Offset(Offset(o)))
+            .map_err(|_| format!("--from {s}: expected earliest, latest, an offset or @UNIX_MS")),
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    let fail = |e: ClientError| e.to_string();
+    let client = Client::connect(ClientConfig::new(cli.bootstrap.clone())).await.map_err(fail)?;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Topic { command } => match command {
+            TopicCommand::Create { name, partitions, retention_ms, retention_bytes } => {
+                client.create_topic(&name, partitions, TopicConfig { retention_ms, retention_bytes }).await.map_err(fail)?;
+                writeln!(out, "created topic {name} with {partitions} partitions").map_err(io)?;
+            }
+            TopicCommand::List => {
+                for t in client.list_topics().await.map_err(fail)? {
+                    writeln!(out, "{}\t{}", t.name, t.partitions).map_err(io)?;
+                }
+            }
+            TopicCommand::Describe { name } => {
+                let d = client.describe_topic(&name).await.map_err(fail)?;
+                let opt = |v: Option<i64>| v.map_or_else(|| "infinite".to_string(), |v| v.to_string());
+                writeln!(out, "topic {}  partitions {}", d.name, d.partitions.len()).map_err(io)?;
+                writeln!(out, "retention_ms {}  retention_bytes {}", opt(d.config.retention_ms), opt(d.config.retention_bytes))
+                    .map_err(io)?;
+                writeln!(out, "PARTITION\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS").map_err(io)?;
+                for p in d.partitions {
+                    let status = if p.error.is_ok() { "ok".to_string() } else { p.error.name().to_string() };
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{status}",
+                        p.partition, p.shard, p.log_start_offset, p.high_watermark, p.log_end_offset, p.size_bytes
+                    )
+                    .map_err(io)?;
+                }
+            }
+            TopicCommand::Delete { name } => {
+                client.delete_topic(&name).await.map_err(fail)?;
+                writeln!(out, "deleted topic {name}").map_err(io)?;
+            }
+        },
+        Command::Produce { topic, key_separator, acks, partition } => {
+            drop(out);
+            produce(client, &topic, key_separator.as_deref(), acks, partition).await?;
+        }
+        Command::Consume { topic, partition, from, count, format, key_separator } => {
+            let from = parse_from(&from)?;
+            let partitions: Vec<u32> = partition.into_iter().collect();
+            let mut consumer =
+                Consumer::assign(client, ConsumerConfig::default(), &topic, &partitions, from).await.map_err(fail)?;
+            let mut printed = 0u64;
+            while count.is_none_or(|c| printed < c) {
+                for r in consumer.poll().await.map_err(fail)? {
+                    print_record(&mut out, &r, format, key_separator.as_deref()).map_err(io)?;
+                    printed += 1;
+                    if count.is_some_and(|c| printed >= c) {
+                        break;
+                    }
+                }
+                out.flush().map_err(io)?;
+            }
+        }
+        Command::Offsets { topic } => {
+            let earliest = client.list_offsets(&topic, &[], OffsetSpec::Earliest).await.map_err(fail)?;
+            let latest = client.list_offsets(&topic, &[], OffsetSpec::Latest).await.map_err(fail)?;
+            writeln!(out, "PARTITION\tEARLIEST\tLATEST").map_err(io)?;
+            for ((p, e), (_, l)) in earliest.into_iter().zip(latest) {
+                writeln!(out, "{p}\t{e}\t{l}").map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn io(e: std::io::Error) -> String {
+    format!("writing output: {e}")
+}
+
+fn text(b: Option<&bytes::Bytes>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn print_record(
+    out: &mut impl Write,
+    r: &crate::ConsumerRecord,
+    format: Format,
+    key_separator: Option<&str>,
+) -> std::io::Result<()> {
+    match format {
+        Format::Text => {
+            if let Some(sep) = key_separator {
+                write!(out, "{}{sep}", text(r.key.as_ref()).unwrap_or_default())?;
+            }
+            writeln!(out, "{}", text(r.value.as_ref()).unwrap_or_default())
+        }
+        Format::Json => {
+            let headers: serde_json::Map<String, serde_json::Value> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(String::from_utf8_lossy(v).into_owned())))
+                .collect();
+            let line = serde_json::json!({
+                "partition": r.partition,
+                "offset": r.offset.0,
+                "timestamp": r.timestamp.0,
+                "key": text(r.key.as_ref()),
+                "value": text(r.value.as_ref()),
+                "headers": headers,
+            });
+            writeln!(out, "{line}")
+        }
+    }
+}
+
+/// Deliveries waited for at once before reading more input.
+const DELIVERIES_PENDING_MAX: usize = 10_000;
+
+async fn produce(
+    client: Client,
+    topic: &str,
+    key_separator: Option<&str>,
+    acks: AcksArg,
+    partition: Option<u32>,
+) -> Result<(), String> {
+    let acks = match acks {
+        AcksArg::None => Acks::None,
+        AcksArg::Leader => Acks::Leader,
+    };
+    let producer = Producer::new(client, ProducerConfig { acks, linger: Duration::from_millis(2), ..ProducerConfig::default() });
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut first_error: Option<String> = None;
+    let mut sent = 0u64;
+    let stdin = std::io::stdin().lock();
+    for (n, line) in stdin.lines().enumerate() {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        let (key, value) = match key_separator {
+            None => (None, line),
+            Some(sep) => match line.split_once(sep) {
+                Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
+                None => return Err(format!("line {}: no key separator {sep:?}", n + 1)),
+            },
+        };
+        let mut record = ProducerRecord::new(topic, key, value);
+        record.partition = partition;
+        let delivery = producer.send(record).await.map_err(|e| e.to_string())?;
+        pending.push(delivery.wait());
+        sent += 1;
+        while pending.len() >= DELIVERIES_PENDING_MAX {
+            if let Some(Err(e)) = pending.next().await {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    producer.flush().await;
+    while let Some(r) = pending.next().await {
+        if let Err(e) = r {
+            first_error.get_or_insert(e.to_string());
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            eprintln!("produced {sent} records to {topic}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The entry point: a handle on one broker (the bootstrap address) that
+//! (re)connects on demand, caches topic partition counts, and offers the
+//! admin API. Producers and consumers are built from it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::ErrorCode;
+use protocol::api::{
+    CreateTopicRequest, DescribeTopicResponse, ListOffsetsTopic, OffsetSpec, Request, Response, TopicConfig,
+    TopicSummary,
+};
+use protocol::types::Offset;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::conn::{Connection, check};
+use crate::error::{ClientError, Result};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the broker.
+    pub bootstrap: String,
+    /// Sent in the handshake; shows in the broker's logs.
+    pub client_name: String,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(bootstrap: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            bootstrap: bootstrap.into(),
+            client_name: format!("cairn-client/{}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    conn: AsyncMutex<Option<Connection>>,
+    partitions: Mutex<HashMap<String, u32>>,
+}
+
+/// A handle on a broker. Cheap to clone; share one per application.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to the broker (and fails if it cannot).
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                conn: AsyncMutex::new(None),
+                partitions: Mutex::new(HashMap::new()),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The live connection, reconnecting if the last one died.
+    pub async fn connection(&self) -> Result<Connection> {
+        let mut conn = self.inner.conn.lock().await;
+        if let Some(c) = conn.as_ref()
+            && !c.is_dead()
+        {
+            return Ok(c.clone());
+        }
+        let config = &self.inner.config;
+        let fresh = tokio::time::timeout(config.connect_timeout, Connection::connect(&config.bootstrap, &config.client_name))
+            .await
+            .map_err(|_| ClientError::Connect { addr: config.bootstrap.clone(), reason: "timed out".into() })??;
+        *conn = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Sends a request on the live connection.
+    pub async fn call(&self, request: &Request) -> Result<Response> {
+        self.connection().await?.call(request).await
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
+        let request = Request::CreateTopic(CreateTopicRequest { name: name.into(), partitions, config });
+        match self.call(&request).await? {
+            Response::CreateTopic => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.inner.partitions.lock().expect("not poisoned").remove(name);
+        match self.call(&Request::DeleteTopic { name: name.into() }).await? {
+            Response::DeleteTopic => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
+        match self.call(&Request::ListTopics).await? {
+            Response::ListTopics(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse> {
+        match self.call(&Request::DescribeTopic { name: name.into() }).await? {
+            Response::DescribeTopic(d) => {
+                self.inner.partitions.lock().expect("not poisoned").insert(name.into(), d.partitions.len() as u32);
+                Ok(d)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The topic's partition count (cached after the first lookup).
+    pub async fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(&n) = self.inner.partitions.lock().expect("not poisoned").get(topic) {
+            return Ok(n);
+        }
+        Ok(self.describe_topic(topic).await?.partitions.len() as u32)
+    }
+
+    /// Resolves `spec` for each of `partitions` (all of them when empty).
+    pub async fn list_offsets(&self, topic: &str, partitions: &[u32], spec: OffsetSpec) -> Result<Vec<(u32, Offset)>> {
+        let parts: Vec<u32> =
+            if partitions.is_empty() { (0..self.partitions(topic).await?).collect() } else { partitions.to_vec() };
+        let request = Request::ListOffsets(vec![ListOffsetsTopic {
+            name: topic.into(),
+            partitions: parts.iter().map(|&p| (p, spec)).collect(),
+        }]);
+        match self.call(&request).await? {
+            Response::ListOffsets(topics) => {
+                let mut out = Vec::new();
+                for t in topics {
+                    for p in t.partitions {
+                        check(p.error, || format!("{topic}/{}", p.partition))?;
+                        out.push((p.partition, p.offset));
+                    }
+                }
+                Ok(out)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) fn forget_topic(&self, topic: &str) {
+        self.inner.partitions.lock().expect("not poisoned").remove(topic);
+    }
+}
+
+pub(crate) fn unexpected(r: &Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {r:?}"))
+}
+
+/// Whether an error means the topic's partition count may have changed.
+pub(crate) fn is_metadata_error(e: &ClientError) -> bool {
+    matches!(e.code(), Some(ErrorCode::UNKNOWN_TOPIC | ErrorCode::UNKNOWN_PARTITION))
+}

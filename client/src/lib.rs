@@ -1,0 +1,23 @@
+//! Cairn's Rust client, for ordinary tokio applications: a [`Client`] (one
+//! broker connection, multiplexed, with the admin API), a batching
+//! [`Producer`] and a [`Consumer`]. The broker runs thread-per-core on
+//! glommio; none of that leaks here: this crate speaks the wire protocol of
+//! `docs/protocol.md` through the `protocol` crate.
+
+pub mod cli;
+mod client;
+mod conn;
+mod consumer;
+mod error;
+mod producer;
+mod record;
+
+pub use client::{Client, ClientConfig};
+pub use conn::Connection;
+pub use consumer::{Consumer, ConsumerConfig, StartFrom};
+pub use error::{ClientError, Result};
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use protocol::ErrorCode;
+pub use protocol::api::{Acks, OffsetSpec, TopicConfig};
+pub use protocol::types::{Offset, Timestamp};
+pub use record::{ConsumerRecord, decode_batch};

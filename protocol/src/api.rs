@@ -1,0 +1,708 @@
+//! The requests and responses of the native protocol, version 0 of each API.
+//! Every field is fixed-width little-endian, a string (`u16` length) or a
+//! byte string / array (`u32` length or count); `docs/protocol.md` lists
+//! them field by field. Optional numbers travel as `-1`.
+
+use bytes::Bytes;
+
+use crate::ErrorCode;
+use crate::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::frame::{RequestHeader, ResponseHeader, finish_frame};
+use crate::types::Offset;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ApiKey {
+    Handshake = 0,
+    CreateTopic = 1,
+    DeleteTopic = 2,
+    ListTopics = 3,
+    DescribeTopic = 4,
+    Produce = 5,
+    Fetch = 6,
+    ListOffsets = 7,
+}
+
+impl ApiKey {
+    pub const ALL: [ApiKey; 8] = [
+        ApiKey::Handshake,
+        ApiKey::CreateTopic,
+        ApiKey::DeleteTopic,
+        ApiKey::ListTopics,
+        ApiKey::DescribeTopic,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<ApiKey> {
+        ApiKey::ALL.get(usize::from(v)).copied()
+    }
+
+    /// The versions of this API this build speaks, inclusive.
+    pub fn versions(self) -> (u16, u16) {
+        (0, 0)
+    }
+}
+
+/// Why a request frame could not become a [`Request`]; each maps to a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    UnknownApi(u16),
+    UnsupportedVersion { api_key: ApiKey, version: u16 },
+    Malformed(DecodeError),
+}
+
+impl RequestError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::UnknownApi(_) => ErrorCode::UNKNOWN_API,
+            RequestError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_VERSION,
+            RequestError::Malformed(_) => ErrorCode::MALFORMED_REQUEST,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::UnknownApi(k) => write!(f, "unknown API key {k}"),
+            RequestError::UnsupportedVersion { api_key, version } => {
+                let (min, max) = api_key.versions();
+                write!(f, "{api_key:?} version {version} is not supported (supported: {min}..={max})")
+            }
+            RequestError::Malformed(e) => write!(f, "malformed request body: {e}"),
+        }
+    }
+}
+
+fn opt_i64(v: Option<i64>) -> i64 {
+    v.unwrap_or(-1)
+}
+
+fn read_opt(r: &mut Reader, what: &'static str) -> Result<Option<i64>, DecodeError> {
+    match r.i64()? {
+        -1 => Ok(None),
+        v if v >= 0 => Ok(Some(v)),
+        v => Err(DecodeError::Invalid { what, value: v }),
+    }
+}
+
+// ---------------------------------------------------------------- requests
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeRequest {
+    pub protocol_version: u16,
+    pub client: String,
+}
+
+/// Topic settings; `None` is the broker's default (infinite retention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+}
+
+impl TopicConfig {
+    fn encode(&self, w: &mut Writer) {
+        w.i64(opt_i64(self.retention_ms));
+        w.i64(opt_i64(self.retention_bytes));
+    }
+
+    fn decode(r: &mut Reader) -> Result<TopicConfig, DecodeError> {
+        Ok(TopicConfig { retention_ms: read_opt(r, "retention_ms")?, retention_bytes: read_opt(r, "retention_bytes")? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: u32,
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// No response: the producer learns nothing, not even errors (Kafka's `acks=0`).
+    None = 0,
+    /// Answered once the partition's flush policy holds for the batch.
+    Leader = 1,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartition {
+    pub partition: u32,
+    /// One record batch as built by `batch::BatchBuilder`.
+    pub batch: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopic {
+    pub name: String,
+    pub partitions: Vec<ProducePartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRequest {
+    pub acks: Acks,
+    pub timeout_ms: u32,
+    pub topics: Vec<ProduceTopic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPartition {
+    pub partition: u32,
+    pub offset: Offset,
+    pub max_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTopic {
+    pub name: String,
+    pub partitions: Vec<FetchPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// How long to wait for `min_bytes` to arrive (long polling).
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// For the whole response; a partition's first batch is returned even
+    /// if larger, so a consumer always makes progress.
+    pub max_bytes: u32,
+    pub topics: Vec<FetchTopic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: the offset the next readable record will get.
+    Latest,
+    /// The first offset whose record timestamp is at or after this
+    /// (milliseconds since the Unix epoch); the high watermark if none is.
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn encode(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(t) => t,
+        }
+    }
+
+    fn decode(v: i64) -> Result<OffsetSpec, DecodeError> {
+        match v {
+            -2 => Ok(OffsetSpec::Earliest),
+            -1 => Ok(OffsetSpec::Latest),
+            t if t >= 0 => Ok(OffsetSpec::Timestamp(t)),
+            v => Err(DecodeError::Invalid { what: "offset spec", value: v }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsTopic {
+    pub name: String,
+    pub partitions: Vec<(u32, OffsetSpec)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Handshake(HandshakeRequest),
+    CreateTopic(CreateTopicRequest),
+    DeleteTopic { name: String },
+    ListTopics,
+    DescribeTopic { name: String },
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(Vec<ListOffsetsTopic>),
+}
+
+impl Request {
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::Handshake(_) => ApiKey::Handshake,
+            Request::CreateTopic(_) => ApiKey::CreateTopic,
+            Request::DeleteTopic { .. } => ApiKey::DeleteTopic,
+            Request::ListTopics => ApiKey::ListTopics,
+            Request::DescribeTopic { .. } => ApiKey::DescribeTopic,
+            Request::Produce(_) => ApiKey::Produce,
+            Request::Fetch(_) => ApiKey::Fetch,
+            Request::ListOffsets(_) => ApiKey::ListOffsets,
+        }
+    }
+
+    /// The whole frame, length prefix included, as pieces (batches are not copied).
+    pub fn encode(&self, request_id: u32) -> Vec<Bytes> {
+        let mut w = RequestHeader { api_key: self.api_key() as u16, api_version: 0, request_id }.encode();
+        self.encode_body(&mut w);
+        finish_frame(w)
+    }
+
+    pub fn encode_body(&self, w: &mut Writer) {
+        match self {
+            Request::Handshake(h) => {
+                w.u16(h.protocol_version);
+                w.string(&h.client);
+            }
+            Request::CreateTopic(c) => {
+                w.string(&c.name);
+                w.u32(c.partitions);
+                c.config.encode(w);
+            }
+            Request::DeleteTopic { name } | Request::DescribeTopic { name } => w.string(name),
+            Request::ListTopics => {}
+            Request::Produce(p) => {
+                w.u8(p.acks as u8);
+                w.u32(p.timeout_ms);
+                w.u32(p.topics.len() as u32);
+                for t in &p.topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions.len() as u32);
+                    for part in &t.partitions {
+                        w.u32(part.partition);
+                        w.bytes(&part.batch);
+                    }
+                }
+            }
+            Request::Fetch(f) => {
+                w.u32(f.max_wait_ms);
+                w.u32(f.min_bytes);
+                w.u32(f.max_bytes);
+                w.u32(f.topics.len() as u32);
+                for t in &f.topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions.len() as u32);
+                    for part in &t.partitions {
+                        w.u32(part.partition);
+                        w.u64(part.offset.0);
+                        w.u32(part.max_bytes);
+                    }
+                }
+            }
+            Request::ListOffsets(topics) => {
+                w.u32(topics.len() as u32);
+                for t in topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions.len() as u32);
+                    for &(p, spec) in &t.partitions {
+                        w.u32(p);
+                        w.i64(spec.encode());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes a request body; the body must be consumed exactly.
+    pub fn decode(header: &RequestHeader, body: Bytes) -> Result<Request, RequestError> {
+        let api_key = ApiKey::from_u16(header.api_key).ok_or(RequestError::UnknownApi(header.api_key))?;
+        let (min, max) = api_key.versions();
+        if header.api_version < min || header.api_version > max {
+            return Err(RequestError::UnsupportedVersion { api_key, version: header.api_version });
+        }
+        let mut r = Reader::new(body);
+        let request = Request::decode_body(api_key, &mut r).map_err(RequestError::Malformed)?;
+        r.finish().map_err(RequestError::Malformed)?;
+        Ok(request)
+    }
+
+    fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Request, DecodeError> {
+        Ok(match api_key {
+            ApiKey::Handshake => Request::Handshake(HandshakeRequest { protocol_version: r.u16()?, client: r.string()? }),
+            ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest {
+                name: r.string()?,
+                partitions: r.u32()?,
+                config: TopicConfig::decode(r)?,
+            }),
+            ApiKey::DeleteTopic => Request::DeleteTopic { name: r.string()? },
+            ApiKey::ListTopics => Request::ListTopics,
+            ApiKey::DescribeTopic => Request::DescribeTopic { name: r.string()? },
+            ApiKey::Produce => {
+                let acks = match r.u8()? {
+                    0 => Acks::None,
+                    1 => Acks::Leader,
+                    v => return Err(DecodeError::Invalid { what: "acks", value: i64::from(v) }),
+                };
+                let timeout_ms = r.u32()?;
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string()?;
+                    let m = r.count("partitions", 8)?;
+                    let mut partitions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        partitions.push(ProducePartition { partition: r.u32()?, batch: r.bytes()? });
+                    }
+                    topics.push(ProduceTopic { name, partitions });
+                }
+                Request::Produce(ProduceRequest { acks, timeout_ms, topics })
+            }
+            ApiKey::Fetch => {
+                let max_wait_ms = r.u32()?;
+                let min_bytes = r.u32()?;
+                let max_bytes = r.u32()?;
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string()?;
+                    let m = r.count("partitions", 16)?;
+                    let mut partitions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        partitions.push(FetchPartition {
+                            partition: r.u32()?,
+                            offset: Offset(r.u64()?),
+                            max_bytes: r.u32()?,
+                        });
+                    }
+                    topics.push(FetchTopic { name, partitions });
+                }
+                Request::Fetch(FetchRequest { max_wait_ms, min_bytes, max_bytes, topics })
+            }
+            ApiKey::ListOffsets => {
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string()?;
+                    let m = r.count("partitions", 12)?;
+                    let mut partitions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        partitions.push((r.u32()?, OffsetSpec::decode(r.i64()?)?));
+                    }
+                    topics.push(ListOffsetsTopic { name, partitions });
+                }
+                Request::ListOffsets(topics)
+            }
+        })
+    }
+}
+
+// --------------------------------------------------------------- responses
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersions {
+    pub api_key: u16,
+    pub min: u16,
+    pub max: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeResponse {
+    pub protocol_version: u16,
+    pub server: String,
+    pub shards: u32,
+    pub apis: Vec<ApiVersions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    /// The core that owns the partition.
+    pub shard: u32,
+    pub error: ErrorCode,
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_end_offset: Offset,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeTopicResponse {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducePartitionResult {
+    pub partition: u32,
+    pub error: ErrorCode,
+    /// The offset given to the batch's first record (0 on error).
+    pub base_offset: Offset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopicResult {
+    pub name: String,
+    pub partitions: Vec<ProducePartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartitionResult {
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+    /// Whole stored batches, in offset order, exactly as stored.
+    pub batches: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTopicResult {
+    pub name: String,
+    pub partitions: Vec<FetchPartitionResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOffsetsPartitionResult {
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub offset: Offset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsTopicResult {
+    pub name: String,
+    pub partitions: Vec<ListOffsetsPartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Handshake(HandshakeResponse),
+    CreateTopic,
+    DeleteTopic,
+    ListTopics(Vec<TopicSummary>),
+    DescribeTopic(DescribeTopicResponse),
+    Produce(Vec<ProduceTopicResult>),
+    Fetch(Vec<FetchTopicResult>),
+    ListOffsets(Vec<ListOffsetsTopicResult>),
+}
+
+impl Response {
+    /// The whole successful response frame, length prefix included.
+    pub fn encode(&self, request_id: u32) -> Vec<Bytes> {
+        let mut w = ResponseHeader { request_id, error: ErrorCode::NONE }.encode();
+        self.encode_body(&mut w);
+        finish_frame(w)
+    }
+
+    pub fn encode_body(&self, w: &mut Writer) {
+        match self {
+            Response::Handshake(h) => {
+                w.u16(h.protocol_version);
+                w.string(&h.server);
+                w.u32(h.shards);
+                w.u32(h.apis.len() as u32);
+                for a in &h.apis {
+                    w.u16(a.api_key);
+                    w.u16(a.min);
+                    w.u16(a.max);
+                }
+            }
+            Response::CreateTopic | Response::DeleteTopic => {}
+            Response::ListTopics(topics) => {
+                w.u32(topics.len() as u32);
+                for t in topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions);
+                }
+            }
+            Response::DescribeTopic(d) => {
+                w.string(&d.name);
+                d.config.encode(w);
+                w.u32(d.partitions.len() as u32);
+                for p in &d.partitions {
+                    w.u32(p.partition);
+                    w.u32(p.shard);
+                    w.u16(p.error.0);
+                    w.u64(p.log_start_offset.0);
+                    w.u64(p.high_watermark.0);
+                    w.u64(p.log_end_offset.0);
+                    w.u64(p.size_bytes);
+                }
+            }
+            Response::Produce(topics) => {
+                w.u32(topics.len() as u32);
+                for t in topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions.len() as u32);
+                    for p in &t.partitions {
+                        w.u32(p.partition);
+                        w.u16(p.error.0);
+                        w.u64(p.base_offset.0);
+                    }
+                }
+            }
+            Response::Fetch(topics) => {
+                w.u32(topics.len() as u32);
+                for t in topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions.len() as u32);
+                    for p in &t.partitions {
+                        w.u32(p.partition);
+                        w.u16(p.error.0);
+                        w.u64(p.high_watermark.0);
+                        w.u64(p.log_start_offset.0);
+                        let total: usize = p.batches.iter().map(Bytes::len).sum();
+                        w.u32(u32::try_from(total).expect("fetch responses are bounded far below 4 GiB"));
+                        for b in &p.batches {
+                            w.shared(b.clone());
+                        }
+                    }
+                }
+            }
+            Response::ListOffsets(topics) => {
+                w.u32(topics.len() as u32);
+                for t in topics {
+                    w.string(&t.name);
+                    w.u32(t.partitions.len() as u32);
+                    for p in &t.partitions {
+                        w.u32(p.partition);
+                        w.u16(p.error.0);
+                        w.u64(p.offset.0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes the body of a successful response to a request of `api_key`.
+    pub fn decode(api_key: ApiKey, body: Bytes) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(body);
+        let response = Response::decode_body(api_key, &mut r)?;
+        r.finish()?;
+        Ok(response)
+    }
+
+    fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Response, DecodeError> {
+        Ok(match api_key {
+            ApiKey::Handshake => {
+                let protocol_version = r.u16()?;
+                let server = r.string()?;
+                let shards = r.u32()?;
+                let n = r.count("apis", 6)?;
+                let mut apis = Vec::with_capacity(n);
+                for _ in 0..n {
+                    apis.push(ApiVersions { api_key: r.u16()?, min: r.u16()?, max: r.u16()? });
+                }
+                Response::Handshake(HandshakeResponse { protocol_version, server, shards, apis })
+            }
+            ApiKey::CreateTopic => Response::CreateTopic,
+            ApiKey::DeleteTopic => Response::DeleteTopic,
+            ApiKey::ListTopics => {
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    topics.push(TopicSummary { name: r.string()?, partitions: r.u32()? });
+                }
+                Response::ListTopics(topics)
+            }
+            ApiKey::DescribeTopic => {
+                let name = r.string()?;
+                let config = TopicConfig::decode(r)?;
+                let n = r.count("partitions", 42)?;
+                let mut partitions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    partitions.push(PartitionDescription {
+                        partition: r.u32()?,
+                        shard: r.u32()?,
+                        error: ErrorCode(r.u16()?),
+                        log_start_offset: Offset(r.u64()?),
+                        high_watermark: Offset(r.u64()?),
+                        log_end_offset: Offset(r.u64()?),
+                        size_bytes: r.u64()?,
+                    });
+                }
+                Response::DescribeTopic(DescribeTopicResponse { name, config, partitions })
+            }
+            ApiKey::Produce => {
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string()?;
+                    let m = r.count("partitions", 14)?;
+                    let mut partitions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        partitions.push(ProducePartitionResult {
+                            partition: r.u32()?,
+                            error: ErrorCode(r.u16()?),
+                            base_offset: Offset(r.u64()?),
+                        });
+                    }
+                    topics.push(ProduceTopicResult { name, partitions });
+                }
+                Response::Produce(topics)
+            }
+            ApiKey::Fetch => {
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string()?;
+                    let m = r.count("partitions", 26)?;
+                    let mut partitions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        let partition = r.u32()?;
+                        let error = ErrorCode(r.u16()?);
+                        let high_watermark = Offset(r.u64()?);
+                        let log_start_offset = Offset(r.u64()?);
+                        let at = r.position();
+                        let records = r.bytes()?;
+                        let batches = split_batches(&records).ok_or(DecodeError::Invalid {
+                            what: "batch lengths in fetched records at byte",
+                            value: at as i64,
+                        })?;
+                        partitions.push(FetchPartitionResult {
+                            partition,
+                            error,
+                            high_watermark,
+                            log_start_offset,
+                            batches,
+                        });
+                    }
+                    topics.push(FetchTopicResult { name, partitions });
+                }
+                Response::Fetch(topics)
+            }
+            ApiKey::ListOffsets => {
+                let n = r.count("topics", 6)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string()?;
+                    let m = r.count("partitions", 14)?;
+                    let mut partitions = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        partitions.push(ListOffsetsPartitionResult {
+                            partition: r.u32()?,
+                            error: ErrorCode(r.u16()?),
+                            offset: Offset(r.u64()?),
+                        });
+                    }
+                    topics.push(ListOffsetsTopicResult { name, partitions });
+                }
+                Response::ListOffsets(topics)
+            }
+        })
+    }
+}
+
+/// Cuts concatenated batches apart by their `batch_length` fields, without
+/// copying; `None` if a length runs past the end or is below the header size.
+pub fn split_batches(records: &Bytes) -> Option<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        if records.len() - at < BATCH_HEADER_BYTES {
+            return None;
+        }
+        let len = BatchHeader::batch_length_at(&records[at..]) as usize;
+        if len < BATCH_HEADER_BYTES || at + len > records.len() {
+            return None;
+        }
+        out.push(records.slice(at..at + len));
+        at += len;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

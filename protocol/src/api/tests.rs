@@ -1,0 +1,240 @@
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::batch::{BatchBuilder, RecordInput};
+use crate::frame::{Decoded, FrameDecoder, REQUEST_HEADER_BYTES, RESPONSE_HEADER_BYTES};
+use crate::types::Timestamp;
+
+fn concat(pieces: &[Bytes]) -> Bytes {
+    pieces.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().into()
+}
+
+fn batch(n: usize) -> Bytes {
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        b.push(RecordInput::new(Some(format!("k{i}").as_bytes()), Some(&[7u8; 100]), Timestamp(1000 + i as i64)));
+    }
+    Bytes::from(b.build().unwrap())
+}
+
+fn request_round_trip(request: &Request) -> Request {
+    let bytes = concat(&request.encode(42));
+    let d = FrameDecoder { frame_bytes_max: 1 << 24 };
+    let Decoded::Frame { used } = d.decode(&bytes, REQUEST_HEADER_BYTES) else { panic!("no frame") };
+    assert_eq!(used, bytes.len());
+    let frame = bytes.slice(4..used);
+    let (header, body) = RequestHeader::decode(&frame).unwrap();
+    assert_eq!(header.request_id, 42);
+    Request::decode(&header, body).unwrap()
+}
+
+fn response_round_trip(api: ApiKey, response: &Response) -> Response {
+    let bytes = concat(&response.encode(7));
+    let d = FrameDecoder { frame_bytes_max: 1 << 24 };
+    let Decoded::Frame { used } = d.decode(&bytes, RESPONSE_HEADER_BYTES) else { panic!("no frame") };
+    let frame = bytes.slice(4..used);
+    let (header, body) = ResponseHeader::decode(&frame).unwrap();
+    assert_eq!(header, ResponseHeader { request_id: 7, error: ErrorCode::NONE });
+    Response::decode(api, body).unwrap()
+}
+
+#[test]
+fn every_request_round_trips() {
+    let requests = vec![
+        Request::Handshake(HandshakeRequest { protocol_version: 1, client: "t".into() }),
+        Request::CreateTopic(CreateTopicRequest {
+            name: "orders".into(),
+            partitions: 4,
+            config: TopicConfig { retention_ms: Some(1000), retention_bytes: None },
+        }),
+        Request::DeleteTopic { name: "orders".into() },
+        Request::ListTopics,
+        Request::DescribeTopic { name: "orders".into() },
+        Request::Produce(ProduceRequest {
+            acks: Acks::Leader,
+            timeout_ms: 5000,
+            topics: vec![ProduceTopic {
+                name: "orders".into(),
+                partitions: vec![
+                    ProducePartition { partition: 0, batch: batch(3) },
+                    ProducePartition { partition: 3, batch: batch(1) },
+                ],
+            }],
+        }),
+        Request::Fetch(FetchRequest {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                name: "orders".into(),
+                partitions: vec![FetchPartition { partition: 1, offset: Offset(17), max_bytes: 4096 }],
+            }],
+        }),
+        Request::ListOffsets(vec![ListOffsetsTopic {
+            name: "orders".into(),
+            partitions: vec![(0, OffsetSpec::Earliest), (1, OffsetSpec::Latest), (2, OffsetSpec::Timestamp(99))],
+        }]),
+    ];
+    for r in &requests {
+        assert_eq!(&request_round_trip(r), r);
+    }
+}
+
+#[test]
+fn every_response_round_trips() {
+    let cases = vec![
+        (
+            ApiKey::Handshake,
+            Response::Handshake(HandshakeResponse {
+                protocol_version: 1,
+                server: "cairn".into(),
+                shards: 2,
+                apis: vec![ApiVersions { api_key: 5, min: 0, max: 0 }],
+            }),
+        ),
+        (ApiKey::CreateTopic, Response::CreateTopic),
+        (ApiKey::ListTopics, Response::ListTopics(vec![TopicSummary { name: "a".into(), partitions: 3 }])),
+        (
+            ApiKey::DescribeTopic,
+            Response::DescribeTopic(DescribeTopicResponse {
+                name: "a".into(),
+                config: TopicConfig::default(),
+                partitions: vec![PartitionDescription {
+                    partition: 0,
+                    shard: 1,
+                    error: ErrorCode::NONE,
+                    log_start_offset: Offset(0),
+                    high_watermark: Offset(10),
+                    log_end_offset: Offset(12),
+                    size_bytes: 4096,
+                }],
+            }),
+        ),
+        (
+            ApiKey::Produce,
+            Response::Produce(vec![ProduceTopicResult {
+                name: "a".into(),
+                partitions: vec![ProducePartitionResult {
+                    partition: 2,
+                    error: ErrorCode::UNKNOWN_PARTITION,
+                    base_offset: Offset(0),
+                }],
+            }]),
+        ),
+        (
+            ApiKey::Fetch,
+            Response::Fetch(vec![FetchTopicResult {
+                name: "a".into(),
+                partitions: vec![FetchPartitionResult {
+                    partition: 0,
+                    error: ErrorCode::NONE,
+                    high_watermark: Offset(9),
+                    log_start_offset: Offset(0),
+                    batches: vec![batch(2), batch(20)],
+                }],
+            }]),
+        ),
+        (
+            ApiKey::ListOffsets,
+            Response::ListOffsets(vec![ListOffsetsTopicResult {
+                name: "a".into(),
+                partitions: vec![ListOffsetsPartitionResult { partition: 0, error: ErrorCode::NONE, offset: Offset(5) }],
+            }]),
+        ),
+    ];
+    for (api, r) in &cases {
+        assert_eq!(&response_round_trip(*api, r), r);
+    }
+}
+
+#[test]
+fn fetched_batches_are_sent_without_copying() {
+    let b = batch(50);
+    let response = Response::Fetch(vec![FetchTopicResult {
+        name: "a".into(),
+        partitions: vec![FetchPartitionResult {
+            partition: 0,
+            error: ErrorCode::NONE,
+            high_watermark: Offset(50),
+            log_start_offset: Offset(0),
+            batches: vec![b.clone()],
+        }],
+    }]);
+    let pieces = response.encode(1);
+    assert!(pieces.iter().any(|p| p.as_ptr() == b.as_ptr()), "the stored batch must be a piece of the frame");
+}
+
+#[test]
+fn unknown_api_and_version_map_to_their_codes() {
+    let h = RequestHeader { api_key: 200, api_version: 0, request_id: 1 };
+    assert_eq!(Request::decode(&h, Bytes::new()).unwrap_err().code(), ErrorCode::UNKNOWN_API);
+    let h = RequestHeader { api_key: ApiKey::ListTopics as u16, api_version: 9, request_id: 1 };
+    assert_eq!(Request::decode(&h, Bytes::new()).unwrap_err().code(), ErrorCode::UNSUPPORTED_VERSION);
+    let h = RequestHeader { api_key: ApiKey::ListTopics as u16, api_version: 0, request_id: 1 };
+    assert_eq!(Request::decode(&h, Bytes::from_static(b"x")).unwrap_err().code(), ErrorCode::MALFORMED_REQUEST);
+    let h = RequestHeader { api_key: ApiKey::Produce as u16, api_version: 0, request_id: 1 };
+    let mut body = vec![9u8]; // acks = 9
+    body.extend_from_slice(&[0; 8]);
+    assert_eq!(Request::decode(&h, Bytes::from(body)).unwrap_err().code(), ErrorCode::MALFORMED_REQUEST);
+}
+
+#[test]
+fn split_batches_refuses_a_length_past_the_end() {
+    let b = batch(2);
+    let mut joined = b.to_vec();
+    joined.extend_from_slice(&b);
+    assert_eq!(split_batches(&Bytes::from(joined.clone())).unwrap().len(), 2);
+    joined.truncate(joined.len() - 1);
+    assert!(split_batches(&Bytes::from(joined)).is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Any bytes at all: decoding returns a value or an error, never panics,
+    /// and never reads outside the frame.
+    #[test]
+    fn decoding_arbitrary_request_bytes_never_panics(
+        api_key in 0u16..10,
+        version in 0u16..2,
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let h = RequestHeader { api_key, api_version: version, request_id: 1 };
+        let _ = Request::decode(&h, Bytes::from(body));
+    }
+
+    /// Valid requests with bytes flipped or cut: still no panic.
+    #[test]
+    fn decoding_mutated_requests_never_panics(
+        cut in 0usize..400,
+        flips in proptest::collection::vec((0usize..400, any::<u8>()), 0..4),
+    ) {
+        let request = Request::Produce(ProduceRequest {
+            acks: Acks::Leader,
+            timeout_ms: 10,
+            topics: vec![ProduceTopic { name: "t".into(), partitions: vec![ProducePartition { partition: 0, batch: batch(1) }] }],
+        });
+        let mut bytes = concat(&request.encode(1)).to_vec();
+        for (at, v) in flips {
+            if at < bytes.len() { bytes[at] ^= v; }
+        }
+        bytes.truncate(cut.min(bytes.len()));
+        let d = FrameDecoder { frame_bytes_max: 1 << 16 };
+        let bytes = Bytes::from(bytes);
+        if let Decoded::Frame { used } = d.decode(&bytes, REQUEST_HEADER_BYTES) {
+            let frame = bytes.slice(4..used);
+            if let Ok((h, body)) = RequestHeader::decode(&frame) {
+                let _ = Request::decode(&h, body);
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_arbitrary_response_bytes_never_panics(
+        api in 0usize..8,
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let _ = Response::decode(ApiKey::ALL[api], Bytes::from(body));
+    }
+}

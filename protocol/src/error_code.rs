@@ -1,0 +1,111 @@
+//! Stable numeric error codes. A code, once given a meaning, keeps it: clients
+//! switch on the number, and `docs/protocol.md` lists every one. Codes below
+//! 100 are the protocol's own; storage failures map to their own codes here
+//! rather than leaking the engine's.
+
+use std::fmt;
+
+/// An error code as carried on the wire. Unknown codes (from a newer broker)
+/// are kept as numbers rather than rejected.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub u16);
+
+macro_rules! codes {
+    ($($name:ident = $value:literal, $text:literal, $retriable:literal;)*) => {
+        impl ErrorCode {
+            $(pub const $name: ErrorCode = ErrorCode($value);)*
+
+            /// Every code this version knows, for docs and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name),*];
+
+            /// The code's stable name, as in `docs/protocol.md`.
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $($value => stringify!($name),)*
+                    _ => "UNKNOWN",
+                }
+            }
+
+            /// What the code means, for one-line error messages.
+            pub fn description(self) -> &'static str {
+                match self.0 {
+                    $($value => $text,)*
+                    _ => "an error code this client does not know",
+                }
+            }
+
+            /// Whether the same request may succeed if sent again later.
+            pub fn is_retriable(self) -> bool {
+                match self.0 {
+                    $($value => $retriable,)*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    NONE = 0, "no error", false;
+    MALFORMED_REQUEST = 1, "the request body could not be decoded", false;
+    FRAME_TOO_LARGE = 2, "the frame is larger than the broker accepts", false;
+    UNKNOWN_API = 3, "the broker does not know this API key", false;
+    UNSUPPORTED_VERSION = 4, "the broker does not support this API version", false;
+    HANDSHAKE_REQUIRED = 5, "the first request on a connection must be a handshake", false;
+    INVALID_TOPIC_NAME = 6, "topic names are 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'", false;
+    TOPIC_ALREADY_EXISTS = 7, "the topic already exists", false;
+    UNKNOWN_TOPIC = 8, "the topic does not exist", false;
+    UNKNOWN_PARTITION = 9, "the topic has no such partition", false;
+    INVALID_PARTITIONS = 10, "the partition count is out of range", false;
+    INVALID_BATCH = 11, "the batch is corrupt or malformed (length, CRC32C or archive check failed)", false;
+    BATCH_TOO_LARGE = 12, "the batch is larger than the broker accepts", false;
+    OFFSET_OUT_OF_RANGE = 13, "the offset is outside the partition's log", false;
+    STORAGE_ERROR = 14, "the partition's storage failed; it refuses writes until the broker restarts", false;
+    DISK_FULL = 15, "the broker's disk is full", true;
+    REQUEST_TIMED_OUT = 16, "the request did not complete within its timeout", true;
+    SHUTTING_DOWN = 17, "the broker is shutting down", true;
+    TOO_MANY_CONNECTIONS = 18, "the broker has reached its connection limit", true;
+    INVALID_REQUEST = 19, "a request field is out of range", false;
+    INTERNAL_ERROR = 20, "the broker failed unexpectedly", false;
+    PARTITION_UNAVAILABLE = 21, "the partition is being created, deleted or recovered", true;
+    INVALID_CONFIG = 22, "a topic setting is out of range", false;
+}
+
+impl ErrorCode {
+    pub fn is_ok(self) -> bool {
+        self == ErrorCode::NONE
+    }
+}
+
+impl fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.0)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.name(), self.0, self.description())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_dense() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(usize::from(code.0), i, "{code:?} breaks the numbering");
+        }
+    }
+
+    #[test]
+    fn the_numbers_never_change() {
+        // Clients switch on these numbers: changing one breaks them.
+        assert_eq!(ErrorCode::UNKNOWN_TOPIC.0, 8);
+        assert_eq!(ErrorCode::OFFSET_OUT_OF_RANGE.0, 13);
+        assert_eq!(ErrorCode::STORAGE_ERROR.0, 14);
+        assert_eq!(ErrorCode(999).name(), "UNKNOWN");
+    }
+}

@@ -1,0 +1,242 @@
+//! The broker's settings: embedded defaults, overridden by a TOML file
+//! (`--config`), overridden by flags. Every limit the broker enforces is
+//! here, unit last; `docs/configuration.md` lists them all with defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use engine::{FlushPolicy, LogConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Shards (one pinned executor each); 0 means one per available core.
+    pub cores: usize,
+    pub log: LogSettings,
+    pub limits: Limits,
+}
+
+/// Settings of every partition log (topics may override retention).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `always` (fdatasync before every acknowledgement), `never`, or
+    /// `interval` with `flush_interval_ms`.
+    pub flush: String,
+    pub flush_interval_ms: u64,
+    pub segment_bytes_max: u64,
+    pub segment_ms_max: Option<i64>,
+    pub index_interval_bytes: u64,
+    pub write_buffer_bytes_max: usize,
+    pub cache_bytes_max: usize,
+    pub read_ahead_bytes: usize,
+    /// Default retention for new topics; absent: infinite.
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_check_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once over all shards; more are refused.
+    pub connections_max: usize,
+    /// The largest request frame; larger ones get `FRAME_TOO_LARGE`.
+    pub frame_bytes_max: usize,
+    /// The largest record batch.
+    pub batch_bytes_max: u32,
+    /// Bytes of requests and responses one connection may have in flight;
+    /// the broker stops reading from it beyond this (backpressure).
+    pub connection_inflight_bytes_max: usize,
+    /// The most a fetch response carries, whatever the request asks.
+    pub fetch_bytes_max: usize,
+    /// The longest a fetch may wait for data.
+    pub fetch_wait_ms_max: u32,
+    /// Partitions per topic.
+    pub topic_partitions_max: u32,
+    /// Partitions on this broker over all topics (each holds memory: write
+    /// buffer, cache, read-ahead).
+    pub partitions_max: u32,
+    /// Bytes one shard's messages to another may queue before the sender waits.
+    pub shard_channel_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("./cairn-data"),
+            listen: "127.0.0.1:7070".parse().expect("a valid address"),
+            cores: 0,
+            log: LogSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        let engine = LogConfig::default();
+        LogSettings {
+            flush: "always".into(),
+            flush_interval_ms: 1000,
+            segment_bytes_max: engine.segment_bytes_max,
+            segment_ms_max: engine.segment_ms_max,
+            index_interval_bytes: engine.index_interval_bytes,
+            write_buffer_bytes_max: engine.write_buffer_bytes_max,
+            cache_bytes_max: 8 << 20,
+            read_ahead_bytes: engine.read_ahead_bytes,
+            retention_ms: None,
+            retention_bytes: None,
+            retention_check_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 10_000,
+            frame_bytes_max: 16 << 20,
+            batch_bytes_max: 1 << 20,
+            connection_inflight_bytes_max: 64 << 20,
+            fetch_bytes_max: 16 << 20,
+            fetch_wait_ms_max: 30_000,
+            topic_partitions_max: 1024,
+            partitions_max: 4096,
+            shard_channel_capacity: 1024,
+        }
+    }
+}
+
+/// Flags that override the file; `None` keeps the file's (or default) value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub cores: Option<usize>,
+    pub flush: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<ServerConfig, String> {
+        let mut config = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+                ServerConfig::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(d) = &overrides.data_dir {
+            config.data_dir.clone_from(d);
+        }
+        if let Some(l) = overrides.listen {
+            config.listen = l;
+        }
+        if let Some(c) = overrides.cores {
+            config.cores = c;
+        }
+        if let Some(f) = &overrides.flush {
+            config.log.flush.clone_from(f);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<ServerConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn flush_policy(&self) -> Result<FlushPolicy, String> {
+        match self.log.flush.as_str() {
+            "always" => Ok(FlushPolicy::Always),
+            "never" => Ok(FlushPolicy::Never),
+            "interval" => Ok(FlushPolicy::IntervalMs(self.log.flush_interval_ms)),
+            other => Err(format!("log.flush must be always, interval or never, not {other:?}")),
+        }
+    }
+
+    /// The engine configuration of one partition with the topic's retention.
+    pub fn log_config(&self, retention_ms: Option<i64>, retention_bytes: Option<u64>) -> LogConfig {
+        let engine = LogConfig::default();
+        LogConfig {
+            flush: self.flush_policy().expect("validated at load"),
+            segment_bytes_max: self.log.segment_bytes_max,
+            segment_ms_max: self.log.segment_ms_max,
+            index_interval_bytes: self.log.index_interval_bytes,
+            batch_bytes_max: self.limits.batch_bytes_max,
+            write_bytes_max: engine.write_bytes_max,
+            write_buffer_bytes_max: self.log.write_buffer_bytes_max,
+            cache_bytes_max: self.log.cache_bytes_max,
+            read_ahead_bytes: self.log.read_ahead_bytes,
+            retention_ms: retention_ms.or(self.log.retention_ms),
+            retention_bytes: retention_bytes.or(self.log.retention_bytes),
+            ..engine
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.flush_policy()?;
+        if self.log.flush == "interval" && self.log.flush_interval_ms == 0 {
+            return Err("log.flush_interval_ms must be at least 1".into());
+        }
+        self.log_config(None, None).validate().map_err(|e| format!("log settings: {e}"))?;
+        let l = &self.limits;
+        if l.frame_bytes_max < l.batch_bytes_max as usize + 1024 {
+            return Err("limits.frame_bytes_max must exceed limits.batch_bytes_max by at least 1 KiB".into());
+        }
+        if l.connection_inflight_bytes_max < l.frame_bytes_max + l.fetch_bytes_max {
+            return Err(
+                "limits.connection_inflight_bytes_max must hold one largest frame plus one largest fetch".into()
+            );
+        }
+        if l.connections_max == 0 || l.topic_partitions_max == 0 || l.partitions_max == 0 {
+            return Err("limits.connections_max, topic_partitions_max and partitions_max must be at least 1".into());
+        }
+        if l.shard_channel_capacity == 0 || l.fetch_bytes_max == 0 {
+            return Err("limits.shard_channel_capacity and fetch_bytes_max must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = ServerConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.data_dir, PathBuf::from("./cairn-data"));
+        assert_eq!(c.flush_policy().unwrap(), FlushPolicy::Always);
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_flags_override_the_file() {
+        let c = ServerConfig::from_toml(
+            "listen = \"0.0.0.0:9000\"\ncores = 2\n[log]\nflush = \"interval\"\nflush_interval_ms = 50\n",
+        )
+        .unwrap();
+        assert_eq!(c.cores, 2);
+        assert_eq!(c.flush_policy().unwrap(), FlushPolicy::IntervalMs(50));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, "cores = 2\n").unwrap();
+        let c = ServerConfig::load(Some(&path), &Overrides { cores: Some(1), ..Overrides::default() }).unwrap();
+        assert_eq!(c.cores, 1);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
+        let e = ServerConfig::from_toml("listn = \"x\"").unwrap_err();
+        assert!(e.contains("listn"), "{e}");
+        let c = ServerConfig::from_toml("[log]\nflush = \"sometimes\"").unwrap();
+        assert!(c.validate().unwrap_err().contains("log.flush"));
+        let c = ServerConfig::from_toml("[limits]\nframe_bytes_max = 10").unwrap();
+        assert!(c.validate().unwrap_err().contains("frame_bytes_max"));
+    }
+}

@@ -1,0 +1,281 @@
+//! One client connection on one shard: a reader that cuts frames and starts
+//! their work in order, a writer that sends responses as they complete, and
+//! a byte budget between them. A request's bytes (and, for a fetch, its
+//! largest possible response) are taken from the budget before its work
+//! starts and returned once its response is written; when the budget is
+//! spent the reader stops reading, so a client that sends faster than the
+//! broker answers, or reads responses slower, is pushed back by TCP rather
+//! than buffered.
+
+use std::cell::Cell;
+use std::pin::pin;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::mpsc;
+use futures::future::{Either, select};
+use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures::StreamExt;
+use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
+use protocol::ErrorCode;
+use protocol::api::{Request, RequestError, Response};
+use protocol::frame::{LENGTH_BYTES, PROTOCOL_VERSION, REQUEST_HEADER_BYTES, RequestHeader, error_response};
+
+use crate::handlers;
+use crate::shard::Shard;
+
+/// Reads ask the socket for at least this much.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Responses are coalesced into writes of up to this much; larger pieces
+/// (stored batches) are written as they are.
+const WRITE_COALESCE_BYTES: usize = 256 << 10;
+
+struct Outgoing {
+    frame: Vec<Bytes>,
+    _permit: Option<StaticPermit>,
+}
+
+type Tx = mpsc::UnboundedSender<Outgoing>;
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::debug!(peer, shard = shard.id, "connection opened");
+    let (reader, writer) = stream.split();
+    let (tx, rx) = mpsc::unbounded();
+    let broken = Rc::new(Cell::new(false));
+    let writer_task = glommio::spawn_local(write_loop(writer, rx, broken.clone())).detach();
+    let budget = Rc::new(Semaphore::new(shard.config.limits.connection_inflight_bytes_max as u64));
+    let end = read_loop(&shard, reader, &tx, &budget, &broken).await;
+    drop(tx);
+    // In-flight requests finish and their responses are written first.
+    writer_task.await;
+    budget.close();
+    tracing::debug!(peer, shard = shard.id, end, "connection closed");
+}
+
+/// Refuses a connection over the limit with one error frame.
+pub async fn refuse(stream: TcpStream, code: ErrorCode, message: &str) {
+    let (_, mut writer) = stream.split();
+    for piece in error_response(0, code, message) {
+        if writer.write_all(&piece).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    mut reader: ReadHalf<TcpStream>,
+    tx: &Tx,
+    budget: &Rc<Semaphore>,
+    broken: &Rc<Cell<bool>>,
+) -> &'static str {
+    let limits = &shard.config.limits;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut handshaken = false;
+    // Bytes of an oversized frame still to be skipped.
+    let mut skip = 0usize;
+    loop {
+        if skip > 0 {
+            let n = skip.min(buf.len());
+            let _ = buf.split_to(n);
+            skip -= n;
+        }
+        // Cut and start every whole frame in the buffer.
+        while skip == 0 && buf.len() >= LENGTH_BYTES {
+            let length = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            if length < REQUEST_HEADER_BYTES {
+                send(tx, error_response(0, ErrorCode::MALFORMED_REQUEST, "frame shorter than its header"), None);
+                return "framing lost";
+            }
+            if length > limits.frame_bytes_max {
+                if buf.len() < LENGTH_BYTES + REQUEST_HEADER_BYTES {
+                    break;
+                }
+                let request_id = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+                let message = format!("frame of {length} bytes exceeds limits.frame_bytes_max {}", limits.frame_bytes_max);
+                send(tx, error_response(request_id, ErrorCode::FRAME_TOO_LARGE, &message), None);
+                skip = LENGTH_BYTES + length;
+                break;
+            }
+            if buf.len() < LENGTH_BYTES + length {
+                buf.reserve(LENGTH_BYTES + length - buf.len());
+                break;
+            }
+            let frame = buf.split_to(LENGTH_BYTES + length).freeze().slice(LENGTH_BYTES..);
+            let (header, body) = RequestHeader::decode(&frame).expect("length checked above");
+            let request = match Request::decode(&header, body) {
+                Ok(r) => r,
+                Err(e) => {
+                    reject(tx, header.request_id, &e);
+                    continue;
+                }
+            };
+            if !handshaken && !matches!(request, Request::Handshake(_)) {
+                let message = "send a Handshake request first";
+                send(tx, error_response(header.request_id, ErrorCode::HANDSHAKE_REQUIRED, message), None);
+                continue;
+            }
+            let response_bytes = match &request {
+                Request::Fetch(f) => (f.max_bytes as usize).min(limits.fetch_bytes_max),
+                _ => 0,
+            };
+            let units = (frame.len() + response_bytes) as u64;
+            let Ok(permit) = budget.acquire_static_permit(units).await else { return "closed" };
+            if let Request::Handshake(h) = &request {
+                if h.protocol_version != PROTOCOL_VERSION {
+                    let message = format!(
+                        "protocol version {} is not supported; this broker speaks {PROTOCOL_VERSION}",
+                        h.protocol_version
+                    );
+                    send(tx, error_response(header.request_id, ErrorCode::UNSUPPORTED_VERSION, &message), Some(permit));
+                    continue;
+                }
+                handshaken = true;
+            }
+            start(shard, header.request_id, request, tx, permit).await;
+        }
+        if broken.get() {
+            return "write failed";
+        }
+        // Read more, unless the broker is shutting down.
+        let at = buf.len();
+        let want = READ_CHUNK_BYTES.max(buf.capacity() - at);
+        buf.resize(at + want, 0);
+        let read = {
+            let stop = pin!(shard.shutdown.wait());
+            match select(pin!(reader.read(&mut buf[at..])), stop).await {
+                Either::Left((r, _)) => Some(r),
+                Either::Right(_) => None,
+            }
+        };
+        match read {
+            None => {
+                buf.truncate(at);
+                return "shutdown";
+            }
+            Some(Ok(0)) => {
+                buf.truncate(at);
+                return "closed by peer";
+            }
+            Some(Ok(n)) => buf.truncate(at + n),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return "read failed";
+            }
+        }
+    }
+}
+
+fn send(tx: &Tx, frame: Vec<Bytes>, permit: Option<StaticPermit>) {
+    // The writer outlives the reader: a send fails only if the writer gave up
+    // after a failed write, and then the response has nowhere to go anyway.
+    let _ = tx.unbounded_send(Outgoing { frame, _permit: permit });
+}
+
+fn reject(tx: &Tx, request_id: u32, e: &RequestError) {
+    send(tx, error_response(request_id, e.code(), &e.to_string()), None);
+}
+
+/// Starts a request's work. Produce starts its appends before returning (the
+/// next request must not overtake them); everything else runs in its own task.
+async fn start(shard: &Rc<Shard>, request_id: u32, request: Request, tx: &Tx, permit: StaticPermit) {
+    let tx = tx.clone();
+    let respond = move |reply: handlers::Reply, permit: StaticPermit| {
+        let frame = match reply {
+            Ok(response) => response.encode(request_id),
+            Err((code, message)) => error_response(request_id, code, &message),
+        };
+        send(&tx, frame, Some(permit));
+    };
+    match request {
+        Request::Handshake(_) => respond(Ok(handlers::handshake(shard)), permit),
+        Request::ListTopics => respond(Ok(handlers::list_topics(shard)), permit),
+        Request::Produce(p) => {
+            let done = handlers::start_produce(shard, p).await;
+            glommio::spawn_local(async move {
+                match done.await {
+                    Some(response) => respond(Ok(response), permit),
+                    None => drop(permit),
+                }
+            })
+            .detach();
+        }
+        Request::Fetch(f) => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { respond(Ok(handlers::fetch(&shard, f).await), permit) }).detach();
+        }
+        Request::ListOffsets(topics) => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { respond(Ok(handlers::list_offsets(&shard, topics).await), permit) })
+                .detach();
+        }
+        Request::DescribeTopic { name } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { respond(handlers::describe_topic(&shard, name).await, permit) }).detach();
+        }
+        Request::CreateTopic(c) => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let r = shard.route_create_topic(c.name, c.partitions, c.config).await;
+                respond(r.map(|()| Response::CreateTopic), permit);
+            })
+            .detach();
+        }
+        Request::DeleteTopic { name } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let r = shard.route_delete_topic(name).await;
+                respond(r.map(|()| Response::DeleteTopic), permit);
+            })
+            .detach();
+        }
+    }
+}
+
+async fn write_loop(mut writer: WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Outgoing>, broken: Rc<Cell<bool>>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_COALESCE_BYTES);
+    let mut written: Vec<Outgoing> = Vec::new();
+    while let Some(first) = rx.next().await {
+        let mut next = Some(first);
+        let mut ok = true;
+        // Everything ready now goes out in as few writes as possible.
+        while let Some(out) = next {
+            for piece in &out.frame {
+                if piece.len() >= WRITE_COALESCE_BYTES / 4 {
+                    ok &= flush(&mut writer, &mut buf).await && writer.write_all(piece).await.is_ok();
+                } else {
+                    buf.extend_from_slice(piece);
+                    if buf.len() >= WRITE_COALESCE_BYTES {
+                        ok &= flush(&mut writer, &mut buf).await;
+                    }
+                }
+            }
+            written.push(out);
+            next = if ok { rx.try_recv().ok() } else { None };
+        }
+        ok &= flush(&mut writer, &mut buf).await;
+        // Permits go back only once their responses are on the socket.
+        written.clear();
+        if !ok {
+            broken.set(true);
+            // Nothing more can be sent: drain, so in-flight work can finish
+            // and release its budget.
+            while rx.next().await.is_some() {}
+            break;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+async fn flush(writer: &mut WriteHalf<TcpStream>, buf: &mut Vec<u8>) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    let ok = writer.write_all(buf).await.is_ok();
+    buf.clear();
+    ok
+}

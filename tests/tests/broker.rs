@@ -1,0 +1,257 @@
+//! The broker as a user runs it: a real `cairn-server` process with two
+//! shards, driven through the client library. Produce and consume across
+//! partitions and shards, keyed placement, long polling, restarts (graceful
+//! and `kill -9`), and memory bounds under a slow consumer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Offset, Producer, ProducerConfig, ProducerRecord,
+    StartFrom, TopicConfig,
+};
+use cairn_tests::Broker;
+use protocol::partitioner::partition_for_key;
+
+async fn client(broker: &Broker) -> Client {
+    Client::connect(ClientConfig::new(broker.addr.clone())).await.expect("connecting")
+}
+
+/// Reads exactly `n` records from all partitions of `topic` from the start.
+async fn consume_all(client: &Client, topic: &str, n: usize) -> Vec<ConsumerRecord> {
+    let mut consumer = Consumer::assign(client.clone(), ConsumerConfig::default(), topic, &[], StartFrom::Earliest)
+        .await
+        .expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} records arrived", out.len());
+        out.extend(consumer.poll().await.expect("poll"));
+    }
+    out
+}
+
+fn by_partition(records: &[ConsumerRecord]) -> BTreeMap<u32, Vec<&ConsumerRecord>> {
+    let mut map: BTreeMap<u32, Vec<&ConsumerRecord>> = BTreeMap::new();
+    for r in records {
+        map.entry(r.partition).or_default().push(r);
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_records_keep_per_key_order_on_one_partition_across_shards() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("orders", 4, TopicConfig::default()).await.unwrap();
+    let described = client.describe_topic("orders").await.unwrap();
+    let shards: HashSet<u32> = described.partitions.iter().map(|p| p.shard).collect();
+    assert_eq!(shards.len(), 2, "the partitions must span both shards");
+
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    let n = 4000;
+    for i in 0..n {
+        let key = format!("customer-{}", i % 37);
+        let value = format!("{key}:{i}");
+        deliveries.push(producer.send(ProducerRecord::new("orders", Some(key), value)).await.unwrap());
+    }
+    for d in deliveries {
+        d.wait().await.unwrap();
+    }
+    let records = consume_all(&client, "orders", n).await;
+    assert_eq!(records.len(), n);
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    for (partition, records) in by_partition(&records) {
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, Offset(i as u64), "offsets are dense from 0 in partition {partition}");
+            let key = String::from_utf8(r.key.clone().unwrap().to_vec()).unwrap();
+            assert_eq!(partition, partition_for_key(key.as_bytes(), 4), "{key} is on the wrong partition");
+            let value = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+            let (vkey, seq) = value.split_once(':').unwrap();
+            assert_eq!(vkey, key);
+            let seq: u64 = seq.parse().unwrap();
+            if let Some(prev) = last_seq.insert(key.clone(), seq) {
+                assert!(seq > prev, "{key}: {seq} came after {prev}");
+            }
+        }
+    }
+    assert_eq!(last_seq.len(), 37);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_waits_for_data_and_returns_when_it_arrives() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("events", 2, TopicConfig::default()).await.unwrap();
+
+    // Idle: the fetch waits on the broker for its whole max wait.
+    let config = ConsumerConfig { fetch_wait_max: Duration::from_millis(400), ..ConsumerConfig::default() };
+    let mut idle = Consumer::assign(client.clone(), config, "events", &[], StartFrom::Latest).await.unwrap();
+    let started = Instant::now();
+    assert!(idle.poll().await.unwrap().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(350), "an idle poll returned after {:?}", started.elapsed());
+
+    // Waiting: a record produced meanwhile ends the wait long before the 20 s maximum.
+    let config = ConsumerConfig { fetch_wait_max: Duration::from_secs(20), ..ConsumerConfig::default() };
+    let mut waiting = Consumer::assign(client.clone(), config, "events", &[], StartFrom::Latest).await.unwrap();
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let records = waiting.poll().await.unwrap();
+        (records, started.elapsed())
+    });
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut record = ProducerRecord::new("events", None::<Bytes>, "hello");
+    record.partition = Some(1);
+    producer.send(record).await.unwrap().wait().await.unwrap();
+    let (records, waited) = poll.await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
+    assert!(waited < Duration::from_secs(10), "the poll returned only after {waited:?}");
+}
+
+/// Sends records `from..from + n`, record `i` to partition `i % partitions`;
+/// returns where each acknowledged one landed.
+async fn produce_numbered(producer: &Producer, topic: &str, partitions: u64, from: u64, n: u64) -> Vec<(u32, Offset, u64)> {
+    let mut deliveries = Vec::new();
+    for i in from..from + n {
+        let mut r = ProducerRecord::new(topic, None::<Bytes>, i.to_string());
+        r.partition = Some((i % partitions) as u32);
+        deliveries.push((i, producer.send(r).await.unwrap()));
+    }
+    let mut acked = Vec::new();
+    for (i, d) in deliveries {
+        if let Ok(meta) = d.wait().await {
+            acked.push((meta.partition, meta.offset.unwrap(), i));
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_record_and_duplicates_none() {
+    let mut broker = Broker::start(&["--flush", "always"]);
+    let client = client(&broker).await;
+    client.create_topic("ledger", 4, TopicConfig::default()).await.unwrap();
+    let config = ProducerConfig { retries: 0, linger: Duration::from_millis(1), ..ProducerConfig::default() };
+    let producer = Producer::new(client.clone(), config.clone());
+    let acked_before = produce_numbered(&producer, "ledger", 4, 0, 3000).await;
+    assert_eq!(acked_before.len(), 3000);
+
+    // Keep producing while the broker dies: what was acknowledged must survive.
+    let background = {
+        let producer = Producer::new(client.clone(), config);
+        tokio::spawn(async move { produce_numbered(&producer, "ledger", 4, 3000, 20_000).await })
+    };
+    // Kill once the background producer has had acknowledgements.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let latest = client.list_offsets("ledger", &[], protocol::api::OffsetSpec::Latest).await.unwrap();
+        if latest.iter().map(|(_, o)| o.0).sum::<u64>() > 4000 || Instant::now() > deadline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    broker.kill9();
+    let acked_during = background.await.unwrap();
+    assert!(acked_during.len() < 20_000, "the kill must interrupt the stream, not follow it");
+    broker.restart();
+
+    let client = self::client(&broker).await;
+    let latest = client.list_offsets("ledger", &[], protocol::api::OffsetSpec::Latest).await.unwrap();
+    let total: u64 = latest.iter().map(|(_, o)| o.0).sum();
+    let records = consume_all(&client, "ledger", total as usize).await;
+    let mut stored: HashMap<(u32, Offset), u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (partition, records) in by_partition(&records) {
+        let mut prev = None;
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, Offset(i as u64));
+            let v: u64 = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
+            assert!(seen.insert(v), "record {v} stored twice");
+            assert!(prev.is_none_or(|p| v > p), "partition {partition}: {v} after {prev:?}");
+            prev = Some(v);
+            stored.insert((partition, r.offset), v);
+        }
+    }
+    for (partition, offset, v) in acked_before.iter().chain(&acked_during) {
+        assert_eq!(stored.get(&(*partition, *offset)), Some(v), "acknowledged record {v} lost or moved");
+    }
+    assert!(broker.log().contains("clean_shutdown: false"), "the restart must have been a recovery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_syncs_and_marks_every_log_clean() {
+    let mut broker = Broker::start(&["--flush", "never"]);
+    let client = client(&broker).await;
+    client.create_topic("t", 3, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let acked = produce_numbered(&producer, "t", 3, 0, 999).await;
+    assert_eq!(acked.len(), 999);
+    let status = broker.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    for p in 0..3 {
+        let marker = broker.data_dir().join("topics/t").join(p.to_string()).join("CLEAN_SHUTDOWN");
+        assert!(marker.exists(), "{} is missing", marker.display());
+    }
+    broker.restart();
+    let client = self::client(&broker).await;
+    let records = consume_all(&client, "t", 999).await;
+    let values: HashSet<u64> =
+        records.iter().map(|r| std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap()).collect();
+    assert_eq!(values.len(), 999);
+    assert_eq!(client.list_topics().await.unwrap().len(), 1, "metadata survives the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_never_reads_does_not_grow_the_brokers_memory() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("big", 1, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let value = Bytes::from(vec![b'x'; 1000]);
+    let mut deliveries = Vec::new();
+    for _ in 0..4096 {
+        deliveries.push(producer.send(ProducerRecord::new("big", None::<Bytes>, value.clone())).await.unwrap());
+    }
+    for d in deliveries {
+        d.wait().await.unwrap();
+    }
+    let before = broker.rss_bytes();
+    // A client that asks for 4 MiB fetches, 1000 times, and never reads a byte.
+    let mut stream = tokio::net::TcpStream::connect(&broker.addr).await.unwrap();
+    let hello = protocol::api::Request::Handshake(protocol::api::HandshakeRequest {
+        protocol_version: protocol::frame::PROTOCOL_VERSION,
+        client: "slow".into(),
+    });
+    let fetch = protocol::api::Request::Fetch(protocol::api::FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 4 << 20,
+        topics: vec![protocol::api::FetchTopic {
+            name: "big".into(),
+            partitions: vec![protocol::api::FetchPartition { partition: 0, offset: Offset(0), max_bytes: 4 << 20 }],
+        }],
+    });
+    let mut bytes = Vec::new();
+    for piece in hello.encode(1) {
+        bytes.extend_from_slice(&piece);
+    }
+    for id in 2..1002 {
+        for piece in fetch.encode(id) {
+            bytes.extend_from_slice(&piece);
+        }
+    }
+    // The broker stops reading once this connection's budget is spent, so
+    // the write itself stalls: give it a bounded time and move on.
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&bytes)).await;
+    // Another client is unaffected meanwhile.
+    let other = self::client(&broker).await;
+    assert_eq!(other.list_topics().await.unwrap().len(), 1);
+    let grown = broker.rss_bytes().saturating_sub(before);
+    // 1000 fetches would be ~4 GB of responses; the connection budget is 64 MiB.
+    assert!(grown < 160 << 20, "the broker grew by {} MiB", grown >> 20);
+    drop(stream);
+}
