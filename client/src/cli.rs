@@ -9,7 +9,9 @@ use futures::StreamExt as _;
 use protocol::api::{Acks, OffsetSpec, TopicConfig};
 use protocol::types::Offset;
 
-use crate::{Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartFrom};
+use crate::{
+    Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartFrom,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about = "Cairn command line: topics, produce, consume, offsets")]
@@ -45,7 +47,7 @@ pub enum Command {
         topic: String,
         #[arg(long)]
         partition: Option<u32>,
-        /// earliest, latest, an offset, or @UNIX_MS for the first record at or after that time
+        /// `earliest`, `latest`, an offset, or `@UNIX_MS` for the first record at or after that time
         #[arg(long, default_value = "earliest", value_name = "WHERE")]
         from: String,
         /// Exit after this many records; without it, follow the log
@@ -117,7 +119,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, retention_ms, retention_bytes } => {
-                client.create_topic(&name, partitions, TopicConfig { retention_ms, retention_bytes }).await.map_err(fail)?;
+                client
+                    .create_topic(&name, partitions, TopicConfig { retention_ms, retention_bytes })
+                    .await
+                    .map_err(fail)?;
                 writeln!(out, "created topic {name} with {partitions} partitions").map_err(io)?;
             }
             TopicCommand::List => {
@@ -129,9 +134,15 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 let d = client.describe_topic(&name).await.map_err(fail)?;
                 let opt = |v: Option<i64>| v.map_or_else(|| "infinite".to_string(), |v| v.to_string());
                 writeln!(out, "topic {}  partitions {}", d.name, d.partitions.len()).map_err(io)?;
-                writeln!(out, "retention_ms {}  retention_bytes {}", opt(d.config.retention_ms), opt(d.config.retention_bytes))
+                writeln!(
+                    out,
+                    "retention_ms {}  retention_bytes {}",
+                    opt(d.config.retention_ms),
+                    opt(d.config.retention_bytes)
+                )
+                .map_err(io)?;
+                writeln!(out, "PARTITION\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS")
                     .map_err(io)?;
-                writeln!(out, "PARTITION\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS").map_err(io)?;
                 for p in d.partitions {
                     let status = if p.error.is_ok() { "ok".to_string() } else { p.error.name().to_string() };
                     writeln!(
@@ -180,7 +191,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn io(e: std::io::Error) -> String {
+fn io(e: impl std::fmt::Display) -> String {
     format!("writing output: {e}")
 }
 
@@ -234,7 +245,8 @@ async fn produce(
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
     };
-    let producer = Producer::new(client, ProducerConfig { acks, linger: Duration::from_millis(2), ..ProducerConfig::default() });
+    let producer =
+        Producer::new(client, ProducerConfig { acks, linger: Duration::from_millis(2), ..ProducerConfig::default() });
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut first_error: Option<String> = None;
     let mut sent = 0u64;
@@ -265,11 +277,9 @@ async fn produce(
             first_error.get_or_insert(e.to_string());
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => {
-            eprintln!("produced {sent} records to {topic}");
-            Ok(())
-        }
+    if let Some(e) = first_error {
+        return Err(e);
     }
+    eprintln!("produced {sent} records to {topic}");
+    Ok(())
 }

@@ -53,11 +53,7 @@ impl Client {
     /// Connects to the broker (and fails if it cannot).
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         let client = Client {
-            inner: Arc::new(Inner {
-                config,
-                conn: AsyncMutex::new(None),
-                partitions: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { config, conn: AsyncMutex::new(None), partitions: Mutex::new(HashMap::new()) }),
         };
         client.connection().await?;
         Ok(client)
@@ -76,9 +72,10 @@ impl Client {
             return Ok(c.clone());
         }
         let config = &self.inner.config;
-        let fresh = tokio::time::timeout(config.connect_timeout, Connection::connect(&config.bootstrap, &config.client_name))
-            .await
-            .map_err(|_| ClientError::Connect { addr: config.bootstrap.clone(), reason: "timed out".into() })??;
+        let fresh =
+            tokio::time::timeout(config.connect_timeout, Connection::connect(&config.bootstrap, &config.client_name))
+                .await
+                .map_err(|_| ClientError::Connect { addr: config.bootstrap.clone(), reason: "timed out".into() })??;
         *conn = Some(fresh.clone());
         Ok(fresh)
     }

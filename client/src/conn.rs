@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ClientError, Result};
 
-/// The largest response frame accepted; a fetch is bounded by its max_bytes.
+/// The largest response frame accepted; a fetch is bounded by its `max_bytes`.
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Frames queued for the writer before `send` waits.
 const WRITE_QUEUE_FRAMES: usize = 1024;
@@ -33,7 +33,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn fail_all(&self, error: ClientError) {
+    fn fail_all(&self, error: &ClientError) {
         {
             let mut dead = self.dead.lock().expect("not poisoned");
             dead.get_or_insert(error.clone());
@@ -64,12 +64,17 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_FRAMES);
-        let shared =
-            Arc::new(Shared { pending: Mutex::new(HashMap::new()), dead: Mutex::new(None), is_dead: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            is_dead: AtomicBool::new(false),
+        });
         tokio::spawn(write_loop(write, rx, shared.clone()));
         tokio::spawn(read_loop(read, shared.clone()));
-        let mut conn = Connection { tx, shared, next_id: Arc::new(AtomicU32::new(1)), shards: 0, server: String::new() };
-        let hello = Request::Handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION, client: client_name.into() });
+        let mut conn =
+            Connection { tx, shared, next_id: Arc::new(AtomicU32::new(1)), shards: 0, server: String::new() };
+        let hello =
+            Request::Handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION, client: client_name.into() });
         match conn.call(&hello).await? {
             Response::Handshake(h) => {
                 conn.shards = h.shards;
@@ -141,7 +146,7 @@ async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
             result = w.flush().await;
         }
         if let Err(e) = result {
-            shared.fail_all(ClientError::ConnectionLost(format!("write failed: {e}")));
+            shared.fail_all(&ClientError::ConnectionLost(format!("write failed: {e}")));
             return;
         }
     }
@@ -165,7 +170,7 @@ async fn read_loop(mut read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>
                         None if header.request_id == 0 && !header.error.is_ok() => {
                             // A connection-level refusal (e.g. too many connections).
                             let message = decode_error_message(body);
-                            shared.fail_all(ClientError::broker(header.error, message));
+                            shared.fail_all(&ClientError::broker(header.error, message));
                             return;
                         }
                         None => tracing::debug!(id = header.request_id, "response to no pending request"),
@@ -176,23 +181,23 @@ async fn read_loop(mut read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>
                     break;
                 }
                 Decoded::TooLarge { length } => {
-                    shared.fail_all(ClientError::Protocol(format!("response frame of {length} bytes")));
+                    shared.fail_all(&ClientError::Protocol(format!("response frame of {length} bytes")));
                     return;
                 }
                 Decoded::Lost(e) => {
-                    shared.fail_all(ClientError::Protocol(e.to_string()));
+                    shared.fail_all(&ClientError::Protocol(e.to_string()));
                     return;
                 }
             }
         }
         match read.read_buf(&mut buf).await {
             Ok(0) => {
-                shared.fail_all(ClientError::ConnectionLost("closed by the broker".into()));
+                shared.fail_all(&ClientError::ConnectionLost("closed by the broker".into()));
                 return;
             }
             Ok(_) => {}
             Err(e) => {
-                shared.fail_all(ClientError::ConnectionLost(format!("read failed: {e}")));
+                shared.fail_all(&ClientError::ConnectionLost(format!("read failed: {e}")));
                 return;
             }
         }

@@ -295,7 +295,13 @@ fn ship(inner: &Inner, acc: &mut Accumulator, topic: String, partition: u32, bat
     let record_bytes = batch.bytes;
     match batch.builder.build() {
         Ok(bytes) => {
-            let _ = inner.ready.send(ReadyBatch { topic, partition, bytes: Bytes::from(bytes), record_bytes, slot: batch.slot });
+            let _ = inner.ready.send(ReadyBatch {
+                topic,
+                partition,
+                bytes: Bytes::from(bytes),
+                record_bytes,
+                slot: batch.slot,
+            });
         }
         Err(e) => settle(inner, &batch.slot, record_bytes, Err(ClientError::InvalidArgument(e.to_string()))),
     }

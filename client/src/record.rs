@@ -36,7 +36,11 @@ pub fn decode_batch(partition: u32, batch: &Bytes, from: Offset) -> Result<Vec<C
             timestamp: Timestamp(header.first_timestamp.0 + r.timestamp_delta.to_native()),
             key: r.key.as_ref().map(|k| batch.slice_ref(k.as_slice())),
             value: r.value.as_ref().map(|v| batch.slice_ref(v.as_slice())),
-            headers: r.headers.iter().map(|h| (h.key.as_str().to_owned(), batch.slice_ref(h.value.as_slice()))).collect(),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| (h.key.as_str().to_owned(), batch.slice_ref(h.value.as_slice())))
+                .collect(),
         });
     }
     Ok(out)
@@ -51,7 +55,9 @@ mod tests {
     fn records_before_the_requested_offset_are_skipped_and_slices_are_zero_copy() {
         let mut b = BatchBuilder::new();
         for i in 0..5u8 {
-            b.push(RecordInput::new(Some(&[i]), if i == 3 { None } else { Some(&[i, i]) }, Timestamp(100 + i64::from(i))));
+            let value = [i, i];
+            let value = if i == 3 { None } else { Some(&value[..]) };
+            b.push(RecordInput::new(Some(&[i]), value, Timestamp(100 + i64::from(i))));
         }
         let mut bytes = b.build().unwrap();
         patch_base_offset(&mut bytes, Offset(10));

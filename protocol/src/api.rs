@@ -313,7 +313,9 @@ impl Request {
 
     fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Request, DecodeError> {
         Ok(match api_key {
-            ApiKey::Handshake => Request::Handshake(HandshakeRequest { protocol_version: r.u16()?, client: r.string()? }),
+            ApiKey::Handshake => {
+                Request::Handshake(HandshakeRequest { protocol_version: r.u16()?, client: r.string()? })
+            }
             ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest {
                 name: r.string()?,
                 partitions: r.u32()?,

@@ -187,7 +187,7 @@ impl Writer {
 
     /// A string of at most `u16::MAX` bytes (callers validate names first).
     pub fn string(&mut self, s: &str) {
-        assert!(s.len() <= usize::from(u16::MAX), "string of {} bytes", s.len());
+        assert!(u16::try_from(s.len()).is_ok(), "string of {} bytes", s.len());
         self.u16(s.len() as u16);
         self.raw(s.as_bytes());
     }

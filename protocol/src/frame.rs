@@ -134,12 +134,16 @@ pub struct FrameDecoder {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// A whole frame is at the front: `buf[4..used]` (after the length prefix).
-    Frame { used: usize },
+    Frame {
+        used: usize,
+    },
     /// More bytes are needed; at least this many in all.
     Need(usize),
     /// A frame longer than the limit: the caller skips `length` bytes after
     /// the 4-byte prefix (framing is intact) and answers with an error.
-    TooLarge { length: usize },
+    TooLarge {
+        length: usize,
+    },
     Lost(FrameError),
 }
 
@@ -167,7 +171,7 @@ impl FrameDecoder {
 mod tests {
     use super::*;
 
-    fn concat(pieces: Vec<Bytes>) -> Bytes {
+    fn concat(pieces: &[Bytes]) -> Bytes {
         pieces.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().into()
     }
 
@@ -176,7 +180,7 @@ mod tests {
         let header = RequestHeader { api_key: 5, api_version: 0, request_id: 77 };
         let mut w = header.encode();
         w.raw(b"body");
-        let bytes = concat(finish_frame(w));
+        let bytes = concat(&finish_frame(w));
         let d = FrameDecoder { frame_bytes_max: 1 << 20 };
         let Decoded::Frame { used } = d.decode(&bytes, REQUEST_HEADER_BYTES) else { panic!() };
         assert_eq!(used, bytes.len());
@@ -190,7 +194,7 @@ mod tests {
     fn a_partial_frame_asks_for_the_rest() {
         let mut w = RequestHeader { api_key: 1, api_version: 0, request_id: 1 }.encode();
         w.raw(&[0; 100]);
-        let bytes = concat(finish_frame(w));
+        let bytes = concat(&finish_frame(w));
         let d = FrameDecoder { frame_bytes_max: 1 << 20 };
         assert_eq!(d.decode(&bytes.slice(..50), REQUEST_HEADER_BYTES), Decoded::Need(bytes.len()));
         assert_eq!(d.decode(&bytes.slice(..2), REQUEST_HEADER_BYTES), Decoded::Need(4));
@@ -207,7 +211,7 @@ mod tests {
 
     #[test]
     fn an_error_response_carries_its_message() {
-        let bytes = concat(error_response(9, ErrorCode::UNKNOWN_TOPIC, "no topic \"x\""));
+        let bytes = concat(&error_response(9, ErrorCode::UNKNOWN_TOPIC, "no topic \"x\""));
         let (h, body) = ResponseHeader::decode(&bytes.slice(4..)).unwrap();
         assert_eq!(h, ResponseHeader { request_id: 9, error: ErrorCode::UNKNOWN_TOPIC });
         assert_eq!(decode_error_message(body), "no topic \"x\"");

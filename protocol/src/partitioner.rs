@@ -49,9 +49,13 @@ mod tests {
     #[test]
     fn murmur2_matches_kafka() {
         // Values from Kafka's own implementation.
-        for (key, expected) in
-            [("1", -1_993_445_489), ("12", 126_087_238), ("123", -267_702_483), ("1234", -1_614_185_708), ("12345", -1_188_365_604)]
-        {
+        for (key, expected) in [
+            ("1", -1_993_445_489),
+            ("12", 126_087_238),
+            ("123", -267_702_483),
+            ("1234", -1_614_185_708),
+            ("12345", -1_188_365_604),
+        ] {
             assert_eq!(murmur2(key.as_bytes()), expected, "key {key}");
         }
     }

@@ -12,10 +12,10 @@ use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
 use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use futures::StreamExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use protocol::ErrorCode;
@@ -96,7 +96,8 @@ async fn read_loop(
                     break;
                 }
                 let request_id = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-                let message = format!("frame of {length} bytes exceeds limits.frame_bytes_max {}", limits.frame_bytes_max);
+                let message =
+                    format!("frame of {length} bytes exceeds limits.frame_bytes_max {}", limits.frame_bytes_max);
                 send(tx, error_response(request_id, ErrorCode::FRAME_TOO_LARGE, &message), None);
                 skip = LENGTH_BYTES + length;
                 break;
@@ -236,7 +237,11 @@ async fn start(shard: &Rc<Shard>, request_id: u32, request: Request, tx: &Tx, pe
     }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Outgoing>, broken: Rc<Cell<bool>>) {
+async fn write_loop(
+    mut writer: WriteHalf<TcpStream>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    broken: Rc<Cell<bool>>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_COALESCE_BYTES);
     let mut written: Vec<Outgoing> = Vec::new();
     while let Some(first) = rx.next().await {

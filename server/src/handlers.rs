@@ -51,9 +51,8 @@ pub fn list_topics(shard: &Shard) -> Response {
 }
 
 pub async fn describe_topic(shard: &Rc<Shard>, name: String) -> Reply {
-    let meta = shard
-        .topic(&name)
-        .ok_or_else(|| (ErrorCode::UNKNOWN_TOPIC, format!("topic {name:?} does not exist")))?;
+    let meta =
+        shard.topic(&name).ok_or_else(|| (ErrorCode::UNKNOWN_TOPIC, format!("topic {name:?} does not exist")))?;
     let mut by_owner: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for p in 0..meta.partitions {
         by_owner.entry(shard.owner(&name, p)).or_default().push(p);
@@ -91,19 +90,16 @@ pub async fn start_produce(shard: &Rc<Shard>, req: ProduceRequest) -> impl Futur
     for topic in req.topics {
         let mut parts: Vec<(u32, Pending)> = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let pending: Pending = match shard.check_partition(&topic.name, p.partition) {
-                Err(e) => Box::pin(std::future::ready(Err(e))),
-                Ok(()) => {
-                    let owner = shard.owner(&topic.name, p.partition);
-                    if owner == shard.id {
-                        Box::pin(shard.append_local(topic.name.clone(), p.partition, p.batch))
-                    } else {
-                        let (reply, rx) = oneshot::channel();
-                        let msg = ShardMsg::Append { topic: topic.name.clone(), partition: p.partition, batch: p.batch, reply };
-                        shard.send(owner, msg).await;
-                        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(shutting_down())) })
-                    }
-                }
+            let owner = shard.owner(&topic.name, p.partition);
+            let pending: Pending = if let Err(e) = shard.check_partition(&topic.name, p.partition) {
+                Box::pin(std::future::ready(Err(e)))
+            } else if owner == shard.id {
+                Box::pin(shard.append_local(&topic.name, p.partition, p.batch))
+            } else {
+                let (reply, rx) = oneshot::channel();
+                let msg = ShardMsg::Append { topic: topic.name.clone(), partition: p.partition, batch: p.batch, reply };
+                shard.send(owner, msg).await;
+                Box::pin(async move { rx.await.unwrap_or_else(|_| Err(shutting_down())) })
             };
             parts.push((p.partition, pending));
         }
@@ -222,7 +218,12 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Response {
     Response::Fetch(results)
 }
 
-async fn fetch_on(shard: &Rc<Shard>, owner: usize, items: Vec<FetchItem>, wait_until: Option<Instant>) -> Vec<FetchOutcome> {
+async fn fetch_on(
+    shard: &Rc<Shard>,
+    owner: usize,
+    items: Vec<FetchItem>,
+    wait_until: Option<Instant>,
+) -> Vec<FetchOutcome> {
     let n = items.len();
     if owner == shard.id {
         return shard.fetch_local(items, wait_until).await;
@@ -233,8 +234,15 @@ async fn fetch_on(shard: &Rc<Shard>, owner: usize, items: Vec<FetchItem>, wait_u
 }
 
 fn failed(e: OpError) -> FetchOutcome {
-    FetchOutcome { error: Some(e), high_watermark: Offset(0), log_start_offset: Offset(0), batches: Vec::<Bytes>::new() }
+    FetchOutcome {
+        error: Some(e),
+        high_watermark: Offset(0),
+        log_start_offset: Offset(0),
+        batches: Vec::<Bytes>::new(),
+    }
 }
+
+type OffsetItems = Vec<(String, u32, OffsetSpec)>;
 
 pub async fn list_offsets(shard: &Rc<Shard>, topics: Vec<ListOffsetsTopic>) -> Response {
     let mut results: Vec<ListOffsetsTopicResult> = topics
@@ -248,7 +256,7 @@ pub async fn list_offsets(shard: &Rc<Shard>, topics: Vec<ListOffsetsTopic>) -> R
                 .collect(),
         })
         .collect();
-    let mut by_owner: BTreeMap<usize, (Vec<Slot>, Vec<(String, u32, OffsetSpec)>)> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, (Vec<Slot>, OffsetItems)> = BTreeMap::new();
     for (ti, t) in topics.into_iter().enumerate() {
         for (pi, (p, spec)) in t.partitions.into_iter().enumerate() {
             if let Err((code, _)) = shard.check_partition(&t.name, p) {

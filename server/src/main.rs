@@ -193,9 +193,9 @@ async fn run_shard(
     config: ServerConfig,
     topics: metadata::Topics,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    shards: usize,
+    shard_count: usize,
     stop: Arc<AtomicBool>,
-    shared: Arc<Shared>,
+    counters: Arc<Shared>,
     ready: mpsc::Sender<Result<(usize, usize), String>>,
 ) {
     let fail = |e: String| {
@@ -207,7 +207,7 @@ async fn run_shard(
     };
     let Ok((senders, mut receivers)) = mesh.join().await else { return fail("joining the shard mesh failed".into()) };
     let listen = config.listen;
-    let shard = Shard::new(config, storage, senders, topics, shared.clone(), shards);
+    let shard = Shard::new(config, storage, senders, topics, counters.clone(), shard_count);
     for (_, rx) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -265,8 +265,11 @@ async fn run_shard(
             None => break,
             Some(Ok(stream)) => {
                 if !shard.connection_opened() {
-                    let refusal =
-                        conn::refuse(stream, ErrorCode::TOO_MANY_CONNECTIONS, "the broker has reached limits.connections_max");
+                    let refusal = conn::refuse(
+                        stream,
+                        ErrorCode::TOO_MANY_CONNECTIONS,
+                        "the broker has reached limits.connections_max",
+                    );
                     if let Ok(task) = connections.spawn(refusal) {
                         task.detach();
                     }
@@ -291,11 +294,11 @@ async fn run_shard(
     drop(listener);
     let _ = connections.close().await;
     // Other shards may still forward work here until they are drained too.
-    barrier(&shared.drained, shards).await;
+    barrier(&counters.drained, shard_count).await;
     // Phase 2: no request is in flight anywhere: close every log (sync,
     // indexes, clean-shutdown marker).
     shard.close_all().await;
-    barrier(&shared.closed, shards).await;
+    barrier(&counters.closed, shard_count).await;
     tracing::debug!(shard = shard.id, "shard stopped");
 }
 

@@ -42,8 +42,7 @@ pub fn load(data_dir: &Path) -> Result<Topics, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Topics::new()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let file: MetadataFile =
-        serde_json::from_str(&text).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+    let file: MetadataFile = serde_json::from_str(&text).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
     if file.version != METADATA_VERSION {
         return Err(format!("{} has version {}, this build reads {METADATA_VERSION}", path.display(), file.version));
     }

@@ -43,7 +43,8 @@ impl Broker {
     /// appended (e.g. `--flush never`).
     pub fn start(extra: &[&str]) -> Broker {
         let root = tempfile::tempdir().expect("temporary directory");
-        let mut broker = Broker { child: None, root, addr: String::new(), extra: extra.iter().map(|s| (*s).to_string()).collect() };
+        let mut broker =
+            Broker { child: None, root, addr: String::new(), extra: extra.iter().map(|s| (*s).to_string()).collect() };
         broker.spawn();
         broker
     }
@@ -59,7 +60,14 @@ impl Broker {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).expect("log file");
         let mut child = Command::new(bin("cairn-server"))
-            .args(["--data-dir", self.data_dir().to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0", "--cores", "2"])
+            .args([
+                "--data-dir",
+                self.data_dir().to_str().expect("utf-8 path"),
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                "2",
+            ])
             .args(&self.extra)
             .env("CAIRN_LOG", "info")
             .stdout(Stdio::piped())

@@ -27,9 +27,9 @@ impl GlommioStorage {
     /// poll queues (virtio disks among them) fails with `EOPNOTSUPP`. We make
     /// the first DMA file one with a real block in it.
     pub async fn new(data_dir: &Path) -> io::Result<GlommioStorage> {
-        std::fs::create_dir_all(data_dir)?;
         // One probe file per executor: several start at once on one directory.
         static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        std::fs::create_dir_all(data_dir)?;
         let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let probe = data_dir.join(format!(".iopoll-probe-{}-{n}", std::process::id()));
         std::fs::write(&probe, vec![0xA5u8; BLOCK_BYTES])?;

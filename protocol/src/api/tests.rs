@@ -139,7 +139,11 @@ fn every_response_round_trips() {
             ApiKey::ListOffsets,
             Response::ListOffsets(vec![ListOffsetsTopicResult {
                 name: "a".into(),
-                partitions: vec![ListOffsetsPartitionResult { partition: 0, error: ErrorCode::NONE, offset: Offset(5) }],
+                partitions: vec![ListOffsetsPartitionResult {
+                    partition: 0,
+                    error: ErrorCode::NONE,
+                    offset: Offset(5),
+                }],
             }]),
         ),
     ];

@@ -41,18 +41,48 @@ pub type OpError = (ErrorCode, String);
 /// What one shard asks another. Replies travel on a oneshot channel (glommio
 /// wakes the asking task across cores).
 pub enum ShardMsg {
-    Append { topic: String, partition: u32, batch: Bytes, reply: oneshot::Sender<AppendOutcome> },
-    Fetch { items: Vec<FetchItem>, wait_until: Option<Instant>, reply: oneshot::Sender<Vec<FetchOutcome>> },
-    ListOffsets { items: Vec<(String, u32, OffsetSpec)>, reply: oneshot::Sender<Vec<Result<Offset, OpError>>> },
-    Describe { topic: String, partitions: Vec<u32>, reply: oneshot::Sender<Vec<PartitionDescription>> },
+    Append {
+        topic: String,
+        partition: u32,
+        batch: Bytes,
+        reply: oneshot::Sender<AppendOutcome>,
+    },
+    Fetch {
+        items: Vec<FetchItem>,
+        wait_until: Option<Instant>,
+        reply: oneshot::Sender<Vec<FetchOutcome>>,
+    },
+    ListOffsets {
+        items: Vec<(String, u32, OffsetSpec)>,
+        reply: oneshot::Sender<Vec<Result<Offset, OpError>>>,
+    },
+    Describe {
+        topic: String,
+        partitions: Vec<u32>,
+        reply: oneshot::Sender<Vec<PartitionDescription>>,
+    },
     /// To the controller (shard 0).
-    CreateTopic { name: String, partitions: u32, config: TopicConfig, reply: oneshot::Sender<Result<(), OpError>> },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+        reply: oneshot::Sender<Result<(), OpError>>,
+    },
     /// To the controller (shard 0).
-    DeleteTopic { name: String, reply: oneshot::Sender<Result<(), OpError>> },
+    DeleteTopic {
+        name: String,
+        reply: oneshot::Sender<Result<(), OpError>>,
+    },
     /// From the controller to every shard: adopt the topic, open owned partitions.
-    ApplyTopic { meta: TopicMeta, reply: oneshot::Sender<Result<(), OpError>> },
+    ApplyTopic {
+        meta: TopicMeta,
+        reply: oneshot::Sender<Result<(), OpError>>,
+    },
     /// From the controller to every shard: forget the topic, close and remove owned partitions.
-    RemoveTopic { name: String, reply: oneshot::Sender<Result<(), OpError>> },
+    RemoveTopic {
+        name: String,
+        reply: oneshot::Sender<Result<(), OpError>>,
+    },
 }
 
 /// Counters shared by all shards (atomics, off the data path).
@@ -152,7 +182,7 @@ impl Shard {
     pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Append { topic, partition, batch, reply } => {
-                let task = self.append_local(topic, partition, batch);
+                let task = self.append_local(&topic, partition, batch);
                 glommio::spawn_local(async move {
                     let _ = reply.send(task.await);
                 })

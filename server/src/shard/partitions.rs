@@ -50,10 +50,15 @@ impl Shard {
     /// cancelled half-way: that poisons the log), and returns its outcome's
     /// future. Calling this in request order is what keeps per-connection
     /// produce order: the log serves appends in the order they start.
-    pub fn append_local(&self, topic: String, partition: u32, batch: Bytes) -> impl Future<Output = AppendOutcome> + use<> {
-        let checked = self.log(&topic, partition).and_then(|log| {
-            let view = validate_batch(&batch)
-                .map_err(|e| (ErrorCode::INVALID_BATCH, format!("{topic}/{partition}: {e}")))?;
+    pub fn append_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+    ) -> impl Future<Output = AppendOutcome> + use<> {
+        let checked = self.log(topic, partition).and_then(|log| {
+            let view =
+                validate_batch(&batch).map_err(|e| (ErrorCode::INVALID_BATCH, format!("{topic}/{partition}: {e}")))?;
             validate_records(&view).map_err(|e| (ErrorCode::INVALID_BATCH, format!("{topic}/{partition}: {e}")))?;
             Ok(log)
         });
