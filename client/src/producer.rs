@@ -1,7 +1,10 @@
-//! The producer: records are grouped per partition into batches that ship
-//! when full (`batch_bytes_max`) or old enough (`linger`), several
-//! partitions' batches share one request, and up to
-//! `requests_in_flight_max` requests are on the wire at once.
+//! The producer: records are grouped per partition into batches; a sender
+//! task takes batches that are full (`batch_bytes_max`) or old enough
+//! (`linger`; with 0, any waiting batch) whenever one of its
+//! `requests_in_flight_max` request slots is free, and sends them together
+//! in one request (Kafka's design). While every slot is busy, records keep
+//! joining their partitions' batches, so a loaded producer batches by itself
+//! even with `linger = 0`.
 //!
 //! Partitioning: an explicit partition wins; a keyed record goes to
 //! `protocol::partitioner::partition_for_key` (Kafka's murmur2 rule, so one
@@ -25,7 +28,7 @@ use protocol::api::{Acks, ProducePartition, ProduceRequest, ProduceTopic, Reques
 use protocol::batch::{BatchBuilder, RecordHeader, RecordInput};
 use protocol::partitioner::partition_for_key;
 use protocol::types::{Offset, Timestamp};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::client::{Client, is_metadata_error, unexpected};
 use crate::error::{ClientError, Result};
@@ -154,6 +157,10 @@ struct ReadyBatch {
 #[derive(Default)]
 struct Accumulator {
     open: HashMap<(String, u32), OpenBatch>,
+    /// Batches that reached `batch_bytes_max`, oldest first.
+    full: std::collections::VecDeque<((String, u32), OpenBatch)>,
+    /// Set by `flush`: every open batch is due now.
+    flushing: bool,
     /// The partition unkeyed records of a topic stick to, until its batch ships.
     sticky: HashMap<String, u32>,
     next_sticky: u32,
@@ -163,7 +170,8 @@ struct Inner {
     client: Client,
     config: ProducerConfig,
     acc: Mutex<Accumulator>,
-    ready: mpsc::UnboundedSender<ReadyBatch>,
+    /// Wakes the sender: a batch filled, a record arrived, or a flush.
+    wake: Notify,
     memory: Arc<Semaphore>,
     /// Batches opened and not yet completed.
     outstanding: AtomicUsize,
@@ -182,19 +190,17 @@ const RECORD_OVERHEAD_BYTES: usize = 40;
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
         assert!(config.batch_bytes_max > 0 && config.buffer_bytes_max >= config.batch_bytes_max);
-        let (ready, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             client,
             memory: Arc::new(Semaphore::new(config.buffer_bytes_max)),
             config,
             acc: Mutex::new(Accumulator::default()),
-            ready,
+            wake: Notify::new(),
             outstanding: AtomicUsize::new(0),
             settled: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(send_loop(Arc::downgrade(&inner), rx));
-        tokio::spawn(linger_loop(Arc::downgrade(&inner)));
+        tokio::spawn(send_loop(Arc::downgrade(&inner)));
         Producer { inner }
     }
 
@@ -250,9 +256,18 @@ impl Producer {
         batch.builder.push(input);
         batch.bytes += size;
         let delivery = Delivery { slot: batch.slot.clone(), partition, index };
-        if batch.bytes >= inner.config.batch_bytes_max {
+        let full = batch.bytes >= inner.config.batch_bytes_max;
+        if full {
             let batch = acc.open.remove(&key).expect("just used");
-            ship(inner, &mut acc, key.0, key.1, batch);
+            if acc.sticky.get(&key.0) == Some(&key.1) {
+                acc.sticky.remove(&key.0);
+            }
+            acc.full.push_back((key, batch));
+        }
+        let first = index == 0;
+        drop(acc);
+        if full || first {
+            inner.wake.notify_one();
         }
         Ok(delivery)
     }
@@ -260,20 +275,16 @@ impl Producer {
     /// Sends everything queued and waits until every batch sent so far is
     /// acknowledged or failed.
     pub async fn flush(&self) {
-        {
-            let mut acc = self.inner.acc.lock().expect("not poisoned");
-            let open: Vec<((String, u32), OpenBatch)> = acc.open.drain().collect();
-            for ((topic, partition), batch) in open {
-                ship(&self.inner, &mut acc, topic, partition, batch);
-            }
-        }
+        self.inner.acc.lock().expect("not poisoned").flushing = true;
+        self.inner.wake.notify_one();
         loop {
             let settled = self.inner.settled.notified();
             if self.inner.outstanding.load(Ordering::Acquire) == 0 {
-                return;
+                break;
             }
             settled.await;
         }
+        self.inner.acc.lock().expect("not poisoned").flushing = false;
     }
 
     /// Flushes, then refuses further sends.
@@ -287,23 +298,49 @@ fn now() -> Timestamp {
     Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
 }
 
-/// Encodes a batch and hands it to the sender; moves the topic's sticky partition on.
-fn ship(inner: &Inner, acc: &mut Accumulator, topic: String, partition: u32, batch: OpenBatch) {
-    if acc.sticky.get(&topic) == Some(&partition) {
-        acc.sticky.remove(&topic);
+/// Takes every batch that is due: full ones, and open ones past `linger`
+/// (all of them with `linger = 0` or during a flush). Returns the time the
+/// next open batch falls due, if any is left.
+fn take_due(inner: &Inner, acc: &mut Accumulator, bytes_max: usize) -> (Vec<ReadyBatch>, Option<Instant>) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while bytes < bytes_max {
+        let Some(((topic, partition), batch)) = acc.full.pop_front() else { break };
+        bytes += batch.bytes;
+        out.extend(encode(inner, topic, partition, batch));
     }
+    let linger = inner.config.linger;
+    let now = Instant::now();
+    let due: Vec<(String, u32)> = acc
+        .open
+        .iter()
+        .filter(|(_, b)| acc.flushing || now.duration_since(b.created) >= linger)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in due {
+        if bytes >= bytes_max {
+            break;
+        }
+        let batch = acc.open.remove(&key).expect("listed");
+        if acc.sticky.get(&key.0) == Some(&key.1) {
+            acc.sticky.remove(&key.0);
+        }
+        bytes += batch.bytes;
+        out.extend(encode(inner, key.0, key.1, batch));
+    }
+    let next = if acc.full.is_empty() { acc.open.values().map(|b| b.created + linger).min() } else { Some(now) };
+    (out, next)
+}
+
+/// Encodes a batch; a batch that cannot be encoded fails its records.
+fn encode(inner: &Inner, topic: String, partition: u32, batch: OpenBatch) -> Option<ReadyBatch> {
     let record_bytes = batch.bytes;
     match batch.builder.build() {
-        Ok(bytes) => {
-            let _ = inner.ready.send(ReadyBatch {
-                topic,
-                partition,
-                bytes: Bytes::from(bytes),
-                record_bytes,
-                slot: batch.slot,
-            });
+        Ok(bytes) => Some(ReadyBatch { topic, partition, bytes: Bytes::from(bytes), record_bytes, slot: batch.slot }),
+        Err(e) => {
+            settle(inner, &batch.slot, record_bytes, Err(ClientError::InvalidArgument(e.to_string())));
+            None
         }
-        Err(e) => settle(inner, &batch.slot, record_bytes, Err(ClientError::InvalidArgument(e.to_string()))),
     }
 }
 
@@ -315,43 +352,37 @@ fn settle(inner: &Inner, slot: &BatchSlot, record_bytes: usize, result: Result<O
     }
 }
 
-async fn linger_loop(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(p) = inner.upgrade() else { return };
-        let linger = p.config.linger;
-        {
-            let mut acc = p.acc.lock().expect("not poisoned");
-            let due: Vec<(String, u32)> =
-                acc.open.iter().filter(|(_, b)| b.created.elapsed() >= linger).map(|(k, _)| k.clone()).collect();
-            for key in due {
-                let batch = acc.open.remove(&key).expect("listed");
-                ship(&p, &mut acc, key.0, key.1, batch);
-            }
-        }
-        drop(p);
-        tokio::time::sleep((linger / 2).max(Duration::from_millis(1))).await;
-    }
-}
-
-async fn send_loop(weak: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<ReadyBatch>) {
+async fn send_loop(weak: std::sync::Weak<Inner>) {
     let requests = {
         let Some(inner) = weak.upgrade() else { return };
         Arc::new(Semaphore::new(inner.config.requests_in_flight_max))
     };
-    while let Some(first) = rx.recv().await {
-        let Some(inner) = weak.upgrade() else { return };
-        let mut batches = vec![first];
-        let mut bytes = batches[0].bytes.len();
-        while bytes < inner.config.request_bytes_max {
-            match rx.try_recv() {
-                Ok(b) => {
-                    bytes += b.bytes.len();
-                    batches.push(b);
-                }
-                Err(_) => break,
-            }
-        }
+    loop {
+        // A free request slot first: until then records keep joining batches.
         let Ok(permit) = requests.clone().acquire_owned().await else { return };
+        let (inner, batches) = loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let (batches, next) = {
+                let mut acc = inner.acc.lock().expect("not poisoned");
+                take_due(&inner, &mut acc, inner.config.request_bytes_max)
+            };
+            if !batches.is_empty() {
+                break (inner, batches);
+            }
+            // `notify_one` leaves a permit when no one waits: no wake-up is lost
+            // between the check above and this wait.
+            let wake = inner.wake.notified();
+            match next {
+                Some(at) => {
+                    let _ = tokio::time::timeout_at(at.into(), wake).await;
+                }
+                // Wakes for new records; a dropped producer leaves the
+                // weak reference dead, checked every second.
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+                }
+            }
+        };
         tokio::spawn(async move {
             send_with_retries(&inner, batches).await;
             drop(permit);

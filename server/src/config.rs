@@ -15,6 +15,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Shards (one pinned executor each); 0 means one per available core.
     pub cores: usize,
+    /// How long an idle shard spins before it sleeps: lower wake-up latency
+    /// for CPU that the load on the same cores might want.
+    pub spin_before_park_us: u64,
     pub log: LogSettings,
     pub limits: Limits,
 }
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./cairn-data"),
             listen: "127.0.0.1:7070".parse().expect("a valid address"),
             cores: 0,
+            spin_before_park_us: 0,
             log: LogSettings::default(),
             limits: Limits::default(),
         }

@@ -1,0 +1,266 @@
+//! Starting and stopping a broker: one pinned glommio executor per core (a
+//! shard), joined in a channel mesh; each opens its partitions, binds the
+//! shared address (SO_REUSEPORT: the kernel spreads connections) and serves
+//! until told to stop, then shuts down in phases so nothing acknowledged is
+//! lost and every log is closed cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use protocol::ErrorCode;
+
+use crate::config::ServerConfig;
+use crate::shard::{Shard, ShardMsg, Shared};
+use crate::{conn, metadata};
+
+/// Holds an exclusive `flock` on the data directory: two brokers on one
+/// directory would corrupt each other's logs.
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn acquire(dir: &std::path::Path) -> Result<DirLock, String> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(format!("{} is in use by another cairn-server", dir.display()));
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+fn cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the set we pass; CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, std::num::NonZero::get)).collect()
+}
+
+/// Resolves port 0 to a free port that every shard can then bind: a
+/// SO_REUSEPORT socket holds it (bound, not listening) until all have.
+fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), String> {
+    if addr.port() != 0 {
+        return Ok((addr, None));
+    }
+    let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(|e| e.to_string())?;
+    s.set_reuse_port(true).map_err(|e| e.to_string())?;
+    s.bind(&addr.into()).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let bound = s.local_addr().map_err(|e| e.to_string())?.as_socket().ok_or("not an IP socket")?;
+    Ok((bound, Some(s)))
+}
+
+/// A running broker: its shards serve until [`Broker::shutdown`].
+pub struct Broker {
+    /// The address every shard listens on (port 0 resolved).
+    pub addr: SocketAddr,
+    pub shards: usize,
+    stop: Arc<AtomicBool>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    _lock: DirLock,
+}
+
+impl Broker {
+    /// Stops accepting, lets in-flight requests finish, closes every log
+    /// (sync, indexes, clean-shutdown marker), and waits for every shard.
+    pub fn shutdown(self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Release);
+        for h in self.handles {
+            h.join().map_err(|e| format!("a shard failed: {e:?}"))?;
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Starts a broker and returns once every shard listens.
+pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let lock = DirLock::acquire(&config.data_dir)?;
+    let topics = metadata::load(&config.data_dir)?;
+    for orphan in metadata::remove_orphans(&config.data_dir, &topics).map_err(|e| e.to_string())? {
+        tracing::warn!(topic = orphan, "removed the directory of a deleted topic");
+    }
+    let cpus = cpus();
+    let shards = if config.cores == 0 { cpus.len() } else { config.cores };
+    if shards > cpus.len() {
+        tracing::warn!(shards, cpus = cpus.len(), "more shards than cores: some cores run several");
+    }
+    let (listen, reservation) = reserve_port(config.listen)?;
+    config.listen = listen;
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared::default());
+    let mesh = MeshBuilder::<ShardMsg, _>::full(shards, config.limits.shard_channel_capacity);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, usize), String>>();
+    let mut handles = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let (config, topics, mesh, stop, shared, ready) =
+            (config.clone(), topics.clone(), mesh.clone(), stop.clone(), shared.clone(), ready_tx.clone());
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpus[i % cpus.len()])).name(&format!("shard-{i}"));
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        }
+        let handle = builder
+            .spawn(move || async move { run_shard(config, topics, mesh, shards, stop, shared, ready).await })
+            .map_err(|e| format!("cannot start shard {i}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut partitions = 0;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok((_, owned))) => partitions += owned,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard stopped during startup".into()),
+        }
+    }
+    drop(reservation);
+    tracing::info!(%listen, shards, partitions, data_dir = %config.data_dir.display(), "cairn-server ready");
+    Ok(Broker { addr: listen, shards, stop, handles, _lock: lock })
+}
+
+/// How often a shard looks at the process-wide stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+async fn run_shard(
+    config: ServerConfig,
+    topics: metadata::Topics,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    shard_count: usize,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Shared>,
+    ready: mpsc::Sender<Result<(usize, usize), String>>,
+) {
+    let fail = |e: String| {
+        let _ = ready.send(Err(e));
+    };
+    let storage = match engine::rt::glommio::GlommioStorage::new(&config.data_dir).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot use {}: {e}", config.data_dir.display())),
+    };
+    let Ok((senders, mut receivers)) = mesh.join().await else { return fail("joining the shard mesh failed".into()) };
+    let listen = config.listen;
+    let shard = Shard::new(config, storage, senders, topics, counters.clone(), shard_count);
+    for (_, rx) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                shard.handle(msg);
+            }
+        })
+        .detach();
+    }
+    if let Err(e) = shard.open_owned().await {
+        return fail(e);
+    }
+    let listener = match TcpListener::bind(listen) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
+    };
+    let _ = ready.send(Ok((shard.id, shard.owned_partitions())));
+    drop(ready);
+
+    // The stop flag is set by the main thread on SIGTERM/SIGINT.
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::Acquire) {
+                glommio::timer::sleep(STOP_POLL).await;
+            }
+            shard.shutdown.fire();
+        })
+        .detach();
+    }
+    {
+        let shard = shard.clone();
+        let every = Duration::from_millis(shard.config.log.retention_check_ms.max(1));
+        glommio::spawn_local(async move {
+            while !shard.shutdown.is_fired() {
+                glommio::timer::sleep(every).await;
+                shard.enforce_retention().await;
+            }
+        })
+        .detach();
+    }
+
+    // Phase 1: accept until shutdown; then stop reading requests and let
+    // every connection finish what it started.
+    let connections = glommio::sync::Gate::new();
+    loop {
+        let accepted = {
+            let stop = std::pin::pin!(shard.shutdown.wait());
+            match futures::future::select(std::pin::pin!(listener.accept()), stop).await {
+                futures::future::Either::Left((r, _)) => Some(r),
+                futures::future::Either::Right(_) => None,
+            }
+        };
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                if !shard.connection_opened() {
+                    let refusal = conn::refuse(
+                        stream,
+                        ErrorCode::TOO_MANY_CONNECTIONS,
+                        "the broker has reached limits.connections_max",
+                    );
+                    if let Ok(task) = connections.spawn(refusal) {
+                        task.detach();
+                    }
+                    continue;
+                }
+                let shard = shard.clone();
+                let served = connections.spawn(async move {
+                    conn::serve(shard.clone(), stream).await;
+                    shard.connection_closed();
+                });
+                // A dropped task is cancelled: detach it (the gate still tracks it).
+                if let Ok(task) = served {
+                    task.detach();
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = connections.close().await;
+    // Other shards may still forward work here until they are drained too.
+    barrier(&counters.drained, shard_count).await;
+    // Phase 2: no request is in flight anywhere: close every log (sync,
+    // indexes, clean-shutdown marker).
+    shard.close_all().await;
+    barrier(&counters.closed, shard_count).await;
+    tracing::debug!(shard = shard.id, "shard stopped");
+}
+
+async fn barrier(count: &std::sync::atomic::AtomicUsize, shards: usize) {
+    count.fetch_add(1, Ordering::AcqRel);
+    while count.load(Ordering::Acquire) < shards {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
