@@ -1,10 +1,15 @@
 //! The entry point: a handle on one broker (the bootstrap address) that
-//! (re)connects on demand, caches topic partition counts, and offers the
-//! admin API. Producers and consumers are built from it.
+//! (re)connects on demand, caches which shard owns each partition, and
+//! offers the admin API. Producers and consumers are built from it.
+//!
+//! Partition traffic goes straight to the owning shard when the broker
+//! announces shard ports (one connection per shard, opened on first use);
+//! otherwise, or if a shard port cannot be reached, it goes through the
+//! bootstrap connection and the broker forwards it between cores.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::ErrorCode;
 use protocol::api::{
@@ -37,10 +42,24 @@ impl ClientConfig {
     }
 }
 
+/// A shard's direct connection, or when the last attempt failed.
+#[derive(Clone)]
+enum Direct {
+    Up(Connection),
+    FailedAt(Instant),
+}
+
+/// How long a shard port that refused a connection is left alone.
+const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 struct Inner {
     config: ClientConfig,
     conn: AsyncMutex<Option<Connection>>,
-    partitions: Mutex<HashMap<String, u32>>,
+    /// Shard ports from the last handshake.
+    shard_ports: Mutex<Vec<u16>>,
+    direct: AsyncMutex<Vec<Option<Direct>>>,
+    /// The owning shard of each partition, per topic.
+    topics: Mutex<HashMap<String, Vec<u32>>>,
 }
 
 /// A handle on a broker. Cheap to clone; share one per application.
@@ -53,7 +72,13 @@ impl Client {
     /// Connects to the broker (and fails if it cannot).
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         let client = Client {
-            inner: Arc::new(Inner { config, conn: AsyncMutex::new(None), partitions: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                config,
+                conn: AsyncMutex::new(None),
+                shard_ports: Mutex::new(Vec::new()),
+                direct: AsyncMutex::new(Vec::new()),
+                topics: Mutex::new(HashMap::new()),
+            }),
         };
         client.connection().await?;
         Ok(client)
@@ -76,8 +101,53 @@ impl Client {
             tokio::time::timeout(config.connect_timeout, Connection::connect(&config.bootstrap, &config.client_name))
                 .await
                 .map_err(|_| ClientError::Connect { addr: config.bootstrap.clone(), reason: "timed out".into() })??;
+        fresh.shard_ports.clone_into(&mut self.inner.shard_ports.lock().expect("not poisoned"));
         *conn = Some(fresh.clone());
         Ok(fresh)
+    }
+
+    /// A connection to `shard` (its own port), falling back to the bootstrap
+    /// connection when the broker has no shard ports or the port is unreachable.
+    pub async fn connection_for(&self, shard: Option<u32>) -> Result<Connection> {
+        let port = shard.and_then(|s| self.inner.shard_ports.lock().expect("not poisoned").get(s as usize).copied());
+        let (Some(shard), Some(port)) = (shard, port) else { return self.connection().await };
+        let mut direct = self.inner.direct.lock().await;
+        if direct.len() <= shard as usize {
+            direct.resize(shard as usize + 1, None);
+        }
+        match &direct[shard as usize] {
+            Some(Direct::Up(c)) if !c.is_dead() => return Ok(c.clone()),
+            Some(Direct::FailedAt(t)) if t.elapsed() < DIRECT_RETRY_AFTER => {
+                drop(direct);
+                return self.connection().await;
+            }
+            _ => {}
+        }
+        let config = &self.inner.config;
+        let host = config.bootstrap.rsplit_once(':').map_or(config.bootstrap.as_str(), |(h, _)| h);
+        let addr = format!("{host}:{port}");
+        match tokio::time::timeout(config.connect_timeout, Connection::connect(&addr, &config.client_name)).await {
+            Ok(Ok(c)) => {
+                direct[shard as usize] = Some(Direct::Up(c.clone()));
+                Ok(c)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(shard, addr, error = %e, "shard port unreachable; using the bootstrap connection");
+                direct[shard as usize] = Some(Direct::FailedAt(Instant::now()));
+                drop(direct);
+                self.connection().await
+            }
+            Err(_) => {
+                direct[shard as usize] = Some(Direct::FailedAt(Instant::now()));
+                drop(direct);
+                self.connection().await
+            }
+        }
+    }
+
+    /// The shard owning `partition` of `topic`, if known.
+    pub fn shard_of(&self, topic: &str, partition: u32) -> Option<u32> {
+        self.inner.topics.lock().expect("not poisoned").get(topic).and_then(|s| s.get(partition as usize).copied())
     }
 
     /// Sends a request on the live connection.
@@ -94,7 +164,7 @@ impl Client {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        self.inner.partitions.lock().expect("not poisoned").remove(name);
+        self.forget_topic(name);
         match self.call(&Request::DeleteTopic { name: name.into() }).await? {
             Response::DeleteTopic => Ok(()),
             other => Err(unexpected(&other)),
@@ -111,7 +181,8 @@ impl Client {
     pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse> {
         match self.call(&Request::DescribeTopic { name: name.into() }).await? {
             Response::DescribeTopic(d) => {
-                self.inner.partitions.lock().expect("not poisoned").insert(name.into(), d.partitions.len() as u32);
+                let shards = d.partitions.iter().map(|p| p.shard).collect();
+                self.inner.topics.lock().expect("not poisoned").insert(name.into(), shards);
                 Ok(d)
             }
             other => Err(unexpected(&other)),
@@ -120,8 +191,8 @@ impl Client {
 
     /// The topic's partition count (cached after the first lookup).
     pub async fn partitions(&self, topic: &str) -> Result<u32> {
-        if let Some(&n) = self.inner.partitions.lock().expect("not poisoned").get(topic) {
-            return Ok(n);
+        if let Some(shards) = self.inner.topics.lock().expect("not poisoned").get(topic) {
+            return Ok(shards.len() as u32);
         }
         Ok(self.describe_topic(topic).await?.partitions.len() as u32)
     }
@@ -150,7 +221,7 @@ impl Client {
     }
 
     pub(crate) fn forget_topic(&self, topic: &str) {
-        self.inner.partitions.lock().expect("not poisoned").remove(topic);
+        self.inner.topics.lock().expect("not poisoned").remove(topic);
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Connection {
     shared: Arc<Shared>,
     next_id: Arc<AtomicU32>,
     pub shards: u32,
+    /// The broker shard serving this connection.
+    pub shard: u32,
+    /// Each shard's own port (empty if the broker has none).
+    pub shard_ports: Vec<u16>,
     pub server: String,
 }
 
@@ -71,13 +75,22 @@ impl Connection {
         });
         tokio::spawn(write_loop(write, rx, shared.clone()));
         tokio::spawn(read_loop(read, shared.clone()));
-        let mut conn =
-            Connection { tx, shared, next_id: Arc::new(AtomicU32::new(1)), shards: 0, server: String::new() };
+        let mut conn = Connection {
+            tx,
+            shared,
+            next_id: Arc::new(AtomicU32::new(1)),
+            shards: 0,
+            shard: 0,
+            shard_ports: Vec::new(),
+            server: String::new(),
+        };
         let hello =
             Request::Handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION, client: client_name.into() });
         match conn.call(&hello).await? {
             Response::Handshake(h) => {
                 conn.shards = h.shards;
+                conn.shard = h.shard;
+                conn.shard_ports = h.shard_ports;
                 conn.server = h.server;
             }
             other => return Err(ClientError::Protocol(format!("handshake answered with {other:?}"))),

@@ -1,10 +1,20 @@
 //! The consumer: reads assigned partitions from positions it keeps itself
 //! (group membership and committed offsets come with consumer groups).
-//! Each poll is one long-polling fetch for all assigned partitions, so an
-//! idle consumer waits on the broker instead of spinning.
+//!
+//! It keeps one long-polling fetch in flight per broker shard that owns an
+//! assigned partition, each on that shard's own connection, so an idle
+//! consumer waits on the broker instead of spinning, and a busy shard's
+//! data is not held back by an idle one. A poll returns what the first
+//! fetch to complete brought; the others stay in flight for the next poll.
+//! A fetch answered after a `seek` is discarded for the partitions moved.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use protocol::api::{FetchPartition, FetchRequest, FetchTopic, OffsetSpec, Request, Response};
 use protocol::types::Offset;
@@ -47,6 +57,8 @@ pub enum StartFrom {
     Timestamp(i64),
 }
 
+type FetchDone = (Option<u32>, Vec<(u32, Offset)>, Result<Response>);
+
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
@@ -54,6 +66,9 @@ pub struct Consumer {
     /// Next offset to read, per assigned partition.
     positions: BTreeMap<u32, Offset>,
     buffered: VecDeque<ConsumerRecord>,
+    in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = FetchDone> + Send>>>,
+    /// Shards with a fetch in flight.
+    busy: HashSet<Option<u32>>,
 }
 
 impl Consumer {
@@ -71,8 +86,15 @@ impl Consumer {
         if let Some(p) = parts.iter().find(|&&p| p >= count) {
             return Err(ClientError::InvalidArgument(format!("topic {topic} has {count} partitions; {p} is not one")));
         }
-        let mut consumer =
-            Consumer { client, config, topic: topic.to_owned(), positions: BTreeMap::new(), buffered: VecDeque::new() };
+        let mut consumer = Consumer {
+            client,
+            config,
+            topic: topic.to_owned(),
+            positions: BTreeMap::new(),
+            buffered: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            busy: HashSet::new(),
+        };
         for p in parts {
             consumer.positions.insert(p, Offset(0));
         }
@@ -120,34 +142,58 @@ impl Consumer {
         Ok(self.buffered.drain(..).collect())
     }
 
+    /// Starts a fetch for every shard without one in flight, then applies
+    /// the first to complete.
     async fn fetch(&mut self) -> Result<()> {
-        let config = &self.config;
-        let request = Request::Fetch(FetchRequest {
-            max_wait_ms: config.fetch_wait_max.as_millis().min(u128::from(u32::MAX)) as u32,
-            min_bytes: config.fetch_bytes_min,
-            max_bytes: config.fetch_bytes_max,
-            topics: vec![FetchTopic {
-                name: self.topic.clone(),
-                partitions: self
-                    .positions
-                    .iter()
-                    .map(|(&partition, &offset)| FetchPartition {
-                        partition,
-                        offset,
-                        max_bytes: config.partition_fetch_bytes_max,
-                    })
-                    .collect(),
-            }],
-        });
-        let topics = match self.client.call(&request).await? {
+        let mut groups: BTreeMap<Option<u32>, Vec<(u32, Offset)>> = BTreeMap::new();
+        for (&p, &o) in &self.positions {
+            groups.entry(self.client.shard_of(&self.topic, p)).or_default().push((p, o));
+        }
+        for (shard, parts) in groups {
+            if !self.busy.insert(shard) {
+                continue;
+            }
+            let config = &self.config;
+            let request = Request::Fetch(FetchRequest {
+                max_wait_ms: config.fetch_wait_max.as_millis().min(u128::from(u32::MAX)) as u32,
+                min_bytes: config.fetch_bytes_min,
+                max_bytes: config.fetch_bytes_max,
+                topics: vec![FetchTopic {
+                    name: self.topic.clone(),
+                    partitions: parts
+                        .iter()
+                        .map(|&(partition, offset)| FetchPartition {
+                            partition,
+                            offset,
+                            max_bytes: config.partition_fetch_bytes_max,
+                        })
+                        .collect(),
+                }],
+            });
+            let client = self.client.clone();
+            self.in_flight.push(Box::pin(async move {
+                let response = match client.connection_for(shard).await {
+                    Ok(c) => c.call(&request).await,
+                    Err(e) => Err(e),
+                };
+                (shard, parts, response)
+            }));
+        }
+        let Some((shard, requested, response)) = self.in_flight.next().await else { return Ok(()) };
+        self.busy.remove(&shard);
+        let topics = match response? {
             Response::Fetch(t) => t,
             other => return Err(unexpected(&other)),
         };
         for t in topics {
             for p in t.partitions {
                 let topic = &self.topic;
-                check(p.error, || format!("fetching {topic}/{}", p.partition))?;
                 let Some(position) = self.positions.get_mut(&p.partition) else { continue };
+                // A seek since the request makes its answer stale.
+                if !requested.contains(&(p.partition, *position)) {
+                    continue;
+                }
+                check(p.error, || format!("fetching {topic}/{} at offset {position}", p.partition))?;
                 for batch in &p.batches {
                     let records = decode_batch(p.partition, batch, *position).map_err(|e| {
                         ClientError::Protocol(format!("corrupt batch from {topic}/{}: {e}", p.partition))

@@ -396,7 +396,7 @@ async fn send_with_retries(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>) {
     let mut backoff = config.retry_backoff;
     for attempt in 0..=config.retries {
         let last = attempt == config.retries;
-        let outcomes = send_once(inner, &batches).await;
+        let outcomes = send_by_shard(inner, &batches).await;
         let mut retry = Vec::new();
         for (batch, outcome) in batches.into_iter().zip(outcomes) {
             match outcome {
@@ -420,7 +420,31 @@ async fn send_with_retries(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>) {
     }
 }
 
-async fn send_once(inner: &Inner, batches: &[ReadyBatch]) -> Vec<Result<Option<Offset>>> {
+/// Sends each owning shard its batches, on its own connection, all at once.
+async fn send_by_shard(inner: &Inner, batches: &[ReadyBatch]) -> Vec<Result<Option<Offset>>> {
+    let mut groups: Vec<(Option<u32>, Vec<usize>)> = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let shard = inner.client.shard_of(&b.topic, b.partition);
+        match groups.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((shard, vec![i])),
+        }
+    }
+    let sends = groups.iter().map(|(shard, idx)| {
+        let group: Vec<&ReadyBatch> = idx.iter().map(|&i| &batches[i]).collect();
+        async move { send_once(inner, *shard, &group).await }
+    });
+    let results = futures::future::join_all(sends).await;
+    let mut out: Vec<Option<Result<Option<Offset>>>> = batches.iter().map(|_| None).collect();
+    for ((_, idx), res) in groups.iter().zip(results) {
+        for (&i, r) in idx.iter().zip(res) {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter().map(|r| r.expect("every batch has a result")).collect()
+}
+
+async fn send_once(inner: &Inner, shard: Option<u32>, batches: &[&ReadyBatch]) -> Vec<Result<Option<Offset>>> {
     let config = &inner.config;
     let mut topics: Vec<ProduceTopic> = Vec::new();
     for b in batches {
@@ -436,7 +460,7 @@ async fn send_once(inner: &Inner, batches: &[ReadyBatch]) -> Vec<Result<Option<O
         topics,
     });
     let all = |e: ClientError| batches.iter().map(|_| Err(e.clone())).collect();
-    let conn = match inner.client.connection().await {
+    let conn = match inner.client.connection_for(shard).await {
         Ok(c) => c,
         Err(e) => return all(e),
     };

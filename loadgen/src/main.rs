@@ -179,7 +179,8 @@ fn run(args: &Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let result = runtime.block_on(drive(args, &target, temp.as_ref().map_or(args.data_dir.clone(), |t| t.path().to_path_buf())));
+    let result =
+        runtime.block_on(drive(args, &target, temp.as_ref().map_or(args.data_dir.clone(), |t| t.path().to_path_buf())));
     drop(runtime);
     if let Some(b) = broker {
         b.shutdown()?;
@@ -233,16 +234,15 @@ async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, 
     for c in 0..args.consumers {
         let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % args.consumers == c).collect();
         let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
-        consumers.push(tokio::spawn(workload::consume(
-            client,
-            args.topic.clone(),
-            parts,
-            StartFrom::Latest,
-            None,
-            Some(stop_at + Duration::from_secs(1)),
+        let spec = workload::ConsumeSpec {
+            topic: args.topic.clone(),
+            partitions: parts,
+            from: StartFrom::Latest,
+            target: None,
+            stop_at: Some(stop_at + Duration::from_secs(1)),
             measure_from,
-            progress.clone(),
-        )));
+        };
+        consumers.push(tokio::spawn(workload::consume(client, spec, progress.clone())));
     }
     let mut producers = Vec::new();
     for _ in 0..args.producers {
@@ -305,17 +305,15 @@ async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, 
         let latest = client.list_offsets(&args.topic, &[], OffsetSpec::Latest).await.map_err(|e| e.to_string())?;
         let earliest = client.list_offsets(&args.topic, &[], OffsetSpec::Earliest).await.map_err(|e| e.to_string())?;
         let total: u64 = latest.iter().zip(&earliest).map(|((_, l), (_, e))| l.0 - e.0).sum();
-        let r = workload::consume(
-            client.clone(),
-            args.topic.clone(),
-            Vec::new(),
-            StartFrom::Earliest,
-            Some(total),
-            None,
-            Instant::now(),
-            progress.clone(),
-        )
-        .await;
+        let spec = workload::ConsumeSpec {
+            topic: args.topic.clone(),
+            partitions: Vec::new(),
+            from: StartFrom::Earliest,
+            target: Some(total),
+            stop_at: None,
+            measure_from: Instant::now(),
+        };
+        let r = workload::consume(client.clone(), spec, progress.clone()).await;
         if let Some(e) = r.error {
             return Err(format!("replay: {e}"));
         }

@@ -42,7 +42,12 @@ pub struct Progress {
     pub consumed: AtomicU64,
 }
 
-pub async fn produce(client: Client, config: ProducerConfig, spec: ProduceSpec, progress: Arc<Progress>) -> ProduceResult {
+pub async fn produce(
+    client: Client,
+    config: ProducerConfig,
+    spec: ProduceSpec,
+    progress: Arc<Progress>,
+) -> ProduceResult {
     let producer = Producer::new(client, config);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Delivery)>(1 << 16);
     let measure_from = spec.measure_from;
@@ -176,18 +181,22 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Reads `partitions` from `from` until `until()` says stop or `target`
-/// records have been read.
-pub async fn consume(
-    client: Client,
-    topic: String,
-    partitions: Vec<u32>,
-    from: StartFrom,
-    target: Option<u64>,
-    stop_at: Option<Instant>,
-    measure_from: Instant,
-    progress: Arc<Progress>,
-) -> ConsumeResult {
+/// What a consumer reads and for how long.
+pub struct ConsumeSpec {
+    pub topic: String,
+    /// All partitions when empty.
+    pub partitions: Vec<u32>,
+    pub from: StartFrom,
+    /// Stop after this many records...
+    pub target: Option<u64>,
+    /// ...or at this time.
+    pub stop_at: Option<Instant>,
+    /// End-to-end latency counts from here.
+    pub measure_from: Instant,
+}
+
+pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>) -> ConsumeResult {
+    let ConsumeSpec { topic, partitions, from, target, stop_at, measure_from } = spec;
     let config = ConsumerConfig { fetch_wait_max: Duration::from_millis(100), ..ConsumerConfig::default() };
     let mut result = ConsumeResult { records: 0, end_to_end: histogram(), elapsed: Duration::ZERO, error: None };
     let mut consumer = match Consumer::assign(client, config, &topic, &partitions, from).await {

@@ -397,6 +397,12 @@ pub struct HandshakeResponse {
     pub protocol_version: u16,
     pub server: String,
     pub shards: u32,
+    /// The shard (core) serving this connection.
+    pub shard: u32,
+    /// Each shard's own port, in shard order (empty if the broker has none):
+    /// a client that connects to the bootstrap host on a partition's shard
+    /// port reaches the partition's owner directly.
+    pub shard_ports: Vec<u16>,
     pub apis: Vec<ApiVersions>,
 }
 
@@ -494,6 +500,11 @@ impl Response {
                 w.u16(h.protocol_version);
                 w.string(&h.server);
                 w.u32(h.shards);
+                w.u32(h.shard);
+                w.u32(h.shard_ports.len() as u32);
+                for &p in &h.shard_ports {
+                    w.u16(p);
+                }
                 w.u32(h.apis.len() as u32);
                 for a in &h.apis {
                     w.u16(a.api_key);
@@ -582,12 +593,18 @@ impl Response {
                 let protocol_version = r.u16()?;
                 let server = r.string()?;
                 let shards = r.u32()?;
+                let shard = r.u32()?;
+                let n = r.count("shard ports", 2)?;
+                let mut shard_ports = Vec::with_capacity(n);
+                for _ in 0..n {
+                    shard_ports.push(r.u16()?);
+                }
                 let n = r.count("apis", 6)?;
                 let mut apis = Vec::with_capacity(n);
                 for _ in 0..n {
                     apis.push(ApiVersions { api_key: r.u16()?, min: r.u16()?, max: r.u16()? });
                 }
-                Response::Handshake(HandshakeResponse { protocol_version, server, shards, apis })
+                Response::Handshake(HandshakeResponse { protocol_version, server, shards, shard, shard_ports, apis })
             }
             ApiKey::CreateTopic => Response::CreateTopic,
             ApiKey::DeleteTopic => Response::DeleteTopic,

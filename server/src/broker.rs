@@ -5,6 +5,7 @@
 //! lost and every log is closed cleanly.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -58,10 +59,26 @@ fn cpus() -> Vec<usize> {
     (0..std::thread::available_parallelism().map_or(1, std::num::NonZero::get)).collect()
 }
 
+/// Shard `id`'s own port: the shared port + 1 + id, or any free port when
+/// the shared one was chosen by the system.
+fn shard_port(listen: SocketAddr, id: usize) -> SocketAddr {
+    let mut addr = listen;
+    addr.set_port(if listen.port() == 0 { 0 } else { listen.port().saturating_add(1 + id as u16) });
+    addr
+}
+
+/// Every shard binds with SO_REUSEPORT, which would also let a second broker
+/// share the port and take half its connections: refuse a port that any
+/// socket holds.
+fn check_port_free(addr: SocketAddr) -> Result<(), String> {
+    std::net::TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
 /// Resolves port 0 to a free port that every shard can then bind: a
 /// SO_REUSEPORT socket holds it (bound, not listening) until all have.
 fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), String> {
     if addr.port() != 0 {
+        check_port_free(addr)?;
         return Ok((addr, None));
     }
     let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
@@ -110,11 +127,16 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
         tracing::warn!(shards, cpus = cpus.len(), "more shards than cores: some cores run several");
     }
     let (listen, reservation) = reserve_port(config.listen)?;
+    if config.shard_ports && listen.port() != 0 && config.listen.port() != 0 {
+        for id in 0..shards {
+            check_port_free(shard_port(listen, id))?;
+        }
+    }
     config.listen = listen;
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared::default());
     let mesh = MeshBuilder::<ShardMsg, _>::full(shards, config.limits.shard_channel_capacity);
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, usize), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, usize, u16), String>>();
     let mut handles = Vec::with_capacity(shards);
     for i in 0..shards {
         let (config, topics, mesh, stop, shared, ready) =
@@ -130,15 +152,22 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     }
     drop(ready_tx);
     let mut partitions = 0;
+    let mut ports = vec![0u16; shards];
     for _ in 0..shards {
         match ready_rx.recv() {
-            Ok(Ok((_, owned))) => partitions += owned,
+            Ok(Ok((id, owned, port))) => {
+                partitions += owned;
+                ports[id] = port;
+            }
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("a shard stopped during startup".into()),
         }
     }
     drop(reservation);
-    tracing::info!(%listen, shards, partitions, data_dir = %config.data_dir.display(), "cairn-server ready");
+    if config.shard_ports {
+        let _ = shared.shard_ports.set(ports.clone());
+    }
+    tracing::info!(%listen, shards, partitions, ?ports, data_dir = %config.data_dir.display(), "cairn-server ready");
     Ok(Broker { addr: listen, shards, stop, handles, _lock: lock })
 }
 
@@ -152,7 +181,7 @@ async fn run_shard(
     shard_count: usize,
     stop: Arc<AtomicBool>,
     counters: Arc<Shared>,
-    ready: mpsc::Sender<Result<(usize, usize), String>>,
+    ready: mpsc::Sender<Result<(usize, usize, u16), String>>,
 ) {
     let fail = |e: String| {
         let _ = ready.send(Err(e));
@@ -180,7 +209,22 @@ async fn run_shard(
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
     };
-    let _ = ready.send(Ok((shard.id, shard.owned_partitions())));
+    let direct = if shard.config.shard_ports {
+        let addr = shard_port(listen, shard.id);
+        match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return fail(format!(
+                    "cannot listen on shard {}'s port {addr}: {e} (or set shard_ports = false)",
+                    shard.id
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let direct_port = direct.as_ref().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
+    let _ = ready.send(Ok((shard.id, shard.owned_partitions(), direct_port)));
     drop(ready);
 
     // The stop flag is set by the main thread on SIGTERM/SIGINT.
@@ -206,9 +250,27 @@ async fn run_shard(
         .detach();
     }
 
-    // Phase 1: accept until shutdown; then stop reading requests and let
-    // every connection finish what it started.
-    let connections = glommio::sync::Gate::new();
+    // Phase 1: accept until shutdown (on the shared port and on this
+    // shard's own port); then stop reading requests and let every connection
+    // finish what it started.
+    let connections = Rc::new(glommio::sync::Gate::new());
+    let direct_loop = direct.map(|l| glommio::spawn_local(accept_loop(shard.clone(), l, connections.clone())).detach());
+    accept_loop(shard.clone(), listener, connections.clone()).await;
+    if let Some(task) = direct_loop {
+        task.await;
+    }
+    let _ = connections.close().await;
+    // Other shards may still forward work here until they are drained too.
+    barrier(&counters.drained, shard_count).await;
+    // Phase 2: no request is in flight anywhere: close every log (sync,
+    // indexes, clean-shutdown marker).
+    shard.close_all().await;
+    barrier(&counters.closed, shard_count).await;
+    tracing::debug!(shard = shard.id, "shard stopped");
+}
+
+/// Accepts connections until the shutdown, each served in a task the gate tracks.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, connections: Rc<glommio::sync::Gate>) {
     loop {
         let accepted = {
             let stop = std::pin::pin!(shard.shutdown.wait());
@@ -218,7 +280,7 @@ async fn run_shard(
             }
         };
         match accepted {
-            None => break,
+            None => return,
             Some(Ok(stream)) => {
                 if !shard.connection_opened() {
                     let refusal = conn::refuse(
@@ -247,15 +309,6 @@ async fn run_shard(
             }
         }
     }
-    drop(listener);
-    let _ = connections.close().await;
-    // Other shards may still forward work here until they are drained too.
-    barrier(&counters.drained, shard_count).await;
-    // Phase 2: no request is in flight anywhere: close every log (sync,
-    // indexes, clean-shutdown marker).
-    shard.close_all().await;
-    barrier(&counters.closed, shard_count).await;
-    tracing::debug!(shard = shard.id, "shard stopped");
 }
 
 async fn barrier(count: &std::sync::atomic::AtomicUsize, shards: usize) {

@@ -18,6 +18,11 @@ pub struct ServerConfig {
     /// How long an idle shard spins before it sleeps: lower wake-up latency
     /// for CPU that the load on the same cores might want.
     pub spin_before_park_us: u64,
+    /// Each shard also listens on its own port (the shared port + 1 + shard,
+    /// or a free port when the shared one is 0), announced in the handshake,
+    /// so clients can send a partition's requests straight to its owner
+    /// instead of having them forwarded between cores.
+    pub shard_ports: bool,
     pub log: LogSettings,
     pub limits: Limits,
 }
@@ -74,6 +79,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:7070".parse().expect("a valid address"),
             cores: 0,
             spin_before_park_us: 0,
+            shard_ports: true,
             log: LogSettings::default(),
             limits: Limits::default(),
         }

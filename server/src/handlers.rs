@@ -34,6 +34,8 @@ pub fn handshake(shard: &Shard) -> Response {
         protocol_version: PROTOCOL_VERSION,
         server: format!("cairn-server {}", env!("CARGO_PKG_VERSION")),
         shards: shard.shards as u32,
+        shard: shard.id as u32,
+        shard_ports: shard.shared.shard_ports.get().cloned().unwrap_or_default(),
         apis: ApiKey::ALL
             .iter()
             .map(|&k| {

@@ -90,6 +90,8 @@ fn every_response_round_trips() {
                 protocol_version: 1,
                 server: "cairn".into(),
                 shards: 2,
+                shard: 1,
+                shard_ports: vec![7071, 7072],
                 apis: vec![ApiVersions { api_key: 5, min: 0, max: 0 }],
             }),
         ),

@@ -92,6 +92,8 @@ pub struct Shared {
     /// Shards done with a shutdown phase (see `main::run_shard`).
     pub drained: AtomicUsize,
     pub closed: AtomicUsize,
+    /// Each shard's own port, in shard order, once all listen.
+    pub shard_ports: std::sync::OnceLock<Vec<u16>>,
 }
 
 /// One core's broker state. Owned by that core's executor; `!Send`.
