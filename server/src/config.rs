@@ -241,6 +241,20 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_file_in_the_docs_parses_to_the_defaults() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let c = ServerConfig::from_toml(&doc[start..end]).unwrap();
+        let expected = ServerConfig {
+            data_dir: PathBuf::from("/var/lib/cairn"),
+            listen: "0.0.0.0:7070".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(c, expected, "docs/configuration.md and the defaults disagree");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
         let e = ServerConfig::from_toml("listn = \"x\"").unwrap_err();
         assert!(e.contains("listn"), "{e}");
