@@ -69,8 +69,12 @@ struct Args {
     batch_bytes: usize,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Produce requests each producer keeps in flight
     #[arg(long, default_value_t = 5)]
     requests_in_flight: usize,
+    /// Threads of the load generator's tokio runtime
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
     /// After producing, read the whole topic back from the earliest offset as
     /// fast as possible (consume throughput)
     #[arg(long)]
@@ -163,9 +167,6 @@ fn run(args: &Args) -> Result<(), String> {
             },
         )?;
         config.log.retention_check_ms = 3_600_000;
-        if let Ok(spin) = std::env::var("CAIRN_SPIN_US") {
-            config.spin_before_park_us = spin.parse().map_err(|_| "CAIRN_SPIN_US must be a number")?;
-        }
         let b = server::start(config)?;
         let addr = b.addr.to_string();
         broker = Some(b);
@@ -175,7 +176,7 @@ fn run(args: &Args) -> Result<(), String> {
         args.bootstrap.clone().expect("checked")
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::env::var("LG_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2))
+        .worker_threads(args.client_threads.max(1))
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;

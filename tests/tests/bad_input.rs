@@ -212,3 +212,36 @@ async fn lost_framing_closes_only_that_connection() {
     assert_eq!(client.list_topics().await.unwrap().len(), 1);
     assert!(!broker.log().contains("panicked"), "{}", broker.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_with_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "shard_ports = false\n[limits]\nconnections_max = 2\n").unwrap();
+    let broker = Broker::start(&["--config", config.to_str().unwrap()]);
+    let mut first = Raw::connect(&broker).await;
+    first.handshake().await;
+    let mut second = Raw::connect(&broker).await;
+    second.handshake().await;
+    let mut third = Raw::connect(&broker).await;
+    let (h, body) = third.recv().await.expect("a refusal before the close");
+    assert_eq!((h.request_id, h.error), (0, ErrorCode::TOO_MANY_CONNECTIONS), "{}", decode_error_message(body));
+    assert!(third.recv().await.is_none());
+    // Closing one makes room again.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut again = Raw::connect(&broker).await;
+        again
+            .send(&Request::Handshake(HandshakeRequest { protocol_version: PROTOCOL_VERSION, client: "x".into() }), 1)
+            .await;
+        let (h, _) = again.recv().await.expect("a response");
+        if h.error == ErrorCode::NONE {
+            break;
+        }
+        // The broker notices the closed connection asynchronously: poll for
+        // it, gently (a tight loop would starve the broker of the 2 cores).
+        assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

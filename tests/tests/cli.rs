@@ -53,9 +53,17 @@ fn topics_produce_consume_and_offsets_from_the_command_line() {
         records.iter().find(|r| r["partition"].as_u64().unwrap().to_string() == p && r["offset"] == 1).unwrap();
     assert_eq!(text, format!("{}={}\n", second["key"].as_str().unwrap(), second["value"].as_str().unwrap()));
 
+    // acks none: no acknowledgements, but the records arrive all the same.
+    let produced = broker.cli(&["produce", "greetings", "--acks", "none", "--partition", "0"], "fire\nforget\n");
+    assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
+    let before = records.iter().filter(|r| r["partition"] == 0).count().to_string();
+    let tail =
+        stdout(&broker.cli(&["consume", "greetings", "--partition", "0", "--from", &before, "--count", "2"], ""));
+    assert_eq!(tail, "fire\nforget\n");
+
     let offsets = stdout(&broker.cli(&["offsets", "greetings"], ""));
     let total: u64 = offsets.lines().skip(1).map(|l| l.split('\t').nth(2).unwrap().parse::<u64>().unwrap()).sum();
-    assert_eq!(total, 30, "{offsets}");
+    assert_eq!(total, 32, "{offsets}");
 
     stdout(&broker.cli(&["topic", "delete", "greetings"], ""));
     assert_eq!(stdout(&broker.cli(&["topic", "list"], "")), "");
