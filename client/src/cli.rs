@@ -250,14 +250,25 @@ async fn produce(
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut first_error: Option<String> = None;
     let mut sent = 0u64;
-    let stdin = std::io::stdin().lock();
-    for (n, line) in stdin.lines().enumerate() {
+    // stdin is read on its own thread, so records are sent as lines arrive
+    // (`tail -f | cairn produce`) instead of when the next one does.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if lines_tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut n = 0usize;
+    while let Some(line) = lines.recv().await {
+        n += 1;
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
         let (key, value) = match key_separator {
             None => (None, line),
             Some(sep) => match line.split_once(sep) {
                 Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
-                None => return Err(format!("line {}: no key separator {sep:?}", n + 1)),
+                None => return Err(format!("line {n}: no key separator {sep:?}")),
             },
         };
         let mut record = ProducerRecord::new(topic, key, value);

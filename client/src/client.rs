@@ -57,7 +57,9 @@ struct Inner {
     conn: AsyncMutex<Option<Connection>>,
     /// Shard ports from the last handshake.
     shard_ports: Mutex<Vec<u16>>,
-    direct: AsyncMutex<Vec<Option<Direct>>>,
+    /// One lock per shard: a slow connect to one shard port holds up only
+    /// that shard's traffic.
+    direct: Mutex<HashMap<u32, Arc<AsyncMutex<Option<Direct>>>>>,
     /// The owning shard of each partition, per topic.
     topics: Mutex<HashMap<String, Vec<u32>>>,
 }
@@ -76,7 +78,7 @@ impl Client {
                 config,
                 conn: AsyncMutex::new(None),
                 shard_ports: Mutex::new(Vec::new()),
-                direct: AsyncMutex::new(Vec::new()),
+                direct: Mutex::new(HashMap::new()),
                 topics: Mutex::new(HashMap::new()),
             }),
         };
@@ -111,11 +113,9 @@ impl Client {
     pub async fn connection_for(&self, shard: Option<u32>) -> Result<Connection> {
         let port = shard.and_then(|s| self.inner.shard_ports.lock().expect("not poisoned").get(s as usize).copied());
         let (Some(shard), Some(port)) = (shard, port) else { return self.connection().await };
-        let mut direct = self.inner.direct.lock().await;
-        if direct.len() <= shard as usize {
-            direct.resize(shard as usize + 1, None);
-        }
-        match &direct[shard as usize] {
+        let slot = self.inner.direct.lock().expect("not poisoned").entry(shard).or_default().clone();
+        let mut direct = slot.lock().await;
+        match &*direct {
             Some(Direct::Up(c)) if !c.is_dead() => return Ok(c.clone()),
             Some(Direct::FailedAt(t)) if t.elapsed() < DIRECT_RETRY_AFTER => {
                 drop(direct);
@@ -128,17 +128,16 @@ impl Client {
         let addr = format!("{host}:{port}");
         match tokio::time::timeout(config.connect_timeout, Connection::connect(&addr, &config.client_name)).await {
             Ok(Ok(c)) => {
-                direct[shard as usize] = Some(Direct::Up(c.clone()));
+                *direct = Some(Direct::Up(c.clone()));
                 Ok(c)
             }
-            Ok(Err(e)) => {
-                tracing::debug!(shard, addr, error = %e, "shard port unreachable; using the bootstrap connection");
-                direct[shard as usize] = Some(Direct::FailedAt(Instant::now()));
-                drop(direct);
-                self.connection().await
-            }
-            Err(_) => {
-                direct[shard as usize] = Some(Direct::FailedAt(Instant::now()));
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                tracing::debug!(shard, addr, reason, "shard port unreachable; using the bootstrap connection");
+                *direct = Some(Direct::FailedAt(Instant::now()));
                 drop(direct);
                 self.connection().await
             }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use protocol::ErrorCode;
-use protocol::api::{HandshakeRequest, Request, Response};
+use protocol::api::{ApiKey, HandshakeRequest, Request, Response};
 use protocol::frame::{
     Decoded, FrameDecoder, PROTOCOL_VERSION, RESPONSE_HEADER_BYTES, ResponseHeader, decode_error_message,
 };
@@ -113,22 +113,41 @@ impl Connection {
 
     /// Sends a request and waits for its response; broker errors become `ClientError::Broker`.
     pub async fn call(&self, request: &Request) -> Result<Response> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
+        self.start_call(request).await?.finish().await
+    }
+
+    /// Queues a request on the connection (requests go out in the order
+    /// they are queued) and returns the handle to its answer.
+    pub async fn start_call(&self, request: &Request) -> Result<PendingCall> {
         let (waiter, rx) = oneshot::channel();
-        self.shared.pending.lock().expect("not poisoned").insert(id, waiter);
+        let id = {
+            let mut pending = self.shared.pending.lock().expect("not poisoned");
+            // Ids wrap after 2^32 requests: never reuse one still waiting.
+            let id = loop {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                if id != 0 && !pending.contains_key(&id) {
+                    break id;
+                }
+            };
+            pending.insert(id, waiter);
+            id
+        };
+        // From here the guard forgets the id if this future is dropped.
+        let call = PendingCall {
+            rx,
+            id,
+            api_key: request.api_key(),
+            shared: self.shared.clone(),
+            conn: self.clone(),
+            answered: false,
+        };
         if self.is_dead() {
-            self.shared.pending.lock().expect("not poisoned").remove(&id);
             return Err(self.dead_error());
         }
         if self.tx.send(request.encode(id)).await.is_err() {
-            self.shared.pending.lock().expect("not poisoned").remove(&id);
             return Err(self.dead_error());
         }
-        let (header, body) = rx.await.map_err(|_| self.dead_error())??;
-        if !header.error.is_ok() {
-            return Err(ClientError::broker(header.error, decode_error_message(body)));
-        }
-        Response::decode(request.api_key(), body).map_err(|e| ClientError::Protocol(e.to_string()))
+        Ok(call)
     }
 
     /// Sends a request that gets no response (produce with acks `none`).
@@ -138,6 +157,38 @@ impl Connection {
             return Err(self.dead_error());
         }
         self.tx.send(request.encode(id)).await.map_err(|_| self.dead_error())
+    }
+}
+
+/// A request on the wire, waiting for its answer. Dropping it forgets the
+/// request (its answer, if one comes, is discarded).
+pub struct PendingCall {
+    rx: oneshot::Receiver<Result<(ResponseHeader, Bytes)>>,
+    id: u32,
+    api_key: ApiKey,
+    shared: Arc<Shared>,
+    conn: Connection,
+    /// The reader has removed the id already: it may belong to another call by now.
+    answered: bool,
+}
+
+impl PendingCall {
+    pub async fn finish(mut self) -> Result<Response> {
+        let answer = (&mut self.rx).await;
+        self.answered = true;
+        let (header, body) = answer.map_err(|_| self.conn.dead_error())??;
+        if !header.error.is_ok() {
+            return Err(ClientError::broker(header.error, decode_error_message(body)));
+        }
+        Response::decode(self.api_key, body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.pending.lock().expect("not poisoned").remove(&self.id);
+        }
     }
 }
 

@@ -69,6 +69,9 @@ pub struct Consumer {
     in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = FetchDone> + Send>>>,
     /// Shards with a fetch in flight.
     busy: HashSet<Option<u32>>,
+    /// Rotates which partition comes first in a fetch, so a response that
+    /// fills up on the first partitions does not starve the last ones.
+    rotation: usize,
 }
 
 impl Consumer {
@@ -94,6 +97,7 @@ impl Consumer {
             buffered: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
             busy: HashSet::new(),
+            rotation: 0,
         };
         for p in parts {
             consumer.positions.insert(p, Offset(0));
@@ -142,6 +146,12 @@ impl Consumer {
         Ok(self.buffered.drain(..).collect())
     }
 
+    /// Assigned partitions that failed with `OFFSET_OUT_OF_RANGE` can be
+    /// moved with [`Consumer::seek`]; the others keep being read.
+    pub fn assigned(&self) -> impl Iterator<Item = u32> + '_ {
+        self.positions.keys().copied()
+    }
+
     /// Starts a fetch for every shard without one in flight, then applies
     /// the first to complete.
     async fn fetch(&mut self) -> Result<()> {
@@ -149,10 +159,13 @@ impl Consumer {
         for (&p, &o) in &self.positions {
             groups.entry(self.client.shard_of(&self.topic, p)).or_default().push((p, o));
         }
-        for (shard, parts) in groups {
+        self.rotation = self.rotation.wrapping_add(1);
+        for (shard, mut parts) in groups {
             if !self.busy.insert(shard) {
                 continue;
             }
+            let turn = self.rotation % parts.len();
+            parts.rotate_left(turn);
             let config = &self.config;
             let request = Request::Fetch(FetchRequest {
                 max_wait_ms: config.fetch_wait_max.as_millis().min(u128::from(u32::MAX)) as u32,
@@ -185,6 +198,9 @@ impl Consumer {
             Response::Fetch(t) => t,
             other => return Err(unexpected(&other)),
         };
+        // One partition's error does not hold back the others: their records
+        // are kept for the next poll, and the first error is returned.
+        let mut first_error = None;
         for t in topics {
             for p in t.partitions {
                 let topic = &self.topic;
@@ -193,7 +209,10 @@ impl Consumer {
                 if !requested.contains(&(p.partition, *position)) {
                     continue;
                 }
-                check(p.error, || format!("fetching {topic}/{} at offset {position}", p.partition))?;
+                if let Err(e) = check(p.error, || format!("fetching {topic}/{} at offset {position}", p.partition)) {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
                 for batch in &p.batches {
                     let records = decode_batch(p.partition, batch, *position).map_err(|e| {
                         ClientError::Protocol(format!("corrupt batch from {topic}/{}: {e}", p.partition))
@@ -212,6 +231,6 @@ impl Consumer {
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }

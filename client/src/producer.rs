@@ -12,14 +12,20 @@
 //! partition until that partition's batch ships, then moves round-robin to
 //! the next (Kafka's sticky partitioner: big batches, even spread).
 //!
+//! Order: batches are queued on their connections in the order they were
+//! taken, so without failures one partition's batches land in the order
+//! sent. Retriable failures are retried with exponential backoff; as in
+//! Kafka without idempotence, a retried batch may land after a later batch
+//! of the same partition, and may land twice if the first attempt's
+//! acknowledgement was lost. Set `requests_in_flight_max = 1` to keep order
+//! across retries.
+//!
 //! Memory is bounded: `send` waits while `buffer_bytes_max` bytes of
-//! records are unacknowledged. Retriable failures are retried with
-//! exponential backoff; as in Kafka without idempotence, a retried batch
-//! may land after a later batch of the same partition, and may land twice if
-//! the first attempt's acknowledgement was lost.
+//! records are unacknowledged. Dropping the last handle fails the records
+//! not yet sent with `Closed`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +37,7 @@ use protocol::types::{Offset, Timestamp};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::client::{Client, is_metadata_error, unexpected};
+use crate::conn::PendingCall;
 use crate::error::{ClientError, Result};
 
 #[derive(Debug, Clone)]
@@ -144,6 +151,8 @@ struct OpenBatch {
     bytes: usize,
     created: Instant,
     slot: Arc<BatchSlot>,
+    /// Order of opening, for `flush`.
+    seq: u64,
 }
 
 struct ReadyBatch {
@@ -152,15 +161,17 @@ struct ReadyBatch {
     bytes: Bytes,
     record_bytes: usize,
     slot: Arc<BatchSlot>,
+    seq: u64,
 }
 
 #[derive(Default)]
 struct Accumulator {
     open: HashMap<(String, u32), OpenBatch>,
     /// Batches that reached `batch_bytes_max`, oldest first.
-    full: std::collections::VecDeque<((String, u32), OpenBatch)>,
-    /// Set by `flush`: every open batch is due now.
-    flushing: bool,
+    full: VecDeque<((String, u32), OpenBatch)>,
+    next_seq: u64,
+    /// Open batches with a lower sequence number are due now (a flush).
+    flush_below: u64,
     /// The partition unkeyed records of a topic stick to, until its batch ships.
     sticky: HashMap<String, u32>,
     next_sticky: u32,
@@ -173,10 +184,20 @@ struct Inner {
     /// Wakes the sender: a batch filled, a record arrived, or a flush.
     wake: Notify,
     memory: Arc<Semaphore>,
-    /// Batches opened and not yet completed.
-    outstanding: AtomicUsize,
+    /// Sequence numbers of batches opened and not yet settled.
+    unsettled: Mutex<BTreeSet<u64>>,
     settled: Notify,
     closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: nothing will send what is still queued.
+    fn drop(&mut self) {
+        let acc = self.acc.get_mut().expect("not poisoned");
+        for (_, batch) in acc.open.drain().chain(acc.full.drain(..)) {
+            batch.slot.complete(Err(ClientError::Closed));
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -190,13 +211,14 @@ const RECORD_OVERHEAD_BYTES: usize = 40;
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
         assert!(config.batch_bytes_max > 0 && config.buffer_bytes_max >= config.batch_bytes_max);
+        assert!(config.requests_in_flight_max > 0);
         let inner = Arc::new(Inner {
             client,
             memory: Arc::new(Semaphore::new(config.buffer_bytes_max)),
             config,
             acc: Mutex::new(Accumulator::default()),
             wake: Notify::new(),
-            outstanding: AtomicUsize::new(0),
+            unsettled: Mutex::new(BTreeSet::new()),
             settled: Notify::new(),
             closed: AtomicBool::new(false),
         });
@@ -248,10 +270,20 @@ impl Producer {
             },
         };
         let key = (record.topic.clone(), partition);
-        let batch = acc.open.entry(key.clone()).or_insert_with(|| {
-            inner.outstanding.fetch_add(1, Ordering::AcqRel);
-            OpenBatch { builder: BatchBuilder::new(), bytes: 0, created: Instant::now(), slot: Arc::default() }
-        });
+        if !acc.open.contains_key(&key) {
+            let seq = acc.next_seq;
+            acc.next_seq += 1;
+            inner.unsettled.lock().expect("not poisoned").insert(seq);
+            let batch = OpenBatch {
+                builder: BatchBuilder::new(),
+                bytes: 0,
+                created: Instant::now(),
+                slot: Arc::default(),
+                seq,
+            };
+            acc.open.insert(key.clone(), batch);
+        }
+        let batch = acc.open.get_mut(&key).expect("just ensured");
         let index = batch.builder.len() as u32;
         batch.builder.push(input);
         batch.bytes += size;
@@ -272,25 +304,28 @@ impl Producer {
         Ok(delivery)
     }
 
-    /// Sends everything queued and waits until every batch sent so far is
-    /// acknowledged or failed.
+    /// Sends everything queued so far and waits until each of those records
+    /// is acknowledged or failed (records sent meanwhile do not hold it up).
     pub async fn flush(&self) {
-        self.inner.acc.lock().expect("not poisoned").flushing = true;
+        let below = {
+            let mut acc = self.inner.acc.lock().expect("not poisoned");
+            acc.flush_below = acc.next_seq;
+            acc.next_seq
+        };
         self.inner.wake.notify_one();
         loop {
             let settled = self.inner.settled.notified();
-            if self.inner.outstanding.load(Ordering::Acquire) == 0 {
-                break;
+            if self.inner.unsettled.lock().expect("not poisoned").first().is_none_or(|&s| s >= below) {
+                return;
             }
             settled.await;
         }
-        self.inner.acc.lock().expect("not poisoned").flushing = false;
     }
 
     /// Flushes, then refuses further sends.
     pub async fn close(&self) {
-        self.flush().await;
         self.inner.closed.store(true, Ordering::Release);
+        self.flush().await;
     }
 }
 
@@ -299,8 +334,8 @@ fn now() -> Timestamp {
 }
 
 /// Takes every batch that is due: full ones, and open ones past `linger`
-/// (all of them with `linger = 0` or during a flush). Returns the time the
-/// next open batch falls due, if any is left.
+/// (all of them with `linger = 0`, and those a flush waits for). Returns the
+/// time the next open batch falls due, if any is left.
 fn take_due(inner: &Inner, acc: &mut Accumulator, bytes_max: usize) -> (Vec<ReadyBatch>, Option<Instant>) {
     let mut out = Vec::new();
     let mut bytes = 0;
@@ -311,13 +346,16 @@ fn take_due(inner: &Inner, acc: &mut Accumulator, bytes_max: usize) -> (Vec<Read
     }
     let linger = inner.config.linger;
     let now = Instant::now();
-    let due: Vec<(String, u32)> = acc
+    let mut due: Vec<((String, u32), u64)> = acc
         .open
         .iter()
-        .filter(|(_, b)| acc.flushing || now.duration_since(b.created) >= linger)
-        .map(|(k, _)| k.clone())
+        .filter(|(_, b)| b.seq < acc.flush_below || now.duration_since(b.created) >= linger)
+        .map(|(k, b)| (k.clone(), b.seq))
         .collect();
-    for key in due {
+    // Oldest first, so a request cut short by its size limit takes the
+    // batches that waited longest.
+    due.sort_by_key(|(_, seq)| *seq);
+    for (key, _) in due {
         if bytes >= bytes_max {
             break;
         }
@@ -336,20 +374,28 @@ fn take_due(inner: &Inner, acc: &mut Accumulator, bytes_max: usize) -> (Vec<Read
 fn encode(inner: &Inner, topic: String, partition: u32, batch: OpenBatch) -> Option<ReadyBatch> {
     let record_bytes = batch.bytes;
     match batch.builder.build() {
-        Ok(bytes) => Some(ReadyBatch { topic, partition, bytes: Bytes::from(bytes), record_bytes, slot: batch.slot }),
+        Ok(bytes) => Some(ReadyBatch {
+            topic,
+            partition,
+            bytes: Bytes::from(bytes),
+            record_bytes,
+            slot: batch.slot,
+            seq: batch.seq,
+        }),
         Err(e) => {
-            settle(inner, &batch.slot, record_bytes, Err(ClientError::InvalidArgument(e.to_string())));
+            let ready =
+                ReadyBatch { topic, partition, bytes: Bytes::new(), record_bytes, slot: batch.slot, seq: batch.seq };
+            settle(inner, &ready, Err(ClientError::InvalidArgument(e.to_string())));
             None
         }
     }
 }
 
-fn settle(inner: &Inner, slot: &BatchSlot, record_bytes: usize, result: Result<Option<Offset>>) {
-    slot.complete(result);
-    inner.memory.add_permits(record_bytes.min(inner.config.buffer_bytes_max));
-    if inner.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-        inner.settled.notify_waiters();
-    }
+fn settle(inner: &Inner, batch: &ReadyBatch, result: Result<Option<Offset>>) {
+    batch.slot.complete(result);
+    inner.memory.add_permits(batch.record_bytes.min(inner.config.buffer_bytes_max));
+    inner.unsettled.lock().expect("not poisoned").remove(&batch.seq);
+    inner.settled.notify_waiters();
 }
 
 async fn send_loop(weak: std::sync::Weak<Inner>) {
@@ -383,20 +429,24 @@ async fn send_loop(weak: std::sync::Weak<Inner>) {
                 }
             }
         };
+        // Queue the requests here, in the order the batches were taken, so
+        // one partition's batches reach the broker in order; only the wait
+        // for the answers runs concurrently.
+        let started = start_by_shard(&inner, &batches).await;
         tokio::spawn(async move {
-            send_with_retries(&inner, batches).await;
+            let outcomes = finish(&inner, &batches, started).await;
+            retry_failed(&inner, batches, outcomes).await;
             drop(permit);
         });
     }
 }
 
-/// Sends batches in one request; retries the ones that failed retriably.
-async fn send_with_retries(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>) {
+/// Settles what succeeded or failed for good; retries the rest with backoff.
+async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outcomes: Vec<Result<Option<Offset>>>) {
     let config = &inner.config;
     let mut backoff = config.retry_backoff;
-    for attempt in 0..=config.retries {
-        let last = attempt == config.retries;
-        let outcomes = send_by_shard(inner, &batches).await;
+    for attempt in 1..=config.retries + 1 {
+        let last = attempt > config.retries;
         let mut retry = Vec::new();
         for (batch, outcome) in batches.into_iter().zip(outcomes) {
             match outcome {
@@ -405,9 +455,9 @@ async fn send_with_retries(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>) {
                     if is_metadata_error(&e) {
                         inner.client.forget_topic(&batch.topic);
                     }
-                    settle(inner, &batch.slot, batch.record_bytes, Err(e));
+                    settle(inner, &batch, Err(e));
                 }
-                Ok(offset) => settle(inner, &batch.slot, batch.record_bytes, Ok(offset)),
+                Ok(offset) => settle(inner, &batch, Ok(offset)),
             }
         }
         if retry.is_empty() {
@@ -417,11 +467,21 @@ async fn send_with_retries(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(config.retry_backoff_max);
         batches = retry;
+        let started = start_by_shard(inner, &batches).await;
+        outcomes = finish(inner, &batches, started).await;
     }
 }
 
-/// Sends each owning shard its batches, on its own connection, all at once.
-async fn send_by_shard(inner: &Inner, batches: &[ReadyBatch]) -> Vec<Result<Option<Offset>>> {
+/// A request queued on a connection, or why it could not be.
+enum Started {
+    Pending(PendingCall),
+    /// acks `none`: sent, and no answer will come.
+    Sent,
+    Failed(ClientError),
+}
+
+/// Queues one produce request per owning shard, on that shard's connection.
+async fn start_by_shard(inner: &Inner, batches: &[ReadyBatch]) -> Vec<(Vec<usize>, Started)> {
     let mut groups: Vec<(Option<u32>, Vec<usize>)> = Vec::new();
     for (i, b) in batches.iter().enumerate() {
         let shard = inner.client.shard_of(&b.topic, b.partition);
@@ -430,69 +490,102 @@ async fn send_by_shard(inner: &Inner, batches: &[ReadyBatch]) -> Vec<Result<Opti
             None => groups.push((shard, vec![i])),
         }
     }
-    let sends = groups.iter().map(|(shard, idx)| {
-        let group: Vec<&ReadyBatch> = idx.iter().map(|&i| &batches[i]).collect();
-        async move { send_once(inner, *shard, &group).await }
-    });
-    let results = futures::future::join_all(sends).await;
-    let mut out: Vec<Option<Result<Option<Offset>>>> = batches.iter().map(|_| None).collect();
-    for ((_, idx), res) in groups.iter().zip(results) {
-        for (&i, r) in idx.iter().zip(res) {
-            out[i] = Some(r);
+    let config = &inner.config;
+    let mut started = Vec::with_capacity(groups.len());
+    for (shard, idx) in groups {
+        let mut topics: Vec<ProduceTopic> = Vec::new();
+        for &i in &idx {
+            let b = &batches[i];
+            let part = ProducePartition { partition: b.partition, batch: b.bytes.clone() };
+            match topics.iter_mut().find(|t| t.name == b.topic) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(ProduceTopic { name: b.topic.clone(), partitions: vec![part] }),
+            }
         }
+        let request = Request::Produce(ProduceRequest {
+            acks: config.acks,
+            timeout_ms: config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            topics,
+        });
+        let result = match inner.client.connection_for(shard).await {
+            Err(e) => Started::Failed(e),
+            Ok(conn) if config.acks == Acks::None => match conn.send_only(&request).await {
+                Ok(()) => Started::Sent,
+                Err(e) => Started::Failed(e),
+            },
+            Ok(conn) => match conn.start_call(&request).await {
+                Ok(p) => Started::Pending(p),
+                Err(e) => Started::Failed(e),
+            },
+        };
+        started.push((idx, result));
     }
-    out.into_iter().map(|r| r.expect("every batch has a result")).collect()
+    started
 }
 
-async fn send_once(inner: &Inner, shard: Option<u32>, batches: &[&ReadyBatch]) -> Vec<Result<Option<Offset>>> {
-    let config = &inner.config;
-    let mut topics: Vec<ProduceTopic> = Vec::new();
-    for b in batches {
-        let part = ProducePartition { partition: b.partition, batch: b.bytes.clone() };
-        match topics.iter_mut().find(|t| t.name == b.topic) {
-            Some(t) => t.partitions.push(part),
-            None => topics.push(ProduceTopic { name: b.topic.clone(), partitions: vec![part] }),
-        }
-    }
-    let request = Request::Produce(ProduceRequest {
-        acks: config.acks,
-        timeout_ms: config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
-        topics,
-    });
-    let all = |e: ClientError| batches.iter().map(|_| Err(e.clone())).collect();
-    let conn = match inner.client.connection_for(shard).await {
-        Ok(c) => c,
-        Err(e) => return all(e),
-    };
-    if config.acks == Acks::None {
-        return match conn.send_only(&request).await {
-            Ok(()) => batches.iter().map(|_| Ok(None)).collect(),
-            Err(e) => all(e),
+/// Waits for the answers of started requests: one outcome per batch.
+async fn finish(
+    inner: &Inner,
+    batches: &[ReadyBatch],
+    started: Vec<(Vec<usize>, Started)>,
+) -> Vec<Result<Option<Offset>>> {
+    let wait = inner.config.request_timeout + Duration::from_secs(5);
+    let answers = futures::future::join_all(started.into_iter().map(|(idx, s)| async move {
+        let outcome = match s {
+            Started::Failed(e) => Err(e),
+            Started::Sent => Ok(None),
+            Started::Pending(p) => match tokio::time::timeout(wait, p.finish()).await {
+                Err(_) => Err(ClientError::Timeout(wait.as_millis() as u64)),
+                Ok(r) => r.map(Some),
+            },
         };
-    }
-    let wait = config.request_timeout + Duration::from_secs(5);
-    let response = match tokio::time::timeout(wait, conn.call(&request)).await {
-        Err(_) => return all(ClientError::Timeout(wait.as_millis() as u64)),
-        Ok(Err(e)) => return all(e),
-        Ok(Ok(Response::Produce(topics))) => topics,
-        Ok(Ok(other)) => return all(unexpected(&other)),
-    };
-    let mut results: HashMap<(&str, u32), Vec<(protocol::ErrorCode, Offset)>> = HashMap::new();
-    for t in &response {
-        for p in &t.partitions {
-            results.entry((t.name.as_str(), p.partition)).or_default().push((p.error, p.base_offset));
+        (idx, outcome)
+    }))
+    .await;
+    let mut out: Vec<Option<Result<Option<Offset>>>> = batches.iter().map(|_| None).collect();
+    for (idx, outcome) in answers {
+        match outcome {
+            Ok(None) => {
+                for &i in &idx {
+                    out[i] = Some(Ok(None));
+                }
+            }
+            Err(e) => {
+                for &i in &idx {
+                    out[i] = Some(Err(e.clone()));
+                }
+            }
+            Ok(Some(response)) => {
+                let topics = match response {
+                    Response::Produce(t) => t,
+                    other => {
+                        let e = unexpected(&other);
+                        for &i in &idx {
+                            out[i] = Some(Err(e.clone()));
+                        }
+                        continue;
+                    }
+                };
+                // Batches of one partition are answered in request order.
+                let mut results: HashMap<(&str, u32), VecDeque<(protocol::ErrorCode, Offset)>> = HashMap::new();
+                for t in &topics {
+                    for p in &t.partitions {
+                        results.entry((t.name.as_str(), p.partition)).or_default().push_back((p.error, p.base_offset));
+                    }
+                }
+                for &i in &idx {
+                    let b = &batches[i];
+                    out[i] =
+                        Some(match results.get_mut(&(b.topic.as_str(), b.partition)).and_then(VecDeque::pop_front) {
+                            Some((code, offset)) if code.is_ok() => Ok(Some(offset)),
+                            Some((code, _)) => {
+                                Err(ClientError::broker(code, format!("producing to {}/{}", b.topic, b.partition)))
+                            }
+                            None => Err(ClientError::Protocol(format!("no result for {}/{}", b.topic, b.partition))),
+                        });
+                }
+            }
         }
     }
-    // Batches of one partition are answered in request order.
-    for v in results.values_mut() {
-        v.reverse();
-    }
-    batches
-        .iter()
-        .map(|b| match results.get_mut(&(b.topic.as_str(), b.partition)).and_then(Vec::pop) {
-            Some((code, offset)) if code.is_ok() => Ok(Some(offset)),
-            Some((code, _)) => Err(ClientError::broker(code, format!("producing to {}/{}", b.topic, b.partition))),
-            None => Err(ClientError::Protocol(format!("no result for {}/{}", b.topic, b.partition))),
-        })
-        .collect()
+    out.into_iter().map(|r| r.expect("every batch has an outcome")).collect()
 }

@@ -159,8 +159,8 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
                 partitions += owned;
                 ports[id] = port;
             }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a shard stopped during startup".into()),
+            Ok(Err(e)) => return Err(abort_start(&stop, handles, e)),
+            Err(_) => return Err(abort_start(&stop, handles, "a shard stopped during startup".into())),
         }
     }
     drop(reservation);
@@ -169,6 +169,15 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     }
     tracing::info!(%listen, shards, partitions, ?ports, data_dir = %config.data_dir.display(), "cairn-server ready");
     Ok(Broker { addr: listen, shards, stop, handles, _lock: lock })
+}
+
+/// Stops the shards that did start (closing what they opened) and returns `e`.
+fn abort_start(stop: &AtomicBool, handles: Vec<glommio::ExecutorJoinHandle<()>>, e: String) -> String {
+    stop.store(true, Ordering::Release);
+    for h in handles {
+        let _ = h.join();
+    }
+    e
 }
 
 /// How often a shard looks at the process-wide stop flag.
@@ -183,45 +192,52 @@ async fn run_shard(
     counters: Arc<Shared>,
     ready: mpsc::Sender<Result<(usize, usize, u16), String>>,
 ) {
-    let fail = |e: String| {
-        let _ = ready.send(Err(e));
+    // Every shard joins the mesh, whatever happens next: the others wait for it.
+    let Ok((senders, mut receivers)) = mesh.join().await else {
+        let _ = ready.send(Err("joining the shard mesh failed".into()));
+        return;
     };
-    let storage = match engine::rt::glommio::GlommioStorage::new(&config.data_dir).await {
-        Ok(s) => s,
-        Err(e) => return fail(format!("cannot use {}: {e}", config.data_dir.display())),
-    };
-    let Ok((senders, mut receivers)) = mesh.join().await else { return fail("joining the shard mesh failed".into()) };
-    let listen = config.listen;
-    let shard = Shard::new(config, storage, senders, topics, counters.clone(), shard_count);
-    for (_, rx) in receivers.streams() {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(msg) = rx.recv().await {
-                shard.handle(msg);
-            }
-        })
-        .detach();
-    }
-    if let Err(e) = shard.open_owned().await {
-        return fail(e);
-    }
-    let listener = match TcpListener::bind(listen) {
-        Ok(l) => l,
-        Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
-    };
-    let direct = if shard.config.shard_ports {
-        let addr = shard_port(listen, shard.id);
-        match TcpListener::bind(addr) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                return fail(format!(
-                    "cannot listen on shard {}'s port {addr}: {e} (or set shard_ports = false)",
-                    shard.id
-                ));
-            }
+    let setup = async {
+        let storage = engine::rt::glommio::GlommioStorage::new(&config.data_dir)
+            .await
+            .map_err(|e| format!("cannot use {}: {e}", config.data_dir.display()))?;
+        let listen = config.listen;
+        let shard = Shard::new(config.clone(), storage, senders, topics, counters.clone(), shard_count);
+        for (_, rx) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    shard.handle(msg);
+                }
+            })
+            .detach();
         }
-    } else {
-        None
+        shard.open_owned().await?;
+        let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let direct = if shard.config.shard_ports {
+            let addr = shard_port(listen, shard.id);
+            let l = TcpListener::bind(addr).map_err(|e| {
+                format!("cannot listen on shard {}'s port {addr}: {e} (or set shard_ports = false)", shard.id)
+            })?;
+            Some(l)
+        } else {
+            None
+        };
+        Ok::<_, String>((shard, listener, direct))
+    };
+    let (shard, listener, direct) = match setup.await {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            // `start` stops the broker: take part in the shutdown barriers
+            // so the shards that did start can finish theirs.
+            while !stop.load(Ordering::Acquire) {
+                glommio::timer::sleep(STOP_POLL).await;
+            }
+            barrier(&counters.drained, shard_count).await;
+            barrier(&counters.closed, shard_count).await;
+            return;
+        }
     };
     let direct_port = direct.as_ref().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
     let _ = ready.send(Ok((shard.id, shard.owned_partitions(), direct_port)));

@@ -198,10 +198,10 @@ impl ServerConfig {
         if l.frame_bytes_max < l.batch_bytes_max as usize + 1024 {
             return Err("limits.frame_bytes_max must exceed limits.batch_bytes_max by at least 1 KiB".into());
         }
-        if l.connection_inflight_bytes_max < l.frame_bytes_max + l.fetch_bytes_max {
-            return Err(
-                "limits.connection_inflight_bytes_max must hold one largest frame plus one largest fetch".into()
-            );
+        if l.connection_inflight_bytes_max < l.frame_bytes_max + l.fetch_bytes_max + l.batch_bytes_max as usize {
+            return Err("limits.connection_inflight_bytes_max must hold one largest frame plus one largest fetch \
+                        response (fetch_bytes_max + batch_bytes_max)"
+                .into());
         }
         if l.connections_max == 0 || l.topic_partitions_max == 0 || l.partitions_max == 0 {
             return Err("limits.connections_max, topic_partitions_max and partitions_max must be at least 1".into());

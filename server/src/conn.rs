@@ -8,8 +8,10 @@
 //! than buffered.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -19,14 +21,22 @@ use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use protocol::ErrorCode;
-use protocol::api::{Request, RequestError, Response};
+use protocol::api::{Request, Response};
 use protocol::frame::{LENGTH_BYTES, PROTOCOL_VERSION, REQUEST_HEADER_BYTES, RequestHeader, error_response};
 
 use crate::handlers;
 use crate::shard::Shard;
+use crate::signal::Signal;
 
-/// Reads ask the socket for at least this much.
+/// Reads ask the socket for at least this much...
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// ...and at most this much.
+const READ_BYTES_MAX: usize = 1 << 20;
+/// What an error reply takes from the budget (its frame and message).
+const ERROR_REPLY_BYTES: u64 = 1100;
+/// Once the broker shuts down, a client that does not read its responses
+/// gets this long before its connection is dropped.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
 /// Responses are coalesced into writes of up to this much; larger pieces
 /// (stored batches) are written as they are.
 const WRITE_COALESCE_BYTES: usize = 256 << 10;
@@ -45,7 +55,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (reader, writer) = stream.split();
     let (tx, rx) = mpsc::unbounded();
     let broken = Rc::new(Cell::new(false));
-    let writer_task = glommio::spawn_local(write_loop(writer, rx, broken.clone())).detach();
+    let writer_task = glommio::spawn_local(write_loop(writer, rx, broken.clone(), shard.shutdown.clone())).detach();
     let budget = Rc::new(Semaphore::new(shard.config.limits.connection_inflight_bytes_max as u64));
     let end = read_loop(&shard, reader, &tx, &budget, &broken).await;
     drop(tx);
@@ -78,6 +88,8 @@ async fn read_loop(
     let mut handshaken = false;
     // Bytes of an oversized frame still to be skipped.
     let mut skip = 0usize;
+    // Bytes the frame at the front still lacks.
+    let mut need = 0usize;
     loop {
         if skip > 0 {
             let n = skip.min(buf.len());
@@ -93,39 +105,48 @@ async fn read_loop(
             }
             if length > limits.frame_bytes_max {
                 if buf.len() < LENGTH_BYTES + REQUEST_HEADER_BYTES {
+                    need = LENGTH_BYTES + REQUEST_HEADER_BYTES - buf.len();
                     break;
                 }
                 let request_id = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
                 let message =
                     format!("frame of {length} bytes exceeds limits.frame_bytes_max {}", limits.frame_bytes_max);
-                send(tx, error_response(request_id, ErrorCode::FRAME_TOO_LARGE, &message), None);
+                let Some(permit) = acquire(shard, budget, ERROR_REPLY_BYTES).await else { return "shutdown" };
+                send(tx, error_response(request_id, ErrorCode::FRAME_TOO_LARGE, &message), Some(permit));
                 skip = LENGTH_BYTES + length;
                 break;
             }
             if buf.len() < LENGTH_BYTES + length {
-                buf.reserve(LENGTH_BYTES + length - buf.len());
+                need = LENGTH_BYTES + length - buf.len();
                 break;
             }
             let frame = buf.split_to(LENGTH_BYTES + length).freeze().slice(LENGTH_BYTES..);
             let (header, body) = RequestHeader::decode(&frame).expect("length checked above");
-            let request = match Request::decode(&header, body) {
+            let request = Request::decode(&header, body);
+            // Every request takes its bytes, and room for its response, from
+            // the budget before anything is done for it: error replies too,
+            // so a client that never reads cannot queue them without bound.
+            let response_bytes = match &request {
+                Ok(Request::Fetch(f)) => {
+                    (f.max_bytes as usize).clamp(1, limits.fetch_bytes_max) + limits.batch_bytes_max as usize
+                }
+                _ => ERROR_REPLY_BYTES as usize,
+            };
+            let Some(permit) = acquire(shard, budget, (frame.len() + response_bytes) as u64).await else {
+                return "shutdown";
+            };
+            let request = match request {
                 Ok(r) => r,
                 Err(e) => {
-                    reject(tx, header.request_id, &e);
+                    send(tx, error_response(header.request_id, e.code(), &e.to_string()), Some(permit));
                     continue;
                 }
             };
             if !handshaken && !matches!(request, Request::Handshake(_)) {
                 let message = "send a Handshake request first";
-                send(tx, error_response(header.request_id, ErrorCode::HANDSHAKE_REQUIRED, message), None);
+                send(tx, error_response(header.request_id, ErrorCode::HANDSHAKE_REQUIRED, message), Some(permit));
                 continue;
             }
-            let response_bytes = match &request {
-                Request::Fetch(f) => (f.max_bytes as usize).min(limits.fetch_bytes_max),
-                _ => 0,
-            };
-            let units = (frame.len() + response_bytes) as u64;
-            let Ok(permit) = budget.acquire_static_permit(units).await else { return "closed" };
             if let Request::Handshake(h) = &request {
                 if h.protocol_version != PROTOCOL_VERSION {
                     let message = format!(
@@ -142,9 +163,11 @@ async fn read_loop(
         if broken.get() {
             return "write failed";
         }
-        // Read more, unless the broker is shutting down.
+        // Read more, unless the broker is shutting down. The buffer grows
+        // only as bytes arrive (a frame's declared length is not trusted).
         let at = buf.len();
-        let want = READ_CHUNK_BYTES.max(buf.capacity() - at);
+        let want = need.clamp(READ_CHUNK_BYTES, READ_BYTES_MAX);
+        need = 0;
         buf.resize(at + want, 0);
         let read = {
             let stop = pin!(shard.shutdown.wait());
@@ -171,14 +194,20 @@ async fn read_loop(
     }
 }
 
+/// Takes `units` from the connection's budget, waiting while it is spent;
+/// `None` once the broker shuts down (the request is then not started).
+async fn acquire(shard: &Rc<Shard>, budget: &Rc<Semaphore>, units: u64) -> Option<StaticPermit> {
+    let stop = pin!(shard.shutdown.wait());
+    match select(pin!(budget.acquire_static_permit(units)), stop).await {
+        Either::Left((Ok(permit), _)) => Some(permit),
+        Either::Left((Err(_), _)) | Either::Right(_) => None,
+    }
+}
+
 fn send(tx: &Tx, frame: Vec<Bytes>, permit: Option<StaticPermit>) {
     // The writer outlives the reader: a send fails only if the writer gave up
     // after a failed write, and then the response has nowhere to go anyway.
     let _ = tx.unbounded_send(Outgoing { frame, _permit: permit });
-}
-
-fn reject(tx: &Tx, request_id: u32, e: &RequestError) {
-    send(tx, error_response(request_id, e.code(), &e.to_string()), None);
 }
 
 /// Starts a request's work. Produce starts its appends before returning (the
@@ -207,7 +236,7 @@ async fn start(shard: &Rc<Shard>, request_id: u32, request: Request, tx: &Tx, pe
         }
         Request::Fetch(f) => {
             let shard = shard.clone();
-            glommio::spawn_local(async move { respond(Ok(handlers::fetch(&shard, f).await), permit) }).detach();
+            glommio::spawn_local(async move { respond(handlers::fetch(&shard, f).await, permit) }).detach();
         }
         Request::ListOffsets(topics) => {
             let shard = shard.clone();
@@ -241,6 +270,7 @@ async fn write_loop(
     mut writer: WriteHalf<TcpStream>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     broken: Rc<Cell<bool>>,
+    shutdown: Rc<Signal>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_COALESCE_BYTES);
     let mut written: Vec<Outgoing> = Vec::new();
@@ -250,19 +280,23 @@ async fn write_loop(
         // Everything ready now goes out in as few writes as possible.
         while let Some(out) = next {
             for piece in &out.frame {
+                if !ok {
+                    break;
+                }
                 if piece.len() >= WRITE_COALESCE_BYTES / 4 {
-                    ok &= flush(&mut writer, &mut buf).await && writer.write_all(piece).await.is_ok();
+                    ok &= flush(&mut writer, &mut buf, &shutdown).await;
+                    ok &= ok && bounded(&shutdown, writer.write_all(piece)).await;
                 } else {
                     buf.extend_from_slice(piece);
                     if buf.len() >= WRITE_COALESCE_BYTES {
-                        ok &= flush(&mut writer, &mut buf).await;
+                        ok &= flush(&mut writer, &mut buf, &shutdown).await;
                     }
                 }
             }
             written.push(out);
             next = if ok { rx.try_recv().ok() } else { None };
         }
-        ok &= flush(&mut writer, &mut buf).await;
+        ok &= flush(&mut writer, &mut buf, &shutdown).await;
         // Permits go back only once their responses are on the socket.
         written.clear();
         if !ok {
@@ -273,14 +307,27 @@ async fn write_loop(
             break;
         }
     }
-    let _ = writer.close().await;
+    let _ = bounded(&shutdown, writer.close()).await;
 }
 
-async fn flush(writer: &mut WriteHalf<TcpStream>, buf: &mut Vec<u8>) -> bool {
+/// A socket write that gives up `SHUTDOWN_WRITE_GRACE` after the shutdown
+/// began: a client that stopped reading cannot hold the broker open.
+async fn bounded(shutdown: &Rc<Signal>, write: impl Future<Output = std::io::Result<()>>) -> bool {
+    let deadline = async {
+        shutdown.wait().await;
+        glommio::timer::sleep(SHUTDOWN_WRITE_GRACE).await;
+    };
+    match select(pin!(write), pin!(deadline)).await {
+        Either::Left((r, _)) => r.is_ok(),
+        Either::Right(_) => false,
+    }
+}
+
+async fn flush(writer: &mut WriteHalf<TcpStream>, buf: &mut Vec<u8>, shutdown: &Rc<Signal>) -> bool {
     if buf.is_empty() {
         return true;
     }
-    let ok = writer.write_all(buf).await.is_ok();
+    let ok = bounded(shutdown, writer.write_all(buf)).await;
     buf.clear();
     ok
 }

@@ -143,7 +143,22 @@ struct Slot {
 /// Long polling: reads every partition at once; if less than `min_bytes`
 /// came back, asks the owners again to wait for data (until the deadline)
 /// and answers with the first owner that has some.
-pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Response {
+/// Refuses a fetch that names a partition twice: its budget and its
+/// answer are per partition.
+pub fn check_fetch(req: &FetchRequest) -> Result<(), OpError> {
+    let mut seen = std::collections::HashSet::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            if !seen.insert((t.name.as_str(), p.partition)) {
+                return Err((ErrorCode::INVALID_REQUEST, format!("fetch names {}/{} twice", t.name, p.partition)));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Reply {
+    check_fetch(&req)?;
     let limits = &shard.config.limits;
     let wait = Duration::from_millis(u64::from(req.max_wait_ms.min(limits.fetch_wait_ms_max)));
     let deadline = Instant::now() + wait;
@@ -171,7 +186,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Response {
     let mut total = 0usize;
     let mut any_error = false;
     for (owner, (slots, items)) in &by_owner {
-        for (slot, outcome) in slots.iter().zip(fetch_on(shard, *owner, items.clone(), None).await) {
+        for (slot, outcome) in slots.iter().zip(fetch_on(shard, *owner, items.clone(), None, max_bytes).await) {
             total += outcome.bytes();
             any_error |= outcome.error.is_some();
             outcomes[slot.topic][slot.partition] = Some(outcome);
@@ -180,7 +195,9 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Response {
     if total < req.min_bytes as usize && !any_error && !wait.is_zero() && !by_owner.is_empty() {
         let mut waits: FuturesUnordered<_> = by_owner
             .into_iter()
-            .map(|(owner, (slots, items))| async move { (slots, fetch_on(shard, owner, items, Some(deadline)).await) })
+            .map(|(owner, (slots, items))| async move {
+                (slots, fetch_on(shard, owner, items, Some(deadline), max_bytes).await)
+            })
             .collect();
         while let Some((slots, outs)) = waits.next().await {
             let found = outs.iter().any(|o| o.bytes() > 0 || o.error.is_some());
@@ -217,7 +234,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Response {
         }
         results.push(FetchTopicResult { name: topic.name, partitions });
     }
-    Response::Fetch(results)
+    Ok(Response::Fetch(results))
 }
 
 async fn fetch_on(
@@ -225,13 +242,14 @@ async fn fetch_on(
     owner: usize,
     items: Vec<FetchItem>,
     wait_until: Option<Instant>,
+    bytes_max: usize,
 ) -> Vec<FetchOutcome> {
     let n = items.len();
     if owner == shard.id {
-        return shard.fetch_local(items, wait_until).await;
+        return shard.fetch_local(items, wait_until, bytes_max).await;
     }
     let (reply, rx) = oneshot::channel();
-    shard.send(owner, ShardMsg::Fetch { items, wait_until, reply }).await;
+    shard.send(owner, ShardMsg::Fetch { items, wait_until, bytes_max, reply }).await;
     rx.await.unwrap_or_else(|_| vec![failed(shutting_down()); n])
 }
 

@@ -108,6 +108,27 @@ impl Broker {
         child.wait().expect("waiting for the broker")
     }
 
+    /// SIGTERM, then waits up to `limit` for the exit; `None` if the broker
+    /// is still running then (it is killed).
+    pub fn terminate_within(&mut self, limit: std::time::Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "sending SIGTERM");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the broker") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker first");

@@ -211,9 +211,9 @@ async fn graceful_shutdown_syncs_and_marks_every_log_clean() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_that_never_reads_does_not_grow_the_brokers_memory() {
+async fn a_consumer_that_never_reads_neither_grows_the_brokers_memory_nor_blocks_its_shutdown() {
     use tokio::io::AsyncWriteExt;
-    let broker = Broker::start(&[]);
+    let mut broker = Broker::start(&[]);
     let client = client(&broker).await;
     client.create_topic("big", 1, TopicConfig::default()).await.unwrap();
     let producer = Producer::new(client.clone(), ProducerConfig::default());
@@ -259,5 +259,14 @@ async fn a_consumer_that_never_reads_does_not_grow_the_brokers_memory() {
     let grown = broker.rss_bytes().saturating_sub(before);
     // 1000 fetches would be ~4 GB of responses; the connection budget is 64 MiB.
     assert!(grown < 160 << 20, "the broker grew by {} MiB", grown >> 20);
+    // The stalled connection holds unwritten responses: the shutdown gives
+    // it a grace period (5 s), then closes it and the logs, and exits.
+    let status = tokio::task::spawn_blocking(move || {
+        let status = broker.terminate_within(Duration::from_secs(30));
+        (status, broker)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some_and(|s| s.success()), "shutdown hung or failed: {:?}", status.0);
     drop(stream);
 }

@@ -75,8 +75,7 @@ impl Shard {
             retention_bytes: config.retention_bytes.map(|b| b as u64),
         };
         topics.insert(name.clone(), meta.clone());
-        metadata::store(&self.config.data_dir, &topics)
-            .map_err(|e| (ErrorCode::STORAGE_ERROR, format!("writing topic metadata failed: {e}")))?;
+        self.store_metadata(topics).await?;
         tracing::info!(topic = %name, partitions, "topic created");
         self.broadcast(|reply| ShardMsg::ApplyTopic { meta: meta.clone(), reply }, || self.apply_topic(meta.clone()))
             .await
@@ -89,20 +88,30 @@ impl Shard {
         if topics.remove(&name).is_none() {
             return Err((ErrorCode::UNKNOWN_TOPIC, format!("topic {name:?} does not exist")));
         }
-        metadata::store(&self.config.data_dir, &topics)
-            .map_err(|e| (ErrorCode::STORAGE_ERROR, format!("writing topic metadata failed: {e}")))?;
+        self.store_metadata(topics).await?;
         let result = self
             .broadcast(|reply| ShardMsg::RemoveTopic { name: name.clone(), reply }, || self.remove_topic(&name))
             .await;
         // Partitions are closed everywhere: the topic's directory can go.
         let dir = self.config.data_dir.join(TOPICS_DIR).join(&name);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
+        let removed = glommio::executor().spawn_blocking(move || (std::fs::remove_dir_all(&dir), dir)).await;
+        if let (Err(e), dir) = removed
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted topic's directory failed");
         }
         tracing::info!(topic = %name, "topic deleted");
         result
+    }
+
+    /// Replaces the metadata file on a blocking thread: its fsyncs must not
+    /// stall this shard's connections.
+    async fn store_metadata(&self, topics: crate::metadata::Topics) -> Result<(), OpError> {
+        let dir = self.config.data_dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || metadata::store(&dir, &topics))
+            .await
+            .map_err(|e| (ErrorCode::STORAGE_ERROR, format!("writing topic metadata failed: {e}")))
     }
 
     /// Sends a message built by `make` to every other shard and runs

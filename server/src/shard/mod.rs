@@ -50,6 +50,7 @@ pub enum ShardMsg {
     Fetch {
         items: Vec<FetchItem>,
         wait_until: Option<Instant>,
+        bytes_max: usize,
         reply: oneshot::Sender<Vec<FetchOutcome>>,
     },
     ListOffsets {
@@ -190,10 +191,10 @@ impl Shard {
                 })
                 .detach();
             }
-            ShardMsg::Fetch { items, wait_until, reply } => {
+            ShardMsg::Fetch { items, wait_until, bytes_max, reply } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
-                    let _ = reply.send(shard.fetch_local(items, wait_until).await);
+                    let _ = reply.send(shard.fetch_local(items, wait_until, bytes_max).await);
                 })
                 .detach();
             }

@@ -80,7 +80,13 @@ impl Shard {
 
     /// Reads each item; with `wait_until`, first waits (up to then, or the
     /// shutdown) until at least one item has data.
-    pub async fn fetch_local(self: &Rc<Self>, items: Vec<FetchItem>, wait_until: Option<Instant>) -> Vec<FetchOutcome> {
+    /// Reads at most `bytes_max` in all, beyond the first batch.
+    pub async fn fetch_local(
+        self: &Rc<Self>,
+        items: Vec<FetchItem>,
+        wait_until: Option<Instant>,
+        bytes_max: usize,
+    ) -> Vec<FetchOutcome> {
         let logs: Vec<Result<Rc<Log>, OpError>> = items.iter().map(|i| self.log(&i.topic, i.partition)).collect();
         if let Some(deadline) = wait_until {
             let any_ready = items.iter().zip(&logs).any(|(item, log)| match log {
@@ -101,7 +107,7 @@ impl Shard {
                 }
             }
         }
-        let budget = self.config.limits.fetch_bytes_max;
+        let budget = bytes_max.min(self.config.limits.fetch_bytes_max);
         let mut used = 0usize;
         let mut out = Vec::with_capacity(items.len());
         for (item, log) in items.iter().zip(logs) {
@@ -112,9 +118,19 @@ impl Shard {
                     continue;
                 }
             };
-            // Every partition gets at least one batch, so no consumer stalls
+            if used >= budget {
+                // The response is full: the rest get nothing this time.
+                out.push(FetchOutcome {
+                    error: None,
+                    high_watermark: log.high_watermark(),
+                    log_start_offset: log.log_start_offset(),
+                    batches: Vec::new(),
+                });
+                continue;
+            }
+            // A partition gets at least one batch, so no consumer stalls
             // behind a batch larger than its share.
-            let bytes_max = (item.max_bytes as usize).min(budget.saturating_sub(used)).max(1);
+            let bytes_max = (item.max_bytes as usize).min(budget - used).max(1);
             match log.read(item.offset, bytes_max).await {
                 Ok(r) => {
                     let outcome = FetchOutcome {
