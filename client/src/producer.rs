@@ -14,11 +14,11 @@
 //!
 //! Order: batches are queued on their connections in the order they were
 //! taken, so without failures one partition's batches land in the order
-//! sent. Retriable failures are retried with exponential backoff; as in
-//! Kafka without idempotence, a retried batch may land after a later batch
-//! of the same partition, and may land twice if the first attempt's
-//! acknowledgement was lost. Set `requests_in_flight_max = 1` to keep order
-//! across retries.
+//! sent. Retriable failures are retried with exponential backoff. As in
+//! Kafka without idempotence, a retried batch may land twice if the first
+//! attempt's acknowledgement was lost; with `requests_in_flight_max` above 1
+//! it may also land after a later batch of the same partition (the default,
+//! 1, keeps order across retries).
 //!
 //! Memory is bounded: `send` waits while `buffer_bytes_max` bytes of
 //! records are unacknowledged. Dropping the last handle fails the records
@@ -51,6 +51,10 @@ pub struct ProducerConfig {
     pub buffer_bytes_max: usize,
     /// One request carries at most this many bytes of batches.
     pub request_bytes_max: usize,
+    /// Sends in flight at once (each sends one request per owning shard).
+    /// 1, the default, keeps each partition's batches in order even across
+    /// retries, and batches best under load: records pile up while a send
+    /// is out. Raise it for links whose round trip is long next to a batch.
     pub requests_in_flight_max: usize,
     pub retries: u32,
     pub retry_backoff: Duration,
@@ -67,7 +71,7 @@ impl Default for ProducerConfig {
             batch_bytes_max: 256 << 10,
             buffer_bytes_max: 64 << 20,
             request_bytes_max: 4 << 20,
-            requests_in_flight_max: 5,
+            requests_in_flight_max: 1,
             retries: 5,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(2),

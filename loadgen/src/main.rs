@@ -69,8 +69,8 @@ struct Args {
     batch_bytes: usize,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
-    /// Produce requests each producer keeps in flight
-    #[arg(long, default_value_t = 5)]
+    /// Sends each producer keeps in flight (see `ProducerConfig`)
+    #[arg(long, default_value_t = 1)]
     requests_in_flight: usize,
     /// Threads of the load generator's tokio runtime
     #[arg(long, default_value_t = 2)]
