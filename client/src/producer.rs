@@ -51,10 +51,10 @@ pub struct ProducerConfig {
     pub buffer_bytes_max: usize,
     /// One request carries at most this many bytes of batches.
     pub request_bytes_max: usize,
-    /// Sends in flight at once (each sends one request per owning shard).
-    /// 1, the default, keeps each partition's batches in order even across
-    /// retries, and batches best under load: records pile up while a send
-    /// is out. Raise it for links whose round trip is long next to a batch.
+    /// Requests in flight at once per broker shard. 1, the default, keeps
+    /// each partition's batches in order even across retries, and batches
+    /// best under load: records pile up while a request is out. Raise it for
+    /// links whose round trip is long next to a batch.
     pub requests_in_flight_max: usize,
     pub retries: u32,
     pub retry_backoff: Duration,
@@ -190,6 +190,8 @@ struct Inner {
     memory: Arc<Semaphore>,
     /// Sequence numbers of batches opened and not yet settled.
     unsettled: Mutex<BTreeSet<u64>>,
+    /// Sends in flight per shard (`None`: the bootstrap connection).
+    busy: Mutex<HashMap<Option<u32>, usize>>,
     settled: Notify,
     closed: AtomicBool,
 }
@@ -223,6 +225,7 @@ impl Producer {
             acc: Mutex::new(Accumulator::default()),
             wake: Notify::new(),
             unsettled: Mutex::new(BTreeSet::new()),
+            busy: Mutex::new(HashMap::new()),
             settled: Notify::new(),
             closed: AtomicBool::new(false),
         });
@@ -337,41 +340,68 @@ fn now() -> Timestamp {
     Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
 }
 
-/// Takes every batch that is due: full ones, and open ones past `linger`
-/// (all of them with `linger = 0`, and those a flush waits for). Returns the
-/// time the next open batch falls due, if any is left.
-fn take_due(inner: &Inner, acc: &mut Accumulator, bytes_max: usize) -> (Vec<ReadyBatch>, Option<Instant>) {
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    while bytes < bytes_max {
-        let Some(((topic, partition), batch)) = acc.full.pop_front() else { break };
-        bytes += batch.bytes;
-        out.extend(encode(inner, topic, partition, batch));
+/// Batches bound for one shard (`None`: the bootstrap connection).
+type ShardBatches = (Option<u32>, Vec<ReadyBatch>);
+
+/// Takes every batch that is due and whose shard has a free send slot:
+/// full ones, and open ones past `linger` (all of them with `linger = 0`,
+/// and those a flush waits for). Returns the batches by shard, and the time
+/// the next open batch of a shard with room falls due.
+fn take_due(
+    inner: &Inner,
+    acc: &mut Accumulator,
+    has_room: &dyn Fn(Option<u32>) -> bool,
+) -> (Vec<ShardBatches>, Option<Instant>) {
+    let bytes_max = inner.config.request_bytes_max;
+    let mut groups: Vec<(Option<u32>, usize, Vec<ReadyBatch>)> = Vec::new();
+    let shard_of = |key: &(String, u32)| inner.client.shard_of(&key.0, key.1);
+    let take = |groups: &mut Vec<(Option<u32>, usize, Vec<ReadyBatch>)>, key: (String, u32), batch: OpenBatch| {
+        let shard = shard_of(&key);
+        let i = groups.iter().position(|(s, _, _)| *s == shard).unwrap_or_else(|| {
+            groups.push((shard, 0, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1 += batch.bytes;
+        groups[i].2.extend(encode(inner, key.0, key.1, batch));
+    };
+    let group_bytes = |groups: &Vec<(Option<u32>, usize, Vec<ReadyBatch>)>, shard: Option<u32>| {
+        groups.iter().find(|(s, _, _)| *s == shard).map_or(0, |(_, b, _)| *b)
+    };
+    // Full batches in order; those of a busy shard keep their place.
+    let mut kept = VecDeque::new();
+    while let Some((key, batch)) = acc.full.pop_front() {
+        let shard = shard_of(&key);
+        if has_room(shard) && group_bytes(&groups, shard) < bytes_max {
+            take(&mut groups, key, batch);
+        } else {
+            kept.push_back((key, batch));
+        }
     }
+    acc.full = kept;
     let linger = inner.config.linger;
     let now = Instant::now();
     let mut due: Vec<((String, u32), u64)> = acc
         .open
         .iter()
-        .filter(|(_, b)| b.seq < acc.flush_below || now.duration_since(b.created) >= linger)
+        .filter(|(k, b)| (b.seq < acc.flush_below || now.duration_since(b.created) >= linger) && has_room(shard_of(k)))
         .map(|(k, b)| (k.clone(), b.seq))
         .collect();
     // Oldest first, so a request cut short by its size limit takes the
     // batches that waited longest.
     due.sort_by_key(|(_, seq)| *seq);
     for (key, _) in due {
-        if bytes >= bytes_max {
-            break;
+        if group_bytes(&groups, shard_of(&key)) >= bytes_max {
+            continue;
         }
         let batch = acc.open.remove(&key).expect("listed");
         if acc.sticky.get(&key.0) == Some(&key.1) {
             acc.sticky.remove(&key.0);
         }
-        bytes += batch.bytes;
-        out.extend(encode(inner, key.0, key.1, batch));
+        take(&mut groups, key, batch);
     }
-    let next = if acc.full.is_empty() { acc.open.values().map(|b| b.created + linger).min() } else { Some(now) };
-    (out, next)
+    let next = acc.open.iter().filter(|(k, _)| has_room(shard_of(k))).map(|(_, b)| b.created + linger).min();
+    let next = if acc.full.iter().any(|(k, _)| has_room(shard_of(k))) { Some(now) } else { next };
+    (groups.into_iter().filter(|(_, _, b)| !b.is_empty()).map(|(s, _, b)| (s, b)).collect(), next)
 }
 
 /// Encodes a batch; a batch that cannot be encoded fails its records.
@@ -402,46 +432,52 @@ fn settle(inner: &Inner, batch: &ReadyBatch, result: Result<Option<Offset>>) {
     inner.settled.notify_waiters();
 }
 
+/// Takes due batches whenever a shard they belong to has a free send slot
+/// (`requests_in_flight_max` per shard) and sends them, one request per
+/// shard. A shard's slot stays taken through retries, so with one slot a
+/// partition's batches land in order even when some are retried.
 async fn send_loop(weak: std::sync::Weak<Inner>) {
-    let requests = {
-        let Some(inner) = weak.upgrade() else { return };
-        Arc::new(Semaphore::new(inner.config.requests_in_flight_max))
-    };
     loop {
-        // A free request slot first: until then records keep joining batches.
-        let Ok(permit) = requests.clone().acquire_owned().await else { return };
-        let (inner, batches) = loop {
-            let Some(inner) = weak.upgrade() else { return };
-            let (batches, next) = {
-                let mut acc = inner.acc.lock().expect("not poisoned");
-                take_due(&inner, &mut acc, inner.config.request_bytes_max)
-            };
-            if !batches.is_empty() {
-                break (inner, batches);
-            }
-            // `notify_one` leaves a permit when no one waits: no wake-up is lost
-            // between the check above and this wait.
+        let Some(inner) = weak.upgrade() else { return };
+        let slots_max = inner.config.requests_in_flight_max;
+        let (groups, next) = {
+            let busy = inner.busy.lock().expect("not poisoned").clone();
+            let has_room = |shard: Option<u32>| busy.get(&shard).copied().unwrap_or(0) < slots_max;
+            let mut acc = inner.acc.lock().expect("not poisoned");
+            take_due(&inner, &mut acc, &has_room)
+        };
+        if groups.is_empty() {
+            // `notify_one` leaves a permit when no one waits: no wake-up (a
+            // record, a full batch, a flush, a freed slot) is lost between
+            // the check above and this wait.
             let wake = inner.wake.notified();
             match next {
                 Some(at) => {
                     let _ = tokio::time::timeout_at(at.into(), wake).await;
                 }
-                // Wakes for new records; a dropped producer leaves the
-                // weak reference dead, checked every second.
+                // A dropped producer leaves the weak reference dead: checked every second.
                 None => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
                 }
             }
-        };
-        // Queue the requests here, in the order the batches were taken, so
-        // one partition's batches reach the broker in order; only the wait
-        // for the answers runs concurrently.
-        let started = start_by_shard(&inner, &batches).await;
-        tokio::spawn(async move {
-            let outcomes = finish(&inner, &batches, started).await;
-            retry_failed(&inner, batches, outcomes).await;
-            drop(permit);
-        });
+            continue;
+        }
+        for (shard, batches) in groups {
+            *inner.busy.lock().expect("not poisoned").entry(shard).or_insert(0) += 1;
+            // Queue the request here, in the order the batches were taken, so
+            // one partition's batches reach the broker in order; only the
+            // wait for the answer runs concurrently.
+            let started = start_by_shard(&inner, &batches).await;
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let outcomes = finish(&inner, &batches, started).await;
+                retry_failed(&inner, batches, outcomes).await;
+                if let Some(n) = inner.busy.lock().expect("not poisoned").get_mut(&shard) {
+                    *n -= 1;
+                }
+                inner.wake.notify_one();
+            });
+        }
     }
 }
 

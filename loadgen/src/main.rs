@@ -72,6 +72,9 @@ struct Args {
     /// Sends each producer keeps in flight (see `ProducerConfig`)
     #[arg(long, default_value_t = 1)]
     requests_in_flight: usize,
+    /// The embedded broker's `spin_before_park_us`
+    #[arg(long, default_value_t = 0)]
+    spin_before_park_us: u64,
     /// Threads of the load generator's tokio runtime
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -167,6 +170,7 @@ fn run(args: &Args) -> Result<(), String> {
             },
         )?;
         config.log.retention_check_ms = 3_600_000;
+        config.spin_before_park_us = args.spin_before_park_us;
         let b = server::start(config)?;
         let addr = b.addr.to_string();
         broker = Some(b);

@@ -270,3 +270,35 @@ async fn a_consumer_that_never_reads_neither_grows_the_brokers_memory_nor_blocks
     assert!(status.0.is_some_and(|s| s.success()), "shutdown hung or failed: {:?}", status.0);
     drop(stream);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_while_other_tasks_keep_sending_and_a_dropped_producer_fails_its_queue() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("busy", 2, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (producer, stop) = (producer.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = producer.send(ProducerRecord::new("busy", None::<Bytes>, "x")).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mine = producer.send(ProducerRecord::new("busy", None::<Bytes>, "mine")).await.unwrap();
+    // Waits for what was queued before it, not for the endless stream after.
+    tokio::time::timeout(Duration::from_secs(20), producer.flush()).await.expect("flush never returned");
+    assert!(mine.wait().await.is_ok());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.await.unwrap();
+
+    // A record left in an open batch when the last handle goes is failed, not forgotten.
+    let config = ProducerConfig { linger: Duration::from_secs(3600), ..ProducerConfig::default() };
+    let lingering = Producer::new(client.clone(), config);
+    let orphan = lingering.send(ProducerRecord::new("busy", None::<Bytes>, "orphan")).await.unwrap();
+    drop(lingering);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), orphan.wait()).await.expect("delivery never resolved");
+    assert!(matches!(outcome, Err(cairn_client::ClientError::Closed)), "{outcome:?}");
+}
