@@ -295,7 +295,7 @@ async fn flush_returns_while_other_tasks_keep_sending_and_a_dropped_producer_fai
     sender.await.unwrap();
 
     // A record left in an open batch when the last handle goes is failed, not forgotten.
-    let config = ProducerConfig { linger: Duration::from_secs(3600), ..ProducerConfig::default() };
+    let config = ProducerConfig { linger: Duration::from_hours(1), ..ProducerConfig::default() };
     let lingering = Producer::new(client.clone(), config);
     let orphan = lingering.send(ProducerRecord::new("busy", None::<Bytes>, "orphan")).await.unwrap();
     drop(lingering);
