@@ -244,7 +244,7 @@ async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, 
             partitions: parts,
             from: StartFrom::Latest,
             target: None,
-            stop_at: Some(stop_at + Duration::from_secs(1)),
+            stop_at: Some(stop_at),
             measure_from,
         };
         consumers.push(tokio::spawn(workload::consume(client, spec, progress.clone())));
@@ -298,7 +298,7 @@ async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, 
     for c in consumers {
         let r = c.await.map_err(|e| e.to_string())?;
         e2e.add(&r.end_to_end).expect("same bounds");
-        consumed += r.records;
+        consumed += r.measured;
         if let Some(e) = r.error {
             eprintln!("cairn-loadgen: consumer error: {e}");
         }

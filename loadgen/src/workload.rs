@@ -177,6 +177,8 @@ fn pace(
 
 pub struct ConsumeResult {
     pub records: u64,
+    /// Read within the measured window (`measure_from` to `stop_at`).
+    pub measured: u64,
     /// Now minus record timestamp (millisecond resolution), within the window.
     pub end_to_end: Histogram<u64>,
     pub elapsed: Duration,
@@ -204,7 +206,8 @@ pub struct ConsumeSpec {
 pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>) -> ConsumeResult {
     let ConsumeSpec { topic, partitions, from, target, stop_at, measure_from } = spec;
     let config = ConsumerConfig { fetch_wait_max: Duration::from_millis(100), ..ConsumerConfig::default() };
-    let mut result = ConsumeResult { records: 0, end_to_end: histogram(), elapsed: Duration::ZERO, error: None };
+    let mut result =
+        ConsumeResult { records: 0, measured: 0, end_to_end: histogram(), elapsed: Duration::ZERO, error: None };
     let mut consumer = match Consumer::assign(client, config, &topic, &partitions, from).await {
         Ok(c) => c,
         Err(e) => {
@@ -220,11 +223,13 @@ pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>)
         match consumer.poll().await {
             Ok(records) => {
                 let now = now_ms();
-                let measured = Instant::now() >= measure_from;
-                for r in &records {
-                    if measured {
+                let at = Instant::now();
+                let measured = at >= measure_from && stop_at.is_none_or(|s| at < s);
+                if measured {
+                    for r in &records {
                         record(&mut result.end_to_end, ((now - r.timestamp.0).max(0) as u64) * 1000);
                     }
+                    result.measured += records.len() as u64;
                 }
                 result.records += records.len() as u64;
                 progress.consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
