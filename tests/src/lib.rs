@@ -36,15 +36,27 @@ pub struct Broker {
     root: tempfile::TempDir,
     pub addr: String,
     extra: Vec<String>,
+    /// Run in the temporary directory with `--data-dir data`, as a user
+    /// running the README's command would (a relative path).
+    relative: bool,
 }
 
 impl Broker {
     /// Starts a broker with two shards on a free port; `extra` flags are
     /// appended (e.g. `--flush never`).
     pub fn start(extra: &[&str]) -> Broker {
+        Broker::start_with(extra, false)
+    }
+
+    /// Like [`Broker::start`], with a relative data directory.
+    pub fn start_relative(extra: &[&str]) -> Broker {
+        Broker::start_with(extra, true)
+    }
+
+    fn start_with(extra: &[&str], relative: bool) -> Broker {
         let root = tempfile::tempdir().expect("temporary directory");
-        let mut broker =
-            Broker { child: None, root, addr: String::new(), extra: extra.iter().map(|s| (*s).to_string()).collect() };
+        let extra = extra.iter().map(|s| (*s).to_string()).collect();
+        let mut broker = Broker { child: None, root, addr: String::new(), extra, relative };
         broker.spawn();
         broker
     }
@@ -59,15 +71,11 @@ impl Broker {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).expect("log file");
+        let data_dir =
+            if self.relative { "data".to_owned() } else { self.data_dir().to_str().expect("utf-8 path").to_owned() };
         let mut child = Command::new(bin("cairn-server"))
-            .args([
-                "--data-dir",
-                self.data_dir().to_str().expect("utf-8 path"),
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                "2",
-            ])
+            .current_dir(self.root.path())
+            .args(["--data-dir", &data_dir, "--listen", "127.0.0.1:0", "--cores", "2"])
             .args(&self.extra)
             .env("CAIRN_LOG", "info")
             .stdout(Stdio::piped())

@@ -11,7 +11,8 @@ fn stdout(o: &std::process::Output) -> String {
 
 #[test]
 fn topics_produce_consume_and_offsets_from_the_command_line() {
-    let broker = Broker::start(&[]);
+    // A relative data directory, as with the README's `cargo run -p server`.
+    let broker = Broker::start_relative(&[]);
     stdout(&broker.cli(&["topic", "create", "greetings", "--partitions", "3"], ""));
     assert_eq!(stdout(&broker.cli(&["topic", "list"], "")), "greetings\t3\n");
     let described = stdout(&broker.cli(&["topic", "describe", "greetings"], ""));
