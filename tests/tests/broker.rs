@@ -302,3 +302,31 @@ async fn flush_returns_while_other_tasks_keep_sending_and_a_dropped_producer_fai
     let outcome = tokio::time::timeout(Duration::from_secs(10), orphan.wait()).await.expect("delivery never resolved");
     assert!(matches!(outcome, Err(cairn_client::ClientError::Closed)), "{outcome:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_resolve_by_timestamp_and_a_consumer_starts_there() {
+    use cairn_client::{OffsetSpec, Timestamp};
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("timed", 1, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for (i, ts) in [1_000i64, 2_000, 3_000].into_iter().enumerate() {
+        let mut r = ProducerRecord::new("timed", None::<Bytes>, format!("v{i}"));
+        r.timestamp = Some(Timestamp(ts));
+        producer.send(r).await.unwrap().wait().await.unwrap();
+    }
+    let at = |t| client.list_offsets("timed", &[0], OffsetSpec::Timestamp(t));
+    assert_eq!(at(0).await.unwrap(), vec![(0, Offset(0))]);
+    assert_eq!(at(1_500).await.unwrap(), vec![(0, Offset(1))]);
+    assert_eq!(at(3_000).await.unwrap(), vec![(0, Offset(2))]);
+    assert_eq!(at(9_000).await.unwrap(), vec![(0, Offset(3))], "after the last record: the high watermark");
+    assert_eq!(client.list_offsets("timed", &[0], OffsetSpec::Earliest).await.unwrap(), vec![(0, Offset(0))]);
+    let mut consumer =
+        Consumer::assign(client.clone(), ConsumerConfig::default(), "timed", &[], StartFrom::Timestamp(2_000))
+            .await
+            .unwrap();
+    let records = consumer.poll().await.unwrap();
+    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap()).collect();
+    assert_eq!(values, vec![&b"v1"[..], b"v2"]);
+    assert_eq!(records[0].timestamp, Timestamp(2_000));
+}
