@@ -259,42 +259,34 @@ impl Request {
             Request::Produce(p) => {
                 w.u8(p.acks as u8);
                 w.u32(p.timeout_ms);
-                w.u32(p.topics.len() as u32);
-                for t in &p.topics {
+                w.array(&p.topics, |w, t| {
                     w.string(&t.name);
-                    w.u32(t.partitions.len() as u32);
-                    for part in &t.partitions {
+                    w.array(&t.partitions, |w, part| {
                         w.u32(part.partition);
                         w.bytes(&part.batch);
-                    }
-                }
+                    });
+                });
             }
             Request::Fetch(f) => {
                 w.u32(f.max_wait_ms);
                 w.u32(f.min_bytes);
                 w.u32(f.max_bytes);
-                w.u32(f.topics.len() as u32);
-                for t in &f.topics {
+                w.array(&f.topics, |w, t| {
                     w.string(&t.name);
-                    w.u32(t.partitions.len() as u32);
-                    for part in &t.partitions {
+                    w.array(&t.partitions, |w, part| {
                         w.u32(part.partition);
                         w.u64(part.offset.0);
                         w.u32(part.max_bytes);
-                    }
-                }
+                    });
+                });
             }
-            Request::ListOffsets(topics) => {
-                w.u32(topics.len() as u32);
-                for t in topics {
-                    w.string(&t.name);
-                    w.u32(t.partitions.len() as u32);
-                    for &(p, spec) in &t.partitions {
-                        w.u32(p);
-                        w.i64(spec.encode());
-                    }
-                }
-            }
+            Request::ListOffsets(topics) => w.array(topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, &(p, spec)| {
+                    w.u32(p);
+                    w.i64(spec.encode());
+                });
+            }),
         }
     }
 
@@ -331,54 +323,35 @@ impl Request {
                     v => return Err(DecodeError::Invalid { what: "acks", value: i64::from(v) }),
                 };
                 let timeout_ms = r.u32()?;
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.string()?;
-                    let m = r.count("partitions", 8)?;
-                    let mut partitions = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        partitions.push(ProducePartition { partition: r.u32()?, batch: r.bytes()? });
-                    }
-                    topics.push(ProduceTopic { name, partitions });
-                }
+                let topics = r.array("topics", 6, |r| {
+                    Ok(ProduceTopic {
+                        name: r.string()?,
+                        partitions: r.array("partitions", 8, |r| {
+                            Ok(ProducePartition { partition: r.u32()?, batch: r.bytes()? })
+                        })?,
+                    })
+                })?;
                 Request::Produce(ProduceRequest { acks, timeout_ms, topics })
             }
-            ApiKey::Fetch => {
-                let max_wait_ms = r.u32()?;
-                let min_bytes = r.u32()?;
-                let max_bytes = r.u32()?;
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.string()?;
-                    let m = r.count("partitions", 16)?;
-                    let mut partitions = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        partitions.push(FetchPartition {
-                            partition: r.u32()?,
-                            offset: Offset(r.u64()?),
-                            max_bytes: r.u32()?,
-                        });
-                    }
-                    topics.push(FetchTopic { name, partitions });
-                }
-                Request::Fetch(FetchRequest { max_wait_ms, min_bytes, max_bytes, topics })
-            }
-            ApiKey::ListOffsets => {
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.string()?;
-                    let m = r.count("partitions", 12)?;
-                    let mut partitions = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        partitions.push((r.u32()?, OffsetSpec::decode(r.i64()?)?));
-                    }
-                    topics.push(ListOffsetsTopic { name, partitions });
-                }
-                Request::ListOffsets(topics)
-            }
+            ApiKey::Fetch => Request::Fetch(FetchRequest {
+                max_wait_ms: r.u32()?,
+                min_bytes: r.u32()?,
+                max_bytes: r.u32()?,
+                topics: r.array("topics", 6, |r| {
+                    Ok(FetchTopic {
+                        name: r.string()?,
+                        partitions: r.array("partitions", 16, |r| {
+                            Ok(FetchPartition { partition: r.u32()?, offset: Offset(r.u64()?), max_bytes: r.u32()? })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::ListOffsets => Request::ListOffsets(r.array("topics", 6, |r| {
+                Ok(ListOffsetsTopic {
+                    name: r.string()?,
+                    partitions: r.array("partitions", 12, |r| Ok((r.u32()?, OffsetSpec::decode(r.i64()?)?)))?,
+                })
+            })?),
         })
     }
 }
@@ -501,30 +474,22 @@ impl Response {
                 w.string(&h.server);
                 w.u32(h.shards);
                 w.u32(h.shard);
-                w.u32(h.shard_ports.len() as u32);
-                for &p in &h.shard_ports {
-                    w.u16(p);
-                }
-                w.u32(h.apis.len() as u32);
-                for a in &h.apis {
+                w.array(&h.shard_ports, |w, &p| w.u16(p));
+                w.array(&h.apis, |w, a| {
                     w.u16(a.api_key);
                     w.u16(a.min);
                     w.u16(a.max);
-                }
+                });
             }
             Response::CreateTopic | Response::DeleteTopic => {}
-            Response::ListTopics(topics) => {
-                w.u32(topics.len() as u32);
-                for t in topics {
-                    w.string(&t.name);
-                    w.u32(t.partitions);
-                }
-            }
+            Response::ListTopics(topics) => w.array(topics, |w, t| {
+                w.string(&t.name);
+                w.u32(t.partitions);
+            }),
             Response::DescribeTopic(d) => {
                 w.string(&d.name);
                 d.config.encode(w);
-                w.u32(d.partitions.len() as u32);
-                for p in &d.partitions {
+                w.array(&d.partitions, |w, p| {
                     w.u32(p.partition);
                     w.u32(p.shard);
                     w.u16(p.error.0);
@@ -532,50 +497,38 @@ impl Response {
                     w.u64(p.high_watermark.0);
                     w.u64(p.log_end_offset.0);
                     w.u64(p.size_bytes);
-                }
+                });
             }
-            Response::Produce(topics) => {
-                w.u32(topics.len() as u32);
-                for t in topics {
-                    w.string(&t.name);
-                    w.u32(t.partitions.len() as u32);
-                    for p in &t.partitions {
-                        w.u32(p.partition);
-                        w.u16(p.error.0);
-                        w.u64(p.base_offset.0);
+            Response::Produce(topics) => w.array(topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.u16(p.error.0);
+                    w.u64(p.base_offset.0);
+                });
+            }),
+            Response::Fetch(topics) => w.array(topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.u16(p.error.0);
+                    w.u64(p.high_watermark.0);
+                    w.u64(p.log_start_offset.0);
+                    let total: usize = p.batches.iter().map(Bytes::len).sum();
+                    w.u32(u32::try_from(total).expect("fetch responses are bounded far below 4 GiB"));
+                    for b in &p.batches {
+                        w.shared(b.clone());
                     }
-                }
-            }
-            Response::Fetch(topics) => {
-                w.u32(topics.len() as u32);
-                for t in topics {
-                    w.string(&t.name);
-                    w.u32(t.partitions.len() as u32);
-                    for p in &t.partitions {
-                        w.u32(p.partition);
-                        w.u16(p.error.0);
-                        w.u64(p.high_watermark.0);
-                        w.u64(p.log_start_offset.0);
-                        let total: usize = p.batches.iter().map(Bytes::len).sum();
-                        w.u32(u32::try_from(total).expect("fetch responses are bounded far below 4 GiB"));
-                        for b in &p.batches {
-                            w.shared(b.clone());
-                        }
-                    }
-                }
-            }
-            Response::ListOffsets(topics) => {
-                w.u32(topics.len() as u32);
-                for t in topics {
-                    w.string(&t.name);
-                    w.u32(t.partitions.len() as u32);
-                    for p in &t.partitions {
-                        w.u32(p.partition);
-                        w.u16(p.error.0);
-                        w.u64(p.offset.0);
-                    }
-                }
-            }
+                });
+            }),
+            Response::ListOffsets(topics) => w.array(topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.u16(p.error.0);
+                    w.u64(p.offset.0);
+                });
+            }),
         }
     }
 
@@ -589,40 +542,24 @@ impl Response {
 
     fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Response, DecodeError> {
         Ok(match api_key {
-            ApiKey::Handshake => {
-                let protocol_version = r.u16()?;
-                let server = r.string()?;
-                let shards = r.u32()?;
-                let shard = r.u32()?;
-                let n = r.count("shard ports", 2)?;
-                let mut shard_ports = Vec::with_capacity(n);
-                for _ in 0..n {
-                    shard_ports.push(r.u16()?);
-                }
-                let n = r.count("apis", 6)?;
-                let mut apis = Vec::with_capacity(n);
-                for _ in 0..n {
-                    apis.push(ApiVersions { api_key: r.u16()?, min: r.u16()?, max: r.u16()? });
-                }
-                Response::Handshake(HandshakeResponse { protocol_version, server, shards, shard, shard_ports, apis })
-            }
+            ApiKey::Handshake => Response::Handshake(HandshakeResponse {
+                protocol_version: r.u16()?,
+                server: r.string()?,
+                shards: r.u32()?,
+                shard: r.u32()?,
+                shard_ports: r.array("shard ports", 2, Reader::u16)?,
+                apis: r.array("apis", 6, |r| Ok(ApiVersions { api_key: r.u16()?, min: r.u16()?, max: r.u16()? }))?,
+            }),
             ApiKey::CreateTopic => Response::CreateTopic,
             ApiKey::DeleteTopic => Response::DeleteTopic,
-            ApiKey::ListTopics => {
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    topics.push(TopicSummary { name: r.string()?, partitions: r.u32()? });
-                }
-                Response::ListTopics(topics)
-            }
-            ApiKey::DescribeTopic => {
-                let name = r.string()?;
-                let config = TopicConfig::decode(r)?;
-                let n = r.count("partitions", 42)?;
-                let mut partitions = Vec::with_capacity(n);
-                for _ in 0..n {
-                    partitions.push(PartitionDescription {
+            ApiKey::ListTopics => Response::ListTopics(
+                r.array("topics", 6, |r| Ok(TopicSummary { name: r.string()?, partitions: r.u32()? }))?,
+            ),
+            ApiKey::DescribeTopic => Response::DescribeTopic(DescribeTopicResponse {
+                name: r.string()?,
+                config: TopicConfig::decode(r)?,
+                partitions: r.array("partitions", 42, |r| {
+                    Ok(PartitionDescription {
                         partition: r.u32()?,
                         shard: r.u32()?,
                         error: ErrorCode(r.u16()?),
@@ -630,78 +567,50 @@ impl Response {
                         high_watermark: Offset(r.u64()?),
                         log_end_offset: Offset(r.u64()?),
                         size_bytes: r.u64()?,
-                    });
-                }
-                Response::DescribeTopic(DescribeTopicResponse { name, config, partitions })
-            }
-            ApiKey::Produce => {
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.string()?;
-                    let m = r.count("partitions", 14)?;
-                    let mut partitions = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        partitions.push(ProducePartitionResult {
+                    })
+                })?,
+            }),
+            ApiKey::Produce => Response::Produce(r.array("topics", 6, |r| {
+                Ok(ProduceTopicResult {
+                    name: r.string()?,
+                    partitions: r.array("partitions", 14, |r| {
+                        Ok(ProducePartitionResult {
                             partition: r.u32()?,
                             error: ErrorCode(r.u16()?),
                             base_offset: Offset(r.u64()?),
-                        });
-                    }
-                    topics.push(ProduceTopicResult { name, partitions });
-                }
-                Response::Produce(topics)
-            }
-            ApiKey::Fetch => {
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.string()?;
-                    let m = r.count("partitions", 26)?;
-                    let mut partitions = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        let partition = r.u32()?;
-                        let error = ErrorCode(r.u16()?);
-                        let high_watermark = Offset(r.u64()?);
-                        let log_start_offset = Offset(r.u64()?);
-                        let at = r.position();
-                        let records = r.bytes()?;
-                        let batches = split_batches(&records).ok_or(DecodeError::Invalid {
-                            what: "batch lengths in fetched records at byte",
-                            value: at as i64,
-                        })?;
-                        partitions.push(FetchPartitionResult {
-                            partition,
-                            error,
-                            high_watermark,
-                            log_start_offset,
-                            batches,
-                        });
-                    }
-                    topics.push(FetchTopicResult { name, partitions });
-                }
-                Response::Fetch(topics)
-            }
-            ApiKey::ListOffsets => {
-                let n = r.count("topics", 6)?;
-                let mut topics = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.string()?;
-                    let m = r.count("partitions", 14)?;
-                    let mut partitions = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        partitions.push(ListOffsetsPartitionResult {
+                        })
+                    })?,
+                })
+            })?),
+            ApiKey::Fetch => Response::Fetch(r.array("topics", 6, |r| {
+                Ok(FetchTopicResult { name: r.string()?, partitions: r.array("partitions", 26, decode_fetched)? })
+            })?),
+            ApiKey::ListOffsets => Response::ListOffsets(r.array("topics", 6, |r| {
+                Ok(ListOffsetsTopicResult {
+                    name: r.string()?,
+                    partitions: r.array("partitions", 14, |r| {
+                        Ok(ListOffsetsPartitionResult {
                             partition: r.u32()?,
                             error: ErrorCode(r.u16()?),
                             offset: Offset(r.u64()?),
-                        });
-                    }
-                    topics.push(ListOffsetsTopicResult { name, partitions });
-                }
-                Response::ListOffsets(topics)
-            }
+                        })
+                    })?,
+                })
+            })?),
         })
     }
+}
+
+fn decode_fetched(r: &mut Reader) -> Result<FetchPartitionResult, DecodeError> {
+    let partition = r.u32()?;
+    let error = ErrorCode(r.u16()?);
+    let high_watermark = Offset(r.u64()?);
+    let log_start_offset = Offset(r.u64()?);
+    let at = r.position();
+    let records = r.bytes()?;
+    let batches = split_batches(&records)
+        .ok_or(DecodeError::Invalid { what: "batch lengths in fetched records at byte", value: at as i64 })?;
+    Ok(FetchPartitionResult { partition, error, high_watermark, log_start_offset, batches })
 }
 
 /// Cuts concatenated batches apart by their `batch_length` fields, without

@@ -104,6 +104,21 @@ impl Reader {
         Ok(count as usize)
     }
 
+    /// An array: a count (checked as in [`Reader::count`]), then each entry.
+    pub fn array<T>(
+        &mut self,
+        what: &'static str,
+        entry_bytes_min: usize,
+        mut entry: impl FnMut(&mut Reader) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let n = self.count(what, entry_bytes_min)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(entry(self)?);
+        }
+        Ok(out)
+    }
+
     /// Ends decoding: a body must be consumed exactly.
     pub fn finish(self) -> Result<(), DecodeError> {
         match self.remaining() {
@@ -190,6 +205,14 @@ impl Writer {
         assert!(u16::try_from(s.len()).is_ok(), "string of {} bytes", s.len());
         self.u16(s.len() as u16);
         self.raw(s.as_bytes());
+    }
+
+    /// An array: its count, then each entry.
+    pub fn array<T>(&mut self, entries: &[T], mut entry: impl FnMut(&mut Writer, &T)) {
+        self.u32(u32::try_from(entries.len()).expect("arrays are bounded by the frame size"));
+        for e in entries {
+            entry(self, e);
+        }
     }
 
     /// A `u32` length and the bytes.

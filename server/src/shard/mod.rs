@@ -12,6 +12,7 @@ mod partitions;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -183,59 +184,26 @@ impl Shard {
     /// Runs a message's work on this shard. Appends start at once (their
     /// order is the order messages arrived); everything else runs in its own task.
     pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        let shard = self.clone();
         match msg {
             ShardMsg::Append { topic, partition, batch, reply } => {
-                let task = self.append_local(&topic, partition, batch);
-                glommio::spawn_local(async move {
-                    let _ = reply.send(task.await);
-                })
-                .detach();
+                answer(reply, self.append_local(&topic, partition, batch));
             }
             ShardMsg::Fetch { items, wait_until, bytes_max, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.fetch_local(items, wait_until, bytes_max).await);
-                })
-                .detach();
+                answer(reply, async move { shard.fetch_local(items, wait_until, bytes_max).await });
             }
             ShardMsg::ListOffsets { items, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.list_offsets_local(items).await);
-                })
-                .detach();
+                answer(reply, async move { shard.list_offsets_local(items).await });
             }
             ShardMsg::Describe { topic, partitions, reply } => {
                 let _ = reply.send(self.describe_local(&topic, &partitions));
             }
             ShardMsg::CreateTopic { name, partitions, config, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.create_topic(name, partitions, config).await);
-                })
-                .detach();
+                answer(reply, async move { shard.create_topic(name, partitions, config).await });
             }
-            ShardMsg::DeleteTopic { name, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.delete_topic(name).await);
-                })
-                .detach();
-            }
-            ShardMsg::ApplyTopic { meta, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.apply_topic(meta).await);
-                })
-                .detach();
-            }
-            ShardMsg::RemoveTopic { name, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.remove_topic(&name).await);
-                })
-                .detach();
-            }
+            ShardMsg::DeleteTopic { name, reply } => answer(reply, async move { shard.delete_topic(name).await }),
+            ShardMsg::ApplyTopic { meta, reply } => answer(reply, async move { shard.apply_topic(meta).await }),
+            ShardMsg::RemoveTopic { name, reply } => answer(reply, async move { shard.remove_topic(&name).await }),
         }
     }
 
@@ -288,6 +256,15 @@ impl Shard {
     pub fn connection_closed(&self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Runs `work` in its own task (started now, in message order) and sends
+/// its result back to the asking shard.
+fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, work: impl Future<Output = T> + 'static) {
+    glommio::spawn_local(async move {
+        let _ = reply.send(work.await);
+    })
+    .detach();
 }
 
 /// The code and message a log error becomes on the wire.
