@@ -1,6 +1,7 @@
-//! Criterion micro-benchmarks of the batch hot path: what every produced
-//! batch costs before it reaches the disk, and every fetched one after.
-//! `cargo bench -p bench --bench micro`.
+//! Criterion micro-benchmarks of the hot paths: what every produced batch
+//! costs before it reaches the disk (frame decode, checks, the log's append
+//! bookkeeping), and every fetched one after (the log's tail read, the fetch
+//! response frame, the client's decode). `cargo bench -p bench --bench micro`.
 
 use std::hint::black_box;
 
@@ -61,5 +62,77 @@ fn batch_path(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, batch_path);
+/// The produce request and fetch response frames around one batch.
+fn frames(c: &mut Criterion) {
+    use bytes::Bytes;
+    use protocol::api::{
+        Acks, ApiKey, FetchPartitionResult, FetchTopicResult, ProducePartition, ProduceRequest, ProduceTopic, Request,
+        Response,
+    };
+    use protocol::frame::RequestHeader;
+    let batch = Bytes::from(batch(256, 100));
+    let mut group = c.benchmark_group("frame_256x100B");
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    let produce = Request::Produce(ProduceRequest {
+        acks: Acks::Leader,
+        timeout_ms: 30_000,
+        topics: vec![ProduceTopic {
+            name: "orders".into(),
+            partitions: (0..4).map(|p| ProducePartition { partition: p, batch: batch.clone() }).collect(),
+        }],
+    });
+    group.bench_function("produce_request_encode", |b| b.iter(|| black_box(&produce).encode(7)));
+    let frame: Bytes = produce.encode(7).iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().into();
+    let frame = frame.slice(4..);
+    group.bench_function("produce_request_decode", |b| {
+        b.iter(|| {
+            let (h, body) = RequestHeader::decode(black_box(&frame)).unwrap();
+            Request::decode(&h, body).unwrap()
+        });
+    });
+    let fetch = Response::Fetch(vec![FetchTopicResult {
+        name: "orders".into(),
+        partitions: (0..4)
+            .map(|p| FetchPartitionResult {
+                partition: p,
+                error: protocol::ErrorCode::NONE,
+                high_watermark: Offset(1 << 20),
+                log_start_offset: Offset(0),
+                batches: vec![batch.clone(), batch.clone()],
+            })
+            .collect(),
+    }]);
+    group.bench_function("fetch_response_encode", |b| b.iter(|| black_box(&fetch).encode(7)));
+    let frame: Bytes = fetch.encode(7).iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().into();
+    let body = frame.slice(4 + protocol::frame::RESPONSE_HEADER_BYTES..);
+    group.bench_function("fetch_response_decode", |b| {
+        b.iter(|| Response::decode(ApiKey::Fetch, black_box(body.clone())).unwrap())
+    });
+    group.finish();
+}
+
+/// A tail read: served from the log's batch cache, no disk. (The append path
+/// is measured against the real device by `bench engine`: on the simulated
+/// disk the simulator's own copies would dominate.)
+fn log_paths(c: &mut Criterion) {
+    use engine::rt::sim::SimStorage;
+    use engine::{FlushPolicy, LogConfig, PartitionLog};
+    use futures::executor::block_on;
+    let bytes = batch(256, 100);
+    let mut group = c.benchmark_group("log_256x100B");
+    group.throughput(Throughput::Elements(256));
+    let config = LogConfig { flush: FlushPolicy::Never, segment_bytes_max: 64 << 20, ..LogConfig::default() };
+    group.throughput(Throughput::Elements(256));
+    group.bench_function("read_tail_from_cache", |b| {
+        let log = block_on(PartitionLog::open(SimStorage::new(), "/bench/p1", config.clone())).unwrap();
+        for _ in 0..16 {
+            block_on(log.append(bytes.clone())).unwrap();
+        }
+        let from = Offset(log.high_watermark().0 - 256);
+        b.iter(|| block_on(log.read(black_box(from), 1 << 20)).unwrap());
+    });
+    group.finish();
+}
+
+criterion_group!(benches, batch_path, frames, log_paths);
 criterion_main!(benches);

@@ -25,7 +25,7 @@
 //! not yet sent with `Closed`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -194,6 +194,8 @@ struct Inner {
     busy: Mutex<HashMap<Option<u32>, usize>>,
     settled: Notify,
     closed: AtomicBool,
+    /// Batches sent again after a retriable failure.
+    retries: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -228,6 +230,7 @@ impl Producer {
             busy: Mutex::new(HashMap::new()),
             settled: Notify::new(),
             closed: AtomicBool::new(false),
+            retries: AtomicU64::new(0),
         });
         tokio::spawn(send_loop(Arc::downgrade(&inner)));
         Producer { inner }
@@ -327,6 +330,11 @@ impl Producer {
             }
             settled.await;
         }
+    }
+
+    /// Batches sent again after a retriable failure, so far.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     /// Flushes, then refuses further sends.
@@ -504,6 +512,7 @@ async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outc
             return;
         }
         tracing::debug!(batches = retry.len(), attempt, "retrying produce");
+        inner.retries.fetch_add(retry.len() as u64, Ordering::Relaxed);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(config.retry_backoff_max);
         batches = retry;

@@ -9,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{LatencySummary, histogram, record};
@@ -57,7 +58,8 @@ fn pwrite_sync(fd: i32, buf: &Aligned, len: usize, at: u64) -> std::io::Result<(
 }
 
 /// Measures for about `each` per figure in `dir`, then removes its file.
-pub fn measure(dir: &Path, each: Duration) -> std::io::Result<Baseline> {
+/// Also returns the fdatasync latency histogram.
+pub fn measure(dir: &Path, each: Duration) -> std::io::Result<(Baseline, Histogram<u64>)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(".cairn-loadgen-baseline");
     let file = std::fs::OpenOptions::new()
@@ -86,10 +88,11 @@ pub fn measure(dir: &Path, each: Duration) -> std::io::Result<Baseline> {
             pwrite_sync(fd, &big, 1 << 20, written % (256 << 20))?;
             written += 1 << 20;
         }
-        Ok(Baseline {
+        let baseline = Baseline {
             fdatasync_4k: LatencySummary::of(&h),
             write_sync_1m_bytes_per_sec: written as f64 / start.elapsed().as_secs_f64(),
-        })
+        };
+        Ok((baseline, h))
     })();
     drop(file);
     let _ = std::fs::remove_file(&path);

@@ -1,27 +1,49 @@
 //! `cairn-loadgen`: drives a broker with producers and consumers and reports
-//! throughput and latency. `--embedded` runs a broker in this process on a
-//! temporary directory, so one command measures a fresh machine.
+//! throughput and latency the way people compare brokers: percentiles to
+//! p99.99 with coordinated omission accounted for, HdrHistogram files, plots,
+//! and the raw disk measured in the same run for ratios. `--embedded` runs a
+//! broker in this process on a temporary directory, so one command measures
+//! a fresh machine. `docs/loadgen.md` describes the flags and the report.
 
 mod baseline;
+mod keys;
+mod plot;
+mod report;
 mod stats;
 mod workload;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_client::{Acks, Client, ClientConfig, ErrorCode, OffsetSpec, ProducerConfig, StartFrom, TopicConfig};
-use clap::{Parser, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::keys::{KeyDistribution, SizeRange};
+use crate::report::{Histograms, Second, Summary, Throughput};
 use crate::stats::{LatencySummary, histogram};
-use crate::workload::{ProduceSpec, Progress};
+use crate::workload::{ConsumeSpec, ProduceSpec, Progress};
 
-#[derive(Parser, Debug, Clone)]
+#[derive(Parser, Debug)]
 #[command(name = "cairn-loadgen", version, about = "Cairn load generator: throughput and latency")]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print two runs' summary.json side by side, with ratios B / A
+    Compare { a: PathBuf, b: PathBuf },
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
     /// A running broker
     #[arg(long, value_name = "ADDR", conflicts_with = "embedded")]
     bootstrap: Option<String>,
@@ -35,9 +57,12 @@ struct Args {
     /// Shards of the embedded broker (0 = one per core)
     #[arg(long, default_value_t = 0)]
     cores: usize,
-    /// Flush policy of the embedded broker
+    /// Flush policy of the embedded broker: always, interval or never
     #[arg(long, default_value = "always")]
     flush: String,
+    /// The embedded broker's `spin_before_park_us`
+    #[arg(long, default_value_t = 0)]
+    spin_before_park_us: u64,
     #[arg(long, default_value = "loadgen")]
     topic: String,
     /// Partitions of the topic, if it has to be created
@@ -45,14 +70,20 @@ struct Args {
     partitions: u32,
     #[arg(long, default_value_t = 1)]
     producers: usize,
-    /// Consumers reading while producers write (end-to-end latency)
+    /// Consumers reading the tail while producers write (end-to-end latency)
     #[arg(long, default_value_t = 0)]
     consumers: usize,
-    #[arg(long, default_value_t = 100)]
-    record_bytes: usize,
-    /// Distinct keys, picked uniformly; 0 sends unkeyed records
+    /// Value size: N, or MIN..MAX for sizes drawn uniformly
+    #[arg(long, default_value = "100", value_name = "BYTES")]
+    record_bytes: String,
+    /// Distinct keys; 0 sends unkeyed records
     #[arg(long, default_value_t = 0)]
     keys: u64,
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Uniform)]
+    key_distribution: KeyDistribution,
+    /// The Zipf exponent s: key k is drawn with probability ∝ 1/k^s
+    #[arg(long, default_value_t = 1.0)]
+    zipf_exponent: f64,
     #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
     acks: AcksArg,
     /// Records per second over all producers (open loop); absent = as fast as possible
@@ -61,6 +92,9 @@ struct Args {
     /// Measured seconds
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Stop after this many records over all producers (warm-up included), if sooner
+    #[arg(long)]
+    records: Option<u64>,
     /// Seconds of load before measuring
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
@@ -69,12 +103,9 @@ struct Args {
     batch_bytes: usize,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
-    /// Sends each producer keeps in flight (see `ProducerConfig`)
+    /// Requests each producer keeps in flight per broker shard
     #[arg(long, default_value_t = 1)]
     requests_in_flight: usize,
-    /// The embedded broker's `spin_before_park_us`
-    #[arg(long, default_value_t = 0)]
-    spin_before_park_us: u64,
     /// Threads of the load generator's tokio runtime
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -82,64 +113,32 @@ struct Args {
     /// fast as possible (consume throughput)
     #[arg(long)]
     replay: bool,
-    /// Also measure the raw disk (fdatasync latency, write bandwidth) on --data-dir
+    /// Also measure the raw disk (write+fdatasync latency and bandwidth) on --data-dir
     #[arg(long)]
     baseline: bool,
-    /// Write summary.json here
+    /// Write summary.json, .hgrm files, the interval log and SVG plots here
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
+    /// Seed of the key and size generators
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum AcksArg {
     None,
     Leader,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Throughput {
-    records: u64,
-    seconds: f64,
-    records_per_sec: f64,
-    bytes_per_sec: f64,
-}
-
-impl Throughput {
-    fn of(records: u64, seconds: f64, record_bytes: usize) -> Throughput {
-        let rps = if seconds > 0.0 { records as f64 / seconds } else { 0.0 };
-        Throughput { records, seconds, records_per_sec: rps, bytes_per_sec: rps * record_bytes as f64 }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Summary {
-    version: u32,
-    target: String,
-    topic: String,
-    partitions: u32,
-    producers: usize,
-    consumers: usize,
-    record_bytes: usize,
-    acks: String,
-    flush: Option<String>,
-    rate: Option<f64>,
-    produce: Throughput,
-    produce_latency: LatencySummary,
-    produce_errors: u64,
-    end_to_end_latency: Option<LatencySummary>,
-    consumed: Option<Throughput>,
-    replay: Option<Throughput>,
-    baseline: Option<baseline::Baseline>,
-    /// Produced bytes/s over the baseline's 1 MiB write+fdatasync bandwidth.
-    produce_to_disk_ratio: Option<f64>,
-    /// Produce p99 minus the baseline's 4 KiB fdatasync p99.
-    produce_p99_over_fdatasync_p99_us: Option<i64>,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Compare { a, b }) => {
+            Summary::load(a).and_then(|a| Summary::load(b).map(|b| print!("{}", report::compare(&a, &b))))
+        }
+        None => run(&cli.run),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cairn-loadgen: {e}");
@@ -148,10 +147,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &RunArgs) -> Result<(), String> {
     if args.bootstrap.is_none() && !args.embedded {
         return Err("say where the broker is: --bootstrap ADDR, or --embedded".into());
     }
+    let sizes = SizeRange::parse(&args.record_bytes)?;
     let mut temp = None;
     let mut broker = None;
     let target = if args.embedded {
@@ -184,24 +184,58 @@ fn run(args: &Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let result =
-        runtime.block_on(drive(args, &target, temp.as_ref().map_or(args.data_dir.clone(), |t| t.path().to_path_buf())));
+    let disk_dir = temp.as_ref().map_or(args.data_dir.clone(), |t| t.path().to_path_buf());
+    let result = runtime.block_on(drive(args, &target, sizes, disk_dir));
     drop(runtime);
     if let Some(b) = broker {
         b.shutdown()?;
     }
     drop(temp);
-    let summary = result?;
-    print_summary(&summary);
+    let (summary, histograms) = result?;
+    print!("{}", report::table(&summary));
     if let Some(dir) = &args.report_dir {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&summary).expect("serializable");
-        std::fs::write(dir.join("summary.json"), json).map_err(|e| format!("writing summary.json: {e}"))?;
+        let h = Histograms {
+            produce: &histograms.produce,
+            end_to_end: (args.consumers > 0).then_some(&histograms.end_to_end),
+            intervals: &histograms.intervals,
+            start_unix_s: histograms.start_unix_s,
+            fdatasync: histograms.fdatasync.as_ref(),
+        };
+        report::write(dir, &summary, &h)?;
+        println!("report: {}", dir.display());
     }
     Ok(())
 }
 
-async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, String> {
+/// The histograms behind a summary.
+struct RunHistograms {
+    produce: hdrhistogram::Histogram<u64>,
+    end_to_end: hdrhistogram::Histogram<u64>,
+    intervals: Vec<hdrhistogram::Histogram<u64>>,
+    start_unix_s: f64,
+    fdatasync: Option<hdrhistogram::Histogram<u64>>,
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+fn progress_bar(total: Duration) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total.as_secs().max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+async fn drive(
+    args: &RunArgs,
+    target: &str,
+    sizes: SizeRange,
+    disk_dir: PathBuf,
+) -> Result<(Summary, RunHistograms), String> {
     let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
     match client.create_topic(&args.topic, args.partitions, TopicConfig::default()).await {
         Ok(()) => {}
@@ -209,18 +243,19 @@ async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, 
         Err(e) => return Err(e.to_string()),
     }
     let partitions = client.partitions(&args.topic).await.map_err(|e| e.to_string())?;
-    let baseline = if args.baseline {
+    let (baseline, fdatasync) = if args.baseline {
         let dir = disk_dir.clone();
-        let b = tokio::task::spawn_blocking(move || baseline::measure(&dir, Duration::from_secs(2)))
+        let (b, h) = tokio::task::spawn_blocking(move || baseline::measure(&dir, Duration::from_secs(2)))
             .await
             .expect("baseline task")
             .map_err(|e| format!("baseline: {e}"))?;
-        Some(b)
+        (Some(b), Some(h))
     } else {
-        None
+        (None, None)
     };
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
+    let start_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let stop_at = measure_from + Duration::from_secs_f64(args.duration);
     let acks = match args.acks {
@@ -232,178 +267,182 @@ async fn drive(args: &Args, target: &str, disk_dir: PathBuf) -> Result<Summary, 
         linger: Duration::from_millis(args.linger_ms),
         batch_bytes_max: args.batch_bytes,
         buffer_bytes_max: (64 << 20).max(args.batch_bytes * 4),
-        requests_in_flight_max: args.requests_in_flight,
+        requests_in_flight_max: args.requests_in_flight.max(1),
         ..ProducerConfig::default()
     };
+    let end_offsets = Arc::new(std::sync::OnceLock::new());
     let mut consumers = Vec::new();
     for c in 0..args.consumers {
         let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % args.consumers == c).collect();
         let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
-        let spec = workload::ConsumeSpec {
+        let spec = ConsumeSpec {
             topic: args.topic.clone(),
             partitions: parts,
             from: StartFrom::Latest,
             target: None,
             stop_at: Some(stop_at),
+            start,
             measure_from,
+            end_offsets: end_offsets.clone(),
         };
         consumers.push(tokio::spawn(workload::consume(client, spec, progress.clone())));
     }
+    let producers_n = args.producers.max(1);
     let mut producers = Vec::new();
-    for _ in 0..args.producers {
+    for p in 0..producers_n {
         let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
+        let share = |n: u64| n / producers_n as u64 + u64::from((p as u64) < n % producers_n as u64);
         let spec = ProduceSpec {
             topic: args.topic.clone(),
-            record_bytes: args.record_bytes,
+            sizes,
             keys: args.keys,
-            rate: args.rate.map(|r| r / args.producers as f64),
+            key_distribution: args.key_distribution,
+            zipf_exponent: args.zipf_exponent,
+            seed: args.seed.wrapping_add(p as u64 * 7919),
+            rate: args.rate.map(|r| r / producers_n as f64),
+            start,
             measure_from,
             stop_at,
+            records_max: args.records.map(share),
         };
         producers.push(tokio::spawn(workload::produce(client, producer_config.clone(), spec, progress.clone())));
     }
-    let sampler = {
-        let progress = progress.clone();
+    let bar = progress_bar(stop_at - start);
+    let ticker = {
+        let (progress, bar) = (progress.clone(), bar.clone());
         tokio::spawn(async move {
+            let Some(bar) = bar else { return };
             let mut last = 0;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
                 tick.tick().await;
                 let acked = progress.acked.load(Ordering::Relaxed);
-                eprintln!(
-                    "  {:>5.1}s  produced {:>10}/s  consumed total {:>10}",
-                    start.elapsed().as_secs_f64(),
+                bar.set_position(start.elapsed().as_secs());
+                bar.set_message(format!(
+                    "{} produced/s, {} consumed{}",
                     acked - last,
-                    progress.consumed.load(Ordering::Relaxed)
-                );
+                    progress.consumed.load(Ordering::Relaxed),
+                    if Instant::now() < measure_from { " (warm-up)" } else { "" }
+                ));
                 last = acked;
             }
         })
     };
     let mut latency = histogram();
-    let mut measured = 0;
-    let mut errors = 0;
+    let mut intervals: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let (mut measured, mut measured_bytes, mut errors, mut retries) = (0, 0, 0, 0);
     for p in producers {
         let r = p.await.map_err(|e| e.to_string())?;
         latency.add(&r.latency).expect("same bounds");
+        for (i, h) in r.intervals.iter().enumerate() {
+            if intervals.len() <= i {
+                intervals.resize_with(i + 1, histogram);
+            }
+            intervals[i].add(h).expect("same bounds");
+        }
         measured += r.measured;
+        measured_bytes += r.measured_bytes;
         errors += r.errors;
+        retries += r.retries;
         if let Some(e) = r.first_error {
             eprintln!("cairn-loadgen: producer error: {e}");
         }
     }
+    // Tail consumers read up to where the producers stopped, then stop.
+    if args.consumers > 0 {
+        let ends = client.list_offsets(&args.topic, &[], OffsetSpec::Latest).await.map_err(|e| e.to_string())?;
+        let _ = end_offsets.set(ends.into_iter().collect());
+    }
+    // The measured window: cut short if a record limit ended the run early.
+    let seconds =
+        (Instant::now().min(stop_at).saturating_duration_since(measure_from)).as_secs_f64().min(args.duration);
     let mut e2e = histogram();
-    let mut consumed = 0;
+    let (mut consumed, mut consumed_bytes) = (0, 0);
+    let mut consumed_per_second: Vec<u64> = Vec::new();
     for c in consumers {
         let r = c.await.map_err(|e| e.to_string())?;
         e2e.add(&r.end_to_end).expect("same bounds");
         consumed += r.measured;
+        consumed_bytes += r.measured_bytes;
+        for (i, n) in r.per_second.iter().enumerate() {
+            if consumed_per_second.len() <= i {
+                consumed_per_second.resize(i + 1, 0);
+            }
+            consumed_per_second[i] += n;
+        }
         if let Some(e) = r.error {
             eprintln!("cairn-loadgen: consumer error: {e}");
         }
     }
-    sampler.abort();
-    let record_bytes = args.record_bytes;
-    let produce = Throughput::of(measured, args.duration, record_bytes);
+    ticker.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let replay = if args.replay {
         let latest = client.list_offsets(&args.topic, &[], OffsetSpec::Latest).await.map_err(|e| e.to_string())?;
         let earliest = client.list_offsets(&args.topic, &[], OffsetSpec::Earliest).await.map_err(|e| e.to_string())?;
         let total: u64 = latest.iter().zip(&earliest).map(|((_, l), (_, e))| l.0 - e.0).sum();
-        let spec = workload::ConsumeSpec {
+        let spec = ConsumeSpec {
             topic: args.topic.clone(),
             partitions: Vec::new(),
             from: StartFrom::Earliest,
             target: Some(total),
             stop_at: None,
+            start: Instant::now(),
             measure_from: Instant::now(),
+            end_offsets: Arc::new(std::sync::OnceLock::new()),
         };
         let r = workload::consume(client.clone(), spec, progress.clone()).await;
         if let Some(e) = r.error {
             return Err(format!("replay: {e}"));
         }
-        Some(Throughput::of(r.records, r.elapsed.as_secs_f64(), record_bytes))
+        Some(Throughput::of(r.records, r.bytes, r.elapsed.as_secs_f64()))
     } else {
         None
     };
+    let produce = Throughput::of(measured, measured_bytes, seconds);
     let produce_latency = LatencySummary::of(&latency);
     let ratio = baseline.as_ref().map(|b| produce.bytes_per_sec / b.write_sync_1m_bytes_per_sec);
     let p99_over = baseline.as_ref().map(|b| produce_latency.p99_us as i64 - b.fdatasync_4k.p99_us as i64);
-    Ok(Summary {
-        version: 1,
+    // Whole seconds of the run only: the last, partial one would read as a drop.
+    let whole = (args.warmup + seconds).floor() as usize;
+    let timeline = (0..intervals.len().max(consumed_per_second.len()).min(whole))
+        .map(|i| Second {
+            second: i as u64,
+            produced: intervals.get(i).map_or(0, hdrhistogram::Histogram::len),
+            consumed: consumed_per_second.get(i).copied().unwrap_or(0),
+            produce_p99_us: intervals.get(i).map_or(0, |h| h.value_at_quantile(0.99)),
+        })
+        .collect();
+    let summary = Summary {
+        version: report::SCHEMA_VERSION,
         target: if args.embedded { format!("embedded {target}") } else { target.to_string() },
         topic: args.topic.clone(),
         partitions,
-        producers: args.producers,
+        producers: producers_n,
         consumers: args.consumers,
-        record_bytes,
+        record_bytes: sizes.min,
+        record_bytes_max: sizes.max,
+        keys: args.keys,
+        key_distribution: format!("{:?}", args.key_distribution).to_lowercase(),
         acks: format!("{:?}", args.acks).to_lowercase(),
         flush: args.embedded.then(|| args.flush.clone()),
         rate: args.rate,
+        duration_s: args.duration,
+        warmup_s: args.warmup,
         produce,
         produce_latency,
         produce_errors: errors,
+        produce_retries: retries,
         end_to_end_latency: (args.consumers > 0).then(|| LatencySummary::of(&e2e)),
-        consumed: (args.consumers > 0).then(|| Throughput::of(consumed, args.duration, record_bytes)),
+        consumed: (args.consumers > 0).then(|| Throughput::of(consumed, consumed_bytes, seconds)),
         replay,
+        timeline,
         baseline,
         produce_to_disk_ratio: ratio,
         produce_p99_over_fdatasync_p99_us: p99_over,
-    })
-}
-
-fn print_latency(name: &str, l: &LatencySummary) {
-    println!(
-        "{name:<10} {:>9} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        l.count, l.mean_us, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.p9999_us, l.max_us
-    );
-}
-
-fn print_summary(s: &Summary) {
-    println!(
-        "cairn-loadgen: {} | topic {} ({} partitions) | {} producers, {} consumers | {} B records | acks {} | flush {} | rate {}",
-        s.target,
-        s.topic,
-        s.partitions,
-        s.producers,
-        s.consumers,
-        s.record_bytes,
-        s.acks,
-        s.flush.as_deref().unwrap_or("(broker's)"),
-        s.rate.map_or_else(|| "max".to_string(), |r| format!("{r:.0}/s"))
-    );
-    println!(
-        "produce    {:.0} records/s  {:.1} MB/s  ({} records in {:.1} s, {} errors)",
-        s.produce.records_per_sec,
-        s.produce.bytes_per_sec / 1e6,
-        s.produce.records,
-        s.produce.seconds,
-        s.produce_errors
-    );
-    if let Some(c) = &s.consumed {
-        println!("consume    {:.0} records/s  {:.1} MB/s", c.records_per_sec, c.bytes_per_sec / 1e6);
-    }
-    if let Some(r) = &s.replay {
-        println!(
-            "replay     {:.0} records/s  {:.1} MB/s  ({} records in {:.2} s)",
-            r.records_per_sec,
-            r.bytes_per_sec / 1e6,
-            r.records,
-            r.seconds
-        );
-    }
-    println!("latency µs     count     mean      p50      p90      p99    p99.9   p99.99      max");
-    print_latency("produce", &s.produce_latency);
-    if let Some(e) = &s.end_to_end_latency {
-        print_latency("end2end", e);
-    }
-    if let Some(b) = &s.baseline {
-        print_latency("fdatasync", &b.fdatasync_4k);
-        println!(
-            "disk       1 MiB write+fdatasync {:.1} MB/s; produce/disk = {:.2}; produce p99 - fdatasync p99 = {} µs",
-            b.write_sync_1m_bytes_per_sec / 1e6,
-            s.produce_to_disk_ratio.unwrap_or(0.0),
-            s.produce_p99_over_fdatasync_p99_us.unwrap_or(0)
-        );
-    }
+    };
+    let histograms = RunHistograms { produce: latency, end_to_end: e2e, intervals, start_unix_s, fdatasync };
+    Ok((summary, histograms))
 }

@@ -45,9 +45,61 @@ impl LatencySummary {
     }
 }
 
+/// HdrHistogram's percentile distribution text (`.hgrm`), values in
+/// milliseconds, as `HistogramLogProcessor` and the online plotter read it.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    if h.is_empty() {
+        let _ = writeln!(out, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", 0.0, 0.0);
+        let _ = writeln!(out, "#[Max     = {:12.3}, Total count    = {:12}]", 0.0, 0);
+        return out;
+    }
+    let mut total = 0;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let value = v.value_iterated_to() as f64 / 1000.0;
+        if q < 1.0 {
+            let _ = writeln!(out, "{value:12.3} {q:14.12} {total:10} {:14.2}", 1.0 / (1.0 - q));
+        } else {
+            let _ = writeln!(out, "{value:12.3} {q:14.12} {total:10}");
+        }
+    }
+    let _ = writeln!(out, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", h.mean() / 1000.0, h.stdev() / 1000.0);
+    let _ = writeln!(out, "#[Max     = {:12.3}, Total count    = {:12}]", h.max() as f64 / 1000.0, h.len());
+    let _ = writeln!(out, "#[Buckets = {:12}, SubBuckets     = {:12}]", h.buckets(), h.distinct_values());
+    out
+}
+
+/// Percentile curve points (x = 1/(1-p), y = latency in ms), for plots.
+pub fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    h.iter_quantiles(5)
+        .filter(|v| v.quantile_iterated_to() < 1.0)
+        .map(|v| (1.0 / (1.0 - v.quantile_iterated_to()), v.value_iterated_to() as f64 / 1000.0))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_percentile_distribution_ends_with_every_record_counted() {
+        let mut h = histogram();
+        for v in 1..=1000 {
+            record(&mut h, v * 10);
+        }
+        let text = percentile_distribution(&h);
+        assert!(text.contains("Total count    =         1000"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).skip(1).collect();
+        let last: Vec<&str> = rows.last().unwrap().split_whitespace().collect();
+        assert_eq!(last[2], "1000", "the last row has the total");
+        assert!((last[0].parse::<f64>().unwrap() - 10.0).abs() < 0.02, "max 10 ms: {last:?}");
+        let median = rows.iter().find(|r| r.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() >= 0.5).unwrap();
+        assert!((median.split_whitespace().next().unwrap().parse::<f64>().unwrap() - 5.0).abs() < 0.02, "{median}");
+    }
 
     #[test]
     fn percentiles_of_a_uniform_distribution() {

@@ -18,7 +18,8 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace).args(["build", "--quiet", "--bins", "-p", "server", "-p", "client"]);
+        cmd.current_dir(workspace)
+            .args(["build", "--quiet", "--bins", "-p", "server", "-p", "client", "-p", "loadgen"]);
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
