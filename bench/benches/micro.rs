@@ -106,7 +106,7 @@ fn frames(c: &mut Criterion) {
     let frame: Bytes = fetch.encode(7).iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().into();
     let body = frame.slice(4 + protocol::frame::RESPONSE_HEADER_BYTES..);
     group.bench_function("fetch_response_decode", |b| {
-        b.iter(|| Response::decode(ApiKey::Fetch, black_box(body.clone())).unwrap())
+        b.iter(|| Response::decode(ApiKey::Fetch, black_box(body.clone())).unwrap());
     });
     group.finish();
 }
