@@ -40,6 +40,8 @@ struct Cli {
 enum Command {
     /// Print two runs' summary.json side by side, with ratios B / A
     Compare { a: PathBuf, b: PathBuf },
+    /// Print runs as one Markdown table (report directories or summary.json files)
+    Table { runs: Vec<PathBuf> },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -136,6 +138,11 @@ fn main() -> ExitCode {
         Some(Command::Compare { a, b }) => {
             Summary::load(a).and_then(|a| Summary::load(b).map(|b| print!("{}", report::compare(&a, &b))))
         }
+        Some(Command::Table { runs }) => runs
+            .iter()
+            .map(|p| if p.is_dir() { Summary::load(&p.join("summary.json")) } else { Summary::load(p) })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|s| print!("{}", report::markdown(&s))),
         None => run(&cli.run),
     };
     match result {

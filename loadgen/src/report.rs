@@ -256,6 +256,40 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
     out
 }
 
+/// Runs as Markdown table rows, for docs/benchmarks.md.
+pub fn markdown(runs: &[Summary]) -> String {
+    let mut out = String::from(
+        "| load | value | partitions | acks | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | fdatasync p99 ms | p99 − fdatasync p99 ms | MB/s ÷ disk MB/s | replay records/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+    for s in runs {
+        let load = s.rate.map_or_else(|| "max".to_string(), |r| format!("{r:.0}/s"));
+        let (fsync, over, ratio) = match &s.baseline {
+            Some(b) => (
+                ms(b.fdatasync_4k.p99_us),
+                format!("{:.2}", s.produce_p99_over_fdatasync_p99_us.unwrap_or(0) as f64 / 1000.0),
+                format!("{:.3}", s.produce_to_disk_ratio.unwrap_or(0.0)),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let l = &s.produce_latency;
+        let _ = writeln!(
+            out,
+            "| {load} | {} B | {} | {} | {:.0} | {:.1} | {} | {} | {} | {fsync} | {over} | {ratio} | {} |",
+            s.record_bytes,
+            s.partitions,
+            s.acks,
+            s.produce.records_per_sec,
+            s.produce.bytes_per_sec / 1e6,
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            s.replay.as_ref().map_or_else(|| "-".to_string(), |r| format!("{:.0}", r.records_per_sec)),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
