@@ -134,5 +134,46 @@ fn log_paths(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batch_path, frames, log_paths);
+/// The append path on the real device through glommio, with
+/// `flush = never` (each append returns once its O_DIRECT write landed):
+/// small batches, so the log's own per-append work shows. fdatasync-bound
+/// appends are measured by `bench engine`, against the raw disk.
+fn log_append_device(c: &mut Criterion) {
+    use engine::rt::glommio::GlommioStorage;
+    use engine::{FlushPolicy, LogConfig, PartitionLog};
+    use glommio::{LocalExecutorBuilder, Placement};
+    let bytes = batch(16, 100);
+    let root =
+        std::path::PathBuf::from(std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| "target/bench-append".into()));
+    let mut group = c.benchmark_group("log_16x100B");
+    group.throughput(Throughput::Elements(16));
+    group.sample_size(10);
+    group.bench_function("append_flush_never_glommio", |b| {
+        b.iter_custom(|iters| {
+            let (bytes, dir) = (bytes.clone(), root.join(format!("run-{}", std::process::id())));
+            let _ = std::fs::remove_dir_all(&dir);
+            let elapsed = LocalExecutorBuilder::new(Placement::Unbound)
+                .spawn(move || async move {
+                    let storage = GlommioStorage::new(&dir).await.unwrap();
+                    let config = LogConfig { flush: FlushPolicy::Never, ..LogConfig::default() };
+                    let log = PartitionLog::open(storage, dir.join("p0"), config).await.unwrap();
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        log.append(bytes.clone()).await.unwrap();
+                    }
+                    let elapsed = start.elapsed();
+                    log.close().await.unwrap();
+                    let _ = std::fs::remove_dir_all(&dir);
+                    elapsed
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            elapsed
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, batch_path, frames, log_paths, log_append_device);
 criterion_main!(benches);

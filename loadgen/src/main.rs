@@ -338,6 +338,7 @@ async fn drive(
     };
     let mut latency = histogram();
     let mut intervals: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let mut interval_bytes: Vec<u64> = Vec::new();
     let (mut measured, mut measured_bytes, mut errors, mut retries) = (0, 0, 0, 0);
     for p in producers {
         let r = p.await.map_err(|e| e.to_string())?;
@@ -347,6 +348,12 @@ async fn drive(
                 intervals.resize_with(i + 1, histogram);
             }
             intervals[i].add(h).expect("same bounds");
+        }
+        for (i, b) in r.interval_bytes.iter().enumerate() {
+            if interval_bytes.len() <= i {
+                interval_bytes.resize(i + 1, 0);
+            }
+            interval_bytes[i] += b;
         }
         measured += r.measured;
         measured_bytes += r.measured_bytes;
@@ -367,6 +374,7 @@ async fn drive(
     let mut e2e = histogram();
     let (mut consumed, mut consumed_bytes) = (0, 0);
     let mut consumed_per_second: Vec<u64> = Vec::new();
+    let mut consumed_bytes_per_second: Vec<u64> = Vec::new();
     for c in consumers {
         let r = c.await.map_err(|e| e.to_string())?;
         e2e.add(&r.end_to_end).expect("same bounds");
@@ -377,6 +385,12 @@ async fn drive(
                 consumed_per_second.resize(i + 1, 0);
             }
             consumed_per_second[i] += n;
+        }
+        for (i, b) in r.bytes_per_second.iter().enumerate() {
+            if consumed_bytes_per_second.len() <= i {
+                consumed_bytes_per_second.resize(i + 1, 0);
+            }
+            consumed_bytes_per_second[i] += b;
         }
         if let Some(e) = r.error {
             eprintln!("cairn-loadgen: consumer error: {e}");
@@ -418,7 +432,9 @@ async fn drive(
         .map(|i| Second {
             second: i as u64,
             produced: intervals.get(i).map_or(0, hdrhistogram::Histogram::len),
+            produced_bytes: interval_bytes.get(i).copied().unwrap_or(0),
             consumed: consumed_per_second.get(i).copied().unwrap_or(0),
+            consumed_bytes: consumed_bytes_per_second.get(i).copied().unwrap_or(0),
             produce_p99_us: intervals.get(i).map_or(0, |h| h.value_at_quantile(0.99)),
         })
         .collect();

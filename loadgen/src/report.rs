@@ -35,7 +35,9 @@ impl Throughput {
 pub struct Second {
     pub second: u64,
     pub produced: u64,
+    pub produced_bytes: u64,
     pub consumed: u64,
+    pub consumed_bytes: u64,
     pub produce_p99_us: u64,
 }
 
@@ -307,7 +309,13 @@ mod tests {
             acks: "leader".into(),
             produce: Throughput::of(1000, 100_000, 2.0),
             produce_latency: LatencySummary { count: 1000, p99_us: 900, ..LatencySummary::default() },
-            timeline: vec![Second { second: 0, produced: 500, consumed: 0, produce_p99_us: 800 }],
+            timeline: vec![Second {
+                second: 0,
+                produced: 500,
+                produced_bytes: 50_000,
+                produce_p99_us: 800,
+                ..Second::default()
+            }],
             ..Summary::default()
         }
     }

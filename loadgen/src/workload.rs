@@ -48,6 +48,8 @@ pub struct ProduceResult {
     pub first_error: Option<String>,
     /// Latency of the records acknowledged in each second since the start.
     pub intervals: Vec<Histogram<u64>>,
+    /// Value bytes acknowledged in each second since the start.
+    pub interval_bytes: Vec<u64>,
 }
 
 /// Counters the progress display reads.
@@ -83,6 +85,7 @@ pub async fn produce(
             retries: 0,
             first_error: None,
             intervals: Vec::new(),
+            interval_bytes: Vec::new(),
         };
         while let Some(sent) = rx.recv().await {
             match sent.delivery.wait().await {
@@ -94,8 +97,10 @@ pub async fn produce(
                     let second = done.duration_since(start).as_secs() as usize;
                     while result.intervals.len() <= second {
                         result.intervals.push(histogram());
+                        result.interval_bytes.push(0);
                     }
                     record(&mut result.intervals[second], us);
+                    result.interval_bytes[second] += sent.bytes;
                     if sent.intended >= measure_from && sent.intended < stop_at {
                         record(&mut result.latency, us);
                         result.measured += 1;
@@ -203,8 +208,9 @@ pub struct ConsumeResult {
     pub measured_bytes: u64,
     /// Now minus record timestamp (millisecond resolution), within the window.
     pub end_to_end: Histogram<u64>,
-    /// Records read in each second since the start.
+    /// Records, and value bytes, read in each second since the start.
     pub per_second: Vec<u64>,
+    pub bytes_per_second: Vec<u64>,
     pub elapsed: Duration,
     pub bytes: u64,
     pub error: Option<String>,
@@ -240,6 +246,7 @@ pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>)
         measured_bytes: 0,
         end_to_end: histogram(),
         per_second: Vec::new(),
+        bytes_per_second: Vec::new(),
         elapsed: Duration::ZERO,
         bytes: 0,
         error: None,
@@ -276,8 +283,10 @@ pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>)
                 let second = at.duration_since(start).as_secs() as usize;
                 if result.per_second.len() <= second {
                     result.per_second.resize(second + 1, 0);
+                    result.bytes_per_second.resize(second + 1, 0);
                 }
                 result.per_second[second] += records.len() as u64;
+                result.bytes_per_second[second] += bytes;
                 result.records += records.len() as u64;
                 result.bytes += bytes;
                 progress.consumed.fetch_add(records.len() as u64, Ordering::Relaxed);

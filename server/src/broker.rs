@@ -116,8 +116,7 @@ impl Broker {
 pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-    // Absolute from here on: glommio's directory handles do not resolve
-    // relative paths (a directory fsync on `./cairn-data/...` fails with EBADF).
+    // Absolute from here on, so logs and errors name the real place.
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| format!("cannot resolve data directory {}: {e}", config.data_dir.display()))?;
     let lock = DirLock::acquire(&config.data_dir)?;

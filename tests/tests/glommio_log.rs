@@ -97,6 +97,35 @@ async fn append_many(dir: &Path, batches: u64) -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn a_log_at_a_relative_path_rolls_and_closes() {
+    // Rolling and closing fsync the directory; glommio cannot open a
+    // relative directory path on its own (EBADF).
+    let dir = temp_dir();
+    let cwd = std::env::current_dir().unwrap();
+    let relative = dir.path().strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or_else(|_| {
+        // The temporary directory is not under the working directory: walk up to it.
+        let ups = cwd.components().count() - 1;
+        let mut p = PathBuf::new();
+        for _ in 0..ups {
+            p.push("..");
+        }
+        p.join(dir.path().strip_prefix("/").unwrap())
+    });
+    assert!(relative.is_relative());
+    on_executor(async move || {
+        let log = open_log(&relative, config()).await;
+        let mut b = BatchBuilder::new();
+        b.push(RecordInput::new(None, Some(&[1u8; 100]), Timestamp(1)));
+        log.append(b.build().unwrap()).await.unwrap();
+        log.roll().await.unwrap();
+        log.close().await.unwrap();
+        let log = open_log(&relative, config()).await;
+        assert!(log.recovery_report().clean_shutdown);
+        assert_eq!(log.log_end_offset(), Offset(1));
+    });
+}
+
+#[test]
 fn log_on_a_real_disk_survives_close_and_reopen() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();

@@ -182,7 +182,10 @@ impl Storage for GlommioStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let dir = Directory::open(path).await.map_err(io::Error::from)?;
+        // glommio opens a directory relative to no descriptor: a relative
+        // path fails with EBADF, so make it absolute first.
+        let path = std::path::absolute(path)?;
+        let dir = Directory::open(&path).await.map_err(io::Error::from)?;
         dir.sync().await.map_err(io::Error::from)?;
         dir.close().await.map_err(io::Error::from)
     }
