@@ -102,15 +102,18 @@ fn a_log_at_a_relative_path_rolls_and_closes() {
     // relative directory path on its own (EBADF).
     let dir = temp_dir();
     let cwd = std::env::current_dir().unwrap();
-    let relative = dir.path().strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or_else(|_| {
-        // The temporary directory is not under the working directory: walk up to it.
-        let ups = cwd.components().count() - 1;
-        let mut p = PathBuf::new();
-        for _ in 0..ups {
-            p.push("..");
-        }
-        p.join(dir.path().strip_prefix("/").unwrap())
-    });
+    let relative = dir.path().strip_prefix(&cwd).map_or_else(
+        |_| {
+            // The temporary directory is not under the working directory: walk up to it.
+            let ups = cwd.components().count() - 1;
+            let mut p = PathBuf::new();
+            for _ in 0..ups {
+                p.push("..");
+            }
+            p.join(dir.path().strip_prefix("/").unwrap())
+        },
+        Path::to_path_buf,
+    );
     assert!(relative.is_relative());
     on_executor(async move || {
         let log = open_log(&relative, config()).await;
