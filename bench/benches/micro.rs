@@ -152,7 +152,7 @@ fn log_append_device(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let (bytes, dir) = (bytes.clone(), root.join(format!("run-{}", std::process::id())));
             let _ = std::fs::remove_dir_all(&dir);
-            let elapsed = LocalExecutorBuilder::new(Placement::Unbound)
+            LocalExecutorBuilder::new(Placement::Unbound)
                 .spawn(move || async move {
                     let storage = GlommioStorage::new(&dir).await.unwrap();
                     let config = LogConfig { flush: FlushPolicy::Never, ..LogConfig::default() };
@@ -168,8 +168,7 @@ fn log_append_device(c: &mut Criterion) {
                 })
                 .unwrap()
                 .join()
-                .unwrap();
-            elapsed
+                .unwrap()
         });
     });
     group.finish();
