@@ -143,8 +143,10 @@ fn log_append_device(c: &mut Criterion) {
     use engine::{FlushPolicy, LogConfig, PartitionLog};
     use glommio::{LocalExecutorBuilder, Placement};
     let bytes = batch(16, 100);
-    let root =
-        std::path::PathBuf::from(std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| "target/bench-append".into()));
+    let root = std::path::PathBuf::from(
+        std::env::var("CAIRN_BENCH_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_TARGET_TMPDIR"), "/bench-append").into()),
+    );
     let mut group = c.benchmark_group("log_16x100B");
     group.throughput(Throughput::Elements(16));
     group.sample_size(10);

@@ -109,18 +109,20 @@ impl ProducerRecord {
 pub struct RecordMetadata {
     pub partition: u32,
     pub offset: Option<Offset>,
+    /// When the producer received the acknowledgement (for latency measurements).
+    pub acknowledged_at: Instant,
 }
 
 /// The outcome of one batch, shared by its records.
 #[derive(Default)]
 struct BatchSlot {
-    result: OnceLock<Result<Option<Offset>>>,
+    result: OnceLock<(Result<Option<Offset>>, Instant)>,
     notify: Notify,
 }
 
 impl BatchSlot {
     fn complete(&self, r: Result<Option<Offset>>) {
-        let _ = self.result.set(r);
+        let _ = self.result.set((r, Instant::now()));
         self.notify.notify_waiters();
     }
 }
@@ -136,11 +138,12 @@ impl Delivery {
     pub async fn wait(self) -> Result<RecordMetadata> {
         loop {
             let notified = self.slot.notify.notified();
-            if let Some(r) = self.slot.result.get() {
+            if let Some((r, at)) = self.slot.result.get() {
                 return match r {
                     Ok(base) => Ok(RecordMetadata {
                         partition: self.partition,
                         offset: base.map(|b| Offset(b.0 + u64::from(self.index))),
+                        acknowledged_at: *at,
                     }),
                     Err(e) => Err(e.clone()),
                 };
@@ -192,6 +195,8 @@ struct Inner {
     unsettled: Mutex<BTreeSet<u64>>,
     /// Sends in flight per shard (`None`: the bootstrap connection).
     busy: Mutex<HashMap<Option<u32>, usize>>,
+    /// Batches in flight per partition.
+    partitions_busy: Mutex<HashMap<(String, u32), usize>>,
     settled: Notify,
     closed: AtomicBool,
     /// Batches sent again after a retriable failure.
@@ -228,6 +233,7 @@ impl Producer {
             wake: Notify::new(),
             unsettled: Mutex::new(BTreeSet::new()),
             busy: Mutex::new(HashMap::new()),
+            partitions_busy: Mutex::new(HashMap::new()),
             settled: Notify::new(),
             closed: AtomicBool::new(false),
             retries: AtomicU64::new(0),
@@ -348,6 +354,9 @@ fn now() -> Timestamp {
     Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
 }
 
+/// A topic and one of its partitions.
+type PartitionKey = (String, u32);
+
 /// Batches bound for one shard (`None`: the bootstrap connection).
 type ShardBatches = (Option<u32>, Vec<ReadyBatch>);
 
@@ -358,7 +367,7 @@ type ShardBatches = (Option<u32>, Vec<ReadyBatch>);
 fn take_due(
     inner: &Inner,
     acc: &mut Accumulator,
-    has_room: &dyn Fn(Option<u32>) -> bool,
+    has_room: &dyn Fn(Option<u32>, &PartitionKey) -> bool,
 ) -> (Vec<ShardBatches>, Option<Instant>) {
     let bytes_max = inner.config.request_bytes_max;
     let mut groups: Vec<(Option<u32>, usize, Vec<ReadyBatch>)> = Vec::new();
@@ -379,7 +388,7 @@ fn take_due(
     let mut kept = VecDeque::new();
     while let Some((key, batch)) = acc.full.pop_front() {
         let shard = shard_of(&key);
-        if has_room(shard) && group_bytes(&groups, shard) < bytes_max {
+        if has_room(shard, &key) && group_bytes(&groups, shard) < bytes_max {
             take(&mut groups, key, batch);
         } else {
             kept.push_back((key, batch));
@@ -391,7 +400,9 @@ fn take_due(
     let mut due: Vec<((String, u32), u64)> = acc
         .open
         .iter()
-        .filter(|(k, b)| (b.seq < acc.flush_below || now.duration_since(b.created) >= linger) && has_room(shard_of(k)))
+        .filter(|(k, b)| {
+            (b.seq < acc.flush_below || now.duration_since(b.created) >= linger) && has_room(shard_of(k), k)
+        })
         .map(|(k, b)| (k.clone(), b.seq))
         .collect();
     // Oldest first, so a request cut short by its size limit takes the
@@ -407,8 +418,8 @@ fn take_due(
         }
         take(&mut groups, key, batch);
     }
-    let next = acc.open.iter().filter(|(k, _)| has_room(shard_of(k))).map(|(_, b)| b.created + linger).min();
-    let next = if acc.full.iter().any(|(k, _)| has_room(shard_of(k))) { Some(now) } else { next };
+    let next = acc.open.iter().filter(|(k, _)| has_room(shard_of(k), k)).map(|(_, b)| b.created + linger).min();
+    let next = if acc.full.iter().any(|(k, _)| has_room(shard_of(k), k)) { Some(now) } else { next };
     (groups.into_iter().filter(|(_, _, b)| !b.is_empty()).map(|(s, _, b)| (s, b)).collect(), next)
 }
 
@@ -450,7 +461,15 @@ async fn send_loop(weak: std::sync::Weak<Inner>) {
         let slots_max = inner.config.requests_in_flight_max;
         let (groups, next) = {
             let busy = inner.busy.lock().expect("not poisoned").clone();
-            let has_room = |shard: Option<u32>| busy.get(&shard).copied().unwrap_or(0) < slots_max;
+            let partitions = inner.partitions_busy.lock().expect("not poisoned").clone();
+            // Room on the shard's connection, and for the partition itself:
+            // a partition's batches never overtake each other, even if its
+            // shard becomes unknown (and its batches go to the bootstrap
+            // connection) while one is being retried.
+            let has_room = |shard: Option<u32>, key: &(String, u32)| {
+                busy.get(&shard).copied().unwrap_or(0) < slots_max
+                    && partitions.get(key).copied().unwrap_or(0) < slots_max
+            };
             let mut acc = inner.acc.lock().expect("not poisoned");
             take_due(&inner, &mut acc, &has_room)
         };
@@ -472,6 +491,13 @@ async fn send_loop(weak: std::sync::Weak<Inner>) {
         }
         for (shard, batches) in groups {
             *inner.busy.lock().expect("not poisoned").entry(shard).or_insert(0) += 1;
+            {
+                let mut partitions = inner.partitions_busy.lock().expect("not poisoned");
+                for b in &batches {
+                    *partitions.entry((b.topic.clone(), b.partition)).or_insert(0) += 1;
+                }
+            }
+            let keys: Vec<(String, u32)> = batches.iter().map(|b| (b.topic.clone(), b.partition)).collect();
             // Queue the request here, in the order the batches were taken, so
             // one partition's batches reach the broker in order; only the
             // wait for the answer runs concurrently.
@@ -482,6 +508,17 @@ async fn send_loop(weak: std::sync::Weak<Inner>) {
                 retry_failed(&inner, batches, outcomes).await;
                 if let Some(n) = inner.busy.lock().expect("not poisoned").get_mut(&shard) {
                     *n -= 1;
+                }
+                {
+                    let mut partitions = inner.partitions_busy.lock().expect("not poisoned");
+                    for key in keys {
+                        if let Some(n) = partitions.get_mut(&key) {
+                            *n -= 1;
+                            if *n == 0 {
+                                partitions.remove(&key);
+                            }
+                        }
+                    }
                 }
                 inner.wake.notify_one();
             });

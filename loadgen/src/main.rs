@@ -158,6 +158,15 @@ fn run(args: &RunArgs) -> Result<(), String> {
     if args.bootstrap.is_none() && !args.embedded {
         return Err("say where the broker is: --bootstrap ADDR, or --embedded".into());
     }
+    if !(args.duration.is_finite() && args.duration >= 0.0 && args.warmup.is_finite() && args.warmup >= 0.0) {
+        return Err("--duration and --warmup are seconds, at least 0".into());
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r >= 0.001)) {
+        return Err("--rate is records per second, at least 0.001".into());
+    }
+    if args.batch_bytes == 0 {
+        return Err("--batch-bytes must be at least 1".into());
+    }
     let sizes = SizeRange::parse(&args.record_bytes)?;
     let mut temp = None;
     let mut broker = None;
@@ -203,7 +212,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     if let Some(dir) = &args.report_dir {
         let h = Histograms {
             produce: &histograms.produce,
-            end_to_end: (args.consumers > 0).then_some(&histograms.end_to_end),
+            end_to_end: (summary.consumers > 0).then_some(&histograms.end_to_end),
             intervals: &histograms.intervals,
             start_unix_s: histograms.start_unix_s,
             fdatasync: histograms.fdatasync.as_ref(),
@@ -279,8 +288,11 @@ async fn drive(
     };
     let end_offsets = Arc::new(std::sync::OnceLock::new());
     let mut consumers = Vec::new();
-    for c in 0..args.consumers {
-        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % args.consumers == c).collect();
+    // Each consumer gets a share of the partitions: never more consumers
+    // than partitions (an empty assignment would read them all).
+    let consumers_n = args.consumers.min(partitions as usize);
+    for c in 0..consumers_n {
+        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % consumers_n == c).collect();
         let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
         let spec = ConsumeSpec {
             topic: args.topic.clone(),
@@ -364,7 +376,7 @@ async fn drive(
         }
     }
     // Tail consumers read up to where the producers stopped, then stop.
-    if args.consumers > 0 {
+    if consumers_n > 0 {
         let ends = client.list_offsets(&args.topic, &[], OffsetSpec::Latest).await.map_err(|e| e.to_string())?;
         let _ = end_offsets.set(ends.into_iter().collect());
     }
@@ -412,7 +424,10 @@ async fn drive(
             stop_at: None,
             start: Instant::now(),
             measure_from: Instant::now(),
-            end_offsets: Arc::new(std::sync::OnceLock::new()),
+            // Read up to today's end even if retention moves the start meanwhile.
+            end_offsets: Arc::new(std::sync::OnceLock::from(
+                latest.iter().copied().collect::<std::collections::BTreeMap<_, _>>(),
+            )),
         };
         let r = workload::consume(client.clone(), spec, progress.clone()).await;
         if let Some(e) = r.error {
@@ -444,7 +459,7 @@ async fn drive(
         topic: args.topic.clone(),
         partitions,
         producers: producers_n,
-        consumers: args.consumers,
+        consumers: consumers_n,
         record_bytes: sizes.min,
         record_bytes_max: sizes.max,
         keys: args.keys,
@@ -458,8 +473,8 @@ async fn drive(
         produce_latency,
         produce_errors: errors,
         produce_retries: retries,
-        end_to_end_latency: (args.consumers > 0).then(|| LatencySummary::of(&e2e)),
-        consumed: (args.consumers > 0).then(|| Throughput::of(consumed, consumed_bytes, seconds)),
+        end_to_end_latency: (consumers_n > 0).then(|| LatencySummary::of(&e2e)),
+        consumed: (consumers_n > 0).then(|| Throughput::of(consumed, consumed_bytes, seconds)),
         replay,
         timeline,
         baseline,

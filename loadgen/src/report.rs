@@ -31,6 +31,7 @@ impl Throughput {
 
 /// One second of the run, warm-up included.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[allow(clippy::struct_field_names)] // `second` is the JSON field users read
 pub struct Second {
     pub second: u64,

@@ -37,6 +37,7 @@ pub struct ProduceSpec {
 }
 
 pub struct ProduceResult {
+    /// Latency of the records whose intended send time is in the window.
     pub latency: Histogram<u64>,
     /// Acknowledged within the measured window, and their value bytes.
     pub measured: u64,
@@ -89,20 +90,27 @@ pub async fn produce(
         };
         while let Some(sent) = rx.recv().await {
             match sent.delivery.wait().await {
-                Ok(_) => {
-                    let done = Instant::now();
-                    let us = done.duration_since(sent.intended).as_micros() as u64;
+                Ok(meta) => {
+                    // The producer's own acknowledgement time: this loop may
+                    // reach a record after a later-acknowledged one.
+                    let done = meta.acknowledged_at;
+                    let us = done.saturating_duration_since(sent.intended).as_micros() as u64;
                     progress.acked.fetch_add(1, Ordering::Relaxed);
                     result.acked += 1;
-                    let second = done.duration_since(start).as_secs() as usize;
+                    let second = done.saturating_duration_since(start).as_secs() as usize;
                     while result.intervals.len() <= second {
                         result.intervals.push(histogram());
                         result.interval_bytes.push(0);
                     }
                     record(&mut result.intervals[second], us);
                     result.interval_bytes[second] += sent.bytes;
+                    // Latency: records meant to be sent in the window.
                     if sent.intended >= measure_from && sent.intended < stop_at {
                         record(&mut result.latency, us);
+                    }
+                    // Throughput: records acknowledged in the window, so a
+                    // broker that falls behind the asked-for rate shows it.
+                    if done >= measure_from && done < stop_at {
                         result.measured += 1;
                         result.measured_bytes += sent.bytes;
                     }
@@ -125,6 +133,8 @@ pub async fn produce(
         (record, bytes)
     };
     let records_max = spec.records_max.unwrap_or(u64::MAX);
+    // A send refused outright (not a failed delivery) ends this producer.
+    let mut send_error = None;
     match spec.rate {
         None => {
             let mut sent = 0;
@@ -138,7 +148,7 @@ pub async fn produce(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "send failed");
+                        send_error = Some(e.to_string());
                         break;
                     }
                 }
@@ -153,12 +163,19 @@ pub async fn produce(
             let tx = tx.clone();
             let handle = tokio::runtime::Handle::current();
             let stop_at = spec.stop_at;
-            tokio::task::spawn_blocking(move || {
+            send_error = tokio::task::spawn_blocking(move || {
+                let mut error = None;
                 pace(rate, stop_at, records_max, |intended| {
                     let (record, bytes) = next_record();
-                    let Ok(delivery) = handle.block_on(producer.send(record)) else { return false };
-                    tx.blocking_send(Sent { intended, bytes, delivery }).is_ok()
+                    match handle.block_on(producer.send(record)) {
+                        Ok(delivery) => tx.blocking_send(Sent { intended, bytes, delivery }).is_ok(),
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            false
+                        }
+                    }
                 });
+                error
             })
             .await
             .expect("the pacer does not panic");
@@ -168,14 +185,18 @@ pub async fn produce(
     producer.flush().await;
     let mut result = waiter.await.expect("the delivery waiter does not panic");
     result.retries = producer.retries();
+    if let Some(e) = send_error {
+        result.errors += 1;
+        result.first_error.get_or_insert(e);
+    }
     result
 }
 
 /// The pacer's shortest sleep.
 const PACE_STEP: Duration = Duration::from_micros(100);
 
-/// Calls `send(intended)` for record `i` at `start + i / rate`, until
-/// `stop_at`, `records_max` records, or `send` says stop. Latency is to be
+/// Calls `send(intended)` for record `i` at `start + i / rate` (`rate` > 0),
+/// until `stop_at`, `records_max` records, or `send` says stop. Latency is to be
 /// counted from `intended`, so sends delayed by a stalled `send` are
 /// charged for the stall.
 pub fn pace(rate: f64, stop_at: Instant, records_max: u64, mut send: impl FnMut(Instant) -> bool) {
@@ -185,7 +206,9 @@ pub fn pace(rate: f64, stop_at: Instant, records_max: u64, mut send: impl FnMut(
     let start = Instant::now();
     for i in 0..records_max {
         let intended = start + Duration::from_secs_f64(i as f64 / rate);
-        if intended >= stop_at {
+        // Stop at the end of the window by the clock too: a broker that
+        // cannot keep up gets fewer records, not a longer run.
+        if intended >= stop_at || Instant::now() >= stop_at {
             return;
         }
         let now = Instant::now();
