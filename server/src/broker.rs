@@ -129,6 +129,8 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     if shards > cpus.len() {
         tracing::warn!(shards, cpus = cpus.len(), "more shards than cores: some cores run several");
     }
+    // Shard ports follow the port asked for: after it, or free ones for port 0.
+    let shard_base = config.listen;
     let (listen, reservation) = reserve_port(config.listen)?;
     if config.shard_ports && listen.port() != 0 && config.listen.port() != 0 {
         for id in 0..shards {
@@ -149,7 +151,9 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || async move { run_shard(config, topics, mesh, shards, stop, shared, ready).await })
+            .spawn(
+                move || async move { run_shard(config, shard_base, topics, mesh, shards, stop, shared, ready).await },
+            )
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         handles.push(handle);
     }
@@ -186,8 +190,10 @@ fn abort_start(stop: &AtomicBool, handles: Vec<glommio::ExecutorJoinHandle<()>>,
 /// How often a shard looks at the process-wide stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
+#[allow(clippy::too_many_arguments)] // one shard's whole start-up context, passed once
 async fn run_shard(
     config: ServerConfig,
+    shard_base: SocketAddr,
     topics: metadata::Topics,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     shard_count: usize,
@@ -218,7 +224,7 @@ async fn run_shard(
         shard.open_owned().await?;
         let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let direct = if shard.config.shard_ports {
-            let addr = shard_port(listen, shard.id);
+            let addr = shard_port(shard_base, shard.id);
             let l = TcpListener::bind(addr).map_err(|e| {
                 format!("cannot listen on shard {}'s port {addr}: {e} (or set shard_ports = false)", shard.id)
             })?;
