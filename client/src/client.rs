@@ -155,6 +155,7 @@ impl Client {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
+        check_name(name)?;
         let request = Request::CreateTopic(CreateTopicRequest { name: name.into(), partitions, config });
         match self.call(&request).await? {
             Response::CreateTopic => Ok(()),
@@ -163,6 +164,7 @@ impl Client {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        check_name(name)?;
         self.forget_topic(name);
         match self.call(&Request::DeleteTopic { name: name.into() }).await? {
             Response::DeleteTopic => Ok(()),
@@ -178,6 +180,7 @@ impl Client {
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse> {
+        check_name(name)?;
         match self.call(&Request::DescribeTopic { name: name.into() }).await? {
             Response::DescribeTopic(d) => {
                 let shards = d.partitions.iter().map(|p| p.shard).collect();
@@ -198,6 +201,7 @@ impl Client {
 
     /// Resolves `spec` for each of `partitions` (all of them when empty).
     pub async fn list_offsets(&self, topic: &str, partitions: &[u32], spec: OffsetSpec) -> Result<Vec<(u32, Offset)>> {
+        check_name(topic)?;
         let parts: Vec<u32> =
             if partitions.is_empty() { (0..self.partitions(topic).await?).collect() } else { partitions.to_vec() };
         let request = Request::ListOffsets(vec![ListOffsetsTopic {
@@ -222,6 +226,12 @@ impl Client {
     pub(crate) fn forget_topic(&self, topic: &str) {
         self.inner.topics.lock().expect("not poisoned").remove(topic);
     }
+}
+
+/// Refuses a name the broker would refuse anyway, before it is encoded
+/// (the wire's strings are at most 64 KiB).
+fn check_name(name: &str) -> Result<()> {
+    protocol::names::validate_topic_name(name).map_err(ClientError::InvalidArgument)
 }
 
 pub(crate) fn unexpected(r: &Response) -> ClientError {
