@@ -36,6 +36,7 @@ pub use recovery::RecoveryReport;
 
 use crate::batch::{
     BATCH_HEADER_BYTES, BatchError, BatchHeader, patch_base_offset, patch_leader_epoch, validate_batch,
+    validate_records,
 };
 use crate::rt::{DmaFile, OpenMode, Storage};
 use crate::types::{LeaderEpoch, Offset, Timestamp};
@@ -358,10 +359,15 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Appends one batch (as built by [`crate::batch::BatchBuilder`]) and
-    /// returns once the flush policy holds for it. The batch's bytes are
-    /// stored as given, with only base offset and leader epoch patched.
+    /// returns once the flush policy holds for it. The batch is checked
+    /// whole first — header, CRC32C and the records archive (rkyv bytecheck,
+    /// agreement with the header) — so nothing a reader could not read back
+    /// is ever stored; its bytes are stored as given, with only base offset
+    /// and leader epoch patched.
     pub async fn append(&self, mut batch: Vec<u8>) -> Result<AppendInfo, LogError> {
-        let header = validate_batch(&batch)?.header;
+        let view = validate_batch(&batch)?;
+        validate_records(&view)?;
+        let header = view.header;
         if batch.len() != header.batch_length as usize {
             return Err(LogError::InvalidBatch(BatchError::BadLength { batch_length: header.batch_length }));
         }

@@ -604,6 +604,16 @@ fn bad_batches_are_rejected_without_changing_the_log() {
         Err(LogError::InvalidBatch(crate::batch::BatchError::CrcMismatch { .. }))
     ));
     assert!(matches!(block_on(log.append(vec![0; 10])), Err(LogError::InvalidBatch(_))));
+    // A valid CRC over records that disagree with the header (a buggy or
+    // hostile producer): the archive check catches it.
+    let mut b = batch(1, 2, 0);
+    b[36..40].copy_from_slice(&1u32.to_le_bytes()); // record_count: the archive holds 2
+    let crc = crc32c::crc32c(&b[28..]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        block_on(log.append(b)),
+        Err(LogError::InvalidBatch(crate::batch::BatchError::RecordsMismatch { .. }))
+    ));
     let mut big = BatchBuilder::new();
     big.push(RecordInput::new(None, Some(&[7u8; 5000]), Timestamp(0)));
     assert!(matches!(block_on(log.append(big.build().unwrap())), Err(LogError::BatchTooLarge { .. })));
@@ -823,11 +833,10 @@ fn a_damaged_base_offset_outside_the_crc_is_caught_on_read() {
 fn relative_offsets_never_wrap_inside_a_segment() {
     let storage = SimStorage::new();
     let log = open(&storage, small_config()).unwrap();
-    // A batch claiming a huge offset span (as a compacted batch may).
-    let mut wide = batch(1, 1, 0);
-    wide[32..36].copy_from_slice(&(u32::MAX - 10).to_le_bytes());
-    let crc = crc32c::crc32c(&wide[crate::batch::CRC_START..]);
-    wide[24..28].copy_from_slice(&crc.to_le_bytes());
+    // A batch spanning a huge offset range (as a compacted batch may).
+    let mut builder = BatchBuilder::new();
+    builder.push_at(u32::MAX - 10, RecordInput::new(Some(b"k"), Some(b"v"), Timestamp(0)));
+    let wide = builder.build().unwrap();
     block_on(log.append(wide.clone())).unwrap();
     assert_eq!(log.segment_count(), 1);
     block_on(log.append(wide)).unwrap();

@@ -45,11 +45,23 @@ impl BatchBuilder {
         self
     }
 
+    /// Adds a record at the next offset.
     pub fn push(&mut self, record: RecordInput) {
+        let offset_delta =
+            self.records.last().map_or(0, |r| r.offset_delta.checked_add(1).expect("offset delta fits u32"));
+        self.push_at(offset_delta, record);
+    }
+
+    /// Adds a record at `offset_delta`, above the last one's: a compacted
+    /// batch keeps its records' offsets, with gaps where records were removed.
+    pub fn push_at(&mut self, offset_delta: u32, record: RecordInput) {
+        assert!(
+            self.records.last().is_none_or(|r| offset_delta > r.offset_delta),
+            "offset deltas increase within a batch"
+        );
         let first = *self.first_timestamp.get_or_insert(record.timestamp);
         self.max_timestamp =
             if self.records.is_empty() { record.timestamp } else { self.max_timestamp.max(record.timestamp) };
-        let offset_delta = u32::try_from(self.records.len()).expect("a batch holds at most u32::MAX records");
         self.records.push(Record {
             offset_delta,
             timestamp_delta: record.timestamp.0 - first.0,
@@ -87,7 +99,7 @@ impl BatchBuilder {
             leader_epoch: LeaderEpoch(0),
             crc: 0,
             attributes: Attributes::default(),
-            last_offset_delta: count - 1,
+            last_offset_delta: self.records.last().expect("non-empty").offset_delta,
             record_count: count,
             first_timestamp: self.first_timestamp.expect("non-empty"),
             max_timestamp: self.max_timestamp,

@@ -31,8 +31,8 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchView<'_>, BatchError> {
 }
 
 /// Checks the records archive of a CRC-checked batch (rkyv bytecheck) and
-/// that it agrees with the header. The network front end runs this on every
-/// produced batch; readers of the log rely on the CRC and [`BatchView::records`].
+/// that it agrees with the header. `PartitionLog::append` runs this on every
+/// batch it stores; readers of the log rely on the CRC and [`BatchView::records`].
 pub fn validate_records(view: &BatchView<'_>) -> Result<(), BatchError> {
     let records = view.records()?;
     if records.len() != view.header.record_count as usize {

@@ -6,7 +6,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use engine::batch::{validate_batch, validate_records};
 use engine::types::{Offset, Timestamp};
 use futures::future::{Either, select, select_all};
 use protocol::ErrorCode;
@@ -56,13 +55,9 @@ impl Shard {
         partition: u32,
         batch: Bytes,
     ) -> impl Future<Output = AppendOutcome> + use<> {
-        let checked = self.log(topic, partition).and_then(|log| {
-            let view =
-                validate_batch(&batch).map_err(|e| (ErrorCode::INVALID_BATCH, format!("{topic}/{partition}: {e}")))?;
-            validate_records(&view).map_err(|e| (ErrorCode::INVALID_BATCH, format!("{topic}/{partition}: {e}")))?;
-            Ok(log)
-        });
-        let task = checked.map(|log| {
+        // The log checks the batch whole (length, CRC32C, records archive)
+        // before taking it: nothing to check twice here.
+        let task = self.log(topic, partition).map(|log| {
             glommio::spawn_local(async move {
                 log.append(batch.to_vec()).await.map(|info| info.base_offset).map_err(|e| log_error(&e))
             })
