@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use engine::types::Offset;
 use futures::StreamExt;
 use futures::channel::oneshot;
@@ -22,7 +21,7 @@ use protocol::api::{
 use protocol::frame::PROTOCOL_VERSION;
 
 use crate::shard::partitions_until as until;
-use crate::shard::{AppendOutcome, FetchItem, FetchOutcome, OpError, Shard, ShardMsg};
+use crate::shard::{AppendOutcome, FetchItem, FetchOutcome, OpError, Shard, ShardMsg, shutting_down};
 
 /// The longest a produce waits when its request says 0.
 const PRODUCE_TIMEOUT_MS_DEFAULT: u32 = 30_000;
@@ -170,7 +169,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Reply {
         outcomes.push(vec![None; topic.partitions.len()]);
         for (pi, p) in topic.partitions.iter().enumerate() {
             if let Err(e) = shard.check_partition(&topic.name, p.partition) {
-                outcomes[ti][pi] = Some(failed(e));
+                outcomes[ti][pi] = Some(FetchOutcome::failed(e));
                 continue;
             }
             let entry = by_owner.entry(shard.owner(&topic.name, p.partition)).or_default();
@@ -250,16 +249,7 @@ async fn fetch_on(
     }
     let (reply, rx) = oneshot::channel();
     shard.send(owner, ShardMsg::Fetch { items, wait_until, bytes_max, reply }).await;
-    rx.await.unwrap_or_else(|_| vec![failed(shutting_down()); n])
-}
-
-fn failed(e: OpError) -> FetchOutcome {
-    FetchOutcome {
-        error: Some(e),
-        high_watermark: Offset(0),
-        log_start_offset: Offset(0),
-        batches: Vec::<Bytes>::new(),
-    }
+    rx.await.unwrap_or_else(|_| vec![FetchOutcome::failed(shutting_down()); n])
 }
 
 type OffsetItems = Vec<(String, u32, OffsetSpec)>;
@@ -306,8 +296,4 @@ pub async fn list_offsets(shard: &Rc<Shard>, topics: Vec<ListOffsetsTopic>) -> R
         }
     }
     Response::ListOffsets(results)
-}
-
-fn shutting_down() -> OpError {
-    (ErrorCode::SHUTTING_DOWN, "the broker is shutting down".into())
 }

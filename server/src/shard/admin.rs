@@ -10,7 +10,7 @@ use protocol::ErrorCode;
 use protocol::api::TopicConfig;
 use protocol::names::validate_topic_name;
 
-use super::{CONTROLLER, OpError, Shard, ShardMsg};
+use super::{CONTROLLER, OpError, Shard, ShardMsg, shutting_down};
 use crate::metadata::{self, TOPICS_DIR, TopicMeta};
 
 impl Shard {
@@ -150,8 +150,4 @@ impl Shard {
         self.close_partitions(name).await;
         Ok(())
     }
-}
-
-fn shutting_down() -> OpError {
-    (ErrorCode::SHUTTING_DOWN, "the broker is shutting down".into())
 }

@@ -267,6 +267,11 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, work: impl Future<Output
     .detach();
 }
 
+/// What a request waiting on another shard gets when that shard has gone.
+pub fn shutting_down() -> OpError {
+    (ErrorCode::SHUTTING_DOWN, "the broker is shutting down".into())
+}
+
 /// The code and message a log error becomes on the wire.
 pub fn log_error(e: &LogError) -> OpError {
     let code = match e {

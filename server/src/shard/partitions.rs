@@ -35,7 +35,7 @@ pub struct FetchOutcome {
 }
 
 impl FetchOutcome {
-    fn failed(e: OpError) -> FetchOutcome {
+    pub fn failed(e: OpError) -> FetchOutcome {
         FetchOutcome { error: Some(e), high_watermark: Offset(0), log_start_offset: Offset(0), batches: Vec::new() }
     }
 
