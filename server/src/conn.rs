@@ -22,7 +22,9 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use protocol::ErrorCode;
 use protocol::api::{Request, Response};
-use protocol::frame::{LENGTH_BYTES, PROTOCOL_VERSION, REQUEST_HEADER_BYTES, RequestHeader, error_response};
+use protocol::frame::{
+    Decoded, FrameDecoder, LENGTH_BYTES, PROTOCOL_VERSION, REQUEST_HEADER_BYTES, RequestHeader, error_response,
+};
 
 use crate::handlers;
 use crate::shard::Shard;
@@ -84,6 +86,7 @@ async fn read_loop(
     broken: &Rc<Cell<bool>>,
 ) -> &'static str {
     let limits = &shard.config.limits;
+    let decoder = FrameDecoder { frame_bytes_max: limits.frame_bytes_max };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut handshaken = false;
     // Bytes of an oversized frame still to be skipped.
@@ -97,31 +100,34 @@ async fn read_loop(
             skip -= n;
         }
         // Cut and start every whole frame in the buffer.
-        while skip == 0 && buf.len() >= LENGTH_BYTES {
-            let length = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-            if length < REQUEST_HEADER_BYTES {
-                send(tx, error_response(0, ErrorCode::MALFORMED_REQUEST, "frame shorter than its header"), None);
-                return "framing lost";
-            }
-            if length > limits.frame_bytes_max {
-                if buf.len() < LENGTH_BYTES + REQUEST_HEADER_BYTES {
-                    need = LENGTH_BYTES + REQUEST_HEADER_BYTES - buf.len();
+        while skip == 0 {
+            let used = match decoder.decode(&buf, REQUEST_HEADER_BYTES) {
+                Decoded::Frame { used } => used,
+                Decoded::Need(total) => {
+                    need = total - buf.len();
                     break;
                 }
-                let request_id = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-                let message =
-                    format!("frame of {length} bytes exceeds limits.frame_bytes_max {}", limits.frame_bytes_max);
-                let Some(permit) = acquire(shard, budget, ERROR_REPLY_BYTES).await else { return "shutdown" };
-                send(tx, error_response(request_id, ErrorCode::FRAME_TOO_LARGE, &message), Some(permit));
-                skip = LENGTH_BYTES + length;
-                break;
-            }
-            if buf.len() < LENGTH_BYTES + length {
-                need = LENGTH_BYTES + length - buf.len();
-                break;
-            }
-            let frame = buf.split_to(LENGTH_BYTES + length).freeze().slice(LENGTH_BYTES..);
-            let (header, body) = RequestHeader::decode(&frame).expect("length checked above");
+                Decoded::Lost(e) => {
+                    send(tx, error_response(0, ErrorCode::MALFORMED_REQUEST, &e.to_string()), None);
+                    return "framing lost";
+                }
+                Decoded::TooLarge { length } => {
+                    // Answer with the request's id: read up to it first.
+                    if buf.len() < LENGTH_BYTES + REQUEST_HEADER_BYTES {
+                        need = LENGTH_BYTES + REQUEST_HEADER_BYTES - buf.len();
+                        break;
+                    }
+                    let request_id = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+                    let message =
+                        format!("frame of {length} bytes exceeds limits.frame_bytes_max {}", limits.frame_bytes_max);
+                    let Some(permit) = acquire(shard, budget, ERROR_REPLY_BYTES).await else { return "shutdown" };
+                    send(tx, error_response(request_id, ErrorCode::FRAME_TOO_LARGE, &message), Some(permit));
+                    skip = LENGTH_BYTES + length;
+                    break;
+                }
+            };
+            let frame = buf.split_to(used).freeze().slice(LENGTH_BYTES..);
+            let (header, body) = RequestHeader::decode(&frame).expect("the decoder checked the length");
             let request = Request::decode(&header, body);
             // Every request takes its bytes, and room for its response, from
             // the budget before anything is done for it: error replies too,
@@ -284,19 +290,19 @@ async fn write_loop(
                     break;
                 }
                 if piece.len() >= WRITE_COALESCE_BYTES / 4 {
-                    ok &= flush(&mut writer, &mut buf, &shutdown).await;
-                    ok &= ok && bounded(&shutdown, writer.write_all(piece)).await;
+                    ok = flush(&mut writer, &mut buf, &shutdown).await
+                        && bounded(&shutdown, writer.write_all(piece)).await;
                 } else {
                     buf.extend_from_slice(piece);
                     if buf.len() >= WRITE_COALESCE_BYTES {
-                        ok &= flush(&mut writer, &mut buf, &shutdown).await;
+                        ok = flush(&mut writer, &mut buf, &shutdown).await;
                     }
                 }
             }
             written.push(out);
             next = if ok { rx.try_recv().ok() } else { None };
         }
-        ok &= flush(&mut writer, &mut buf, &shutdown).await;
+        ok = ok && flush(&mut writer, &mut buf, &shutdown).await;
         // Permits go back only once their responses are on the socket.
         written.clear();
         if !ok {
