@@ -261,7 +261,7 @@ async fn drive(
     let partitions = client.partitions(&args.topic).await.map_err(|e| e.to_string())?;
     let (baseline, fdatasync) = if args.baseline {
         let dir = disk_dir.clone();
-        let (b, h) = tokio::task::spawn_blocking(move || baseline::measure(&dir, Duration::from_secs(2)))
+        let (b, h) = tokio::task::spawn_blocking(move || baseline::measure(&dir))
             .await
             .expect("baseline task")
             .map_err(|e| format!("baseline: {e}"))?;
