@@ -24,8 +24,8 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use bench::Flags;
-use bench::device;
+use crate::Flags;
+use crate::device;
 
 const HELP: &str = "bench engine [--dir DIR] [--seconds S] [--rounds R] [--appenders N] [--depth D] [--scan-mib M]
     [--cases all|quick|append] [--record-bytes 100|1024] [--batch 1|16|256|1024] [--flush never|always]

@@ -259,6 +259,16 @@ async fn drive(
         Err(e) => return Err(e.to_string()),
     }
     let partitions = client.partitions(&args.topic).await.map_err(|e| e.to_string())?;
+    let (baseline, fdatasync) = if args.baseline {
+        let dir = disk_dir.clone();
+        let (b, h) = tokio::task::spawn_blocking(move || baseline::measure(&dir, Duration::from_secs(2)))
+            .await
+            .expect("baseline task")
+            .map_err(|e| format!("baseline: {e}"))?;
+        (Some(b), Some(h))
+    } else {
+        (None, None)
+    };
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
     let start_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -426,18 +436,6 @@ async fn drive(
         Some(Throughput::of(r.records, r.bytes, r.elapsed.as_secs_f64()))
     } else {
         None
-    };
-    // The disk is measured after the load, so its own writes (and the
-    // freeing of its files) cannot disturb the broker's measured window.
-    let (baseline, fdatasync) = if args.baseline {
-        let dir = disk_dir.clone();
-        let (b, h) = tokio::task::spawn_blocking(move || baseline::measure(&dir))
-            .await
-            .expect("baseline task")
-            .map_err(|e| format!("baseline: {e}"))?;
-        (Some(b), Some(h))
-    } else {
-        (None, None)
     };
     let produce = Throughput::of(measured, measured_bytes, seconds);
     let produce_latency = LatencySummary::of(&latency);
