@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt as _;
-use protocol::api::{Acks, OffsetSpec, TopicConfig};
+use protocol::api::{Acks, OffsetSpec};
 use protocol::types::Offset;
 
 use crate::{
     Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartFrom,
+    TopicConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,25 @@ pub enum Command {
     },
     /// Earliest and latest offset of each partition
     Offsets { topic: String },
+    /// Partition operations
+    Partition {
+        #[command(subcommand)]
+        command: PartitionCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PartitionCommand {
+    /// Reopen partitions whose storage failed (a failed fsync, a full disk
+    /// during a write, a log that could not be opened), without restarting
+    /// the broker: recovery reads what is on disk, and nothing acknowledged
+    /// is lost
+    Recover {
+        topic: String,
+        /// Only this partition (repeatable); default: every partition that needs it
+        #[arg(long)]
+        partition: Vec<u32>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,14 +89,33 @@ pub enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        /// Delete segments older than this; default: keep forever
+        /// A topic setting, KEY=VALUE with Kafka's names (retention.ms,
+        /// retention.bytes, segment.bytes, segment.ms, max.message.bytes,
+        /// message.timestamp.type, cleanup.policy, …); repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Delete segments older than this (`7d`, `12h`); default: keep forever
+        #[arg(long, value_name = "DURATION")]
+        retention: Option<String>,
+        /// Delete segments older than this many milliseconds
         #[arg(long)]
         retention_ms: Option<i64>,
         /// Delete the oldest segments beyond this size per partition; default: keep everything
         #[arg(long)]
         retention_bytes: Option<i64>,
     },
+    /// Change a topic's settings; they apply without a restart
+    Alter {
+        name: String,
+        /// Set a setting, KEY=VALUE; repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Put a setting back to the broker's value; repeatable
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_config: Vec<String>,
+    },
     List,
+    /// Every setting with its value and source (default, broker, topic), and each partition
     Describe {
         name: String,
     },
@@ -118,12 +157,31 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Topic { command } => match command {
-            TopicCommand::Create { name, partitions, retention_ms, retention_bytes } => {
-                client
-                    .create_topic(&name, partitions, TopicConfig { retention_ms, retention_bytes })
-                    .await
-                    .map_err(fail)?;
+            TopicCommand::Create { name, partitions, config, retention, retention_ms, retention_bytes } => {
+                let mut entries = Vec::new();
+                if let Some(d) = retention {
+                    let ms = humantime::parse_duration(&d)
+                        .map_err(|e| format!("--retention {d}: {e} (use a duration such as 7d or 12h)"))?
+                        .as_millis();
+                    entries.push(("retention.ms".to_string(), ms.to_string()));
+                }
+                if let Some(ms) = retention_ms {
+                    entries.push(("retention.ms".to_string(), ms.to_string()));
+                }
+                if let Some(bytes) = retention_bytes {
+                    entries.push(("retention.bytes".to_string(), bytes.to_string()));
+                }
+                entries.extend(parse_configs(&config)?);
+                client.create_topic(&name, partitions, TopicConfig { entries }).await.map_err(fail)?;
                 writeln!(out, "created topic {name} with {partitions} partitions").map_err(io)?;
+            }
+            TopicCommand::Alter { name, config, delete_config } => {
+                if config.is_empty() && delete_config.is_empty() {
+                    return Err("topic alter: give --config KEY=VALUE or --delete-config KEY".into());
+                }
+                let set = parse_configs(&config)?;
+                client.alter_topic_config(&name, &set, &delete_config).await.map_err(fail)?;
+                writeln!(out, "altered topic {name}").map_err(io)?;
             }
             TopicCommand::List => {
                 for t in client.list_topics().await.map_err(fail)? {
@@ -132,15 +190,11 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             TopicCommand::Describe { name } => {
                 let d = client.describe_topic(&name).await.map_err(fail)?;
-                let opt = |v: Option<i64>| v.map_or_else(|| "infinite".to_string(), |v| v.to_string());
                 writeln!(out, "topic {}  partitions {}", d.name, d.partitions.len()).map_err(io)?;
-                writeln!(
-                    out,
-                    "retention_ms {}  retention_bytes {}",
-                    opt(d.config.retention_ms),
-                    opt(d.config.retention_bytes)
-                )
-                .map_err(io)?;
+                writeln!(out, "SETTING\tVALUE\tSOURCE").map_err(io)?;
+                for c in &d.configs {
+                    writeln!(out, "{}\t{}\t{}", c.name, c.value, c.source.name()).map_err(io)?;
+                }
                 writeln!(out, "PARTITION\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS")
                     .map_err(io)?;
                 for p in d.partitions {
@@ -179,6 +233,24 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 out.flush().map_err(io)?;
             }
         }
+        Command::Partition { command: PartitionCommand::Recover { topic, partition } } => {
+            let outcomes = client.recover_partitions(&topic, &partition).await.map_err(fail)?;
+            if outcomes.is_empty() {
+                writeln!(out, "no partition of {topic} needed recovery").map_err(io)?;
+            }
+            let mut failed = None;
+            for o in outcomes {
+                if o.error.is_ok() {
+                    writeln!(out, "recovered {topic}/{}", o.partition).map_err(io)?;
+                } else {
+                    writeln!(out, "{topic}/{}: {} {}", o.partition, o.error.name(), o.message).map_err(io)?;
+                    failed.get_or_insert(format!("{topic}/{}: {}: {}", o.partition, o.error, o.message));
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
         Command::Offsets { topic } => {
             let earliest = client.list_offsets(&topic, &[], OffsetSpec::Earliest).await.map_err(fail)?;
             let latest = client.list_offsets(&topic, &[], OffsetSpec::Latest).await.map_err(fail)?;
@@ -189,6 +261,18 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `KEY=VALUE` arguments.
+fn parse_configs(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("--config takes KEY=VALUE, not {a:?}"))
+        })
+        .collect()
 }
 
 fn io(e: impl std::fmt::Display) -> String {

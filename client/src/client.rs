@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use protocol::ErrorCode;
 use protocol::api::{
-    CreateTopicRequest, DescribeTopicResponse, ListOffsetsTopic, OffsetSpec, Request, Response, TopicConfig,
-    TopicSummary,
+    ConfigOp, CreateTopicRequest, DescribeTopicResponse, ListOffsetsTopic, OffsetSpec, RecoveredPartition, Request,
+    Response, TopicSummary,
 };
 use protocol::types::Offset;
 use tokio::sync::Mutex as AsyncMutex;
@@ -154,11 +154,39 @@ impl Client {
         self.connection().await?.call(request).await
     }
 
+    /// Creates a topic with `config`'s settings (Kafka names: `retention.ms`,
+    /// `segment.bytes`, …); the rest come from the broker.
     pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
         check_name(name)?;
-        let request = Request::CreateTopic(CreateTopicRequest { name: name.into(), partitions, config });
+        let request =
+            Request::CreateTopic(CreateTopicRequest { name: name.into(), partitions, configs: config.entries });
         match self.call(&request).await? {
             Response::CreateTopic => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Changes a topic's settings while it serves: `set` values, and
+    /// `delete` settings back to the broker's.
+    pub async fn alter_topic_config(&self, name: &str, set: &[(String, String)], delete: &[String]) -> Result<()> {
+        check_name(name)?;
+        let ops = set
+            .iter()
+            .map(|(key, value)| ConfigOp::Set { key: key.clone(), value: value.clone() })
+            .chain(delete.iter().map(|key| ConfigOp::Delete { key: key.clone() }))
+            .collect();
+        match self.call(&Request::AlterTopicConfig { name: name.into(), ops }).await? {
+            Response::AlterTopicConfig => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reopens partitions of `name` whose storage failed (all that need it
+    /// when `partitions` is empty); one outcome per partition reopened.
+    pub async fn recover_partitions(&self, name: &str, partitions: &[u32]) -> Result<Vec<RecoveredPartition>> {
+        check_name(name)?;
+        match self.call(&Request::RecoverPartitions { name: name.into(), partitions: partitions.to_vec() }).await? {
+            Response::RecoverPartitions(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }
@@ -225,6 +253,20 @@ impl Client {
 
     pub(crate) fn forget_topic(&self, topic: &str) {
         self.inner.topics.lock().expect("not poisoned").remove(topic);
+    }
+}
+
+/// Settings for a new topic, by Kafka's names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub entries: Vec<(String, String)>,
+}
+
+impl TopicConfig {
+    #[must_use]
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> TopicConfig {
+        self.entries.push((key.into(), value.into()));
+        self
     }
 }
 

@@ -138,7 +138,8 @@ impl Consumer {
 
     /// Records available now, or after a fetch that waits up to `fetch_wait_max`
     /// for some to arrive; empty if none did. Per partition, records come in
-    /// offset order with no gaps or repeats.
+    /// offset order, never repeated; offsets may skip where the log has gaps
+    /// (compaction, control batches).
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
         if self.buffered.is_empty() {
             self.fetch().await?;
@@ -218,15 +219,21 @@ impl Consumer {
                         ClientError::Protocol(format!("corrupt batch from {topic}/{}: {e}", p.partition))
                     })?;
                     for r in records {
-                        // Stored batches are dense and ordered: anything else is a broker bug.
-                        if r.offset != *position {
+                        // Offsets only go forward; they may skip (compaction
+                        // and control batches leave gaps).
+                        if r.offset < *position {
                             return Err(ClientError::Protocol(format!(
-                                "{topic}/{}: expected offset {position}, got {}",
+                                "{topic}/{}: offset {} after {position}: out of order",
                                 p.partition, r.offset
                             )));
                         }
                         *position = r.offset.next();
                         self.buffered.push_back(r);
+                    }
+                    // A batch may end past its last record (a compacted batch
+                    // keeps its offset range): go past the whole batch.
+                    if let Ok(header) = protocol::batch::BatchHeader::decode(batch) {
+                        *position = (*position).max(header.next_offset());
                     }
                 }
             }

@@ -12,12 +12,12 @@ mod error;
 mod producer;
 mod record;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, TopicConfig};
 pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use protocol::ErrorCode;
-pub use protocol::api::{Acks, OffsetSpec, TopicConfig};
+pub use protocol::api::{Acks, ConfigEntry, ConfigSource, OffsetSpec, RecoveredPartition};
 pub use protocol::types::{Offset, Timestamp};
 pub use record::{ConsumerRecord, decode_batch};

@@ -17,6 +17,8 @@ pub struct ConsumerRecord {
 }
 
 /// The records of one stored batch at or after `from`, CRC- and bytechecked.
+/// Each record keeps its producer's timestamp, unless the topic stamps
+/// log-append time (then every record has the batch's append time).
 pub fn decode_batch(partition: u32, batch: &Bytes, from: Offset) -> Result<Vec<ConsumerRecord>, BatchError> {
     let view = validate_batch(batch)?;
     let header = view.header;
@@ -33,7 +35,7 @@ pub fn decode_batch(partition: u32, batch: &Bytes, from: Offset) -> Result<Vec<C
         out.push(ConsumerRecord {
             partition,
             offset,
-            timestamp: Timestamp(header.first_timestamp.0 + r.timestamp_delta.to_native()),
+            timestamp: header.record_timestamp(r.timestamp_delta.to_native()),
             key: r.key.as_ref().map(|k| batch.slice_ref(k.as_slice())),
             value: r.value.as_ref().map(|v| batch.slice_ref(v.as_slice())),
             headers: r

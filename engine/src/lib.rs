@@ -8,4 +8,7 @@ pub mod rt;
 /// The batch format and the newtypes live in `protocol`, which clients share.
 pub use protocol::{batch, types};
 
-pub use log::{AppendInfo, FlushPolicy, IoStats, LogConfig, LogError, PartitionLog, ReadResult};
+pub use log::{
+    AppendInfo, FlushPolicy, IoStats, LATENCY_BUCKETS, LatencyHistogram, LogConfig, LogError, MemoryPool, PartitionLog,
+    PoolConfig, PoolUsage, ReadResult, TimestampType,
+};

@@ -65,6 +65,9 @@ struct RunArgs {
     /// The embedded broker's `spin_before_park_us`
     #[arg(long, default_value_t = 0)]
     spin_before_park_us: u64,
+    /// Where the embedded broker serves /metrics, or `off`
+    #[arg(long, default_value = "off", value_name = "ADDR")]
+    metrics_listen: String,
     #[arg(long, default_value = "loadgen")]
     topic: String,
     /// Partitions of the topic, if it has to be created
@@ -91,18 +94,22 @@ struct RunArgs {
     /// Records per second over all producers (open loop); absent = as fast as possible
     #[arg(long)]
     rate: Option<f64>,
-    /// Measured seconds
-    #[arg(long, default_value_t = 10.0)]
+    /// How long to measure: `20s`, `1m`, or plain seconds
+    #[arg(long, default_value = "10", value_parser = parse_seconds, value_name = "DURATION")]
     duration: f64,
     /// Stop after this many records over all producers (warm-up included), if sooner
     #[arg(long)]
     records: Option<u64>,
-    /// Seconds of load before measuring
-    #[arg(long, default_value_t = 2.0)]
+    /// Load before measuring: `500ms`, `2s`, or plain seconds
+    #[arg(long, default_value = "2", value_parser = parse_seconds, value_name = "DURATION")]
     warmup: f64,
     /// Producer batch size in record bytes
     #[arg(long, default_value_t = 256 << 10)]
     batch_bytes: usize,
+    /// How long a batch waits for more records: `5ms`, `1s` (or --linger-ms N)
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with = "linger_ms")]
+    linger: Option<Duration>,
+    /// --linger in milliseconds
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
     /// Requests each producer keeps in flight per broker shard
@@ -130,6 +137,17 @@ struct RunArgs {
 enum AcksArg {
     None,
     Leader,
+}
+
+/// Seconds as a person types them: a plain number keeps meaning seconds,
+/// and a duration with a unit (`500ms`, `20s`, `1m`) is taken as written.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    if let Ok(v) = s.parse::<f64>() {
+        return Ok(v);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| format!("{s:?}: {e} (use 20s, 500ms or plain seconds)"))
 }
 
 fn main() -> ExitCode {
@@ -171,7 +189,9 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let mut temp = None;
     let mut broker = None;
     let target = if args.embedded {
-        server::init_tracing();
+        // The broker's own INFO lines would scroll the table and the progress
+        // bar away; warnings and errors still show (CAIRN_LOG overrides).
+        server::init_tracing_with("warn");
         let dir = tempfile::Builder::new()
             .prefix(".cairn-loadgen-")
             .tempdir_in(&args.data_dir)
@@ -183,6 +203,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
                 listen: Some("127.0.0.1:0".parse().expect("address")),
                 cores: Some(args.cores),
                 flush: Some(args.flush.clone()),
+                metrics_listen: Some(args.metrics_listen.clone()),
             },
         )?;
         config.log.retention_check_ms = 3_600_000;
@@ -280,7 +301,7 @@ async fn drive(
     };
     let producer_config = ProducerConfig {
         acks,
-        linger: Duration::from_millis(args.linger_ms),
+        linger: args.linger.unwrap_or(Duration::from_millis(args.linger_ms)),
         batch_bytes_max: args.batch_bytes,
         buffer_bytes_max: (64 << 20).max(args.batch_bytes * 4),
         requests_in_flight_max: args.requests_in_flight.max(1),

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use crate::ErrorCode;
-use crate::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::batch::{BATCH_HEADER_BYTES_MIN, BatchHeader};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::frame::{RequestHeader, ResponseHeader, finish_frame};
 use crate::types::Offset;
@@ -22,10 +22,12 @@ pub enum ApiKey {
     Produce = 5,
     Fetch = 6,
     ListOffsets = 7,
+    AlterTopicConfig = 8,
+    RecoverPartitions = 9,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 10] = [
         ApiKey::Handshake,
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
@@ -34,6 +36,8 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::AlterTopicConfig,
+        ApiKey::RecoverPartitions,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -42,7 +46,32 @@ impl ApiKey {
 
     /// The versions of this API this build speaks, inclusive.
     pub fn versions(self) -> (u16, u16) {
-        (0, 0)
+        match self {
+            // Version 1: settings by name (Kafka's), with their sources.
+            ApiKey::CreateTopic | ApiKey::DescribeTopic => (0, 1),
+            _ => (0, 0),
+        }
+    }
+
+    /// The newest version of this API this build speaks.
+    pub fn latest(self) -> u16 {
+        self.versions().1
+    }
+
+    /// A short name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKey::Handshake => "handshake",
+            ApiKey::CreateTopic => "create_topic",
+            ApiKey::DeleteTopic => "delete_topic",
+            ApiKey::ListTopics => "list_topics",
+            ApiKey::DescribeTopic => "describe_topic",
+            ApiKey::Produce => "produce",
+            ApiKey::Fetch => "fetch",
+            ApiKey::ListOffsets => "list_offsets",
+            ApiKey::AlterTopicConfig => "alter_topic_config",
+            ApiKey::RecoverPartitions => "recover_partitions",
+        }
     }
 }
 
@@ -97,29 +126,57 @@ pub struct HandshakeRequest {
     pub client: String,
 }
 
-/// Topic settings; `None` is the broker's default (infinite retention).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub retention_ms: Option<i64>,
-    pub retention_bytes: Option<i64>,
+/// Topic settings by name (Kafka's: `retention.ms`, `segment.bytes`, …)
+/// with values as strings; the broker checks both.
+pub type TopicConfigs = Vec<(String, String)>;
+
+/// Version 0 of create and describe carried two settings as numbers.
+fn encode_v0_config(w: &mut Writer, configs: &[(String, String)]) {
+    let number = |key: &str| configs.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse::<i64>().ok());
+    w.i64(opt_i64(number("retention.ms").filter(|v| *v >= 0)));
+    w.i64(opt_i64(number("retention.bytes").filter(|v| *v >= 0)));
 }
 
-impl TopicConfig {
-    fn encode(&self, w: &mut Writer) {
-        w.i64(opt_i64(self.retention_ms));
-        w.i64(opt_i64(self.retention_bytes));
+fn decode_v0_config(r: &mut Reader) -> Result<TopicConfigs, DecodeError> {
+    let mut configs = Vec::new();
+    if let Some(ms) = read_opt(r, "retention_ms")? {
+        configs.push(("retention.ms".to_string(), ms.to_string()));
     }
+    if let Some(bytes) = read_opt(r, "retention_bytes")? {
+        configs.push(("retention.bytes".to_string(), bytes.to_string()));
+    }
+    Ok(configs)
+}
 
-    fn decode(r: &mut Reader) -> Result<TopicConfig, DecodeError> {
-        Ok(TopicConfig { retention_ms: read_opt(r, "retention_ms")?, retention_bytes: read_opt(r, "retention_bytes")? })
-    }
+fn encode_configs(w: &mut Writer, configs: &[(String, String)]) {
+    w.array(configs, |w, (k, v)| {
+        w.string(k);
+        w.string(v);
+    });
+}
+
+fn decode_configs(r: &mut Reader) -> Result<TopicConfigs, DecodeError> {
+    r.array("configs", 4, |r| Ok((r.string()?, r.string()?)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateTopicRequest {
     pub name: String,
     pub partitions: u32,
-    pub config: TopicConfig,
+    pub configs: TopicConfigs,
+}
+
+/// One change of an [`Request::AlterTopicConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set {
+        key: String,
+        value: String,
+    },
+    /// Back to the broker's value.
+    Delete {
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,12 +271,25 @@ pub struct ListOffsetsTopic {
 pub enum Request {
     Handshake(HandshakeRequest),
     CreateTopic(CreateTopicRequest),
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     ListTopics,
-    DescribeTopic { name: String },
+    DescribeTopic {
+        name: String,
+    },
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(Vec<ListOffsetsTopic>),
+    AlterTopicConfig {
+        name: String,
+        ops: Vec<ConfigOp>,
+    },
+    /// Reopens partitions whose storage failed; none listed: all that need it.
+    RecoverPartitions {
+        name: String,
+        partitions: Vec<u32>,
+    },
 }
 
 impl Request {
@@ -233,17 +303,25 @@ impl Request {
             Request::Produce(_) => ApiKey::Produce,
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
+            Request::AlterTopicConfig { .. } => ApiKey::AlterTopicConfig,
+            Request::RecoverPartitions { .. } => ApiKey::RecoverPartitions,
         }
     }
 
-    /// The whole frame, length prefix included, as pieces (batches are not copied).
+    /// The whole frame at the newest version of its API, length prefix
+    /// included, as pieces (batches are not copied).
     pub fn encode(&self, request_id: u32) -> Vec<Bytes> {
-        let mut w = RequestHeader { api_key: self.api_key() as u16, api_version: 0, request_id }.encode();
-        self.encode_body(&mut w);
+        self.encode_version(request_id, self.api_key().latest())
+    }
+
+    /// The whole frame at `version` of its API.
+    pub fn encode_version(&self, request_id: u32, version: u16) -> Vec<Bytes> {
+        let mut w = RequestHeader { api_key: self.api_key() as u16, api_version: version, request_id }.encode();
+        self.encode_body(&mut w, version);
         finish_frame(w)
     }
 
-    pub fn encode_body(&self, w: &mut Writer) {
+    pub fn encode_body(&self, w: &mut Writer, version: u16) {
         match self {
             Request::Handshake(h) => {
                 w.u16(h.protocol_version);
@@ -252,7 +330,30 @@ impl Request {
             Request::CreateTopic(c) => {
                 w.string(&c.name);
                 w.u32(c.partitions);
-                c.config.encode(w);
+                if version == 0 {
+                    encode_v0_config(w, &c.configs);
+                } else {
+                    encode_configs(w, &c.configs);
+                }
+            }
+            Request::AlterTopicConfig { name, ops } => {
+                w.string(name);
+                w.array(ops, |w, op| match op {
+                    ConfigOp::Set { key, value } => {
+                        w.u8(0);
+                        w.string(key);
+                        w.string(value);
+                    }
+                    ConfigOp::Delete { key } => {
+                        w.u8(1);
+                        w.string(key);
+                        w.string("");
+                    }
+                });
+            }
+            Request::RecoverPartitions { name, partitions } => {
+                w.string(name);
+                w.array(partitions, |w, &p| w.u32(p));
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => w.string(name),
             Request::ListTopics => {}
@@ -298,12 +399,12 @@ impl Request {
             return Err(RequestError::UnsupportedVersion { api_key, version: header.api_version });
         }
         let mut r = Reader::new(body);
-        let request = Request::decode_body(api_key, &mut r).map_err(RequestError::Malformed)?;
+        let request = Request::decode_body(api_key, header.api_version, &mut r).map_err(RequestError::Malformed)?;
         r.finish().map_err(RequestError::Malformed)?;
         Ok(request)
     }
 
-    fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Request, DecodeError> {
+    fn decode_body(api_key: ApiKey, version: u16, r: &mut Reader) -> Result<Request, DecodeError> {
         Ok(match api_key {
             ApiKey::Handshake => {
                 Request::Handshake(HandshakeRequest { protocol_version: r.u16()?, client: r.string()? })
@@ -311,8 +412,24 @@ impl Request {
             ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest {
                 name: r.string()?,
                 partitions: r.u32()?,
-                config: TopicConfig::decode(r)?,
+                configs: if version == 0 { decode_v0_config(r)? } else { decode_configs(r)? },
             }),
+            ApiKey::AlterTopicConfig => Request::AlterTopicConfig {
+                name: r.string()?,
+                ops: r.array("config ops", 5, |r| {
+                    let op = r.u8()?;
+                    let key = r.string()?;
+                    let value = r.string()?;
+                    match op {
+                        0 => Ok(ConfigOp::Set { key, value }),
+                        1 => Ok(ConfigOp::Delete { key }),
+                        v => Err(DecodeError::Invalid { what: "config op", value: i64::from(v) }),
+                    }
+                })?,
+            },
+            ApiKey::RecoverPartitions => {
+                Request::RecoverPartitions { name: r.string()?, partitions: r.array("partitions", 4, Reader::u32)? }
+            }
             ApiKey::DeleteTopic => Request::DeleteTopic { name: r.string()? },
             ApiKey::ListTopics => Request::ListTopics,
             ApiKey::DescribeTopic => Request::DescribeTopic { name: r.string()? },
@@ -397,11 +514,45 @@ pub struct PartitionDescription {
     pub size_bytes: u64,
 }
 
+/// One setting of a topic: its value and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+}
+
+/// Where a topic setting's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Default = 0,
+    Broker = 1,
+    Topic = 2,
+}
+
+impl ConfigSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigSource::Default => "default",
+            ConfigSource::Broker => "broker",
+            ConfigSource::Topic => "topic",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeTopicResponse {
     pub name: String,
-    pub config: TopicConfig,
+    pub configs: Vec<ConfigEntry>,
     pub partitions: Vec<PartitionDescription>,
+}
+
+/// The outcome of recovering one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredPartition {
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,17 +608,25 @@ pub enum Response {
     Produce(Vec<ProduceTopicResult>),
     Fetch(Vec<FetchTopicResult>),
     ListOffsets(Vec<ListOffsetsTopicResult>),
+    AlterTopicConfig,
+    RecoverPartitions(Vec<RecoveredPartition>),
 }
 
 impl Response {
-    /// The whole successful response frame, length prefix included.
+    /// The whole successful response frame at the newest version of its
+    /// API, length prefix included.
     pub fn encode(&self, request_id: u32) -> Vec<Bytes> {
+        self.encode_version(request_id, u16::MAX)
+    }
+
+    /// The response frame at `version` (that of the request it answers).
+    pub fn encode_version(&self, request_id: u32, version: u16) -> Vec<Bytes> {
         let mut w = ResponseHeader { request_id, error: ErrorCode::NONE }.encode();
-        self.encode_body(&mut w);
+        self.encode_body(&mut w, version);
         finish_frame(w)
     }
 
-    pub fn encode_body(&self, w: &mut Writer) {
+    pub fn encode_body(&self, w: &mut Writer, version: u16) {
         match self {
             Response::Handshake(h) => {
                 w.u16(h.protocol_version);
@@ -481,14 +640,28 @@ impl Response {
                     w.u16(a.max);
                 });
             }
-            Response::CreateTopic | Response::DeleteTopic => {}
+            Response::CreateTopic | Response::DeleteTopic | Response::AlterTopicConfig => {}
+            Response::RecoverPartitions(parts) => w.array(parts, |w, p| {
+                w.u32(p.partition);
+                w.u16(p.error.0);
+                w.string(&p.message);
+            }),
             Response::ListTopics(topics) => w.array(topics, |w, t| {
                 w.string(&t.name);
                 w.u32(t.partitions);
             }),
             Response::DescribeTopic(d) => {
                 w.string(&d.name);
-                d.config.encode(w);
+                if version == 0 {
+                    let values: TopicConfigs = d.configs.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
+                    encode_v0_config(w, &values);
+                } else {
+                    w.array(&d.configs, |w, c| {
+                        w.string(&c.name);
+                        w.string(&c.value);
+                        w.u8(c.source as u8);
+                    });
+                }
                 w.array(&d.partitions, |w, p| {
                     w.u32(p.partition);
                     w.u32(p.shard);
@@ -532,15 +705,20 @@ impl Response {
         }
     }
 
-    /// Decodes the body of a successful response to a request of `api_key`.
+    /// Decodes the body of a successful response to a request of `api_key`
+    /// sent at its newest version.
     pub fn decode(api_key: ApiKey, body: Bytes) -> Result<Response, DecodeError> {
+        Response::decode_version(api_key, api_key.latest(), body)
+    }
+
+    pub fn decode_version(api_key: ApiKey, version: u16, body: Bytes) -> Result<Response, DecodeError> {
         let mut r = Reader::new(body);
-        let response = Response::decode_body(api_key, &mut r)?;
+        let response = Response::decode_body(api_key, version, &mut r)?;
         r.finish()?;
         Ok(response)
     }
 
-    fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Response, DecodeError> {
+    fn decode_body(api_key: ApiKey, version: u16, r: &mut Reader) -> Result<Response, DecodeError> {
         Ok(match api_key {
             ApiKey::Handshake => Response::Handshake(HandshakeResponse {
                 protocol_version: r.u16()?,
@@ -555,9 +733,30 @@ impl Response {
             ApiKey::ListTopics => Response::ListTopics(
                 r.array("topics", 6, |r| Ok(TopicSummary { name: r.string()?, partitions: r.u32()? }))?,
             ),
+            ApiKey::AlterTopicConfig => Response::AlterTopicConfig,
+            ApiKey::RecoverPartitions => Response::RecoverPartitions(r.array("partitions", 8, |r| {
+                Ok(RecoveredPartition { partition: r.u32()?, error: ErrorCode(r.u16()?), message: r.string()? })
+            })?),
             ApiKey::DescribeTopic => Response::DescribeTopic(DescribeTopicResponse {
                 name: r.string()?,
-                config: TopicConfig::decode(r)?,
+                configs: if version == 0 {
+                    decode_v0_config(r)?
+                        .into_iter()
+                        .map(|(name, value)| ConfigEntry { name, value, source: ConfigSource::Topic })
+                        .collect()
+                } else {
+                    r.array("configs", 5, |r| {
+                        let name = r.string()?;
+                        let value = r.string()?;
+                        let source = match r.u8()? {
+                            0 => ConfigSource::Default,
+                            1 => ConfigSource::Broker,
+                            2 => ConfigSource::Topic,
+                            v => return Err(DecodeError::Invalid { what: "config source", value: i64::from(v) }),
+                        };
+                        Ok(ConfigEntry { name, value, source })
+                    })?
+                },
                 partitions: r.array("partitions", 42, |r| {
                     Ok(PartitionDescription {
                         partition: r.u32()?,
@@ -619,11 +818,11 @@ pub fn split_batches(records: &Bytes) -> Option<Vec<Bytes>> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < records.len() {
-        if records.len() - at < BATCH_HEADER_BYTES {
+        if records.len() - at < BATCH_HEADER_BYTES_MIN {
             return None;
         }
         let len = BatchHeader::batch_length_at(&records[at..]) as usize;
-        if len < BATCH_HEADER_BYTES || at + len > records.len() {
+        if len < BATCH_HEADER_BYTES_MIN || at + len > records.len() {
             return None;
         }
         out.push(records.slice(at..at + len));

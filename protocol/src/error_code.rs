@@ -60,7 +60,7 @@ codes! {
     INVALID_BATCH = 11, "the batch is corrupt or malformed (length, CRC32C or archive check failed)", false;
     BATCH_TOO_LARGE = 12, "the batch is larger than the broker accepts", false;
     OFFSET_OUT_OF_RANGE = 13, "the offset is outside the partition's log", false;
-    STORAGE_ERROR = 14, "the partition's storage failed; it refuses writes until the broker restarts", false;
+    STORAGE_ERROR = 14, "the partition's storage failed; it refuses requests until recovered (cairn partition recover) or the broker restarts", false;
     DISK_FULL = 15, "the broker's disk is full", true;
     REQUEST_TIMED_OUT = 16, "the request did not complete within its timeout", true;
     SHUTTING_DOWN = 17, "the broker is shutting down", true;
@@ -68,7 +68,9 @@ codes! {
     INVALID_REQUEST = 19, "a request field is out of range", false;
     INTERNAL_ERROR = 20, "the broker failed unexpectedly", false;
     PARTITION_UNAVAILABLE = 21, "the partition is being created, deleted or recovered", true;
-    INVALID_CONFIG = 22, "a topic setting is out of range", false;
+    INVALID_CONFIG = 22, "a topic setting is unknown or out of range", false;
+    LOG_TRUNCATED = 23, "the append was removed by a log truncation before it was acknowledged; send it again", true;
+    INVALID_TIMESTAMP = 24, "a record's timestamp is outside the topic's accepted range", false;
 }
 
 impl ErrorCode {

@@ -61,13 +61,18 @@ mod tests {
     }
 
     #[test]
-    fn one_key_always_lands_on_one_partition_within_range() {
-        for n in 1..20 {
-            for key in ["a", "order-17", "customer:42"] {
-                let p = partition_for_key(key.as_bytes(), n);
-                assert!(p < n);
-                assert_eq!(p, partition_for_key(key.as_bytes(), n));
+    fn partitions_follow_kafkas_rule_from_kafkas_hashes() {
+        // Kafka: `Utils.toPositive(Utils.murmur2(key)) % partitions`, with the
+        // hashes from Kafka's own test above, so this does not depend on our
+        // murmur2 agreeing with itself.
+        for (key, hash) in [("1", -1_993_445_489i32), ("12", 126_087_238), ("123", -267_702_483)] {
+            for n in 1..20u32 {
+                let expected = (hash as u32 & 0x7fff_ffff) % n;
+                assert_eq!(partition_for_key(key.as_bytes(), n), expected, "key {key}, {n} partitions");
             }
         }
+        // A negative hash must not land outside the range (a plain `abs` would
+        // overflow on i32::MIN; Kafka masks the sign bit instead).
+        assert_eq!((i32::MIN as u32 & 0x7fff_ffff) % 7, 0);
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use engine::{FlushPolicy, LogConfig};
+use engine::{FlushPolicy, LogConfig, PoolConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -23,8 +23,28 @@ pub struct ServerConfig {
     /// so clients can send a partition's requests straight to its owner
     /// instead of having them forwarded between cores.
     pub shard_ports: bool,
+    /// Where `/metrics` (Prometheus text) is served; `off` for nowhere.
+    pub metrics_listen: String,
+    /// How long to keep trying a port that is still held at startup (by a
+    /// broker that just died: its io_uring teardown releases its sockets
+    /// a moment later).
+    pub bind_retry_ms: u64,
     pub log: LogSettings,
+    pub memory: MemorySettings,
     pub limits: Limits,
+}
+
+/// What each shard (core) may hold in buffers and caches, over all the
+/// partitions it owns (docs/operations.md has the sizing formula).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// DMA write buffers of all the shard's partitions.
+    pub shard_write_buffer_bytes_max: usize,
+    /// Recent batches cached for tail reads, all partitions together.
+    pub shard_cache_bytes_max: usize,
+    /// Read-ahead chunks of cold reads, all partitions together.
+    pub shard_read_ahead_bytes_max: usize,
 }
 
 /// Settings of every partition log (topics may override retention).
@@ -37,6 +57,8 @@ pub struct LogSettings {
     pub flush_interval_ms: u64,
     pub segment_bytes_max: u64,
     pub segment_ms_max: Option<i64>,
+    /// The active segment's file grows ahead of its data by at most this.
+    pub preallocate_bytes_max: u64,
     pub index_interval_bytes: u64,
     pub write_buffer_bytes_max: usize,
     pub cache_bytes_max: usize,
@@ -45,6 +67,12 @@ pub struct LogSettings {
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<u64>,
     pub retention_check_ms: u64,
+    /// `CreateTime` or `LogAppendTime` (topic setting `message.timestamp.type`).
+    pub message_timestamp_type: String,
+    /// Refuse records older than this; absent: any age.
+    pub message_timestamp_before_max_ms: Option<i64>,
+    /// Refuse records newer than this ahead of the broker's clock.
+    pub message_timestamp_after_max_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -80,8 +108,21 @@ impl Default for ServerConfig {
             cores: 0,
             spin_before_park_us: 0,
             shard_ports: true,
+            metrics_listen: "127.0.0.1:9644".into(),
+            bind_retry_ms: 30_000,
             log: LogSettings::default(),
+            memory: MemorySettings::default(),
             limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            shard_write_buffer_bytes_max: 64 << 20,
+            shard_cache_bytes_max: 256 << 20,
+            shard_read_ahead_bytes_max: 64 << 20,
         }
     }
 }
@@ -94,6 +135,7 @@ impl Default for LogSettings {
             flush_interval_ms: 1000,
             segment_bytes_max: engine.segment_bytes_max,
             segment_ms_max: engine.segment_ms_max,
+            preallocate_bytes_max: engine.preallocate_bytes_max,
             index_interval_bytes: engine.index_interval_bytes,
             write_buffer_bytes_max: engine.write_buffer_bytes_max,
             cache_bytes_max: 8 << 20,
@@ -101,6 +143,9 @@ impl Default for LogSettings {
             retention_ms: None,
             retention_bytes: None,
             retention_check_ms: 60_000,
+            message_timestamp_type: "CreateTime".into(),
+            message_timestamp_before_max_ms: engine.timestamp_before_max_ms,
+            message_timestamp_after_max_ms: engine.timestamp_after_max_ms,
         }
     }
 }
@@ -128,6 +173,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub cores: Option<usize>,
     pub flush: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 impl ServerConfig {
@@ -152,6 +198,9 @@ impl ServerConfig {
         if let Some(f) = &overrides.flush {
             config.log.flush.clone_from(f);
         }
+        if let Some(m) = &overrides.metrics_listen {
+            config.metrics_listen.clone_from(m);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -169,22 +218,48 @@ impl ServerConfig {
         }
     }
 
-    /// The engine configuration of one partition with the topic's retention.
-    pub fn log_config(&self, retention_ms: Option<i64>, retention_bytes: Option<u64>) -> LogConfig {
+    /// The engine configuration of a partition of a topic with no settings
+    /// of its own (see [`crate::topic_config::log_config`] for a topic's).
+    pub fn log_config(&self) -> LogConfig {
         let engine = LogConfig::default();
         LogConfig {
             flush: self.flush_policy().expect("validated at load"),
             segment_bytes_max: self.log.segment_bytes_max,
             segment_ms_max: self.log.segment_ms_max,
+            preallocate_bytes_max: self.log.preallocate_bytes_max,
             index_interval_bytes: self.log.index_interval_bytes,
             batch_bytes_max: self.limits.batch_bytes_max,
             write_bytes_max: engine.write_bytes_max,
             write_buffer_bytes_max: self.log.write_buffer_bytes_max,
             cache_bytes_max: self.log.cache_bytes_max,
             read_ahead_bytes: self.log.read_ahead_bytes,
-            retention_ms: retention_ms.or(self.log.retention_ms),
-            retention_bytes: retention_bytes.or(self.log.retention_bytes),
+            retention_ms: self.log.retention_ms,
+            retention_bytes: self.log.retention_bytes,
+            timestamp_type: crate::topic_config::parse_timestamp_type(&self.log.message_timestamp_type)
+                .expect("validated at load"),
+            timestamp_before_max_ms: self.log.message_timestamp_before_max_ms,
+            timestamp_after_max_ms: self.log.message_timestamp_after_max_ms,
             ..engine
+        }
+    }
+
+    /// The memory budgets of one shard.
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            write_buffer_bytes_max: self.memory.shard_write_buffer_bytes_max,
+            cache_bytes_max: self.memory.shard_cache_bytes_max,
+            read_ahead_bytes_max: self.memory.shard_read_ahead_bytes_max,
+        }
+    }
+
+    /// Where to serve `/metrics`, if anywhere.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match self.metrics_listen.as_str() {
+            "off" | "" => Ok(None),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("metrics_listen must be an address such as 127.0.0.1:9644, or off; not {addr:?}")),
         }
     }
 
@@ -193,7 +268,22 @@ impl ServerConfig {
         if self.log.flush == "interval" && self.log.flush_interval_ms == 0 {
             return Err("log.flush_interval_ms must be at least 1".into());
         }
-        self.log_config(None, None).validate().map_err(|e| format!("log settings: {e}"))?;
+        crate::topic_config::parse_timestamp_type(&self.log.message_timestamp_type)
+            .map_err(|e| format!("log.message_timestamp_type: {e}"))?;
+        self.metrics_addr()?;
+        self.log_config().validate().map_err(|e| format!("log settings: {e}"))?;
+        let m = &self.memory;
+        let log = self.log_config();
+        if m.shard_write_buffer_bytes_max < log.write_buffer_bytes_max + 2 * log.write_bytes_max {
+            return Err("memory.shard_write_buffer_bytes_max must hold one partition's write buffer \
+                        (log.write_buffer_bytes_max) and two writes in flight"
+                .into());
+        }
+        if m.shard_read_ahead_bytes_max < self.log.read_ahead_bytes {
+            return Err(
+                "memory.shard_read_ahead_bytes_max must hold one read-ahead chunk (log.read_ahead_bytes)".into()
+            );
+        }
         let l = &self.limits;
         if l.frame_bytes_max < l.batch_bytes_max as usize + 1024 {
             return Err("limits.frame_bytes_max must exceed limits.batch_bytes_max by at least 1 KiB".into());

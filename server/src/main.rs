@@ -28,12 +28,21 @@ struct Args {
     /// Flush policy: always (fdatasync before every ack), interval or never [default: always]
     #[arg(long, value_name = "POLICY")]
     flush: Option<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, or `off` [default: 127.0.0.1:9644]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     server::init_tracing();
-    let overrides = Overrides { data_dir: args.data_dir, listen: args.listen, cores: args.cores, flush: args.flush };
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        cores: args.cores,
+        flush: args.flush,
+        metrics_listen: args.metrics_listen,
+    };
     let config = match ServerConfig::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {

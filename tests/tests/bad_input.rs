@@ -128,7 +128,7 @@ async fn bad_requests_get_stable_codes_and_the_connection_survives() {
         &Request::CreateTopic(protocol::api::CreateTopicRequest {
             name: "../etc".into(),
             partitions: 1,
-            config: TopicConfig::default(),
+            configs: Vec::new(),
         }),
         15,
     )
@@ -138,7 +138,7 @@ async fn bad_requests_get_stable_codes_and_the_connection_survives() {
         &Request::CreateTopic(protocol::api::CreateTopicRequest {
             name: "zero".into(),
             partitions: 0,
-            config: TopicConfig::default(),
+            configs: Vec::new(),
         }),
         16,
     )
@@ -148,7 +148,7 @@ async fn bad_requests_get_stable_codes_and_the_connection_survives() {
         &Request::CreateTopic(protocol::api::CreateTopicRequest {
             name: "t".into(),
             partitions: 1,
-            config: TopicConfig::default(),
+            configs: Vec::new(),
         }),
         17,
     )

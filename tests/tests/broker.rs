@@ -197,8 +197,14 @@ async fn graceful_shutdown_syncs_and_marks_every_log_clean() {
     assert_eq!(acked.len(), 999);
     let status = broker.terminate();
     assert!(status.success(), "exit status {status:?}");
+    // The topic's directory is named by its name and id.
+    let topic_dir = std::fs::read_dir(broker.data_dir().join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("t@")))
+        .expect("the topic's directory");
     for p in 0..3 {
-        let marker = broker.data_dir().join("topics/t").join(p.to_string()).join("CLEAN_SHUTDOWN");
+        let marker = topic_dir.join(p.to_string()).join("CLEAN_SHUTDOWN");
         assert!(marker.exists(), "{} is missing", marker.display());
     }
     broker.restart();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use engine::batch::{BatchBuilder, RecordInput, validate_batch, validate_records};
-use engine::rt::glommio::{GlommioStorage, spawn_interval_flusher};
+use engine::rt::glommio::{GlommioRuntime, GlommioStorage};
 use engine::types::{Offset, Timestamp};
 use engine::{FlushPolicy, LogConfig, LogError, PartitionLog};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -39,11 +39,6 @@ fn batch(tag: u64, records: usize) -> Vec<u8> {
         ));
     }
     builder.build().unwrap()
-}
-
-fn with_offset(mut bytes: Vec<u8>, base: Offset) -> Vec<u8> {
-    engine::batch::patch_base_offset(&mut bytes, base);
-    bytes
 }
 
 async fn read_all(log: &PartitionLog<GlommioStorage>) -> Result<Vec<Vec<u8>>, LogError> {
@@ -85,15 +80,17 @@ fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
+/// Appends `batches` batches and returns them as the log stored them
+/// (stamped with their offsets and append times), read back before the log
+/// is dropped.
 async fn append_many(dir: &Path, batches: u64) -> Vec<Vec<u8>> {
     let log = open_log(dir, config()).await;
-    let mut appended = Vec::new();
     for tag in 0..batches {
-        let b = batch(tag, 1 + (tag % 20) as usize);
-        let info = log.append(b.clone()).await.unwrap();
-        appended.push(with_offset(b, info.base_offset));
+        log.append(batch(tag, 1 + (tag % 20) as usize)).await.unwrap();
     }
-    appended
+    let stored = read_all(&log).await.unwrap();
+    assert_eq!(stored.len() as u64, batches);
+    stored
 }
 
 #[test]
@@ -177,9 +174,20 @@ fn interval_flusher_makes_data_durable_without_an_explicit_sync() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     on_executor(async move || {
-        let log = Rc::new(open_log(&path, LogConfig { flush: FlushPolicy::IntervalMs(5), ..config() }).await);
-        assert!(spawn_interval_flusher(log.clone()).is_some());
-        log.append(batch(1, 5)).await.unwrap();
+        // The partition drives its log's interval flusher.
+        let rt = GlommioRuntime::new(&path).await.unwrap();
+        let tp = server::ids::TopicPartition { topic: server::ids::TopicId(1), partition: server::ids::PartitionId(0) };
+        let config = LogConfig { flush: FlushPolicy::IntervalMs(5), ..config() };
+        let pool = engine::MemoryPool::new(engine::PoolConfig {
+            write_buffer_bytes_max: 4 << 20,
+            cache_bytes_max: 4 << 20,
+            read_ahead_bytes_max: 4 << 20,
+        });
+        let partition =
+            server::partition::Partition::open(rt, tp, "t".into(), server::ids::ShardId(0), path.clone(), config, pool)
+                .await;
+        let log = partition.log().unwrap();
+        partition.append(&bytes::Bytes::from(batch(1, 5))).await.unwrap();
         assert!(log.durable_offset() < log.log_end_offset(), "acknowledged before the sync");
         // Wait for the flusher's effect, not for a fixed time: poll the
         // durable offset, bounded at 10 s.

@@ -20,17 +20,36 @@ pub enum FlushPolicy {
     Never,
 }
 
-/// The configuration of one partition log.
+/// Which time a record carries (Kafka's `message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// The producer's timestamps, checked against the bounds below.
+    #[default]
+    CreateTime,
+    /// The log stamps each batch with its append time, and readers give
+    /// every record that time.
+    LogAppendTime,
+}
+
+/// The configuration of one partition log. Fields marked *dynamic* can
+/// change while the log is open ([`super::PartitionLog::reconfigure`]); the
+/// others size buffers at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     pub flush: FlushPolicy,
-    /// A segment rolls before it would grow past this.
+    /// A segment rolls before it would grow past this. Dynamic.
     pub segment_bytes_max: u64,
-    /// A non-empty segment rolls once it is this old; `None`: never by age.
+    /// A non-empty segment rolls once it is this old; `None`: never by age. Dynamic.
     pub segment_ms_max: Option<i64>,
+    /// The active segment's file grows ahead of its data by at most this
+    /// much (and by less while it is small: each step is as large as the
+    /// segment so far), so O_DIRECT writes never extend the file, and disk
+    /// use follows the data.
+    pub preallocate_bytes_max: u64,
     /// Bytes of batches between two sparse index entries.
     pub index_interval_bytes: u64,
-    /// The largest batch the log accepts.
+    /// The largest batch the log accepts. Dynamic (up to the size the write
+    /// buffer was made for).
     pub batch_bytes_max: u32,
     /// The largest single write: appends are copied into aligned chunks of
     /// this size, and a write takes one chunk.
@@ -48,10 +67,19 @@ pub struct LogConfig {
     pub index_cache_segments_max: usize,
     /// Closed segment files kept open.
     pub open_segments_max: usize,
-    /// Delete closed segments whose newest record is older than this.
+    /// Delete closed segments whose newest batch was appended longer ago
+    /// than this (by the log's clock, not the producers'). Dynamic.
     pub retention_ms: Option<i64>,
-    /// Delete the oldest closed segments while the log is larger than this.
+    /// Delete the oldest closed segments while the log is larger than this. Dynamic.
     pub retention_bytes: Option<u64>,
+    /// Dynamic.
+    pub timestamp_type: TimestampType,
+    /// Refuse a batch with a record older than this, by the log's clock
+    /// (`CreateTime` only). Dynamic.
+    pub timestamp_before_max_ms: Option<i64>,
+    /// Refuse a batch with a record newer than this ahead of the log's clock
+    /// (`CreateTime` only). Dynamic.
+    pub timestamp_after_max_ms: Option<i64>,
 }
 
 impl Default for LogConfig {
@@ -60,6 +88,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::Always,
             segment_bytes_max: 1 << 30,
             segment_ms_max: Some(7 * 24 * 3600 * 1000),
+            preallocate_bytes_max: 32 << 20,
             index_interval_bytes: 4096,
             batch_bytes_max: 1 << 20,
             write_bytes_max: 1 << 20,
@@ -71,6 +100,10 @@ impl Default for LogConfig {
             open_segments_max: 16,
             retention_ms: None,
             retention_bytes: None,
+            timestamp_type: TimestampType::CreateTime,
+            // Kafka's defaults: any age, at most an hour ahead.
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: Some(3_600_000),
         }
     }
 }
@@ -82,9 +115,20 @@ impl LogConfig {
         4 * self.write_bytes_max as u64
     }
 
-    /// How many chunks of `write_bytes_max` the write buffer holds.
-    pub(crate) fn write_chunks_max(&self) -> usize {
-        self.write_buffer_bytes_max / self.write_bytes_max
+    /// Whether `other` differs from `self` only in dynamic settings.
+    pub(crate) fn same_static_settings(&self, other: &LogConfig) -> bool {
+        let dynamic = |c: &LogConfig| LogConfig {
+            segment_bytes_max: 0,
+            segment_ms_max: None,
+            batch_bytes_max: 0,
+            retention_ms: None,
+            retention_bytes: None,
+            timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: None,
+            ..c.clone()
+        };
+        dynamic(self) == dynamic(other)
     }
 
     /// Checks the limits against each other.
@@ -99,19 +143,19 @@ impl LogConfig {
         if !self.write_bytes_max.is_multiple_of(BLOCK_BYTES) || self.write_bytes_max < 2 * BLOCK_BYTES {
             return Err("write_bytes_max must be whole blocks, at least two".into());
         }
-        if !self.write_buffer_bytes_max.is_multiple_of(self.write_bytes_max)
+        if !self.write_buffer_bytes_max.is_multiple_of(BLOCK_BYTES)
             || self.write_buffer_bytes_max < self.batch_bytes_max as usize + self.write_bytes_max
         {
-            return Err(
-                "write_buffer_bytes_max must be whole chunks of write_bytes_max and hold a largest batch plus a chunk"
-                    .into(),
-            );
+            return Err("write_buffer_bytes_max must be whole blocks and hold a largest batch plus a chunk".into());
         }
-        if self.cache_bytes_max < self.write_buffer_bytes_max + self.write_bytes_max + self.batch_bytes_max as usize {
-            return Err(
-                "cache_bytes_max must hold the write buffer, a chunk in flight and a batch: unwritten data is served from it"
-                    .into(),
-            );
+        if self.preallocate_bytes_max < BLOCK_BYTES as u64 {
+            return Err("preallocate_bytes_max must be at least a block".into());
+        }
+        if [self.retention_ms, self.timestamp_before_max_ms, self.timestamp_after_max_ms, self.segment_ms_max]
+            .iter()
+            .any(|v| v.is_some_and(|v| v < 0))
+        {
+            return Err("durations must not be negative".into());
         }
         if self.index_interval_bytes == 0 || self.read_ahead_bytes == 0 {
             return Err("index_interval_bytes and read_ahead_bytes must be positive".into());

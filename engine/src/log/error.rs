@@ -25,16 +25,32 @@ pub enum LogError {
     #[error("I/O error: {op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },
     #[error("log is poisoned by an earlier I/O error ({cause}); reopen it to recover")]
-    Poisoned { cause: String },
+    Poisoned { cause: String, disk_full: bool },
     #[error("invalid log configuration: {0}")]
     Config(String),
     #[error("log is closed")]
     Closed,
     #[error("the batch appended at offset {base_offset} was removed by truncate_to before it was acknowledged")]
     Truncated { base_offset: Offset },
+    #[error("a batch to be appended must have offset deltas 0..n (the log assigns offsets); this one has gaps")]
+    NotDense,
+    #[error("a batch appended at its own offsets must start at or after the log end {log_end}, not at {base_offset}")]
+    OffsetBehind { base_offset: Offset, log_end: Offset },
+    #[error("a batch at offset {base_offset} lies 2^32 or more offsets after its segment's base {segment_base}")]
+    GapTooLarge { base_offset: Offset, segment_base: Offset },
+    #[error(
+        "record timestamp {timestamp} is outside the accepted range [{min}, {max}] (the log's clock ± the topic's bounds)"
+    )]
+    InvalidTimestamp { timestamp: i64, min: i64, max: i64 },
 }
 
 impl LogError {
+    /// Whether the error says the disk is full (also when it poisoned the log).
+    #[must_use]
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, LogError::DiskFull { .. } | LogError::Poisoned { disk_full: true, .. })
+    }
+
     /// A stable number for the error; never reuse or renumber one.
     #[must_use]
     pub fn code(&self) -> u16 {
@@ -50,6 +66,10 @@ impl LogError {
             LogError::Config(_) => 108,
             LogError::Closed => 109,
             LogError::Truncated { .. } => 110,
+            LogError::NotDense => 111,
+            LogError::OffsetBehind { .. } => 112,
+            LogError::InvalidTimestamp { .. } => 113,
+            LogError::GapTooLarge { .. } => 114,
         }
     }
 

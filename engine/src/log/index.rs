@@ -3,12 +3,20 @@
 //! `index_interval_bytes` of batches. Both live in one `.index` file, written
 //! when the segment is sealed, behind a summary of the segment and a CRC;
 //! a missing or damaged file is rebuilt by scanning the segment.
+//!
+//! Offsets may have gaps (compaction, control batches): an entry names the
+//! base offset of the batch at its position, and a lookup of an offset in a
+//! gap lands on the batch before it, from which a scan moves past the gap.
 
 use crate::types::{Offset, Timestamp};
 
 const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"CRNI");
-const INDEX_VERSION: u16 = 1;
-const INDEX_HEADER_BYTES: usize = 56;
+/// Version 2 adds the segment's newest append time (retention by append
+/// time); version 1 files are still read.
+const INDEX_VERSION: u16 = 2;
+const INDEX_VERSION_V1: u16 = 1;
+const INDEX_HEADER_BYTES: usize = 64;
+const INDEX_HEADER_BYTES_V1: usize = 56;
 
 /// Offset → position, both relative to the segment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,8 +40,13 @@ pub struct SegmentSummary {
     /// The offset after the segment's last record.
     pub next_offset: Offset,
     pub size_bytes: u64,
-    /// `Timestamp(i64::MIN)` while the segment is empty.
+    /// The largest record timestamp readers see; `Timestamp(i64::MIN)`
+    /// while the segment is empty.
     pub max_timestamp: Timestamp,
+    /// The newest append time, by the broker's clock: what time-based
+    /// retention goes by, so a producer's clock cannot delete data early.
+    /// `Timestamp(i64::MIN)` while the segment is empty.
+    pub max_append_time: Timestamp,
 }
 
 /// Both sparse indexes of a segment plus the state that extends them.
@@ -55,6 +68,7 @@ impl SegmentIndex {
                 next_offset: base_offset,
                 size_bytes: 0,
                 max_timestamp: Timestamp(i64::MIN),
+                max_append_time: Timestamp(i64::MIN),
             },
             offsets: OffsetIndex::default(),
             times: TimeIndex::default(),
@@ -63,16 +77,19 @@ impl SegmentIndex {
     }
 
     /// Accounts for a batch appended at `position`.
+    #[allow(clippy::too_many_arguments)] // one batch's place, as the scanner and the log both know it
     pub fn on_append(
         &mut self,
         base_offset: Offset,
         next_offset: Offset,
         max_timestamp: Timestamp,
+        append_time: Timestamp,
         position: u64,
         length: u64,
         interval_bytes: u64,
     ) {
-        assert_eq!(base_offset, self.summary.next_offset, "batches are contiguous");
+        assert!(base_offset >= self.summary.next_offset, "batches are in offset order (gaps allowed)");
+        assert!(next_offset > base_offset);
         assert_eq!(position, self.summary.size_bytes, "batches are appended at the end");
         let due = self.last_entry_position.is_none_or(|last| position - last >= interval_bytes);
         if due {
@@ -87,6 +104,7 @@ impl SegmentIndex {
         self.summary.next_offset = next_offset;
         self.summary.size_bytes = position + length;
         self.summary.max_timestamp = self.summary.max_timestamp.max(max_timestamp);
+        self.summary.max_append_time = self.summary.max_append_time.max(append_time);
     }
 
     /// The byte position to start scanning from for `offset`: the last entry
@@ -141,6 +159,7 @@ impl SegmentIndex {
         out.extend_from_slice(&self.summary.next_offset.0.to_le_bytes());
         out.extend_from_slice(&self.summary.size_bytes.to_le_bytes());
         out.extend_from_slice(&self.summary.max_timestamp.0.to_le_bytes());
+        out.extend_from_slice(&self.summary.max_append_time.0.to_le_bytes());
         out.extend_from_slice(&(self.offsets.entries.len() as u32).to_le_bytes());
         out.extend_from_slice(&(self.times.entries.len() as u32).to_le_bytes());
         debug_assert_eq!(out.len(), INDEX_HEADER_BYTES);
@@ -162,30 +181,40 @@ impl SegmentIndex {
     pub fn decode(bytes: &[u8], expected_base: Offset) -> Result<SegmentIndex, &'static str> {
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        if bytes.len() < INDEX_HEADER_BYTES {
+        if bytes.len() < INDEX_HEADER_BYTES_V1 {
             return Err("shorter than its header");
         }
-        if u32_at(0) != INDEX_MAGIC || u16::from_le_bytes([bytes[4], bytes[5]]) != INDEX_VERSION {
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        let header_bytes = match version {
+            INDEX_VERSION => INDEX_HEADER_BYTES,
+            INDEX_VERSION_V1 => INDEX_HEADER_BYTES_V1,
+            _ => return Err("bad magic or version"),
+        };
+        if u32_at(0) != INDEX_MAGIC || bytes.len() < header_bytes {
             return Err("bad magic or version");
         }
-        let offset_entries = u32_at(48) as usize;
-        let time_entries = u32_at(52) as usize;
-        if bytes.len() != INDEX_HEADER_BYTES + offset_entries * 8 + time_entries * 12 {
+        let offset_entries = u32_at(header_bytes - 8) as usize;
+        let time_entries = u32_at(header_bytes - 4) as usize;
+        if bytes.len() != header_bytes + offset_entries * 8 + time_entries * 12 {
             return Err("length disagrees with entry counts");
         }
         if crc32c::crc32c(&bytes[16..]) != u32_at(8) {
             return Err("CRC mismatch");
         }
+        let max_timestamp = Timestamp(u64_at(40) as i64);
         let summary = SegmentSummary {
             base_offset: Offset(u64_at(16)),
             next_offset: Offset(u64_at(24)),
             size_bytes: u64_at(32),
-            max_timestamp: Timestamp(u64_at(40) as i64),
+            max_timestamp,
+            // Version 1 knew no append time: the record timestamps are the
+            // best there is (retention trusted them before version 2, too).
+            max_append_time: if version == INDEX_VERSION { Timestamp(u64_at(48) as i64) } else { max_timestamp },
         };
         if summary.base_offset != expected_base || summary.next_offset < summary.base_offset {
             return Err("summary disagrees with the segment");
         }
-        let mut at = INDEX_HEADER_BYTES;
+        let mut at = header_bytes;
         let mut offsets = Vec::with_capacity(offset_entries);
         for _ in 0..offset_entries {
             offsets.push((u32_at(at), u32_at(at + 4)));
@@ -224,6 +253,7 @@ mod tests {
                 Offset(100 + i * 10),
                 Offset(110 + i * 10),
                 Timestamp(1000 + i as i64),
+                Timestamp(5000 + i as i64),
                 position,
                 1000,
                 4096,
@@ -231,6 +261,45 @@ mod tests {
             position += 1000;
         }
         index
+    }
+
+    const GOLDEN: &[u8] = include_bytes!("golden/index_v2.bin");
+    const GOLDEN_V1: &[u8] = include_bytes!("golden/index_v1.bin");
+
+    #[test]
+    fn golden_index_bytes_are_stable() {
+        let bytes = sample().encode();
+        if std::env::var_os("CAIRN_BLESS").is_some() {
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/log/golden/index_v2.bin"), &bytes).unwrap();
+        }
+        assert_eq!(bytes, GOLDEN, "the index format changed: bump INDEX_VERSION and document it in docs/format.md");
+        assert_eq!(u16::from_le_bytes([GOLDEN[4], GOLDEN[5]]), 2);
+        assert_eq!(i64::from_le_bytes(GOLDEN[48..56].try_into().unwrap()), 5049, "max append time");
+    }
+
+    #[test]
+    fn version_1_index_files_are_still_read() {
+        // Written by the build before version 2: no append time, so the
+        // segment's record timestamps stand in for it.
+        let index = SegmentIndex::decode(GOLDEN_V1, Offset(100)).unwrap();
+        assert_eq!(index.summary.next_offset, Offset(600));
+        assert_eq!(index.summary.max_timestamp, Timestamp(1049));
+        assert_eq!(index.summary.max_append_time, Timestamp(1049));
+        assert_eq!(index.offsets, sample().offsets);
+        assert_eq!(index.times, sample().times);
+    }
+
+    #[test]
+    fn lookups_in_a_gap_land_on_the_batch_before_it() {
+        let mut index = SegmentIndex::new(Offset(0));
+        index.on_append(Offset(0), Offset(10), Timestamp(1), Timestamp(1), 0, 5000, 4096);
+        // Offsets 10..50 were compacted away.
+        index.on_append(Offset(50), Offset(60), Timestamp(2), Timestamp(2), 5000, 5000, 4096);
+        assert_eq!(index.entry_for(Offset(30)), (Offset(0), 0));
+        assert_eq!(index.entry_for(Offset(55)), (Offset(50), 5000));
+        assert_eq!(index.summary.next_offset, Offset(60));
+        let decoded = SegmentIndex::decode(&index.encode(), Offset(0)).unwrap();
+        assert_eq!(decoded, index);
     }
 
     #[test]

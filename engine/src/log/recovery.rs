@@ -89,7 +89,9 @@ pub(crate) async fn recover<S: Storage>(
         let (index, rebuilt) = load_or_rebuild_index(storage, dir, config, None, base, None).await?;
         report.rebuilt_indexes += usize::from(rebuilt);
         let next_base = segments[i + 1];
-        // R9: segments must continue each other's offsets.
+        // R9: segments continue each other exactly (a gap in the offsets
+        // lies inside a segment, never between two), so a missing segment
+        // shows.
         if index.summary.next_offset != next_base {
             return Err(LogError::corruption(
                 &path,
@@ -129,7 +131,7 @@ pub(crate) async fn recover<S: Storage>(
         report.scanned_bytes = scan.index.summary.size_bytes;
         let (stop, reason) = match &scan.stop {
             ScanStop::Invalid { position, reason } => (*position, Some(reason.clone())),
-            ScanStop::End | ScanStop::ReachedOffset => (scan.index.summary.size_bytes, None),
+            ScanStop::End | ScanStop::ReachedOffset | ScanStop::InsideBatch => (scan.index.summary.size_bytes, None),
         };
         // R7: under `Always` writes never run more than `unsynced_bytes_max`
         // ahead of the last fdatasync, and a damaged batch starts at most a
@@ -171,7 +173,7 @@ pub(crate) async fn recover<S: Storage>(
     if file_bytes > valid_bytes {
         // The bytes after the last batch (a torn tail, block padding, the
         // pre-allocated zeroes) are cut, so nothing stale is ever read back as
-        // a continuation; the allocation below restores the zeroes.
+        // a continuation; the first append allocates again.
         file.truncate(valid_bytes).await.map_err(io_err("truncate", &path))?;
     }
     if !report.clean_shutdown {
@@ -186,15 +188,15 @@ pub(crate) async fn recover<S: Storage>(
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", &index_file, e)),
         _ => {}
     }
-    file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
     let tail = read_tail_block(&file, valid_bytes).await.map_err(io_err("read", &path))?;
     let active = ActiveSegment::new(
         Rc::new(file),
         index,
         storage.now_ms(),
         &tail,
+        valid_bytes,
         config.write_bytes_max,
-        config.write_chunks_max(),
+        config.write_buffer_bytes_max,
     );
     Ok(Recovered { closed, active, report })
 }
@@ -212,7 +214,9 @@ pub(crate) async fn read_tail_block<F: DmaFile>(file: &F, size: u64) -> std::io:
     Ok(bytes.to_vec())
 }
 
-/// Creates an empty segment at `base`, pre-allocated to the segment size.
+/// Creates an empty segment at `base`; appends pre-allocate it step by step.
+/// A file left by an earlier attempt that failed before its first append
+/// (a full disk) is taken over: it holds nothing.
 pub(crate) async fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
@@ -220,16 +224,27 @@ pub(crate) async fn create_segment<S: Storage>(
     base: Offset,
 ) -> Result<ActiveSegment<S::File>, LogError> {
     let path = log_path(dir, base);
-    let file = storage.open_dma(&path, OpenMode::CreateNew).await.map_err(io_err("create", &path))?;
-    file.allocate(config.segment_bytes_max).await.map_err(io_err("allocate", &path))?;
+    let file = match storage.open_dma(&path, OpenMode::CreateNew).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
+            let size = file.size().await.map_err(io_err("stat", &path))?;
+            if size != 0 {
+                return Err(LogError::corruption(&path, 0, "a segment to be created already holds data"));
+            }
+            file
+        }
+        Err(e) => return Err(LogError::io("create", &path, e)),
+    };
     storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
     Ok(ActiveSegment::new(
         Rc::new(file),
         SegmentIndex::new(base),
         storage.now_ms(),
         &[],
+        0,
         config.write_bytes_max,
-        config.write_chunks_max(),
+        config.write_buffer_bytes_max,
     ))
 }
 
@@ -277,7 +292,7 @@ async fn load_or_rebuild_index<S: Storage>(
     }
     match scan.stop {
         ScanStop::Invalid { position, reason } => Err(LogError::corruption(&path, position, reason)),
-        ScanStop::End | ScanStop::ReachedOffset => {
+        ScanStop::End | ScanStop::ReachedOffset | ScanStop::InsideBatch => {
             if scan.index.summary.size_bytes != size {
                 return Err(LogError::corruption(
                     &path,

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::batch::{BATCH_HEADER_BYTES, BATCH_MAGIC, BatchHeader, validate_batch};
+use crate::batch::{BATCH_HEADER_BYTES_MIN, BATCH_MAGIC, BATCH_VERSION_V1, BatchHeader, validate_batch};
 use crate::log::index::SegmentIndex;
 use crate::rt::DmaFile;
 use crate::types::Offset;
@@ -16,8 +16,11 @@ pub(crate) const SCAN_CHUNK_BYTES: usize = 4 << 20;
 pub(crate) enum ScanStop {
     /// End of the file, or zeroes where the next header would be.
     End,
-    /// The scan was asked to stop at this offset and did, on a boundary.
+    /// The scan was asked to stop at an offset and did: every batch before
+    /// it ends at or below the offset, every batch after starts at or above.
     ReachedOffset,
+    /// The offset the scan was asked to stop at lies inside a batch.
+    InsideBatch,
     /// A batch that is cut short, fails its checks or breaks the offset
     /// sequence starts at `position`.
     Invalid { position: u64, reason: String },
@@ -30,7 +33,13 @@ pub(crate) struct ScanResult {
 }
 
 /// Scans `file` from its start, rebuilding the segment's index, until the
-/// end, an invalid batch, or the batch that starts at `stop_at`.
+/// end, an invalid batch, or the first batch at or after `stop_at`.
+///
+/// A batch may start above the previous one's end (a gap left by
+/// compaction or a control batch), never below it. Gaps are accepted only
+/// in format version 2, whose header CRC covers the base offset; a version
+/// 1 batch must continue its predecessor exactly, as version 1 logs always
+/// did, because nothing else checks its base offset.
 pub(crate) async fn scan_segment<F: DmaFile>(
     file: &F,
     base_offset: Offset,
@@ -44,21 +53,23 @@ pub(crate) async fn scan_segment<F: DmaFile>(
     let mut chunk_pos = 0u64;
     let mut pos = 0u64;
     let stop = loop {
-        if stop_at == Some(index.summary.next_offset) {
-            break ScanStop::ReachedOffset;
+        if let Some(at) = stop_at
+            && index.summary.next_offset > at
+        {
+            break ScanStop::InsideBatch;
         }
         if pos >= file_bytes {
-            break ScanStop::End;
+            break if stop_at.is_some() { ScanStop::ReachedOffset } else { ScanStop::End };
         }
         let chunk_len = chunk.as_deref().map_or(0, <[u8]>::len) as u64;
-        if pos < chunk_pos || chunk_pos + chunk_len < pos + BATCH_HEADER_BYTES as u64 {
+        if pos < chunk_pos || chunk_pos + chunk_len < pos + BATCH_HEADER_BYTES_MIN as u64 {
             chunk = Some(file.read_chunk_at(pos, SCAN_CHUNK_BYTES).await?);
             chunk_pos = pos;
         }
         let at = (pos - chunk_pos) as usize;
         let head = &chunk.as_deref().expect("read above")[at..];
         if head.len() >= 20 && head[8..12] == [0; 4] && head[16..20] == [0; 4] {
-            break ScanStop::End;
+            break if stop_at.is_some() { ScanStop::ReachedOffset } else { ScanStop::End };
         }
         let header = match BatchHeader::decode(head) {
             Ok(header) => header,
@@ -77,16 +88,19 @@ pub(crate) async fn scan_segment<F: DmaFile>(
             Ok(view) => view,
             Err(e) => break ScanStop::Invalid { position: pos, reason: e.to_string() },
         };
-        if view.header.base_offset != index.summary.next_offset {
-            break ScanStop::Invalid {
-                position: pos,
-                reason: format!("offset {} where {} was expected", view.header.base_offset, index.summary.next_offset),
-            };
+        let expected = index.summary.next_offset;
+        let base = view.header.base_offset;
+        if base < expected || (view.header.version == BATCH_VERSION_V1 && base != expected) {
+            break ScanStop::Invalid { position: pos, reason: format!("offset {base} where {expected} was expected") };
+        }
+        if stop_at.is_some_and(|at| base >= at) {
+            break ScanStop::ReachedOffset;
         }
         index.on_append(
-            view.header.base_offset,
+            base,
             view.header.next_offset(),
-            view.header.max_timestamp,
+            view.header.effective_max_timestamp(),
+            append_time_of(&view.header),
             pos,
             length,
             interval_bytes,
@@ -94,6 +108,16 @@ pub(crate) async fn scan_segment<F: DmaFile>(
         pos += length;
     };
     Ok(ScanResult { index, stop })
+}
+
+/// When a stored batch was appended: its stamp (version 2), else the best
+/// guess, its newest record timestamp (version 1 had no append time).
+pub(crate) fn append_time_of(header: &BatchHeader) -> crate::types::Timestamp {
+    if header.version == BATCH_VERSION_V1 || header.append_time.0 < 0 {
+        header.max_timestamp
+    } else {
+        header.append_time
+    }
 }
 
 /// Looks for a valid batch starting in `[from, to)` whose base offset is

@@ -8,8 +8,9 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use super::pool::{MemoryPool, Reservation};
 use crate::log::index::SegmentIndex;
-use crate::rt::{DmaFile, IoBuf, align_down, align_up};
+use crate::rt::{BLOCK_BYTES, DmaFile, IoBuf, align_down, align_up};
 use crate::types::Offset;
 
 pub(crate) fn log_path(dir: &Path, base: Offset) -> PathBuf {
@@ -26,28 +27,42 @@ pub(crate) fn parse_name(name: &str, ext: &str) -> Option<Offset> {
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok().map(Offset))?
 }
 
+/// The smallest write buffer a log allocates: a log that sees a batch now
+/// and then holds this much, and only while its write is on the way.
+pub(crate) const CHUNK_BYTES_MIN: usize = 64 << 10;
+
 /// An aligned buffer that mirrors the file from `pos` (a block boundary).
-pub(crate) struct Chunk<B> {
-    pub buf: B,
-    pub pos: u64,
-    pub len: usize,
+struct Chunk<B> {
+    buf: B,
+    pos: u64,
+    len: usize,
+    cap: usize,
+    reservation: Reservation,
 }
 
 /// The segment appends go to, owned by the log's core.
 ///
 /// Appends are copied into a queue of aligned chunks that mirror the file
 /// from a block boundary on. A write takes the oldest chunk: a full one is
-/// written whole; the last, partial one is written up to its last block and
-/// hands that partial block to a new chunk, so the block is rewritten, with
-/// the same bytes in front, by the next write. Writes are at most one chunk,
-/// so while one is in flight the appends it acknowledges refill the next.
+/// written whole; the last, partial one is written up to its last block,
+/// whose bytes are kept aside (a few KiB, not a buffer) and become the start
+/// of the next chunk, so the block is rewritten, with the same bytes in
+/// front, by the next write. Chunks are allocated when an append needs one
+/// and sized by the load: one that fills up makes the next one twice as
+/// large (up to `write_bytes_max`); one written half full makes the next one
+/// the size of that write. So an idle log holds no buffer, and a busy one
+/// writes large chunks.
 pub(crate) struct ActiveSegment<F: DmaFile> {
     file: Option<Rc<F>>,
     pub index: SegmentIndex,
     pub created_ms: i64,
     chunks: VecDeque<Chunk<F::Buf>>,
-    chunk_bytes: usize,
-    chunks_max: usize,
+    /// With no chunk: the bytes of the last partial block, from `tail_pos`.
+    tail: Vec<u8>,
+    tail_pos: u64,
+    chunk_bytes_max: usize,
+    buffer_bytes_max: usize,
+    next_chunk_bytes: usize,
     /// Bytes of the segment known to be written to the file.
     pub written_bytes: u64,
     /// `(end position, next offset)` of batches not yet wholly written.
@@ -60,6 +75,9 @@ pub(crate) struct ActiveSegment<F: DmaFile> {
     pub durable_bytes: u64,
     /// The end of the last wholly written batch: cold reads stop here.
     pub readable_bytes: u64,
+    /// The file's size: pre-allocated (zeroes) up to here. Writes never end
+    /// past it, so an O_DIRECT write never extends the file.
+    pub allocated_bytes: u64,
 }
 
 /// A buffer handed to a write, and what it will make true when it lands.
@@ -68,40 +86,56 @@ pub(crate) struct PendingWrite<B> {
     pub len: usize,
     pub pos: u64,
     pub end_bytes: u64,
+    /// The buffer's share of the pool, given back when the write is done.
+    pub reservation: Reservation,
+}
+
+/// What an append of some bytes needs from the write buffer first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// The bytes fit in the chunks there are.
+    Fits,
+    /// Another chunk of this many bytes.
+    Grow(usize),
+    /// This log's buffer is at its bound: a write must land first.
+    Full,
 }
 
 impl<F: DmaFile> ActiveSegment<F> {
     /// An active segment whose file holds `index.summary.size_bytes` bytes,
-    /// the last `tail_block` of them in a partial block.
+    /// the last `tail_block` of them in a partial block, in a file of
+    /// `allocated_bytes`.
     pub fn new(
         file: Rc<F>,
         index: SegmentIndex,
         created_ms: i64,
         tail_block: &[u8],
-        chunk_bytes: usize,
-        chunks_max: usize,
+        allocated_bytes: u64,
+        chunk_bytes_max: usize,
+        buffer_bytes_max: usize,
     ) -> Self {
         let size = index.summary.size_bytes;
         assert_eq!(tail_block.len() as u64, size - align_down(size));
-        assert!(
-            chunk_bytes.is_multiple_of(crate::rt::BLOCK_BYTES) && chunk_bytes > tail_block.len() && chunks_max >= 1
-        );
-        let mut buf = file.alloc(chunk_bytes);
-        buf.as_mut_slice()[..tail_block.len()].copy_from_slice(tail_block);
-        let chunk = Chunk { buf, pos: align_down(size), len: tail_block.len() };
+        assert!(chunk_bytes_max.is_multiple_of(BLOCK_BYTES) && chunk_bytes_max >= 2 * BLOCK_BYTES);
+        assert!(buffer_bytes_max >= chunk_bytes_max);
+        assert!(allocated_bytes >= size);
         ActiveSegment {
             file: Some(file),
             index,
             created_ms,
-            chunks: VecDeque::from([chunk]),
-            chunk_bytes,
-            chunks_max,
+            chunks: VecDeque::new(),
+            tail: tail_block.to_vec(),
+            tail_pos: align_down(size),
+            chunk_bytes_max,
+            buffer_bytes_max,
+            next_chunk_bytes: CHUNK_BYTES_MIN.min(chunk_bytes_max),
             written_bytes: size,
             unwritten: VecDeque::new(),
             in_flight: VecDeque::new(),
             issued_bytes: size,
             durable_bytes: size,
             readable_bytes: size,
+            allocated_bytes,
         }
     }
 
@@ -110,22 +144,28 @@ impl<F: DmaFile> ActiveSegment<F> {
         self.file.as_ref().expect("the active segment's file is open until the log is closed")
     }
 
+    /// The file, unless the log was closed.
+    pub fn try_file(&self) -> Option<&Rc<F>> {
+        self.file.as_ref()
+    }
+
     /// Hands the file over for an explicit close.
     pub fn take_file(&mut self) -> Option<Rc<F>> {
         self.file.take()
-    }
-
-    fn alloc(&self, len: usize) -> F::Buf {
-        self.file().alloc(len)
     }
 
     pub fn size_bytes(&self) -> u64 {
         self.index.summary.size_bytes
     }
 
+    /// Where the next appended byte goes. Chunks fill in order, so that is
+    /// in the first one with room (a batch's chunks are added just before it
+    /// is copied in).
     fn end(&self) -> u64 {
-        let back = self.chunks.back().expect("never empty");
-        back.pos + back.len as u64
+        match self.chunks.iter().find(|c| c.len < c.cap) {
+            Some(c) => c.pos + c.len as u64,
+            None => self.chunks.back().map_or(self.tail_pos + self.tail.len() as u64, |c| c.pos + c.cap as u64),
+        }
     }
 
     /// Bytes appended but not yet handed to a write.
@@ -135,6 +175,83 @@ impl<F: DmaFile> ActiveSegment<F> {
 
     pub fn writes_in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Whether `len` more bytes stay inside the allocated part of the file
+    /// (writes cover whole blocks).
+    pub fn allocated_for(&self, len: usize) -> bool {
+        align_up(self.end() + len as u64) <= self.allocated_bytes
+    }
+
+    /// The chunk sizes that would make room for `len` more bytes.
+    fn chunks_for(&self, len: usize) -> Vec<usize> {
+        let free: usize = self.chunks.iter().map(|c| c.cap - c.len).sum();
+        if len <= free {
+            return Vec::new();
+        }
+        let carried = if self.chunks.is_empty() { self.tail.len() } else { 0 };
+        let mut missing = len - free + carried;
+        let mut caps = Vec::new();
+        let mut next = self.next_chunk_bytes;
+        while missing > 0 {
+            let cap = (align_up(missing.min(self.chunk_bytes_max) as u64) as usize).max(next).min(self.chunk_bytes_max);
+            caps.push(cap);
+            missing = missing.saturating_sub(cap);
+            next = self.chunk_bytes_max;
+        }
+        caps
+    }
+
+    /// What `len` more bytes need from the write buffer.
+    pub fn room_for(&self, len: usize) -> Room {
+        let needed: usize = self.chunks_for(len).iter().sum();
+        if needed == 0 {
+            return Room::Fits;
+        }
+        let held: usize = self.chunks.iter().map(|c| c.cap).sum();
+        if held > 0 && held + needed > self.buffer_bytes_max { Room::Full } else { Room::Grow(needed) }
+    }
+
+    /// Adds the chunks that make room for `len` more bytes, if the pool has
+    /// the memory for all of them; `false` (and nothing changed) if not.
+    pub fn grow(&mut self, pool: &MemoryPool, len: usize) -> bool {
+        let caps = self.chunks_for(len);
+        let Some(mut reservation) = pool.try_reserve(caps.iter().sum()) else { return false };
+        if self.chunks.back().is_some_and(|b| b.len == b.cap) {
+            // Sustained load: the next chunk is larger.
+            self.next_chunk_bytes = (self.next_chunk_bytes * 2).min(self.chunk_bytes_max);
+        }
+        for cap in caps {
+            let mut buf = self.file().alloc(cap);
+            let share = reservation.split_off(cap);
+            // A batch that does not fit fills the last chunk to its end
+            // first, so the new one starts right after it.
+            let chunk = if let Some(back) = self.chunks.back() {
+                Chunk { buf, pos: back.pos + back.cap as u64, len: 0, cap, reservation: share }
+            } else {
+                let tail = std::mem::take(&mut self.tail);
+                buf.as_mut_slice()[..tail.len()].copy_from_slice(&tail);
+                Chunk { buf, pos: self.tail_pos, len: tail.len(), cap, reservation: share }
+            };
+            self.chunks.push_back(chunk);
+        }
+        true
+    }
+
+    /// Copies a batch in; `next_offset` is the offset after it. The caller
+    /// made room ([`ActiveSegment::room_for`] said `Fits`).
+    pub fn copy_in(&mut self, mut bytes: &[u8], next_offset: Offset) {
+        // Chunks fill in order: only the last ones have room.
+        let mut i = self.chunks.iter().position(|c| c.len < c.cap).expect("the caller made room");
+        while !bytes.is_empty() {
+            let chunk = self.chunks.get_mut(i).expect("the caller made room");
+            let n = bytes.len().min(chunk.cap - chunk.len);
+            chunk.buf.as_mut_slice()[chunk.len..chunk.len + n].copy_from_slice(&bytes[..n]);
+            chunk.len += n;
+            bytes = &bytes[n..];
+            i += 1;
+        }
+        self.unwritten.push_back((self.end(), next_offset));
     }
 
     /// Takes the next write if the rules allow it: fewer than
@@ -150,70 +267,51 @@ impl<F: DmaFile> ActiveSegment<F> {
         if self.in_flight.len() >= in_flight_max || self.unissued_bytes() == 0 {
             return None;
         }
-        let front = self.chunks.front().expect("never empty");
-        let (start, end) =
-            if self.chunks.len() > 1 { (front.pos, front.pos + front.len as u64) } else { (front.pos, self.end()) };
-        let shared = self.in_flight.iter().any(|&(e, _)| start < align_up(e));
+        let front = self.chunks.front().expect("unissued bytes sit in a chunk");
+        let end = if self.chunks.len() > 1 { front.pos + front.cap as u64 } else { self.end() };
+        let shared = self.in_flight.iter().any(|&(e, _)| front.pos < align_up(e));
         let too_far = unsynced_bytes_max.is_some_and(|max| end - self.durable_bytes > max);
         if shared || too_far {
             return None;
         }
-        Some(self.take_pending())
-    }
-
-    /// How many more bytes the chunks can take.
-    pub fn buffer_room(&self) -> usize {
-        let back = self.chunks.back().expect("never empty");
-        (self.chunks_max - self.chunks.len()) * self.chunk_bytes + (self.chunk_bytes - back.len)
-    }
-
-    /// Copies a batch in; `next_offset` is the offset after it.
-    pub fn copy_in(&mut self, mut bytes: &[u8], next_offset: Offset) {
-        assert!(bytes.len() <= self.buffer_room(), "callers check the room first");
-        while !bytes.is_empty() {
-            let back = self.chunks.back_mut().expect("never empty");
-            if back.len == self.chunk_bytes {
-                let pos = back.pos + self.chunk_bytes as u64;
-                let buf = self.alloc(self.chunk_bytes);
-                self.chunks.push_back(Chunk { buf, pos, len: 0 });
-                continue;
-            }
-            let n = bytes.len().min(self.chunk_bytes - back.len);
-            back.buf.as_mut_slice()[back.len..back.len + n].copy_from_slice(&bytes[..n]);
-            back.len += n;
-            bytes = &bytes[n..];
-        }
-        self.unwritten.push_back((self.end(), next_offset));
-    }
-
-    /// Takes the oldest unwritten chunk for a write and records it as in
-    /// flight; the caller checked there is one.
-    fn take_pending(&mut self) -> PendingWrite<F::Buf> {
         let pending = self.take_chunk();
         self.issued_bytes = pending.end_bytes;
         self.in_flight.push_back((pending.end_bytes, false));
-        pending
+        Some(pending)
     }
 
     fn take_chunk(&mut self) -> PendingWrite<F::Buf> {
-        if self.chunks.len() > 1 {
-            let chunk = self.chunks.pop_front().expect("more than one");
-            assert_eq!(chunk.len, self.chunk_bytes, "only the last chunk is partial");
+        let mut chunk = self.chunks.pop_front().expect("checked");
+        if !self.chunks.is_empty() {
+            assert_eq!(chunk.len, chunk.cap, "only the last chunk is partial");
             let end_bytes = chunk.pos + chunk.len as u64;
-            return PendingWrite { buf: chunk.buf, len: chunk.len, pos: chunk.pos, end_bytes };
+            return PendingWrite {
+                buf: chunk.buf,
+                len: chunk.len,
+                pos: chunk.pos,
+                end_bytes,
+                reservation: chunk.reservation,
+            };
         }
-        let mut next = self.alloc(self.chunk_bytes);
-        let chunk = self.chunks.back_mut().expect("never empty");
+        // The last chunk: written up to its last block; that block's bytes
+        // are kept for the next chunk, which rewrites the block.
         let full = align_down(chunk.len as u64) as usize;
         let len = align_up(chunk.len as u64) as usize;
-        let tail = chunk.len - full;
-        next.as_mut_slice()[..tail].copy_from_slice(&chunk.buf.as_slice()[full..chunk.len]);
-        let mut buf = std::mem::replace(&mut chunk.buf, next);
-        buf.as_mut_slice()[chunk.len..len].fill(0);
-        let pending = PendingWrite { buf, len, pos: chunk.pos, end_bytes: chunk.pos + chunk.len as u64 };
-        chunk.pos += full as u64;
-        chunk.len = tail;
-        pending
+        self.tail = chunk.buf.as_slice()[full..chunk.len].to_vec();
+        self.tail_pos = chunk.pos + full as u64;
+        chunk.buf.as_mut_slice()[chunk.len..len].fill(0);
+        if chunk.len < chunk.cap {
+            // Light load: the next chunk is as large as this write.
+            self.next_chunk_bytes =
+                (len.next_power_of_two()).clamp(CHUNK_BYTES_MIN.min(self.chunk_bytes_max), self.chunk_bytes_max);
+        }
+        PendingWrite {
+            buf: chunk.buf,
+            len,
+            pos: chunk.pos,
+            end_bytes: chunk.pos + chunk.len as u64,
+            reservation: chunk.reservation,
+        }
     }
 
     /// Records that the write ending at `end_bytes` landed; returns the

@@ -1,14 +1,19 @@
-//! The production runtime: glommio DMA files (O_DIRECT through io_uring) on
-//! the executor of the core that owns the log.
+//! The production runtime: glommio on the executor of the current core —
+//! DMA files (O_DIRECT through io_uring), local tasks, timers and TCP
+//! sockets with SO_REUSEPORT.
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use glommio::io::{BufferedFile, Directory, DmaBuffer, OpenOptions};
 
-use super::{BLOCK_BYTES, DmaFile, IoBuf, OpenMode, Storage};
+use super::{BLOCK_BYTES, DmaFile, IoBuf, Listener, OpenMode, Runtime, Storage, Stream};
 
 /// Storage on the local file system of the current glommio executor.
 #[derive(Clone, Debug, Default)]
@@ -175,6 +180,24 @@ impl Storage for GlommioStorage {
         glommio::io::remove(path).await.map_err(io::Error::from)
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        glommio::io::rename(from, to).await.map_err(io::Error::from)
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Many unlinks: on a helper thread, so this core keeps serving.
+        let path = path.to_path_buf();
+        glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await
+    }
+
+    async fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(m.is_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         // Directory creation happens once per partition, at open; blocking
         // the executor for it is cheaper than a round trip to a helper thread.
@@ -201,23 +224,110 @@ impl Storage for GlommioStorage {
     fn now_ms(&self) -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
     }
+
+    fn instant(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
 }
 
-/// Drives `FlushPolicy::IntervalMs` for a log on the current executor: a
-/// task that syncs the log whenever the interval has passed, until the log
-/// is closed or poisoned. Returns the task's handle.
-pub fn spawn_interval_flusher(
-    log: std::rc::Rc<crate::log::PartitionLog<GlommioStorage>>,
-) -> Option<glommio::task::JoinHandle<()>> {
-    let crate::log::FlushPolicy::IntervalMs(ms) = log.config().flush else { return None };
-    let task = glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
-            if let Err(e) = log.sync_if_due().await {
-                tracing::debug!(error = %e, "interval flusher stops");
-                return;
-            }
-        }
-    });
-    Some(task.detach())
+/// The runtime of one glommio executor (one core).
+#[derive(Clone, Debug)]
+pub struct GlommioRuntime {
+    storage: GlommioStorage,
+}
+
+impl GlommioRuntime {
+    /// Must run on a glommio executor; see [`GlommioStorage::new`].
+    pub async fn new(data_dir: &Path) -> io::Result<GlommioRuntime> {
+        Ok(GlommioRuntime { storage: GlommioStorage::new(data_dir).await? })
+    }
+}
+
+/// A glommio timer that resolves to `()`.
+pub struct GlommioSleep(glommio::timer::Timer);
+
+impl Future for GlommioSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// A TCP listener of this core.
+pub struct GlommioListener(glommio::net::TcpListener);
+
+impl Listener for GlommioListener {
+    type Stream = GlommioStream;
+
+    async fn accept(&self) -> io::Result<(GlommioStream, SocketAddr)> {
+        let stream = self.0.accept().await.map_err(io::Error::from)?;
+        let peer = stream.peer_addr().map_err(io::Error::from)?;
+        Ok((GlommioStream(stream), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr().map_err(io::Error::from)
+    }
+}
+
+/// A TCP connection of this core.
+pub struct GlommioStream(glommio::net::TcpStream);
+
+impl futures::io::AsyncRead for GlommioStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures::io::AsyncWrite for GlommioStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+impl Stream for GlommioStream {
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay).map_err(io::Error::from)
+    }
+}
+
+impl Runtime for GlommioRuntime {
+    type Storage = GlommioStorage;
+    type Stream = GlommioStream;
+    type Listener = GlommioListener;
+    type Task<T: 'static> = glommio::task::JoinHandle<T>;
+    type Sleep = GlommioSleep;
+
+    fn storage(&self) -> &GlommioStorage {
+        &self.storage
+    }
+
+    fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Self::Task<T> {
+        glommio::spawn_local(future).detach()
+    }
+
+    fn sleep(&self, duration: Duration) -> GlommioSleep {
+        GlommioSleep(glommio::timer::Timer::new(duration))
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn listen(&self, addr: SocketAddr) -> io::Result<GlommioListener> {
+        glommio::net::TcpListener::bind(addr).map(GlommioListener).map_err(io::Error::from)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<GlommioStream> {
+        glommio::net::TcpStream::connect(addr).await.map(GlommioStream).map_err(io::Error::from)
+    }
 }

@@ -1,17 +1,23 @@
-//! The seam between the log's logic and the runtime that does its I/O.
+//! The seam between Cairn's logic and the runtime that does its I/O.
 //!
-//! The log never calls glommio directly: it asks a [`Storage`] for files and
-//! the time. In production that is [`glommio::GlommioStorage`] (O_DIRECT
-//! through io_uring); in tests it is [`sim::SimStorage`], a deterministic
-//! in-memory disk that can lose unsynced writes, tear them, garble them and
-//! fail on demand. The futures are `!Send` on purpose: a log and its files
-//! belong to one core.
+//! Nothing above this module calls glommio directly: the log asks a
+//! [`Storage`] for files and the time, and the broker asks a [`Runtime`]
+//! for storage, tasks, timers and sockets. In production that is
+//! [`glommio::GlommioRuntime`] (O_DIRECT through io_uring, one executor per
+//! core); in tests it is [`sim::SimRuntime`], a seeded, single-threaded
+//! simulation with virtual time, a disk that loses what was not synced and a
+//! network in memory, so a whole broker (and, later, a cluster) runs
+//! deterministically and a failing seed replays. The futures are `!Send` on
+//! purpose: everything here belongs to one core.
 
 pub mod glommio;
 pub mod sim;
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -63,7 +69,7 @@ pub trait DmaFile {
     async fn read_chunk_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadChunk>;
     async fn fdatasync(&self) -> io::Result<()>;
     /// Reserves disk space for `len` bytes and grows the file to that size
-    /// with zeroes, so later writes never extend the file.
+    /// with zeroes, so later writes below `len` never extend the file.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     async fn truncate(&self, len: u64) -> io::Result<()>;
     async fn size(&self) -> io::Result<u64>;
@@ -81,10 +87,66 @@ pub trait Storage: Clone + 'static {
     /// Reads a small file whole; `None` if it does not exist.
     async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     async fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file or directory (atomically replacing `to`); durable once
+    /// the parent directories are synced.
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (files created, renamed or removed in
+    /// it) durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// The names of the entries of a directory.
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether `path` names a directory.
+    async fn is_dir(&self, path: &Path) -> io::Result<bool>;
     /// Wall-clock milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
+    /// The monotonic clock, for durations.
+    fn instant(&self) -> Instant;
+}
+
+/// A listening socket.
+pub trait Listener: 'static {
+    type Stream;
+    /// The next connection and its peer's address.
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A byte stream to a peer (TCP in production, a pipe in the simulator).
+pub trait Stream: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static {
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+}
+
+/// Everything one core's code needs from its runtime: storage, tasks,
+/// timers, the clock and the network.
+pub trait Runtime: Clone + 'static {
+    type Storage: Storage;
+    type Stream: Stream;
+    type Listener: Listener<Stream = Self::Stream>;
+    /// A spawned task; awaiting it gives its output (`None` if the task was
+    /// dropped unfinished). Dropping the handle does not stop the task.
+    type Task<T: 'static>: Future<Output = Option<T>> + 'static;
+    type Sleep: Future<Output = ()> + 'static;
+
+    fn storage(&self) -> &Self::Storage;
+    /// Runs `future` on this core, to completion, whatever happens to the handle.
+    fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Self::Task<T>;
+    fn sleep(&self, duration: Duration) -> Self::Sleep;
+    /// The monotonic clock (virtual in the simulator).
+    fn now(&self) -> Instant;
+    /// Listens on `addr` (port 0: any free port). Every core may listen on
+    /// the same address (`SO_REUSEPORT`): the system spreads connections.
+    fn listen(&self, addr: SocketAddr) -> io::Result<Self::Listener>;
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Stream>;
+}
+
+/// Waits for `future` until `deadline`: `None` if the deadline came first.
+pub async fn until<R: Runtime, T>(rt: &R, deadline: Instant, future: impl Future<Output = T>) -> Option<T> {
+    let sleep = rt.sleep(deadline.saturating_duration_since(rt.now()));
+    match futures::future::select(std::pin::pin!(future), std::pin::pin!(sleep)).await {
+        futures::future::Either::Left((v, _)) => Some(v),
+        futures::future::Either::Right(_) => None,
+    }
 }

@@ -46,8 +46,16 @@ fn every_request_round_trips() {
         Request::CreateTopic(CreateTopicRequest {
             name: "orders".into(),
             partitions: 4,
-            config: TopicConfig { retention_ms: Some(1000), retention_bytes: None },
+            configs: vec![("retention.ms".into(), "1000".into()), ("segment.bytes".into(), "1048576".into())],
         }),
+        Request::AlterTopicConfig {
+            name: "orders".into(),
+            ops: vec![
+                ConfigOp::Set { key: "retention.ms".into(), value: "7d".into() },
+                ConfigOp::Delete { key: "segment.bytes".into() },
+            ],
+        },
+        Request::RecoverPartitions { name: "orders".into(), partitions: vec![0, 3] },
         Request::DeleteTopic { name: "orders".into() },
         Request::ListTopics,
         Request::DescribeTopic { name: "orders".into() },
@@ -83,7 +91,7 @@ fn every_request_round_trips() {
 
 #[test]
 fn every_response_round_trips() {
-    let cases = vec![
+    let mut cases = vec![
         (
             ApiKey::Handshake,
             Response::Handshake(HandshakeResponse {
@@ -101,7 +109,10 @@ fn every_response_round_trips() {
             ApiKey::DescribeTopic,
             Response::DescribeTopic(DescribeTopicResponse {
                 name: "a".into(),
-                config: TopicConfig::default(),
+                configs: vec![
+                    ConfigEntry { name: "retention.ms".into(), value: "-1".into(), source: ConfigSource::Default },
+                    ConfigEntry { name: "segment.bytes".into(), value: "1048576".into(), source: ConfigSource::Topic },
+                ],
                 partitions: vec![PartitionDescription {
                     partition: 0,
                     shard: 1,
@@ -149,9 +160,51 @@ fn every_response_round_trips() {
             }]),
         ),
     ];
+    cases.push((ApiKey::AlterTopicConfig, Response::AlterTopicConfig));
+    cases.push((
+        ApiKey::RecoverPartitions,
+        Response::RecoverPartitions(vec![RecoveredPartition {
+            partition: 3,
+            error: ErrorCode::STORAGE_ERROR,
+            message: "corrupt log".into(),
+        }]),
+    ));
     for (api, r) in &cases {
         assert_eq!(&response_round_trip(*api, r), r);
     }
+}
+
+#[test]
+fn version_0_of_create_and_describe_still_round_trips_the_two_numbers_it_had() {
+    // A client built before settings by name sends version 0.
+    let create = Request::CreateTopic(CreateTopicRequest {
+        name: "t".into(),
+        partitions: 2,
+        configs: vec![("retention.ms".into(), "5000".into())],
+    });
+    let bytes = concat(&create.encode_version(1, 0));
+    let frame = bytes.slice(4..);
+    let (header, body) = RequestHeader::decode(&frame).unwrap();
+    assert_eq!(header.api_version, 0);
+    assert_eq!(body.len(), 2 + 1 + 4 + 8 + 8, "name, partitions, retention_ms, retention_bytes");
+    assert_eq!(Request::decode(&header, body).unwrap(), create);
+    let describe = Response::DescribeTopic(DescribeTopicResponse {
+        name: "t".into(),
+        configs: vec![
+            ConfigEntry { name: "retention.ms".into(), value: "5000".into(), source: ConfigSource::Topic },
+            ConfigEntry { name: "segment.bytes".into(), value: "1".into(), source: ConfigSource::Default },
+        ],
+        partitions: vec![],
+    });
+    let bytes = concat(&describe.encode_version(1, 0));
+    let (_, body) = ResponseHeader::decode(&bytes.slice(4..)).unwrap();
+    let Response::DescribeTopic(d) = Response::decode_version(ApiKey::DescribeTopic, 0, body).unwrap() else {
+        panic!("describe")
+    };
+    assert_eq!(
+        d.configs,
+        vec![ConfigEntry { name: "retention.ms".into(), value: "5000".into(), source: ConfigSource::Topic }]
+    );
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! serialized straight behind it, then the CRC. Producers build batches; the
 //! broker never does.
 
-use super::header::{BATCH_HEADER_BYTES, BatchHeader, CRC_START, store_crc};
+use super::header::{
+    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V1, BATCH_VERSION, BATCH_VERSION_V1, BatchHeader, BrokerFlags, NOT_APPENDED,
+    PayloadFormat, seal,
+};
 use super::record::{Record, RecordHeader};
 use super::{Attributes, BatchError};
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence, Timestamp};
@@ -81,23 +84,39 @@ impl BatchBuilder {
         self.records.is_empty()
     }
 
-    /// Encodes the batch with base offset 0; the log assigns the real one.
+    /// Encodes the batch (format version 2) with base offset 0; the log
+    /// assigns the real one and stamps the envelope.
     pub fn build(&self) -> Result<Vec<u8>, BatchError> {
+        self.build_version(BATCH_VERSION)
+    }
+
+    /// Encodes the batch in format version 1, as builds before version 2
+    /// did: for tests that logs and producers of earlier versions still work.
+    pub fn build_v1(&self) -> Result<Vec<u8>, BatchError> {
+        self.build_version(BATCH_VERSION_V1)
+    }
+
+    fn build_version(&self, version: u16) -> Result<Vec<u8>, BatchError> {
         assert!(!self.records.is_empty(), "a batch holds at least one record");
+        let header_bytes = if version == BATCH_VERSION_V1 { BATCH_HEADER_BYTES_V1 } else { BATCH_HEADER_BYTES };
         // rkyv's unaligned format has no padding that depends on where the
         // archive starts, so serializing behind the header space gives the same
-        // bytes as serializing alone: the archive is `out[BATCH_HEADER_BYTES..]`.
-        let mut out =
-            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, vec![0u8; BATCH_HEADER_BYTES])
-                .map_err(|e| BatchError::InvalidRecords { reason: e.to_string() })?;
+        // bytes as serializing alone: the archive is `out[header_bytes..]`.
+        let mut out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, vec![0u8; header_bytes])
+            .map_err(|e| BatchError::InvalidRecords { reason: e.to_string() })?;
         let batch_length = u32::try_from(out.len()).map_err(|_| BatchError::BadLength { batch_length: u32::MAX })?;
         let (id, epoch, sequence) = self.producer_id.unwrap_or((ProducerId::NONE, ProducerEpoch::NONE, Sequence::NONE));
         let count = self.records.len() as u32;
         let header = BatchHeader {
+            version,
             base_offset: Offset(0),
             batch_length,
             leader_epoch: LeaderEpoch(0),
+            payload: PayloadFormat::Cairn,
+            broker_flags: BrokerFlags::default(),
+            append_time: NOT_APPENDED,
             crc: 0,
+            header_crc: 0,
             attributes: Attributes::default(),
             last_offset_delta: self.records.last().expect("non-empty").offset_delta,
             record_count: count,
@@ -108,8 +127,7 @@ impl BatchBuilder {
             base_sequence: sequence,
         };
         header.encode(&mut out);
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        store_crc(&mut out, crc);
+        seal(&mut out, version);
         Ok(out)
     }
 }

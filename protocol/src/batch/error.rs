@@ -30,6 +30,12 @@ pub enum BatchError {
     RecordsMismatch { reason: &'static str },
     #[error("the batch's offsets run past the largest offset")]
     BadOffsets,
+    #[error("header CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    HeaderCrcMismatch { stored: u32, computed: u32 },
+    #[error("payload format {format} is not supported by this broker")]
+    UnsupportedPayload { format: u8 },
+    #[error("unsupported broker flags {flags:#04x}")]
+    UnsupportedFlags { flags: u8 },
 }
 
 impl BatchError {
@@ -50,6 +56,9 @@ impl BatchError {
             BatchError::InvalidRecords { .. } => 11,
             BatchError::RecordsMismatch { .. } => 12,
             BatchError::BadOffsets => 13,
+            BatchError::HeaderCrcMismatch { .. } => 14,
+            BatchError::UnsupportedPayload { .. } => 15,
+            BatchError::UnsupportedFlags { .. } => 16,
         }
     }
 }

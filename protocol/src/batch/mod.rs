@@ -1,9 +1,10 @@
 //! The record batch: the unit the broker stores, replicates and serves.
 //!
-//! A batch is built once, by the producer, and from then on only two header
-//! fields outside the CRC (base offset and leader epoch) are ever patched; the
-//! bytes travel network → disk → consumer unchanged, and a consumer reads the
-//! records in place through rkyv. The layout is in `docs/format.md`.
+//! A batch is built once, by the producer, and from then on only the
+//! envelope (base offset, leader epoch, append time, broker flags) is ever
+//! stamped, with a CRC over those 36 bytes; the body and its CRC travel
+//! network → disk → consumer unchanged, and a consumer reads the records in
+//! place through rkyv. The layouts are in `docs/format.md`.
 
 mod builder;
 mod error;
@@ -14,11 +15,12 @@ mod view;
 pub use builder::{BatchBuilder, RecordInput};
 pub use error::BatchError;
 pub use header::{
-    Attributes, BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BatchHeader, CRC_START, patch_base_offset,
-    patch_leader_epoch,
+    Attributes, BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_MIN, BATCH_HEADER_BYTES_V1, BATCH_MAGIC, BATCH_VERSION,
+    BATCH_VERSION_V1, BatchHeader, BrokerFlags, NOT_APPENDED, PayloadFormat, Stamp, header_bytes_of, patch_base_offset,
+    stamp,
 };
 pub use record::{ArchivedRecord, ArchivedRecordHeader, Record, RecordHeader};
-pub use view::{BatchView, validate_batch, validate_records};
+pub use view::{BatchView, RecordStats, validate_batch, validate_records};
 
 #[cfg(test)]
 mod tests;

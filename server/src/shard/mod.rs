@@ -1,291 +1,386 @@
 //! A shard: one core's share of the broker. It owns the partitions the
-//! placement rule gives it (their logs are `Rc`s that never leave the core),
-//! holds a copy of the topic metadata, accepts its own connections, and
-//! reaches the other shards only by message over glommio's channel mesh:
-//! no locks, no shared mutable state on the data path.
-//!
-//! Every operation on a partition has a local form (`*_local`, run on the
-//! owner) and a routed form that runs it on the owner, here or by message.
+//! placement rule gives it (`Rc`s that never leave its core), keeps a copy
+//! of the topic table for routing, accepts its own connections, and reaches
+//! other shards only by [`Shard::invoke_on`]: no locks, no shared mutable
+//! state on the data path.
 
-mod admin;
-mod partitions;
+pub mod mesh;
+pub mod run;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use engine::LogError;
-use engine::rt::glommio::GlommioStorage;
-use engine::types::Offset;
+use engine::rt::Runtime;
+use engine::{LogConfig, MemoryPool};
 use futures::channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
-use protocol::ErrorCode;
-use protocol::api::{OffsetSpec, PartitionDescription, TopicConfig};
 
 use crate::config::ServerConfig;
-use crate::metadata::{TopicMeta, Topics};
-use crate::placement::shard_for;
-use crate::signal::Signal;
+use crate::ids::{CONTROLLER, PartitionId, ShardId, TopicId, TopicPartition};
+use crate::metadata::{Metadata, TopicMeta, partition_dir};
+use crate::metrics::{PartitionSnapshot, ShardMetrics, ShardSnapshot};
+use crate::partition::Partition;
+use crate::service::ServiceError;
+use crate::util::budget::Budget;
+use crate::util::signal::Signal;
+use mesh::{Job, Mesh};
 
-pub use partitions::{AppendOutcome, FetchItem, FetchOutcome, until as partitions_until};
-
-pub type Log = engine::PartitionLog<GlommioStorage>;
-
-/// An error for one partition or one request: a stable code and a message.
-pub type OpError = (ErrorCode, String);
-
-/// What one shard asks another. Replies travel on a oneshot channel (glommio
-/// wakes the asking task across cores).
-pub enum ShardMsg {
-    Append {
-        topic: String,
-        partition: u32,
-        batch: Bytes,
-        reply: oneshot::Sender<AppendOutcome>,
-    },
-    Fetch {
-        items: Vec<FetchItem>,
-        wait_until: Option<Instant>,
-        bytes_max: usize,
-        reply: oneshot::Sender<Vec<FetchOutcome>>,
-    },
-    ListOffsets {
-        items: Vec<(String, u32, OffsetSpec)>,
-        reply: oneshot::Sender<Vec<Result<Offset, OpError>>>,
-    },
-    Describe {
-        topic: String,
-        partitions: Vec<u32>,
-        reply: oneshot::Sender<Vec<PartitionDescription>>,
-    },
-    /// To the controller (shard 0).
-    CreateTopic {
-        name: String,
-        partitions: u32,
-        config: TopicConfig,
-        reply: oneshot::Sender<Result<(), OpError>>,
-    },
-    /// To the controller (shard 0).
-    DeleteTopic {
-        name: String,
-        reply: oneshot::Sender<Result<(), OpError>>,
-    },
-    /// From the controller to every shard: adopt the topic, open owned partitions.
-    ApplyTopic {
-        meta: TopicMeta,
-        reply: oneshot::Sender<Result<(), OpError>>,
-    },
-    /// From the controller to every shard: forget the topic, close and remove owned partitions.
-    RemoveTopic {
-        name: String,
-        reply: oneshot::Sender<Result<(), OpError>>,
-    },
-}
-
-/// Counters shared by all shards (atomics, off the data path).
+/// What every shard of one broker shares (atomics, off the data path).
 #[derive(Default)]
 pub struct Shared {
     pub connections: AtomicUsize,
-    /// Shards done with a shutdown phase (see `main::run_shard`).
+    /// Set by the process on SIGTERM/SIGINT (or by a test).
+    pub stop: AtomicBool,
+    /// Shards done with a shutdown phase.
     pub drained: AtomicUsize,
     pub closed: AtomicUsize,
     /// Each shard's own port, in shard order, once all listen.
     pub shard_ports: std::sync::OnceLock<Vec<u16>>,
 }
 
-/// One core's broker state. Owned by that core's executor; `!Send`.
-pub struct Shard {
-    pub id: usize,
-    pub shards: usize,
-    pub config: ServerConfig,
-    pub shared: Arc<Shared>,
-    pub shutdown: Rc<Signal>,
-    storage: GlommioStorage,
-    mesh: Senders<ShardMsg>,
-    topics: RefCell<Topics>,
-    logs: RefCell<HashMap<(String, u32), Rc<Log>>>,
-    /// Serializes topic creation and deletion on the controller.
-    admin_lock: glommio::sync::Semaphore,
+/// A topic as every shard knows it.
+pub struct TopicEntry {
+    pub meta: TopicMeta,
+    pub name: Rc<str>,
+    pub log_config: LogConfig,
+    /// `crc32c(name)`: placement adds the partition to it.
+    placement: u32,
 }
 
-pub const CONTROLLER: usize = 0;
+#[derive(Default)]
+struct TopicTable {
+    by_name: HashMap<String, Rc<TopicEntry>>,
+    by_id: HashMap<TopicId, Rc<TopicEntry>>,
+}
 
-impl Shard {
+/// The controller's state, on shard 0 only.
+pub struct Controller {
+    pub metadata: RefCell<Metadata>,
+    /// Topic changes one at a time.
+    pub turn: Budget,
+}
+
+/// One core's broker state. Owned by that core's executor; `!Send`.
+pub struct Shard<R: Runtime> {
+    pub id: ShardId,
+    pub shards: usize,
+    pub config: ServerConfig,
+    pub rt: R,
+    pub shared: Arc<Shared>,
+    pub shutdown: Rc<Signal>,
+    pub pool: MemoryPool,
+    pub metrics: ShardMetrics,
+    pub controller: Option<Controller>,
+    mesh: Mesh<R>,
+    topics: RefCell<TopicTable>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition<R>>>>,
+    /// Fired once the initial topic table is in place (or failed to be).
+    booted: Rc<Signal>,
+    boot_error: RefCell<Option<String>>,
+}
+
+impl<R: Runtime> Shard<R> {
     pub fn new(
+        rt: R,
         config: ServerConfig,
-        storage: GlommioStorage,
-        mesh: Senders<ShardMsg>,
-        topics: Topics,
-        shared: Arc<Shared>,
+        id: ShardId,
         shards: usize,
-    ) -> Rc<Shard> {
-        assert!(mesh.peer_id() < shards);
+        mesh: Mesh<R>,
+        shared: Arc<Shared>,
+    ) -> Rc<Self> {
+        assert!(id.0 < shards);
+        let controller = (id == CONTROLLER)
+            .then(|| Controller { metadata: RefCell::new(Metadata::default()), turn: Budget::new(1, |_| {}) });
         Rc::new(Shard {
-            id: mesh.peer_id(),
+            id,
             shards,
+            pool: MemoryPool::new(config.pool_config()),
             config,
+            rt,
             shared,
             shutdown: Signal::new(),
-            storage,
+            metrics: ShardMetrics::default(),
+            controller,
             mesh,
-            topics: RefCell::new(topics),
-            logs: RefCell::new(HashMap::new()),
-            admin_lock: glommio::sync::Semaphore::new(1),
+            topics: RefCell::new(TopicTable::default()),
+            partitions: RefCell::new(HashMap::new()),
+            booted: Signal::new(),
+            boot_error: RefCell::new(None),
         })
     }
 
-    pub fn owner(&self, topic: &str, partition: u32) -> usize {
-        shard_for(topic, partition, self.shards)
+    /// Runs `f` on shard `to` with that shard, and brings its result back.
+    /// On this shard it runs here and now; on another, `f` is called there
+    /// as soon as the job arrives (jobs start in the order they were sent),
+    /// and its future runs in a task of that shard. If the caller stops
+    /// waiting, that task is dropped (work that must finish, such as an
+    /// append, runs in a task of its own inside `f`).
+    pub async fn invoke_on<T, F, Fut>(self: &Rc<Self>, to: ShardId, f: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce(Rc<Shard<R>>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        self.start_on(to, f).await.await
     }
 
-    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
-        self.topics.borrow().get(name).cloned()
-    }
-
-    pub fn topic_list(&self) -> Vec<TopicMeta> {
-        self.topics.borrow().values().cloned().collect()
-    }
-
-    /// Checks that a partition exists in this shard's copy of the metadata.
-    pub fn check_partition(&self, topic: &str, partition: u32) -> Result<(), OpError> {
-        match self.topics.borrow().get(topic) {
-            None => Err((ErrorCode::UNKNOWN_TOPIC, format!("topic {topic:?} does not exist"))),
-            Some(t) if partition >= t.partitions => Err((
-                ErrorCode::UNKNOWN_PARTITION,
-                format!("topic {topic:?} has {} partitions; {partition} is not one", t.partitions),
-            )),
-            Some(_) => Ok(()),
+    /// [`Shard::invoke_on`] in two steps: this call returns once `f` has
+    /// been called (here) or its job is queued on `to` (waiting while that
+    /// shard's queue is full: backpressure); the future it returns brings
+    /// the result. A caller that starts several in turn gets them started
+    /// in that order.
+    pub async fn start_on<T, F, Fut>(
+        self: &Rc<Self>,
+        to: ShardId,
+        f: F,
+    ) -> impl Future<Output = Result<T, ServiceError>> + 'static + use<T, F, Fut, R>
+    where
+        F: FnOnce(Rc<Shard<R>>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        if to == self.id {
+            let work = f(self.clone());
+            return futures::future::Either::Left(async move { Ok(work.await) });
         }
+        let (tx, rx) = oneshot::channel::<T>();
+        let job: Job<R> = Box::new(move |shard: &Rc<Shard<R>>| {
+            let work = f(shard.clone());
+            drop(shard.rt.spawn(async move {
+                let mut tx = tx;
+                let outcome = {
+                    let cancelled = std::pin::pin!(tx.cancellation());
+                    match futures::future::select(std::pin::pin!(work), cancelled).await {
+                        futures::future::Either::Left((v, _)) => Some(v),
+                        futures::future::Either::Right(_) => None,
+                    }
+                };
+                if let Some(v) = outcome {
+                    let _ = tx.send(v);
+                }
+            }));
+        });
+        let sent = self.mesh.send(to, job).await;
+        futures::future::Either::Right(async move {
+            sent?;
+            rx.await.map_err(|_| ServiceError::ShuttingDown)
+        })
     }
 
-    fn log(&self, topic: &str, partition: u32) -> Result<Rc<Log>, OpError> {
-        if let Some(log) = self.logs.borrow().get(&(topic.to_owned(), partition)) {
-            return Ok(log.clone());
+    /// Runs `f` on every shard at once; the results in shard order.
+    pub async fn invoke_on_all<T, F, Fut>(self: &Rc<Self>, f: F) -> Vec<Result<T, ServiceError>>
+    where
+        F: Fn(Rc<Shard<R>>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let calls = (0..self.shards).map(|s| {
+            let f = f.clone();
+            self.invoke_on(ShardId(s), f)
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// The topic called `name` and the shard that owns `partition` of it.
+    pub fn resolve(&self, name: &str, partition: u32) -> Result<(TopicPartition, ShardId), ServiceError> {
+        let topics = self.topics.borrow();
+        let entry = topics.by_name.get(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
+        if partition >= entry.meta.partitions {
+            return Err(ServiceError::UnknownPartition {
+                topic: name.to_owned(),
+                partition,
+                count: entry.meta.partitions,
+            });
         }
-        self.check_partition(topic, partition)?;
-        Err((ErrorCode::PARTITION_UNAVAILABLE, format!("partition {topic}/{partition} is not open on this broker")))
+        let tp = TopicPartition { topic: entry.meta.id, partition: PartitionId(partition) };
+        Ok((tp, self.owner_of(entry.placement, partition)))
     }
 
-    /// Sends a message to another shard; waits while its queue is full.
-    pub async fn send(&self, to: usize, msg: ShardMsg) {
-        assert_ne!(to, self.id, "local work is not sent by message");
-        if self.mesh.send_to(to, msg).await.is_err() {
-            // The peer's receiver is gone: only during shutdown. The reply
-            // sender is dropped with the message, so the caller sees it.
-            tracing::debug!(to, "shard message dropped: peer is gone");
+    fn owner_of(&self, placement: u32, partition: u32) -> ShardId {
+        ShardId(crate::placement::shard_for_hash(placement, partition, self.shards))
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Rc<TopicEntry>> {
+        self.topics.borrow().by_name.get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: TopicId) -> Option<Rc<TopicEntry>> {
+        self.topics.borrow().by_id.get(&id).cloned()
+    }
+
+    pub fn topic_list(&self) -> Vec<Rc<TopicEntry>> {
+        let mut list: Vec<Rc<TopicEntry>> = self.topics.borrow().by_name.values().cloned().collect();
+        list.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        list
+    }
+
+    /// A partition this shard owns.
+    pub fn partition(&self, tp: TopicPartition) -> Result<Rc<Partition<R>>, ServiceError> {
+        if let Some(p) = self.partitions.borrow().get(&tp) {
+            return Ok(p.clone());
         }
+        let name = self.topic_by_id(tp.topic).map_or_else(|| tp.topic.to_string(), |t| t.meta.name.clone());
+        Err(ServiceError::PartitionUnavailable(format!("partition {name}/{} is not open on this shard", tp.partition)))
     }
 
-    /// Runs a message's work on this shard. Appends start at once (their
-    /// order is the order messages arrived); everything else runs in its own task.
-    pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
-        let shard = self.clone();
-        match msg {
-            ShardMsg::Append { topic, partition, batch, reply } => {
-                answer(reply, self.append_local(&topic, partition, batch));
-            }
-            ShardMsg::Fetch { items, wait_until, bytes_max, reply } => {
-                answer(reply, async move { shard.fetch_local(items, wait_until, bytes_max).await });
-            }
-            ShardMsg::ListOffsets { items, reply } => {
-                answer(reply, async move { shard.list_offsets_local(items).await });
-            }
-            ShardMsg::Describe { topic, partitions, reply } => {
-                let _ = reply.send(self.describe_local(&topic, &partitions));
-            }
-            ShardMsg::CreateTopic { name, partitions, config, reply } => {
-                answer(reply, async move { shard.create_topic(name, partitions, config).await });
-            }
-            ShardMsg::DeleteTopic { name, reply } => answer(reply, async move { shard.delete_topic(name).await }),
-            ShardMsg::ApplyTopic { meta, reply } => answer(reply, async move { shard.apply_topic(meta).await }),
-            ShardMsg::RemoveTopic { name, reply } => answer(reply, async move { shard.remove_topic(&name).await }),
+    pub fn owned_partitions(&self) -> Vec<Rc<Partition<R>>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Takes a topic (new or changed) into this shard's table and opens the
+    /// partitions it owns; a changed one gets its new settings.
+    pub async fn adopt_topic(self: &Rc<Self>, meta: TopicMeta) {
+        let entry = Rc::new(TopicEntry {
+            log_config: crate::topic_config::log_config(&self.config, &meta.config),
+            name: Rc::from(meta.name.as_str()),
+            placement: crc32c::crc32c(meta.name.as_bytes()),
+            meta,
+        });
+        {
+            let mut topics = self.topics.borrow_mut();
+            topics.by_name.insert(entry.meta.name.clone(), entry.clone());
+            topics.by_id.insert(entry.meta.id, entry.clone());
         }
-    }
-
-    /// Opens every partition this shard owns (at startup).
-    pub async fn open_owned(self: &Rc<Self>) -> Result<(), String> {
-        let topics = self.topic_list();
-        for meta in topics {
-            self.open_partitions(&meta).await.map_err(|(_, m)| m)?;
-        }
-        Ok(())
-    }
-
-    /// Closes every owned log: writes what is buffered, syncs, saves the
-    /// indexes and the clean-shutdown marker.
-    pub async fn close_all(&self) {
-        let logs: Vec<((String, u32), Rc<Log>)> = self.logs.borrow_mut().drain().collect();
-        let closes = logs.iter().map(|((topic, p), log)| async move {
-            if let Err(e) = log.close().await {
-                tracing::error!(topic, partition = p, error = %e, "closing a partition failed");
+        let owned: Vec<u32> =
+            (0..entry.meta.partitions).filter(|&p| self.owner_of(entry.placement, p) == self.id).collect();
+        let opens = owned.iter().map(|&p| {
+            let tp = TopicPartition { topic: entry.meta.id, partition: PartitionId(p) };
+            let existing = self.partitions.borrow().get(&tp).cloned();
+            let entry = entry.clone();
+            async move {
+                if let Some(existing) = existing {
+                    existing.reconfigure(&entry.log_config);
+                    return None;
+                }
+                let dir = partition_dir(&self.config.data_dir, &entry.meta, p);
+                let partition = Partition::open(
+                    self.rt.clone(),
+                    tp,
+                    entry.name.clone(),
+                    self.id,
+                    dir,
+                    entry.log_config.clone(),
+                    self.pool.clone(),
+                )
+                .await;
+                Some((tp, partition))
             }
         });
-        futures::future::join_all(closes).await;
-    }
-
-    /// Enforces retention on every owned log (the periodic task).
-    pub async fn enforce_retention(&self) {
-        let logs: Vec<Rc<Log>> = self.logs.borrow().values().cloned().collect();
-        for log in logs {
-            match log.enforce_retention().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(dir = %log.dir().display(), segments = n, "retention deleted segments"),
-                Err(e) => tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed"),
-            }
+        for (tp, partition) in futures::future::join_all(opens).await.into_iter().flatten() {
+            self.partitions.borrow_mut().insert(tp, partition);
         }
     }
 
-    pub fn owned_partitions(&self) -> usize {
-        self.logs.borrow().len()
+    /// Forgets a topic and closes the partitions of it this shard owns.
+    pub async fn forget_topic(self: &Rc<Self>, id: TopicId) {
+        let entry = {
+            let mut topics = self.topics.borrow_mut();
+            let entry = topics.by_id.remove(&id);
+            if let Some(e) = &entry {
+                topics.by_name.remove(&e.meta.name);
+            }
+            entry
+        };
+        let closing: Vec<Rc<Partition<R>>> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let doomed: Vec<TopicPartition> = partitions.keys().filter(|tp| tp.topic == id).copied().collect();
+            doomed.into_iter().filter_map(|tp| partitions.remove(&tp)).collect()
+        };
+        futures::future::join_all(closing.iter().map(|p| p.close())).await;
+        if let Some(e) = entry {
+            tracing::debug!(topic = %e.meta.name, shard = %self.id, "topic forgotten");
+        }
     }
 
+    /// The initial topic table, from the controller at boot.
+    pub async fn boot(self: &Rc<Self>, topics: Result<Vec<TopicMeta>, String>) {
+        match topics {
+            Ok(topics) => {
+                for meta in topics {
+                    self.adopt_topic(meta).await;
+                }
+            }
+            Err(e) => *self.boot_error.borrow_mut() = Some(e),
+        }
+        self.booted.fire();
+    }
+
+    /// Waits for [`Shard::boot`]; its error, if it failed.
+    pub async fn booted(&self) -> Result<(), String> {
+        self.booted.wait().await;
+        self.boot_error.borrow().clone().map_or(Ok(()), Err)
+    }
+
+    /// Deletes old segments of every owned partition that has retention.
+    pub async fn enforce_retention(&self) {
+        for partition in self.owned_partitions() {
+            partition.enforce_retention().await;
+        }
+    }
+
+    /// Closes every owned partition (sync, indexes, clean-shutdown markers).
+    pub async fn close_all(&self) {
+        let partitions: Vec<Rc<Partition<R>>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        futures::future::join_all(partitions.iter().map(|p| p.close())).await;
+    }
+
+    /// This shard's metrics, for a scrape.
+    pub fn metrics_snapshot(&self) -> ShardSnapshot {
+        let partitions = self
+            .owned_partitions()
+            .iter()
+            .map(|p| {
+                let state = p.state();
+                let fdatasync = p.log().map(|l| l.fdatasync_latency()).unwrap_or_default();
+                PartitionSnapshot {
+                    topic: p.topic.to_string(),
+                    partition: p.tp.partition.0,
+                    produce_records: p.metrics.produce_records.get(),
+                    produce_bytes: p.metrics.produce_bytes.get(),
+                    fetch_records: p.metrics.fetch_records.get(),
+                    fetch_bytes: p.metrics.fetch_bytes.get(),
+                    log_start_offset: state.log_start_offset.0,
+                    high_watermark: state.high_watermark.0,
+                    log_end_offset: state.log_end_offset.0,
+                    size_bytes: state.size_bytes,
+                    disk_bytes: state.disk_bytes,
+                    available: state.error.is_none(),
+                    fdatasync,
+                }
+            })
+            .collect();
+        ShardSnapshot {
+            shard: self.id.0,
+            connections: self.metrics.connections.get(),
+            inflight_bytes: self.metrics.inflight_bytes.get(),
+            fetches_waiting: self.metrics.fetches_waiting.get(),
+            requests: self.metrics.requests(),
+            partitions,
+            pool: self.pool.usage(),
+        }
+    }
+
+    /// Every shard's snapshot.
+    pub async fn metrics_snapshots(self: &Rc<Self>) -> Vec<ShardSnapshot> {
+        self.invoke_on_all(|shard| async move { shard.metrics_snapshot() }).await.into_iter().flatten().collect()
+    }
+
+    /// Counts a new connection against `connections_max`; `false` if over.
     pub fn connection_opened(&self) -> bool {
         let before = self.shared.connections.fetch_add(1, Ordering::Relaxed);
         if before >= self.config.limits.connections_max {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
+        ShardMetrics::add(&self.metrics.connections, 1);
         true
     }
 
     pub fn connection_closed(&self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        ShardMetrics::add(&self.metrics.connections, -1);
     }
-}
-
-/// Runs `work` in its own task (started now, in message order) and sends
-/// its result back to the asking shard.
-fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, work: impl Future<Output = T> + 'static) {
-    glommio::spawn_local(async move {
-        let _ = reply.send(work.await);
-    })
-    .detach();
-}
-
-/// What a request waiting on another shard gets when that shard has gone.
-pub fn shutting_down() -> OpError {
-    (ErrorCode::SHUTTING_DOWN, "the broker is shutting down".into())
-}
-
-/// The code and message a log error becomes on the wire.
-pub fn log_error(e: &LogError) -> OpError {
-    let code = match e {
-        LogError::InvalidBatch(_) => ErrorCode::INVALID_BATCH,
-        LogError::BatchTooLarge { .. } => ErrorCode::BATCH_TOO_LARGE,
-        LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
-        LogError::DiskFull { .. } => ErrorCode::DISK_FULL,
-        LogError::Closed => ErrorCode::PARTITION_UNAVAILABLE,
-        LogError::NotBatchBoundary { .. }
-        | LogError::Corruption { .. }
-        | LogError::Io { .. }
-        | LogError::Poisoned { .. }
-        | LogError::Config(_)
-        | LogError::Truncated { .. } => ErrorCode::STORAGE_ERROR,
-    };
-    (code, e.to_string())
 }

@@ -1,34 +1,39 @@
-//! One client connection on one shard: a reader that cuts frames and starts
+//! The native protocol's connections: a reader that cuts frames and starts
 //! their work in order, a writer that sends responses as they complete, and
 //! a byte budget between them. A request's bytes (and, for a fetch, its
 //! largest possible response) are taken from the budget before its work
 //! starts and returned once its response is written; when the budget is
 //! spent the reader stops reading, so a client that sends faster than the
 //! broker answers, or reads responses slower, is pushed back by TCP rather
-//! than buffered.
+//! than buffered. The decoding of requests into service calls is in
+//! [`codec`].
+
+mod codec;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use engine::rt::{Runtime, Stream};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
 use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use glommio::net::TcpStream;
-use glommio::sync::{Semaphore, StaticPermit};
 use protocol::ErrorCode;
-use protocol::api::{Request, Response};
+use protocol::api::{ApiKey, Request};
 use protocol::frame::{
     Decoded, FrameDecoder, LENGTH_BYTES, PROTOCOL_VERSION, REQUEST_HEADER_BYTES, RequestHeader, error_response,
 };
 
-use crate::handlers;
+use crate::metrics::ShardMetrics;
+use crate::service::ConnContext;
 use crate::shard::Shard;
-use crate::signal::Signal;
+use crate::util::budget::{Budget, Permit};
+use crate::util::signal::Signal;
 
 /// Reads ask the socket for at least this much...
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -45,30 +50,36 @@ const WRITE_COALESCE_BYTES: usize = 256 << 10;
 
 struct Outgoing {
     frame: Vec<Bytes>,
-    _permit: Option<StaticPermit>,
+    _permit: Option<Permit>,
 }
 
 type Tx = mpsc::UnboundedSender<Outgoing>;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one client connection until it closes or the broker shuts down.
+pub async fn serve<R: Runtime>(shard: Rc<Shard<R>>, stream: R::Stream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::debug!(peer, shard = shard.id, "connection opened");
+    tracing::debug!(%peer, shard = %shard.id, "connection opened");
     let (reader, writer) = stream.split();
     let (tx, rx) = mpsc::unbounded();
     let broken = Rc::new(Cell::new(false));
-    let writer_task = glommio::spawn_local(write_loop(writer, rx, broken.clone(), shard.shutdown.clone())).detach();
-    let budget = Rc::new(Semaphore::new(shard.config.limits.connection_inflight_bytes_max as u64));
-    let end = read_loop(&shard, reader, &tx, &budget, &broken).await;
+    let writer_task = shard.rt.spawn(write_loop(shard.rt.clone(), writer, rx, broken.clone(), shard.shutdown.clone()));
+    let budget = {
+        let shard = shard.clone();
+        Budget::new(shard.config.limits.connection_inflight_bytes_max as u64, move |delta| {
+            ShardMetrics::add(&shard.metrics.inflight_bytes, delta);
+        })
+    };
+    let mut ctx = ConnContext { client_id: String::new(), peer, shard: shard.id };
+    let end = read_loop(&shard, reader, &tx, &budget, &broken, &mut ctx).await;
     drop(tx);
     // In-flight requests finish and their responses are written first.
     writer_task.await;
     budget.close();
-    tracing::debug!(peer, shard = shard.id, end, "connection closed");
+    tracing::debug!(%peer, shard = %shard.id, client = ctx.client_id, end, "connection closed");
 }
 
 /// Refuses a connection over the limit with one error frame.
-pub async fn refuse(stream: TcpStream, code: ErrorCode, message: &str) {
+pub async fn refuse<S: Stream>(stream: S, code: ErrorCode, message: &str) {
     let (_, mut writer) = stream.split();
     for piece in error_response(0, code, message) {
         if writer.write_all(&piece).await.is_err() {
@@ -78,12 +89,13 @@ pub async fn refuse(stream: TcpStream, code: ErrorCode, message: &str) {
     let _ = writer.close().await;
 }
 
-async fn read_loop(
-    shard: &Rc<Shard>,
-    mut reader: ReadHalf<TcpStream>,
+async fn read_loop<R: Runtime>(
+    shard: &Rc<Shard<R>>,
+    mut reader: ReadHalf<R::Stream>,
     tx: &Tx,
-    budget: &Rc<Semaphore>,
+    budget: &Budget,
     broken: &Rc<Cell<bool>>,
+    ctx: &mut ConnContext,
 ) -> &'static str {
     let limits = &shard.config.limits;
     let decoder = FrameDecoder { frame_bytes_max: limits.frame_bytes_max };
@@ -163,8 +175,10 @@ async fn read_loop(
                     continue;
                 }
                 handshaken = true;
+                ctx.client_id.clone_from(&h.client);
             }
-            start(shard, header.request_id, request, tx, permit).await;
+            let reply = codec::Reply { tx: tx.clone(), request_id: header.request_id, version: header.api_version };
+            codec::start(shard, ctx, reply, request, permit).await;
         }
         if broken.get() {
             return "write failed";
@@ -202,78 +216,29 @@ async fn read_loop(
 
 /// Takes `units` from the connection's budget, waiting while it is spent;
 /// `None` once the broker shuts down (the request is then not started).
-async fn acquire(shard: &Rc<Shard>, budget: &Rc<Semaphore>, units: u64) -> Option<StaticPermit> {
+async fn acquire<R: Runtime>(shard: &Rc<Shard<R>>, budget: &Budget, units: u64) -> Option<Permit> {
     let stop = pin!(shard.shutdown.wait());
-    match select(pin!(budget.acquire_static_permit(units)), stop).await {
-        Either::Left((Ok(permit), _)) => Some(permit),
-        Either::Left((Err(_), _)) | Either::Right(_) => None,
+    match select(pin!(budget.acquire(units)), stop).await {
+        Either::Left((permit, _)) => permit,
+        Either::Right(_) => None,
     }
 }
 
-fn send(tx: &Tx, frame: Vec<Bytes>, permit: Option<StaticPermit>) {
+fn send(tx: &Tx, frame: Vec<Bytes>, permit: Option<Permit>) {
     // The writer outlives the reader: a send fails only if the writer gave up
     // after a failed write, and then the response has nowhere to go anyway.
     let _ = tx.unbounded_send(Outgoing { frame, _permit: permit });
 }
 
-/// Starts a request's work. Produce starts its appends before returning (the
-/// next request must not overtake them); everything else runs in its own task.
-async fn start(shard: &Rc<Shard>, request_id: u32, request: Request, tx: &Tx, permit: StaticPermit) {
-    let tx = tx.clone();
-    let respond = move |reply: handlers::Reply, permit: StaticPermit| {
-        let frame = match reply {
-            Ok(response) => response.encode(request_id),
-            Err((code, message)) => error_response(request_id, code, &message),
-        };
-        send(&tx, frame, Some(permit));
-    };
-    match request {
-        Request::Handshake(_) => respond(Ok(handlers::handshake(shard)), permit),
-        Request::ListTopics => respond(Ok(handlers::list_topics(shard)), permit),
-        Request::Produce(p) => {
-            let done = handlers::start_produce(shard, p).await;
-            glommio::spawn_local(async move {
-                match done.await {
-                    Some(response) => respond(Ok(response), permit),
-                    None => drop(permit),
-                }
-            })
-            .detach();
-        }
-        Request::Fetch(f) => {
-            let shard = shard.clone();
-            glommio::spawn_local(async move { respond(handlers::fetch(&shard, f).await, permit) }).detach();
-        }
-        Request::ListOffsets(topics) => {
-            let shard = shard.clone();
-            glommio::spawn_local(async move { respond(Ok(handlers::list_offsets(&shard, topics).await), permit) })
-                .detach();
-        }
-        Request::DescribeTopic { name } => {
-            let shard = shard.clone();
-            glommio::spawn_local(async move { respond(handlers::describe_topic(&shard, name).await, permit) }).detach();
-        }
-        Request::CreateTopic(c) => {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let r = shard.route_create_topic(c.name, c.partitions, c.config).await;
-                respond(r.map(|()| Response::CreateTopic), permit);
-            })
-            .detach();
-        }
-        Request::DeleteTopic { name } => {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let r = shard.route_delete_topic(name).await;
-                respond(r.map(|()| Response::DeleteTopic), permit);
-            })
-            .detach();
-        }
-    }
+/// The API a request frame names, for metrics.
+fn api_name(request: &Request) -> &'static str {
+    let key: ApiKey = request.api_key();
+    key.name()
 }
 
-async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
+async fn write_loop<R: Runtime>(
+    rt: R,
+    mut writer: WriteHalf<R::Stream>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     broken: Rc<Cell<bool>>,
     shutdown: Rc<Signal>,
@@ -290,19 +255,19 @@ async fn write_loop(
                     break;
                 }
                 if piece.len() >= WRITE_COALESCE_BYTES / 4 {
-                    ok = flush(&mut writer, &mut buf, &shutdown).await
-                        && bounded(&shutdown, writer.write_all(piece)).await;
+                    ok = flush(&rt, &mut writer, &mut buf, &shutdown).await
+                        && bounded(&rt, &shutdown, writer.write_all(piece)).await;
                 } else {
                     buf.extend_from_slice(piece);
                     if buf.len() >= WRITE_COALESCE_BYTES {
-                        ok = flush(&mut writer, &mut buf, &shutdown).await;
+                        ok = flush(&rt, &mut writer, &mut buf, &shutdown).await;
                     }
                 }
             }
             written.push(out);
             next = if ok { rx.try_recv().ok() } else { None };
         }
-        ok = ok && flush(&mut writer, &mut buf, &shutdown).await;
+        ok = ok && flush(&rt, &mut writer, &mut buf, &shutdown).await;
         // Permits go back only once their responses are on the socket.
         written.clear();
         if !ok {
@@ -313,15 +278,15 @@ async fn write_loop(
             break;
         }
     }
-    let _ = bounded(&shutdown, writer.close()).await;
+    let _ = bounded(&rt, &shutdown, writer.close()).await;
 }
 
 /// A socket write that gives up `SHUTDOWN_WRITE_GRACE` after the shutdown
 /// began: a client that stopped reading cannot hold the broker open.
-async fn bounded(shutdown: &Rc<Signal>, write: impl Future<Output = std::io::Result<()>>) -> bool {
+async fn bounded<R: Runtime>(rt: &R, shutdown: &Rc<Signal>, write: impl Future<Output = std::io::Result<()>>) -> bool {
     let deadline = async {
         shutdown.wait().await;
-        glommio::timer::sleep(SHUTDOWN_WRITE_GRACE).await;
+        rt.sleep(SHUTDOWN_WRITE_GRACE).await;
     };
     match select(pin!(write), pin!(deadline)).await {
         Either::Left((r, _)) => r.is_ok(),
@@ -329,11 +294,16 @@ async fn bounded(shutdown: &Rc<Signal>, write: impl Future<Output = std::io::Res
     }
 }
 
-async fn flush(writer: &mut WriteHalf<TcpStream>, buf: &mut Vec<u8>, shutdown: &Rc<Signal>) -> bool {
+async fn flush<R: Runtime>(
+    rt: &R,
+    writer: &mut WriteHalf<R::Stream>,
+    buf: &mut Vec<u8>,
+    shutdown: &Rc<Signal>,
+) -> bool {
     if buf.is_empty() {
         return true;
     }
-    let ok = bounded(shutdown, writer.write_all(buf)).await;
+    let ok = bounded(rt, shutdown, writer.write_all(buf)).await;
     buf.clear();
     ok
 }

@@ -1,6 +1,15 @@
 //! Behaviour of the partition log on the simulated disk: appends, reads,
 //! rolls, every row of the recovery table, truncation, retention, faults,
-//! and a model-based property test.
+//! and a model-based property test. The files beside this one each take
+//! one concern: offsets with gaps, faults, retention, shared memory,
+//! timestamps, and crashes under the simulator's out-of-order I/O.
+
+mod faults;
+mod gaps;
+mod memory;
+mod retention;
+mod simulated;
+mod timestamps;
 
 use std::future::Future;
 use std::io;
@@ -13,17 +22,20 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::batch::{BatchBuilder, RecordInput, validate_batch, validate_records};
+use crate::rt::Storage as _;
 use crate::rt::sim::{SimRng, SimStorage};
+use crate::types::Timestamp;
 
-fn dir() -> PathBuf {
+pub(super) fn dir() -> PathBuf {
     PathBuf::from("/data/topic-0")
 }
 
-fn small_config() -> LogConfig {
+pub(super) fn small_config() -> LogConfig {
     LogConfig {
         flush: FlushPolicy::Always,
         segment_bytes_max: 16 << 10,
         segment_ms_max: None,
+        preallocate_bytes_max: 8 << 10,
         index_interval_bytes: 512,
         batch_bytes_max: 4 << 10,
         write_bytes_max: 8 << 10,
@@ -35,11 +47,14 @@ fn small_config() -> LogConfig {
         open_segments_max: 2,
         retention_ms: None,
         retention_bytes: None,
+        timestamp_type: TimestampType::CreateTime,
+        timestamp_before_max_ms: None,
+        timestamp_after_max_ms: None,
     }
 }
 
 /// A batch of `records` records whose values encode `tag`, at time `ts`.
-fn batch(tag: u64, records: usize, ts: i64) -> Vec<u8> {
+pub(super) fn batch(tag: u64, records: usize, ts: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for i in 0..records {
         let key = format!("key-{}", (tag + i as u64) % 7);
@@ -49,12 +64,12 @@ fn batch(tag: u64, records: usize, ts: i64) -> Vec<u8> {
     builder.build().unwrap()
 }
 
-fn open(storage: &SimStorage, config: LogConfig) -> Result<PartitionLog<SimStorage>, LogError> {
+pub(super) fn open(storage: &SimStorage, config: LogConfig) -> Result<PartitionLog<SimStorage>, LogError> {
     block_on(PartitionLog::open(storage.clone(), dir(), config))
 }
 
 /// Reads every visible batch from `from` on.
-fn read_all(log: &PartitionLog<SimStorage>, from: Offset) -> Vec<Vec<u8>> {
+pub(super) fn read_all(log: &PartitionLog<SimStorage>, from: Offset) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut next = from;
     loop {
@@ -73,9 +88,17 @@ fn read_all(log: &PartitionLog<SimStorage>, from: Offset) -> Vec<Vec<u8>> {
     }
 }
 
-/// The appended bytes as the log stores them: offset and epoch patched.
-fn stored(mut bytes: Vec<u8>, base: Offset) -> Vec<u8> {
-    crate::batch::patch_base_offset(&mut bytes, base);
+/// The appended bytes as the log stores them: the envelope stamped with
+/// the offset and the log's clock (the simulated one stands still unless a
+/// test moves it).
+pub(super) fn stored(storage: &SimStorage, mut bytes: Vec<u8>, base: Offset) -> Vec<u8> {
+    let stamp = crate::batch::Stamp {
+        base_offset: base,
+        leader_epoch: LeaderEpoch(0),
+        append_time: Timestamp(storage.now_ms()),
+        log_append_time: false,
+    };
+    crate::batch::stamp(&mut bytes, &stamp);
     bytes
 }
 
@@ -87,8 +110,8 @@ fn appended_batches_read_back_in_order_with_dense_offsets() {
     for tag in 0..20 {
         let b = batch(tag, 1 + tag as usize % 5, 1000 + tag as i64);
         let info = block_on(log.append(b.clone())).unwrap();
-        assert_eq!(info.base_offset, log.log_end_offset().plus(0).min(info.base_offset));
-        expected.push(stored(b, info.base_offset));
+        assert_eq!(info.last_offset.next(), log.log_end_offset(), "the batch ends at the log end");
+        expected.push(stored(&storage, b, info.base_offset));
     }
     assert_eq!(read_all(&log, Offset(0)), expected);
     assert_eq!(log.high_watermark(), log.log_end_offset());
@@ -189,7 +212,7 @@ fn acknowledged_appends_survive_a_crash_under_flush_always() {
     for tag in 0..40 {
         let b = batch(tag, 3, tag as i64);
         let info = block_on(log.append(b.clone())).unwrap();
-        acked.push(stored(b, info.base_offset));
+        acked.push(stored(&storage, b, info.base_offset));
     }
     drop(log);
     storage.crash(&mut SimRng::new(7));
@@ -235,7 +258,7 @@ fn segments_roll_by_size_and_cold_reads_cross_them() {
     for tag in 0..400 {
         let b = batch(tag, 4, tag as i64);
         let info = block_on(log.append(b.clone())).unwrap();
-        expected.push(stored(b, info.base_offset));
+        expected.push(stored(&storage, b, info.base_offset));
     }
     assert!(log.segment_count() > 5, "{} segments", log.segment_count());
     assert!(log.cached_bytes() <= small_config().cache_bytes_max);
@@ -284,17 +307,17 @@ fn finds_the_first_record_at_or_after_a_timestamp() {
 
 // Recovery decision table (docs/recovery.md).
 
-fn files_with_ext(storage: &SimStorage, ext: &str) -> Vec<PathBuf> {
+pub(super) fn files_with_ext(storage: &SimStorage, ext: &str) -> Vec<PathBuf> {
     storage.file_paths().into_iter().filter(|p| p.extension().is_some_and(|e| e == ext)).collect()
 }
 
-fn filled_log(storage: &SimStorage, batches: u64) -> Vec<Vec<u8>> {
+pub(super) fn filled_log(storage: &SimStorage, batches: u64) -> Vec<Vec<u8>> {
     let log = open(storage, small_config()).unwrap();
     let mut expected = Vec::new();
     for tag in 0..batches {
         let b = batch(tag, 3, tag as i64);
         let info = block_on(log.append(b.clone())).unwrap();
-        expected.push(stored(b, info.base_offset));
+        expected.push(stored(storage, b, info.base_offset));
     }
     expected
 }
@@ -505,7 +528,7 @@ fn truncate_to_drops_the_suffix_across_segments() {
     let info = block_on(log.append(b.clone())).unwrap();
     assert_eq!(info.base_offset, cut);
     let mut now = expected[..keep].to_vec();
-    now.push(stored(b, cut));
+    now.push(stored(&storage, b, cut));
     assert_eq!(read_all(&log, Offset(0)), now);
     drop(log);
     storage.crash(&mut SimRng::new(3));
@@ -534,14 +557,18 @@ fn retention_by_size_deletes_whole_old_segments() {
 }
 
 #[test]
-fn retention_by_time_uses_the_newest_record_of_a_segment() {
+fn retention_by_time_goes_by_the_newest_append_time_of_a_segment() {
     let storage = SimStorage::new();
-    let now = storage.now_ms();
     let config = LogConfig { retention_ms: Some(60_000), ..small_config() };
     let log = open(&storage, config).unwrap();
-    for tag in 0..200 {
-        let ts = if tag < 100 { now - 120_000 } else { now };
-        block_on(log.append(batch(tag, 3, ts))).unwrap();
+    // The producers' timestamps say nothing here: 0 is "very old".
+    for tag in 0..100 {
+        block_on(log.append(batch(tag, 3, 0))).unwrap();
+    }
+    storage.advance_ms(120_000);
+    let now = storage.now_ms();
+    for tag in 100..200 {
+        block_on(log.append(batch(tag, 3, 0))).unwrap();
     }
     block_on(log.enforce_retention()).unwrap();
     let start = log.log_start_offset();
@@ -549,9 +576,27 @@ fn retention_by_time_uses_the_newest_record_of_a_segment() {
     for bytes in read_all(&log, start) {
         let header = validate_batch(&bytes).unwrap().header;
         if header.base_offset >= Offset(300) {
-            assert!(header.max_timestamp.0 >= now);
+            assert!(header.append_time.0 >= now, "stamped with the log's clock");
         }
     }
+}
+
+#[test]
+fn a_batch_stamped_at_time_zero_is_not_deleted_when_its_segment_seals() {
+    let storage = SimStorage::new();
+    let config = LogConfig { retention_ms: Some(3_600_000), ..small_config() };
+    let log = open(&storage, config).unwrap();
+    for tag in 0..300 {
+        block_on(log.append(batch(tag, 3, 0))).unwrap();
+    }
+    assert!(log.segment_count() > 2, "sealed segments exist");
+    assert_eq!(block_on(log.enforce_retention()).unwrap(), 0, "appended just now: kept for an hour");
+    assert_eq!(log.log_start_offset(), Offset(0));
+    // The append times survive a restart: recovery rebuilds them from the batches.
+    drop(log);
+    storage.crash(&mut SimRng::new(1));
+    let log = open(&storage, LogConfig { retention_ms: Some(3_600_000), ..small_config() }).unwrap();
+    assert_eq!(block_on(log.enforce_retention()).unwrap(), 0);
 }
 
 #[test]
@@ -579,7 +624,7 @@ fn a_full_disk_is_reported_and_acknowledged_data_survives() {
     let error = loop {
         let b = batch(acked.len() as u64, 3, 0);
         match block_on(log.append(b.clone())) {
-            Ok(info) => acked.push(stored(b, info.base_offset)),
+            Ok(info) => acked.push(stored(&storage, b, info.base_offset)),
             Err(e) => break e,
         }
     };
@@ -607,9 +652,11 @@ fn bad_batches_are_rejected_without_changing_the_log() {
     // A valid CRC over records that disagree with the header (a buggy or
     // hostile producer): the archive check catches it.
     let mut b = batch(1, 2, 0);
-    b[36..40].copy_from_slice(&1u32.to_le_bytes()); // record_count: the archive holds 2
-    let crc = crc32c::crc32c(&b[28..]);
-    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b[48..52].copy_from_slice(&1u32.to_le_bytes()); // record_count: the archive holds 2
+    let crc = crc32c::crc32c(&b[40..]);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..36]);
+    b[36..40].copy_from_slice(&crc.to_le_bytes());
     assert!(matches!(
         block_on(log.append(b)),
         Err(LogError::InvalidBatch(crate::batch::BatchError::RecordsMismatch { .. }))
@@ -663,7 +710,7 @@ proptest! {
                     let info = block_on(log.append(b.clone())).unwrap();
                     let expected_base = model.last().map_or(log.log_start_offset(), |m| validate_batch(m).unwrap().header.next_offset());
                     prop_assert_eq!(info.base_offset, expected_base);
-                    model.push(stored(b, info.base_offset));
+                    model.push(stored(&storage, b, info.base_offset));
                 }
                 Op::Read { at } => {
                     let start = log.log_start_offset().0;
@@ -718,10 +765,11 @@ proptest! {
         for tag in 0..batches {
             let log = log.clone();
             let acked = acked.clone();
+            let storage = storage.clone();
             let b = batch(tag as u64, 1 + rng.below(6) as usize, tag as i64);
             pool.spawner().spawn_local(async move {
                 if let Ok(info) = log.append(b.clone()).await {
-                    acked.borrow_mut().push(stored(b, info.base_offset));
+                    acked.borrow_mut().push(stored(&storage, b, info.base_offset));
                 }
             }).unwrap();
         }
@@ -833,14 +881,22 @@ fn a_damaged_base_offset_outside_the_crc_is_caught_on_read() {
 fn relative_offsets_never_wrap_inside_a_segment() {
     let storage = SimStorage::new();
     let log = open(&storage, small_config()).unwrap();
-    // A batch spanning a huge offset range (as a compacted batch may).
+    // A batch spanning a huge offset range (as a compacted batch may), placed
+    // by its own offsets.
     let mut builder = BatchBuilder::new();
     builder.push_at(u32::MAX - 10, RecordInput::new(Some(b"k"), Some(b"v"), Timestamp(0)));
     let wide = builder.build().unwrap();
-    block_on(log.append(wide.clone())).unwrap();
+    block_on(log.append_at(wide.clone())).unwrap();
     assert_eq!(log.segment_count(), 1);
-    block_on(log.append(wide)).unwrap();
+    let mut second = wide.clone();
+    crate::batch::patch_base_offset(&mut second, log.log_end_offset());
+    block_on(log.append_at(second)).unwrap();
     assert_eq!(log.segment_count(), 2, "the second batch would wrap the segment's relative offsets");
+    // An empty segment cannot take a batch 2^32 offsets past its base.
+    let mut far = wide;
+    crate::batch::patch_base_offset(&mut far, log.log_end_offset().plus(u64::from(u32::MAX)));
+    block_on(log.roll()).unwrap();
+    assert!(matches!(block_on(log.append_at(far)), Err(LogError::GapTooLarge { .. })));
     block_on(log.close()).unwrap();
     let log = open(&storage, small_config()).unwrap();
     let second = Offset(u64::from(u32::MAX) - 9);

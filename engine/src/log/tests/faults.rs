@@ -1,0 +1,124 @@
+//! Faults: a full disk, a truncation under a waiting append, a poisoned log
+//! brought back without losing what was acknowledged.
+
+use std::future::Future;
+use std::io;
+
+use futures::executor::block_on;
+
+use super::{batch, dir, open, read_all, small_config, stored};
+use crate::log::{LogConfig, LogError, PartitionLog};
+use crate::rt::sim::{SimRng, SimStorage};
+use crate::types::Offset;
+
+#[test]
+fn a_full_disk_refuses_appends_and_they_resume_once_space_is_freed() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    let mut acked = Vec::new();
+    storage.set_capacity(Some(100 << 10));
+    // Fill the disk: rolls and pre-allocation steps hit the limit.
+    let mut refused = 0;
+    for tag in 0..2000u64 {
+        let b = batch(tag, 3, 0);
+        match block_on(log.append(b.clone())) {
+            Ok(info) => acked.push(stored(&storage, b, info.base_offset)),
+            Err(e) => {
+                assert!(e.is_disk_full(), "{e}");
+                assert_eq!(e.code(), 105, "DiskFull");
+                assert!(!log.is_poisoned(), "a full disk must not poison the log: {e}");
+                refused += 1;
+                if refused > 20 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(refused > 20, "the disk filled up");
+    assert_eq!(read_all(&log, Offset(0)), acked, "nothing acknowledged is lost, nothing refused is there");
+    // Space is freed: the same log takes appends again, without a reopen.
+    storage.set_capacity(None);
+    for tag in 0..200u64 {
+        let b = batch(10_000 + tag, 3, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(&storage, b, info.base_offset));
+    }
+    assert_eq!(read_all(&log, Offset(0)), acked);
+    drop(log);
+    storage.crash(&mut SimRng::new(2));
+    let log = open(&storage, small_config()).unwrap();
+    assert_eq!(read_all(&log, Offset(0)), acked);
+}
+
+#[test]
+fn a_truncation_fails_a_stranded_append_at_once() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    block_on(log.append(batch(1, 2, 0))).unwrap();
+    let cut = log.log_end_offset();
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut append = Box::pin(log.append(batch(2, 2, 0)));
+    // One poll: the batch is in the log's buffer, not yet written.
+    assert!(append.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(log.log_end_offset(), cut.plus(2));
+    // The truncation runs before the append does again (it writes and
+    // syncs the batch, then cuts it off).
+    block_on(log.truncate_to(cut)).unwrap();
+    // Nothing else will ever append: before the fix the append waited for
+    // the log to pass its offset, forever.
+    let mut outcome = None;
+    for _ in 0..10 {
+        if let std::task::Poll::Ready(r) = append.as_mut().poll(&mut cx) {
+            outcome = Some(r);
+            break;
+        }
+    }
+    let got = outcome.expect("the append finished at once");
+    assert!(matches!(got, Err(LogError::Truncated { base_offset }) if base_offset == cut), "{got:?}");
+    assert_eq!(log.log_end_offset(), cut);
+}
+
+#[test]
+fn a_poisoned_log_is_abandoned_and_reopened_without_losing_acknowledged_data() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    let mut acked = Vec::new();
+    for tag in 0..30 {
+        let b = batch(tag, 2, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(&storage, b, info.base_offset));
+    }
+    storage.fail_next_fdatasync(io::ErrorKind::Other);
+    assert!(block_on(log.append(batch(99, 2, 0))).is_err());
+    assert!(log.is_poisoned());
+    assert!(log.poisoned_cause().unwrap().contains("fdatasync"));
+    block_on(log.abandon());
+    assert!(matches!(block_on(log.append(batch(100, 1, 0))), Err(LogError::Closed)));
+    drop(log);
+    // The owner opens the directory again: recovery trusts only the disk.
+    let log = open(&storage, small_config()).unwrap();
+    assert!(!log.is_poisoned());
+    let got = read_all(&log, Offset(0));
+    assert_eq!(got[..acked.len()], acked[..], "what was acknowledged is there");
+    block_on(log.append(batch(101, 1, 0))).unwrap();
+}
+
+#[test]
+fn a_roll_that_meets_a_full_disk_leaves_the_log_usable() {
+    let storage = SimStorage::new();
+    let config = LogConfig { segment_bytes_max: 8 << 10, ..small_config() };
+    let log = PartitionLog::open(storage.clone(), dir(), config.clone());
+    let log = block_on(log).unwrap();
+    block_on(log.append(batch(1, 3, 0))).unwrap();
+    // Room for the data written so far and not one byte more: once the roll
+    // trims the pre-allocated space, its index file cannot be written.
+    storage.set_capacity(Some(log.size_bytes()));
+    let e = block_on(log.roll()).unwrap_err();
+    assert!(e.is_disk_full(), "{e}");
+    assert!(!log.is_poisoned());
+    storage.set_capacity(None);
+    block_on(log.roll()).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    block_on(log.append(batch(2, 3, 0))).unwrap();
+}

@@ -1,0 +1,343 @@
+//! One topic-partition on the core that owns it. A `Partition` owns the
+//! partition's log and is where the per-partition state of later features
+//! lives (the leader-epoch cache and replica state with replication, the
+//! producer state of idempotent producers, queue state). It has one path
+//! to open (which recovers), reopen (after the log was poisoned or failed
+//! to open) and close; the rest of the broker never opens a log itself.
+//!
+//! Owned by shard `owner`, never sent to another core (`Rc`, `Cell`).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::rt::Runtime;
+use engine::types::{Offset, Timestamp};
+use engine::{FlushPolicy, LogConfig, LogError, MemoryPool, PartitionLog, ReadResult};
+
+use crate::ids::{ShardId, TopicPartition};
+use crate::metrics::PartitionMetrics;
+use crate::service::ServiceError;
+
+pub type Log<R> = PartitionLog<<R as Runtime>::Storage>;
+
+enum LogState<R: Runtime> {
+    Open(Rc<Log<R>>),
+    /// The log could not be opened (or was closed): why.
+    Unavailable(ServiceError),
+    /// Being reopened.
+    Reopening,
+}
+
+pub struct Partition<R: Runtime> {
+    pub tp: TopicPartition,
+    pub topic: Rc<str>,
+    pub owner: ShardId,
+    dir: PathBuf,
+    rt: R,
+    pool: MemoryPool,
+    config: RefCell<LogConfig>,
+    state: RefCell<LogState<R>>,
+    /// Bumped at every (re)open, so the interval flusher of a log that was
+    /// replaced stops.
+    generation: Cell<u64>,
+    pub metrics: Rc<PartitionMetrics>,
+}
+
+/// What `describe` says of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub error: Option<ServiceError>,
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_end_offset: Offset,
+    pub size_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+impl<R: Runtime> Partition<R> {
+    /// Opens the partition's log, recovering it. A log that cannot be
+    /// opened leaves the partition unavailable with the reason (never the
+    /// broker down); [`Partition::recover`] tries again.
+    pub async fn open(
+        rt: R,
+        tp: TopicPartition,
+        topic: Rc<str>,
+        owner: ShardId,
+        dir: PathBuf,
+        config: LogConfig,
+        pool: MemoryPool,
+    ) -> Rc<Partition<R>> {
+        let partition = Rc::new(Partition {
+            tp,
+            topic,
+            owner,
+            dir,
+            rt,
+            pool,
+            config: RefCell::new(config),
+            state: RefCell::new(LogState::Reopening),
+            generation: Cell::new(0),
+            metrics: Rc::new(PartitionMetrics::default()),
+        });
+        partition.open_log().await;
+        partition
+    }
+
+    async fn open_log(self: &Rc<Self>) {
+        let config = self.config.borrow().clone();
+        let opened =
+            PartitionLog::open_in(self.rt.storage().clone(), &self.dir, config.clone(), self.pool.clone()).await;
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let state = match opened {
+            Ok(log) => {
+                tracing::info!(
+                    topic = %self.topic, partition = self.tp.partition.0, shard = %self.owner,
+                    log_end_offset = log.log_end_offset().0, recovery = ?log.recovery_report(), "partition open"
+                );
+                let log = Rc::new(log);
+                if let FlushPolicy::IntervalMs(ms) = config.flush {
+                    self.spawn_flusher(log.clone(), generation, Duration::from_millis(ms));
+                }
+                LogState::Open(log)
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "partition failed to open");
+                LogState::Unavailable(ServiceError::from(&e))
+            }
+        };
+        *self.state.borrow_mut() = state;
+    }
+
+    /// `flush = interval`: syncs the log at least every `every`, until the
+    /// log is replaced, closed or poisoned.
+    fn spawn_flusher(self: &Rc<Self>, log: Rc<Log<R>>, generation: u64, every: Duration) {
+        let weak = Rc::downgrade(self);
+        let rt = self.rt.clone();
+        drop(self.rt.spawn(async move {
+            loop {
+                rt.sleep(every).await;
+                let Some(partition) = weak.upgrade() else { return };
+                if partition.generation.get() != generation {
+                    return;
+                }
+                drop(partition);
+                if let Err(e) = log.sync_if_due().await {
+                    tracing::debug!(error = %e, "interval flusher stops");
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// The open log, or why there is none.
+    pub fn log(&self) -> Result<Rc<Log<R>>, ServiceError> {
+        match &*self.state.borrow() {
+            LogState::Open(log) => Ok(log.clone()),
+            LogState::Unavailable(e) => Err(e.clone()),
+            LogState::Reopening => Err(ServiceError::PartitionUnavailable(format!(
+                "partition {}/{} is being recovered",
+                self.topic, self.tp.partition
+            ))),
+        }
+    }
+
+    /// Appends a producer's batch. The batch is checked and takes its place
+    /// in line now (so calls in order land in order), and the append runs
+    /// in a task of its own: an append cancelled half-way would poison the
+    /// log, so nothing that drops the returned future can cancel it.
+    pub fn append(&self, batch: &Bytes) -> impl Future<Output = Result<Offset, ServiceError>> + 'static + use<R> {
+        let started = self.log().map(|log| {
+            let append = log.append_owned(batch.to_vec());
+            let metrics = self.metrics.clone();
+            let bytes = batch.len() as u64;
+            self.rt.spawn(async move {
+                let info = append.await?;
+                metrics
+                    .produce_records
+                    .set(metrics.produce_records.get() + info.last_offset.0 - info.base_offset.0 + 1);
+                metrics.produce_bytes.set(metrics.produce_bytes.get() + bytes);
+                Ok::<_, LogError>(info.base_offset)
+            })
+        });
+        async move {
+            match started {
+                Ok(task) => match task.await {
+                    Some(result) => result.map_err(|e| ServiceError::from(&e)),
+                    None => Err(ServiceError::ShuttingDown),
+                },
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// Reads batches from `offset` on, at most `bytes_max` beyond the first.
+    pub async fn read(&self, offset: Offset, bytes_max: usize) -> Result<ReadResult, ServiceError> {
+        let log = self.log()?;
+        let read = log.read(offset, bytes_max).await?;
+        let records: u64 = read
+            .batches
+            .iter()
+            .filter_map(|b| protocol::batch::BatchHeader::decode(b).ok())
+            .map(|h| u64::from(h.record_count))
+            .sum();
+        let bytes: usize = read.batches.iter().map(Bytes::len).sum();
+        self.metrics.fetch_records.set(self.metrics.fetch_records.get() + records);
+        self.metrics.fetch_bytes.set(self.metrics.fetch_bytes.get() + bytes as u64);
+        Ok(read)
+    }
+
+    /// Whether a read at `offset` has something to return now (or must fail).
+    pub fn ready_at(&self, offset: Offset) -> bool {
+        match self.log() {
+            Ok(log) => log.has_data_at(offset) || offset < log.log_start_offset() || offset > log.high_watermark(),
+            Err(_) => true,
+        }
+    }
+
+    /// Completes once a read at `offset` has something to return.
+    pub async fn wait_for_data(&self, offset: Offset) {
+        if let Ok(log) = self.log() {
+            let _ = log.wait_for_data(offset).await;
+        }
+    }
+
+    pub fn log_start_offset(&self) -> Result<Offset, ServiceError> {
+        Ok(self.log()?.log_start_offset())
+    }
+
+    pub fn high_watermark(&self) -> Result<Offset, ServiceError> {
+        Ok(self.log()?.high_watermark())
+    }
+
+    /// The first offset whose record is at or after `t`; the high watermark
+    /// when every record is older.
+    pub async fn offset_for_timestamp(&self, t: Timestamp) -> Result<Offset, ServiceError> {
+        let log = self.log()?;
+        let hw = log.high_watermark();
+        Ok(log.offset_for_timestamp(t).await?.map_or(hw, |o| o.min(hw)))
+    }
+
+    pub fn state(&self) -> PartitionState {
+        match self.log() {
+            Ok(log) => PartitionState {
+                error: log.poisoned().map(|e| ServiceError::from(&e)),
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.high_watermark(),
+                log_end_offset: log.log_end_offset(),
+                size_bytes: log.size_bytes(),
+                disk_bytes: log.disk_bytes(),
+            },
+            Err(e) => PartitionState {
+                error: Some(e),
+                log_start_offset: Offset(0),
+                high_watermark: Offset(0),
+                log_end_offset: Offset(0),
+                size_bytes: 0,
+                disk_bytes: 0,
+            },
+        }
+    }
+
+    /// Applies new settings; dynamic ones at once, the rest at the next open.
+    pub fn reconfigure(&self, config: &LogConfig) {
+        self.config.borrow_mut().clone_from(config);
+        if let Ok(log) = self.log() {
+            let mut current = log.config();
+            // Keep what sizes buffers; take what may change now.
+            current.segment_bytes_max = config.segment_bytes_max;
+            current.segment_ms_max = config.segment_ms_max;
+            current.batch_bytes_max = config.batch_bytes_max;
+            current.retention_ms = config.retention_ms;
+            current.retention_bytes = config.retention_bytes;
+            current.timestamp_type = config.timestamp_type;
+            current.timestamp_before_max_ms = config.timestamp_before_max_ms;
+            current.timestamp_after_max_ms = config.timestamp_after_max_ms;
+            if let Err(e) = log.reconfigure(current) {
+                tracing::warn!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "new settings refused");
+            }
+        }
+    }
+
+    /// Deletes old segments by the topic's retention.
+    pub async fn enforce_retention(&self) {
+        let Ok(log) = self.log() else { return };
+        match log.enforce_retention().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(topic = %self.topic, partition = self.tp.partition.0, segments = n, "retention deleted segments");
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "retention failed");
+            }
+        }
+    }
+
+    /// Brings back a partition whose log is poisoned (an I/O error, a
+    /// failed fsync) or could not be opened: stops using the log without
+    /// writing anything more, and opens it again, which recovers what is on
+    /// disk. What was acknowledged is there by the flush policy's promise.
+    /// A healthy partition is left alone.
+    pub async fn recover(self: &Rc<Self>) -> Result<(), ServiceError> {
+        let old = {
+            let mut state = self.state.borrow_mut();
+            match &*state {
+                LogState::Open(log) if !log.is_poisoned() => {
+                    return Err(ServiceError::InvalidRequest(format!(
+                        "partition {}/{} is healthy; nothing to recover",
+                        self.topic, self.tp.partition
+                    )));
+                }
+                LogState::Reopening => {
+                    return Err(ServiceError::PartitionUnavailable("already being recovered".into()));
+                }
+                LogState::Open(log) => {
+                    let log = log.clone();
+                    *state = LogState::Reopening;
+                    Some(log)
+                }
+                LogState::Unavailable(_) => {
+                    *state = LogState::Reopening;
+                    None
+                }
+            }
+        };
+        if let Some(log) = old {
+            tracing::warn!(topic = %self.topic, partition = self.tp.partition.0, cause = ?log.poisoned_cause(), "recovering a poisoned partition");
+            log.abandon().await;
+        }
+        self.open_log().await;
+        match self.log() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the log cleanly (sync, indexes, clean-shutdown marker).
+    pub async fn close(&self) {
+        let log = {
+            let mut state = self.state.borrow_mut();
+            let previous = std::mem::replace(
+                &mut *state,
+                LogState::Unavailable(ServiceError::PartitionUnavailable("the partition is closed".into())),
+            );
+            match previous {
+                LogState::Open(log) => Some(log),
+                other => {
+                    *state = other;
+                    None
+                }
+            }
+        };
+        self.generation.set(self.generation.get() + 1);
+        if let Some(log) = log
+            && let Err(e) = log.close().await
+        {
+            tracing::error!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "closing a partition failed");
+        }
+    }
+}

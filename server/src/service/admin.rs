@@ -1,0 +1,304 @@
+//! Topic administration. The controller (shard 0) decides: it checks the
+//! request, writes the metadata, and tells every shard (itself included) to
+//! apply the change, answering only when all have, so a topic a create
+//! acknowledged is usable from every shard. Any shard routes these calls
+//! to it.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use engine::rt::Runtime;
+use engine::types::Offset;
+
+use super::{ConnContext, ServiceError};
+use crate::ids::{CONTROLLER, ShardId, TopicId, TopicPartition};
+use crate::metadata::{self, Deleted, TopicMeta};
+use crate::shard::Shard;
+use crate::topic_config::{self, ConfigEntry};
+
+/// One partition, as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub shard: ShardId,
+    pub error: Option<ServiceError>,
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_end_offset: Offset,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub id: TopicId,
+    pub config: Vec<ConfigEntry>,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// A change to a topic's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub set: BTreeMap<String, String>,
+    pub delete: Vec<String>,
+}
+
+fn store_error(what: &str, e: &std::io::Error) -> ServiceError {
+    let message = format!("{what}: {e}");
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull {
+        ServiceError::DiskFull(message)
+    } else {
+        ServiceError::Storage(message)
+    }
+}
+
+impl<R: Runtime> Shard<R> {
+    pub fn list_topics(&self) -> Vec<(String, u32)> {
+        self.topic_list().iter().map(|t| (t.meta.name.clone(), t.meta.partitions)).collect()
+    }
+
+    pub async fn create_topic(
+        self: &Rc<Self>,
+        ctx: &ConnContext,
+        name: String,
+        partitions: u32,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), ServiceError> {
+        tracing::debug!(client = ctx.client_id, topic = name, "create topic");
+        self.invoke_on(CONTROLLER, move |c| async move { c.controller_create(name, partitions, config).await }).await?
+    }
+
+    pub async fn delete_topic(self: &Rc<Self>, ctx: &ConnContext, name: String) -> Result<(), ServiceError> {
+        tracing::debug!(client = ctx.client_id, topic = name, "delete topic");
+        self.invoke_on(CONTROLLER, move |c| async move { c.controller_delete(name).await }).await?
+    }
+
+    pub async fn alter_topic_config(
+        self: &Rc<Self>,
+        ctx: &ConnContext,
+        name: String,
+        change: ConfigChange,
+    ) -> Result<(), ServiceError> {
+        tracing::debug!(client = ctx.client_id, topic = name, "alter topic config");
+        self.invoke_on(CONTROLLER, move |c| async move { c.controller_alter(name, change).await }).await?
+    }
+
+    fn controller(&self) -> &crate::shard::Controller {
+        self.controller.as_ref().expect("topic changes run on the controller")
+    }
+
+    /// Stores the metadata; the caller holds the controller's turn.
+    async fn store_metadata(&self) -> Result<(), ServiceError> {
+        let snapshot = self.controller().metadata.borrow().clone();
+        metadata::store(self.rt.storage(), &self.config.data_dir, &snapshot)
+            .await
+            .map_err(|e| store_error("writing topic metadata", &e))
+    }
+
+    /// Tells every shard about a new or changed topic.
+    async fn broadcast_adopt(self: &Rc<Self>, meta: TopicMeta) -> Result<(), ServiceError> {
+        let results = self.invoke_on_all(move |shard| {
+            let meta = meta.clone();
+            async move { shard.adopt_topic(meta).await }
+        });
+        results.await.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+    }
+
+    async fn controller_create(
+        self: &Rc<Self>,
+        name: String,
+        partitions: u32,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), ServiceError> {
+        protocol::names::validate_topic_name(&name).map_err(ServiceError::InvalidTopicName)?;
+        let limits = &self.config.limits;
+        if partitions == 0 || partitions > limits.topic_partitions_max {
+            return Err(ServiceError::InvalidPartitions(format!(
+                "partitions must be 1 to {}, got {partitions}",
+                limits.topic_partitions_max
+            )));
+        }
+        let config =
+            topic_config::merge(&self.config, &BTreeMap::new(), &config, &[]).map_err(ServiceError::InvalidConfig)?;
+        let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        let meta = {
+            let mut m = self.controller().metadata.borrow_mut();
+            if m.topics.contains_key(&name) {
+                return Err(ServiceError::TopicExists(name));
+            }
+            let total: u64 = m.topics.values().map(|t| u64::from(t.partitions)).sum::<u64>() + u64::from(partitions);
+            if total > u64::from(limits.partitions_max) {
+                return Err(ServiceError::InvalidPartitions(format!(
+                    "the broker would hold {total} partitions; limits.partitions_max is {}",
+                    limits.partitions_max
+                )));
+            }
+            let id = TopicId(m.next_topic_id.max(1));
+            m.next_topic_id = id.0 + 1;
+            TopicMeta { id, dir: metadata::topic_dir(&name, id), name: name.clone(), partitions, config }
+        };
+        // The topic's own copy first (it creates the directory), then the
+        // metadata: once that is written, the topic exists.
+        let written = async {
+            metadata::store_topic_file(self.rt.storage(), &self.config.data_dir, &meta)
+                .await
+                .map_err(|e| store_error("writing the topic's directory", &e))?;
+            self.controller().metadata.borrow_mut().topics.insert(name.clone(), meta.clone());
+            self.store_metadata().await
+        };
+        if let Err(e) = written.await {
+            self.controller().metadata.borrow_mut().topics.remove(&name);
+            return Err(e);
+        }
+        tracing::info!(topic = %name, id = %meta.id, partitions, "topic created");
+        self.broadcast_adopt(meta).await
+    }
+
+    async fn controller_delete(self: &Rc<Self>, name: String) -> Result<(), ServiceError> {
+        let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        let meta = {
+            let mut m = self.controller().metadata.borrow_mut();
+            let meta = m.topics.remove(&name).ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+            m.deleted.push(Deleted { id: meta.id, name: meta.name.clone(), dir: meta.dir.clone() });
+            meta
+        };
+        if let Err(e) = self.store_metadata().await {
+            let mut m = self.controller().metadata.borrow_mut();
+            m.deleted.retain(|d| d.id != meta.id);
+            m.topics.insert(name, meta);
+            return Err(e);
+        }
+        // Every shard closes its partitions; then the files can go.
+        let id = meta.id;
+        let closed = self.invoke_on_all(move |shard| async move { shard.forget_topic(id).await }).await;
+        let removed = {
+            let mut m = self.controller().metadata.borrow().clone();
+            let changed = metadata::finish_deletions(self.rt.storage(), &self.config.data_dir, &mut m).await;
+            if changed {
+                self.controller().metadata.borrow_mut().deleted = m.deleted;
+                self.store_metadata().await
+            } else {
+                Ok(())
+            }
+        };
+        tracing::info!(topic = %name, id = %meta.id, "topic deleted");
+        closed.into_iter().collect::<Result<Vec<()>, _>>()?;
+        // The topic is deleted even if its files are not gone yet: the next
+        // start tries again (its tombstone stays in the metadata).
+        if let Err(e) = removed {
+            tracing::warn!(topic = %name, error = %e, "recording the removal of a deleted topic failed");
+        }
+        Ok(())
+    }
+
+    async fn controller_alter(self: &Rc<Self>, name: String, change: ConfigChange) -> Result<(), ServiceError> {
+        let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        let mut meta = self
+            .controller()
+            .metadata
+            .borrow()
+            .topics
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+        let previous = meta.clone();
+        meta.config = topic_config::merge(&self.config, &meta.config, &change.set, &change.delete)
+            .map_err(ServiceError::InvalidConfig)?;
+        metadata::store_topic_file(self.rt.storage(), &self.config.data_dir, &meta)
+            .await
+            .map_err(|e| store_error("writing the topic's directory", &e))?;
+        self.controller().metadata.borrow_mut().topics.insert(name.clone(), meta.clone());
+        if let Err(e) = self.store_metadata().await {
+            self.controller().metadata.borrow_mut().topics.insert(name, previous);
+            return Err(e);
+        }
+        tracing::info!(topic = %name, config = ?meta.config, "topic settings changed");
+        self.broadcast_adopt(meta).await
+    }
+
+    pub async fn describe_topic(self: &Rc<Self>, name: &str) -> Result<TopicDescription, ServiceError> {
+        let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
+        let mut by_owner: BTreeMap<ShardId, Vec<TopicPartition>> = BTreeMap::new();
+        for p in 0..entry.meta.partitions {
+            let (tp, owner) = self.resolve(name, p)?;
+            by_owner.entry(owner).or_default().push(tp);
+        }
+        let calls = by_owner.into_iter().map(|(owner, tps)| {
+            self.invoke_on(owner, move |shard| async move {
+                tps.iter()
+                    .map(|&tp| {
+                        let state = shard.partition(tp).map(|p| p.state());
+                        let (error, state) = match state {
+                            Ok(s) => (s.error.clone(), Some(s)),
+                            Err(e) => (Some(e), None),
+                        };
+                        PartitionDescription {
+                            partition: tp.partition.0,
+                            shard: shard.id,
+                            error,
+                            log_start_offset: state.as_ref().map_or(Offset(0), |s| s.log_start_offset),
+                            high_watermark: state.as_ref().map_or(Offset(0), |s| s.high_watermark),
+                            log_end_offset: state.as_ref().map_or(Offset(0), |s| s.log_end_offset),
+                            size_bytes: state.as_ref().map_or(0, |s| s.size_bytes),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        let mut partitions = Vec::with_capacity(entry.meta.partitions as usize);
+        for answer in futures::future::join_all(calls).await {
+            partitions.extend(answer?);
+        }
+        partitions.sort_by_key(|p| p.partition);
+        Ok(TopicDescription {
+            name: entry.meta.name.clone(),
+            id: entry.meta.id,
+            config: topic_config::describe(&self.config, &entry.meta.config),
+            partitions,
+        })
+    }
+
+    /// Reopens partitions whose storage failed (or that could not open),
+    /// without restarting the broker; `partitions` empty means every
+    /// partition of the topic that needs it. One outcome per partition
+    /// asked for (or recovered).
+    pub async fn recover_partitions(
+        self: &Rc<Self>,
+        name: &str,
+        partitions: Vec<u32>,
+    ) -> Result<Vec<(u32, Result<(), ServiceError>)>, ServiceError> {
+        let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
+        let all = partitions.is_empty();
+        let wanted: Vec<u32> = if all { (0..entry.meta.partitions).collect() } else { partitions };
+        let mut by_owner: BTreeMap<ShardId, Vec<TopicPartition>> = BTreeMap::new();
+        for p in wanted {
+            let (tp, owner) = self.resolve(name, p)?;
+            by_owner.entry(owner).or_default().push(tp);
+        }
+        let calls = by_owner.into_iter().map(|(owner, tps)| {
+            self.invoke_on(owner, move |shard| async move {
+                let mut out = Vec::new();
+                for tp in tps {
+                    let partition = match shard.partition(tp) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            out.push((tp.partition.0, Err(e)));
+                            continue;
+                        }
+                    };
+                    if all && partition.state().error.is_none() {
+                        continue;
+                    }
+                    out.push((tp.partition.0, partition.recover().await));
+                }
+                out
+            })
+        });
+        let mut out = Vec::new();
+        for answer in futures::future::join_all(calls).await {
+            out.extend(answer?);
+        }
+        out.sort_by_key(|(p, _)| *p);
+        Ok(out)
+    }
+}
