@@ -84,3 +84,53 @@ impl SimBroker {
         assert!(stopped, "the simulated broker did not stop");
     }
 }
+
+/// A native-protocol client on the simulated network, one request at a
+/// time: what simulator tests drive a broker with.
+pub struct SimClient {
+    stream: engine::rt::sim::SimStream,
+    next_id: u32,
+}
+
+/// A request the broker answered with an error.
+pub type CallError = (protocol::ErrorCode, String);
+
+impl SimClient {
+    /// Connects to `addr` and shakes hands.
+    pub async fn connect(rt: &SimRuntime, addr: SocketAddr) -> std::io::Result<SimClient> {
+        let stream = rt.net.connect(addr)?;
+        let mut client = SimClient { stream, next_id: 1 };
+        let hello = protocol::api::Request::Handshake(protocol::api::HandshakeRequest {
+            protocol_version: protocol::frame::PROTOCOL_VERSION,
+            client: "sim".into(),
+        });
+        client
+            .call(&hello)
+            .await
+            .map_err(|(code, message)| std::io::Error::other(format!("handshake refused: {code}: {message}")))?;
+        Ok(client)
+    }
+
+    /// Sends `request` and waits for its response.
+    pub async fn call(&mut self, request: &protocol::api::Request) -> Result<protocol::api::Response, CallError> {
+        use futures::io::{AsyncReadExt, AsyncWriteExt};
+        let gone = |e: std::io::Error| (protocol::ErrorCode::SHUTTING_DOWN, format!("connection lost: {e}"));
+        let id = self.next_id;
+        self.next_id += 1;
+        for piece in request.encode(id) {
+            self.stream.write_all(&piece).await.map_err(gone)?;
+        }
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).await.map_err(gone)?;
+        let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.stream.read_exact(&mut frame).await.map_err(gone)?;
+        let (header, body) = protocol::frame::ResponseHeader::decode(&bytes::Bytes::from(frame))
+            .map_err(|e| (protocol::ErrorCode::MALFORMED_REQUEST, e.to_string()))?;
+        assert_eq!(header.request_id, id, "one request at a time");
+        if !header.error.is_ok() {
+            return Err((header.error, protocol::frame::decode_error_message(body)));
+        }
+        protocol::api::Response::decode(request.api_key(), body)
+            .map_err(|e| (protocol::ErrorCode::MALFORMED_REQUEST, e.to_string()))
+    }
+}

@@ -52,6 +52,8 @@ struct Faults {
     capacity_bytes: Option<u64>,
     /// fdatasyncs wait until released.
     hold_fdatasyncs: bool,
+    /// Reads of files under this directory wait until released.
+    hold_reads: Option<PathBuf>,
     held: Vec<Waker>,
 }
 
@@ -148,9 +150,10 @@ pub(crate) fn yield_once() -> YieldOnce {
     YieldOnce(false)
 }
 
-/// Waits while fdatasyncs are held.
+/// Waits while fdatasyncs (or reads of `read_of`) are held.
 struct Held<'a> {
     storage: &'a SimStorage,
+    read_of: Option<&'a Path>,
 }
 
 impl Future for Held<'_> {
@@ -158,7 +161,11 @@ impl Future for Held<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut disk = self.storage.disk.borrow_mut();
-        if disk.faults.hold_fdatasyncs {
+        let held = match self.read_of {
+            None => disk.faults.hold_fdatasyncs,
+            Some(path) => disk.faults.hold_reads.as_ref().is_some_and(|dir| path.starts_with(dir)),
+        };
+        if held {
             disk.faults.held.push(cx.waker().clone());
             Poll::Pending
         } else {
@@ -260,6 +267,20 @@ impl SimStorage {
             let mut disk = self.disk.borrow_mut();
             disk.faults.hold_fdatasyncs = hold;
             if hold { Vec::new() } else { std::mem::take(&mut disk.faults.held) }
+        };
+        for w in waiting {
+            w.wake();
+        }
+    }
+
+    /// While set, reads of files under `dir` wait (a device that stalls for
+    /// one partition); `None` lets them all go on.
+    pub fn hold_reads(&self, dir: Option<PathBuf>) {
+        let waiting = {
+            let mut disk = self.disk.borrow_mut();
+            let release = dir.is_none();
+            disk.faults.hold_reads = dir;
+            if release { std::mem::take(&mut disk.faults.held) } else { Vec::new() }
         };
         for w in waiting {
             w.wake();
@@ -411,6 +432,7 @@ impl DmaFile for SimFile {
     }
 
     async fn read_chunk_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        Held { storage: &self.storage, read_of: Some(&self.path) }.await;
         self.storage.latency(Op::Read).await;
         self.with(|file| {
             let start = (pos as usize).min(file.current.len());
@@ -420,7 +442,7 @@ impl DmaFile for SimFile {
     }
 
     async fn fdatasync(&self) -> io::Result<()> {
-        Held { storage: &self.storage }.await;
+        Held { storage: &self.storage, read_of: None }.await;
         self.storage.latency(Op::Sync).await;
         let mut disk = self.storage.disk.borrow_mut();
         if let Some(kind) = disk.faults.fdatasync_error.take() {
