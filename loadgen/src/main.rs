@@ -505,3 +505,19 @@ async fn drive(
     let histograms = RunHistograms { produce: latency, end_to_end: e2e, intervals, start_unix_s, fdatasync };
     Ok((summary, histograms))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seconds;
+
+    #[test]
+    fn durations_take_units_and_plain_numbers_stay_seconds() {
+        let ms = |s: &str| (parse_seconds(s).unwrap() * 1000.0).round() as u64;
+        assert_eq!(ms("20s"), 20_000);
+        assert_eq!(ms("500ms"), 500);
+        assert_eq!(ms("1m"), 60_000);
+        assert_eq!(ms("10"), 10_000);
+        assert_eq!(ms("2.5"), 2_500);
+        assert!(parse_seconds("soon").is_err());
+    }
+}

@@ -83,33 +83,50 @@ fn shard_port(listen: SocketAddr, id: usize) -> SocketAddr {
 /// Every shard binds with SO_REUSEPORT, which would also let a second broker
 /// share the port and take half its connections — or a broker killed a
 /// moment ago, whose io_uring teardown still holds its listening socket,
-/// keep taking connections it will never answer. So a port must be free
-/// before the shards bind it; one still held is tried again for up to
-/// `retry`, with a log line, so a supervisor's restart comes up.
+/// keep taking connections it will never answer. So nothing may be
+/// accepting connections on a port before the shards bind it: one that is
+/// is tried again for up to `retry`, with a log line, so a supervisor's
+/// restart comes up as soon as the old socket is gone. (A plain bind would
+/// not tell: the dead broker's closed connections linger in `FIN_WAIT2` for
+/// up to a minute and refuse a bind without SO_REUSEPORT, while they never
+/// refuse the shards' SO_REUSEPORT binds.)
 fn wait_port_free(addr: SocketAddr, retry: Duration) -> Result<(), String> {
     let deadline = Instant::now() + retry;
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
+    }
     let mut logged = false;
     loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                drop(l);
+        match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
+            Err(_) => {
                 if logged {
                     tracing::info!(%addr, "the port is free again");
                 }
                 return Ok(());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+            Ok(_) if Instant::now() < deadline => {
                 if !logged {
                     tracing::warn!(
                         %addr,
                         retry_s = retry.as_secs(),
-                        "the port is still held (a broker that just stopped may still be releasing it); retrying"
+                        "something still accepts connections on the port (a broker that just stopped may still \
+                         be releasing it); retrying"
                     );
                     logged = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            Ok(_) => {
+                return Err(format!(
+                    "cannot listen on {addr}: another process accepts connections there (still after {} s)",
+                    retry.as_secs()
+                ));
+            }
         }
     }
 }

@@ -64,8 +64,11 @@ fn run(config: ServerConfig) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let broker = server::start(config)?;
-    // The one line on stdout: scripts and tests wait for it.
+    // The lines on stdout: scripts and tests wait for the first.
     println!("cairn-server listening on {}", broker.addr);
+    if let Some(metrics) = broker.metrics_addr {
+        println!("cairn-server metrics on http://{metrics}/metrics");
+    }
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down");
     }

@@ -133,7 +133,7 @@ fn min_bytes_holds_a_fetch_until_enough_arrives_or_the_deadline() {
             let request = fetch_request("t", &[(0, Offset(0)), (1, Offset(0))], 5_000, 2_000, 1 << 20);
             let Ok(Response::Fetch(t)) = c.call(&request).await else { panic!("fetch") };
             let bytes = t[0].partitions.iter().flat_map(|p| &p.batches).map(bytes::Bytes::len).sum();
-            *got.borrow_mut() = Some((bytes, clock.elapsed() - started));
+            *got.borrow_mut() = Some((bytes, clock.elapsed().saturating_sub(started)));
         }));
     }
     ex.run_for(Duration::from_millis(200));
@@ -151,7 +151,10 @@ fn min_bytes_holds_a_fetch_until_enough_arrives_or_the_deadline() {
         let started = clock.elapsed();
         let request = fetch_request("t", &[(0, Offset(0))], 2_000, 1 << 20, 1 << 20);
         let Ok(Response::Fetch(t)) = c.call(&request).await else { panic!("fetch") };
-        (t[0].partitions[0].batches.iter().map(bytes::Bytes::len).sum::<usize>(), clock.elapsed() - started)
+        (
+            t[0].partitions[0].batches.iter().map(bytes::Bytes::len).sum::<usize>(),
+            clock.elapsed().saturating_sub(started),
+        )
     });
     assert!(bytes > 0, "what there is");
     assert!(waited >= Duration::from_secs(2), "held to the deadline: {waited:?}");

@@ -9,32 +9,20 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use engine::rt::sim::{SimExecutor, SimNet, SimRng, SimRuntime};
-use engine::types::{Offset, Timestamp};
-use protocol::api::{
-    Acks, CreateTopicRequest, FetchPartition, FetchRequest, FetchTopic, ProducePartition, ProduceRequest, ProduceTopic,
-    Request, Response,
-};
-use protocol::batch::{BatchBuilder, RecordInput, validate_batch};
+use engine::types::Offset;
+use protocol::api::Response;
+use protocol::batch::validate_batch;
 use server::config::ServerConfig;
 use server::sim::{SimBroker, SimClient};
+
+mod common;
 
 const PARTITIONS: u32 = 4;
 
 fn config(flush: &str) -> ServerConfig {
-    let mut c = ServerConfig::default();
-    c.data_dir = "/data".into();
-    c.listen = "10.0.0.1:7070".parse().unwrap();
-    c.metrics_listen = "off".into();
-    c.shard_ports = false;
+    let mut c = common::config();
     c.log.flush = flush.into();
-    // Small segments, so rolls happen in every run.
-    c.log.segment_bytes_max = 96 << 10;
-    c.limits.batch_bytes_max = 16 << 10;
-    c.limits.frame_bytes_max = 64 << 10;
-    c.limits.fetch_bytes_max = 256 << 10;
-    c.limits.connection_inflight_bytes_max = 1 << 20;
     c
 }
 
@@ -45,36 +33,13 @@ struct Acked {
     values: Vec<String>,
 }
 
-fn produce_request(partition: u32, values: &[String]) -> Request {
-    let mut b = BatchBuilder::new();
-    for v in values {
-        b.push(RecordInput::new(None, Some(v.as_bytes()), Timestamp(engine::rt::sim::SIM_EPOCH_MS)));
-    }
-    Request::Produce(ProduceRequest {
-        acks: Acks::Leader,
-        timeout_ms: 60_000,
-        topics: vec![ProduceTopic {
-            name: "ledger".into(),
-            partitions: vec![ProducePartition { partition, batch: Bytes::from(b.build().unwrap()) }],
-        }],
-    })
-}
-
 /// Every record of every partition, by `(partition, offset)`.
 async fn read_everything(client: &mut SimClient) -> HashMap<(u32, u64), String> {
     let mut out = HashMap::new();
     for partition in 0..PARTITIONS {
         let mut offset = Offset(0);
         loop {
-            let fetch = Request::Fetch(FetchRequest {
-                max_wait_ms: 0,
-                min_bytes: 0,
-                max_bytes: 1 << 20,
-                topics: vec![FetchTopic {
-                    name: "ledger".into(),
-                    partitions: vec![FetchPartition { partition, offset, max_bytes: 1 << 20 }],
-                }],
-            });
+            let fetch = common::fetch_request("ledger", &[(partition, offset)], 0, 0, 1 << 20);
             let Ok(Response::Fetch(topics)) = client.call(&fetch).await else { panic!("fetch failed") };
             let p = &topics[0].partitions[0];
             assert!(p.error.is_ok(), "fetch {partition}@{offset}: {:?}", p.error);
@@ -109,12 +74,7 @@ fn run(seed: u64, flush: &str) -> Result<usize, String> {
         let rt = rt.clone();
         ex.block_on(async move {
             let mut admin = SimClient::connect(&rt, addr).await.unwrap();
-            let create = Request::CreateTopic(CreateTopicRequest {
-                name: "ledger".into(),
-                partitions: PARTITIONS,
-                configs: Vec::new(),
-            });
-            admin.call(&create).await.unwrap();
+            common::create(&mut admin, "ledger", PARTITIONS, &[]).await.unwrap();
         });
     }
     let acked: Rc<RefCell<Vec<Acked>>> = Rc::new(RefCell::new(Vec::new()));
@@ -124,12 +84,9 @@ fn run(seed: u64, flush: &str) -> Result<usize, String> {
             let mut client = SimClient::connect(&rt, addr).await.unwrap();
             for i in 0u32.. {
                 let partition = (producer + i) % PARTITIONS;
-                let values: Vec<String> = (0..1 + i % 5).map(|r| format!("p{producer}-{i}-{r}")).collect();
-                if let Ok(Response::Produce(t)) = client.call(&produce_request(partition, &values)).await {
-                    let result = &t[0].partitions[0];
-                    if result.error.is_ok() {
-                        acked.borrow_mut().push(Acked { partition, base: result.base_offset, values });
-                    }
+                let values: Vec<String> = (0..=i % 5).map(|r| format!("p{producer}-{i}-{r}")).collect();
+                if let Ok(base) = common::produce(&mut client, "ledger", partition, &values).await {
+                    acked.borrow_mut().push(Acked { partition, base, values });
                 }
             }
         }));

@@ -36,10 +36,14 @@ pub struct Broker {
     child: Option<Child>,
     root: tempfile::TempDir,
     pub addr: String,
+    /// Where it serves `/metrics` (a free port of its own choosing).
+    pub metrics_addr: String,
     extra: Vec<String>,
     /// Run in the temporary directory with `--data-dir data`, as a user
     /// running the README's command would (a relative path).
     relative: bool,
+    /// Somewhere else than the temporary directory.
+    data_dir: Option<PathBuf>,
 }
 
 impl Broker {
@@ -57,13 +61,39 @@ impl Broker {
     fn start_with(extra: &[&str], relative: bool) -> Broker {
         let root = tempfile::tempdir().expect("temporary directory");
         let extra = extra.iter().map(|s| (*s).to_string()).collect();
-        let mut broker = Broker { child: None, root, addr: String::new(), extra, relative };
+        let mut broker = Broker {
+            child: None,
+            root,
+            addr: String::new(),
+            metrics_addr: String::new(),
+            extra,
+            relative,
+            data_dir: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// Starts a broker with its data in `data_dir` (a file system of the
+    /// test's own, say).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Broker {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let extra = extra.iter().map(|s| (*s).to_string()).collect();
+        let mut broker = Broker {
+            child: None,
+            root,
+            addr: String::new(),
+            metrics_addr: String::new(),
+            extra,
+            relative: false,
+            data_dir: Some(data_dir.to_path_buf()),
+        };
         broker.spawn();
         broker
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.data_dir.clone().unwrap_or_else(|| self.root.path().join("data"))
     }
 
     pub fn log_file(&self) -> PathBuf {
@@ -71,29 +101,88 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn("127.0.0.1:0") {
+            panic!("the broker did not start: {e}");
+        }
+    }
+
+    /// Starts the process listening on `listen`; the reason (its log) if it
+    /// does not come up.
+    fn try_spawn(&mut self, listen: &str) -> Result<(), String> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).expect("log file");
         let data_dir =
             if self.relative { "data".to_owned() } else { self.data_dir().to_str().expect("utf-8 path").to_owned() };
-        let mut child = Command::new(bin("cairn-server"))
+        let mut command = Command::new(bin("cairn-server"));
+        command
             .current_dir(self.root.path())
-            .args(["--data-dir", &data_dir, "--listen", "127.0.0.1:0", "--cores", "2"])
+            .args(["--data-dir", &data_dir, "--listen", listen, "--cores", "2"])
             .args(&self.extra)
             .env("CAIRN_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("starting cairn-server");
-        // The broker prints one line once every shard is listening.
-        let stdout = child.stdout.take().expect("piped stdout");
+            .stderr(log);
+        // Metrics on a free port of the broker's choosing, unless a test
+        // says otherwise: brokers of parallel tests must not share one.
+        if !self.extra.iter().any(|a| a == "--metrics-listen") {
+            command.args(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command.spawn().expect("starting cairn-server");
+        // The broker prints a line once every shard is listening, and then
+        // one for its metrics.
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reading the broker's stdout");
+        stdout.read_line(&mut line).expect("reading the broker's stdout");
         let Some(addr) = line.trim().strip_prefix("cairn-server listening on ") else {
             let _ = child.kill();
+            let _ = child.wait();
             let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            panic!("the broker did not start: {line:?}\n{log}");
+            return Err(format!("{line:?}\n{log}"));
         };
         self.addr = addr.to_string();
+        let metrics_off = self.extra.windows(2).any(|w| w[0] == "--metrics-listen" && w[1] == "off");
+        let mut line = String::new();
+        if !metrics_off
+            && stdout.read_line(&mut line).is_ok()
+            && let Some(m) = line.trim().strip_prefix("cairn-server metrics on http://")
+        {
+            self.metrics_addr = m.trim_end_matches("/metrics").to_string();
+        }
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the broker again at once on the same address it had (as a
+    /// supervisor restarts a broker that died).
+    pub fn restart_on_same_address(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop the broker first");
+        let addr = self.addr.clone();
+        self.try_spawn(&addr)
+    }
+
+    /// Starts the broker again (new port); the reason if it does not come up.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.try_spawn("127.0.0.1:0")
+    }
+
+    /// The broker's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(&self.metrics_addr).expect("connecting to /metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("sending the scrape");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("reading /metrics");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    }
+
+    /// The value of the first series of `metric` whose labels contain all of
+    /// `labels` (`key="value"` pieces), if any.
+    pub fn metric(&self, metric: &str, labels: &[&str]) -> Option<f64> {
+        self.metrics().lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let name = series.split('{').next()?;
+            (name == metric && labels.iter().all(|l| series.contains(l))).then(|| value.parse().ok())?
+        })
     }
 
     pub fn pid(&self) -> i32 {

@@ -93,20 +93,38 @@ async fn a_long_poll_waits_for_data_and_returns_when_it_arrives() {
     assert!(idle.poll().await.unwrap().is_empty());
     assert!(started.elapsed() >= Duration::from_millis(350), "an idle poll returned after {:?}", started.elapsed());
 
-    // Waiting: a record produced meanwhile ends the wait long before the 20 s maximum.
+    // Waiting: the fetch is parked on the broker (its metrics say so) before
+    // the record is produced, and the record ends the wait long before the
+    // 20 s maximum. A broker that answered at once would never show the
+    // waiting fetch, and the poll would come back empty.
     let config = ConsumerConfig { fetch_wait_max: Duration::from_secs(20), ..ConsumerConfig::default() };
-    let mut waiting = Consumer::assign(client.clone(), config, "events", &[], StartFrom::Latest).await.unwrap();
+    let mut waiting = Consumer::assign(client.clone(), config, "events", &[1], StartFrom::Latest).await.unwrap();
+    let waiting_before = broker.metric("cairn_fetches_waiting", &[]).unwrap_or(0.0);
     let poll = tokio::spawn(async move {
         let started = Instant::now();
         let records = waiting.poll().await.unwrap();
         (records, started.elapsed())
     });
+    let parked = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: f64 = broker
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("cairn_fetches_waiting{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        if waiting > waiting_before {
+            break;
+        }
+        assert!(Instant::now() < parked, "the fetch never waited on the broker");
+        tokio::task::yield_now().await;
+    }
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     let mut record = ProducerRecord::new("events", None::<Bytes>, "hello");
     record.partition = Some(1);
     producer.send(record).await.unwrap().wait().await.unwrap();
     let (records, waited) = poll.await.unwrap();
-    assert_eq!(records.len(), 1);
+    assert_eq!(records.len(), 1, "the parked fetch returned the record");
     assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
     assert!(waited < Duration::from_secs(10), "the poll returned only after {waited:?}");
 }
@@ -135,6 +153,10 @@ async fn produce_numbered(
     acked
 }
 
+/// This test shows a process crash loses nothing acknowledged and duplicates
+/// nothing. It cannot show that fdatasync happens (O_DIRECT writes survive a
+/// process crash without it): the simulator's power loss does
+/// (`server/tests/sim_power_loss.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_record_and_duplicates_none() {
     let mut broker = Broker::start(&["--flush", "always"]);
@@ -335,4 +357,131 @@ async fn offsets_resolve_by_timestamp_and_a_consumer_starts_there() {
     let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap()).collect();
     assert_eq!(values, vec![&b"v1"[..], b"v2"]);
     assert_eq!(records[0].timestamp, Timestamp(2_000));
+}
+
+/// A broker with `settings` (TOML) in a config file.
+fn with_config(settings: &str) -> (tempfile::TempDir, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.toml");
+    std::fs::write(&path, settings).unwrap();
+    let broker = Broker::start(&["--config", path.to_str().unwrap()]);
+    (dir, broker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_with_kill_9_comes_back_at_once_on_the_same_port() {
+    // A supervisor restarts a crashed broker right away, on its port. The
+    // dead process's io_uring teardown holds its sockets for a moment: the
+    // new broker waits for them (bounded) instead of failing to listen.
+    let (_config, mut broker) = with_config("shard_ports = false\n");
+    let client = client(&broker).await;
+    client.create_topic("again", 2, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut acked = produce_numbered(&producer, "again", 2, 0, 500).await.len();
+    for round in 0..3 {
+        broker.kill9();
+        broker.restart_on_same_address().unwrap_or_else(|e| panic!("round {round}: the restart failed: {e}"));
+        let client = self::client(&broker).await;
+        let producer = Producer::new(client.clone(), ProducerConfig::default());
+        acked += produce_numbered(&producer, "again", 2, 10_000 * (round + 1), 200).await.len();
+        let records = consume_all(&client, "again", acked).await;
+        assert_eq!(records.len(), acked, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_topics_json_is_rebuilt_and_a_damaged_one_stops_the_broker_deleting_nothing() {
+    let mut broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("orders", 3, TopicConfig::default().with("retention.ms", "7d")).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    assert_eq!(produce_numbered(&producer, "orders", 3, 0, 300).await.len(), 300);
+    assert!(broker.terminate().success());
+    let segments = |dir: &std::path::Path| -> usize {
+        walk(dir).iter().filter(|p| p.extension().is_some_and(|e| e == "log")).count()
+    };
+    let before = segments(&broker.data_dir());
+    // Before: a missing topics.json made the next start delete every topic.
+    std::fs::remove_file(broker.data_dir().join("topics.json")).unwrap();
+    broker.restart();
+    let client = self::client(&broker).await;
+    assert_eq!(consume_all(&client, "orders", 300).await.len(), 300, "every record is still there");
+    let d = client.describe_topic("orders").await.unwrap();
+    let retention = d.configs.iter().find(|c| c.name == "retention.ms").unwrap();
+    assert_eq!(retention.value, "604800000", "the topic's settings came back too");
+    assert!(broker.log().contains("rebuilt it from the topic directories"), "{}", broker.log());
+    assert!(broker.terminate().success());
+    std::fs::write(broker.data_dir().join("topics.json"), "{ \"version\": 2, \"topi").unwrap();
+    let e = broker.try_restart().unwrap_err();
+    assert!(e.contains("topics.json") && e.contains("damaged"), "{e}");
+    assert_eq!(segments(&broker.data_dir()), before, "no data was deleted");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_use_follows_the_data_not_the_segment_size() {
+    // Before: each partition's active segment was pre-allocated to its
+    // maximum (1 GiB), so five two-partition topics took 10 GiB at once.
+    use std::os::unix::fs::MetadataExt;
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for t in 0..5 {
+        let name = format!("small{t}");
+        client.create_topic(&name, 2, TopicConfig::default()).await.unwrap();
+        produce_numbered(&producer, &name, 2, 0, 10).await;
+    }
+    let allocated: u64 = walk(&broker.data_dir()).iter().map(|p| p.metadata().unwrap().blocks() * 512).sum();
+    assert!(allocated < 16 << 20, "ten nearly empty partitions take {} MiB on disk", allocated >> 20);
+    let reported = broker.metric("cairn_log_disk_bytes", &["topic=\"small0\"", "partition=\"0\""]).unwrap();
+    assert!(reported > 0.0 && reported < f64::from(4 << 20), "the metric says {reported} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_produce_and_fetch_per_partition_and_time_the_syncs() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("m", 2, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let acked = produce_numbered(&producer, "m", 2, 0, 1000).await;
+    assert_eq!(acked.len(), 1000);
+    consume_all(&client, "m", 1000).await;
+    // Counters and offsets are whole numbers.
+    let m = |name: &str, labels: &[&str]| {
+        broker.metric(name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing")) as u64
+    };
+    assert_eq!(m("cairn_produce_records_total", &["topic=\"m\"", "partition=\"0\""]), 500);
+    assert_eq!(m("cairn_produce_records_total", &["topic=\"m\"", "partition=\"1\""]), 500);
+    assert!(m("cairn_fetch_records_total", &["topic=\"m\"", "partition=\"1\""]) >= 500);
+    assert_eq!(m("cairn_log_end_offset", &["topic=\"m\"", "partition=\"0\""]), 500);
+    assert_eq!(m("cairn_high_watermark", &["topic=\"m\"", "partition=\"0\""]), 500);
+    assert_eq!(m("cairn_log_start_offset", &["topic=\"m\"", "partition=\"0\""]), 0);
+    assert!(m("cairn_log_size_bytes", &["topic=\"m\"", "partition=\"0\""]) > 500 * 3);
+    assert!(m("cairn_request_latency_seconds_count", &["api=\"produce\""]) > 0);
+    let syncs: f64 = broker
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("cairn_fdatasync_latency_seconds_count{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(syncs > 0.0, "fsync latency is measured");
+    let connections: f64 = broker
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("cairn_connections{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(connections >= 1.0, "this test's connections are counted");
 }

@@ -16,11 +16,13 @@ use server::config::ServerConfig;
 use server::sim::SimClient;
 
 pub fn config() -> ServerConfig {
-    let mut c = ServerConfig::default();
-    c.data_dir = "/data".into();
-    c.listen = "10.0.0.1:7070".parse().unwrap();
-    c.metrics_listen = "off".into();
-    c.shard_ports = false;
+    let mut c = ServerConfig {
+        data_dir: "/data".into(),
+        listen: "10.0.0.1:7070".parse().unwrap(),
+        metrics_listen: "off".into(),
+        shard_ports: false,
+        ..ServerConfig::default()
+    };
     // Small segments, so rolls happen.
     c.log.segment_bytes_max = 96 << 10;
     c.limits.batch_bytes_max = 16 << 10;
