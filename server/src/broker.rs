@@ -228,7 +228,7 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
                 metrics_addr = metrics_addr.or(ready.metrics_addr);
             }
             Ok(Err(e)) => return Err(abort_start(&shared, handles, e)),
-            Err(_) => return Err(abort_start(&shared, handles, "a shard stopped during startup".into())),
+            Err(_) => return Err(abort_start(&shared, handles, String::new())),
         }
     }
     drop(reservation);
@@ -242,13 +242,29 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     Ok(Broker { addr: listen, metrics_addr, shards, shared, handles, _lock: lock })
 }
 
-/// Stops the shards that did start (closing what they opened) and returns `e`.
+/// Stops the shards that did start (closing what they opened) and returns
+/// `e`, or, if a shard's executor failed before it could say why, that
+/// executor's error.
 fn abort_start(shared: &Shared, handles: Vec<glommio::ExecutorJoinHandle<()>>, e: String) -> String {
     shared.stop.store(true, Ordering::Release);
+    let mut executor_error = None;
     for h in handles {
-        let _ = h.join();
+        if let Err(failed) = h.join() {
+            executor_error.get_or_insert_with(|| failed.to_string());
+        }
     }
-    e
+    if !e.is_empty() {
+        return e;
+    }
+    match executor_error {
+        // io_uring rings and their registered buffers are locked memory.
+        Some(why) if why.contains("MemLock") || why.contains("ENOMEM") || why.contains("Cannot allocate") => format!(
+            "a shard could not start its io_uring executor ({why}): the locked-memory limit is too low; \
+             raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity in systemd, `--ulimit memlock=-1` in docker)"
+        ),
+        Some(why) => format!("a shard could not start its executor: {why}"),
+        None => "a shard stopped during startup".into(),
+    }
 }
 
 /// One executor: joins the mesh, makes its shard, runs it.
