@@ -71,8 +71,8 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PartitionCommand {
-    /// Reopen partitions whose storage failed (a failed fsync, a full disk
-    /// during a write, a log that could not be opened), without restarting
+    /// Reopen partitions whose storage failed (a failed fsync or write, a
+    /// log that could not be opened), without restarting
     /// the broker: recovery reads what is on disk, and nothing acknowledged
     /// is lost
     Recover {

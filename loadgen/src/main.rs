@@ -12,6 +12,11 @@ mod report;
 mod stats;
 mod workload;
 
+/// The broker's allocator (ADR 22), so `--embedded` measures what
+/// `cairn-server` runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

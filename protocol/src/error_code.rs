@@ -60,7 +60,7 @@ codes! {
     INVALID_BATCH = 11, "the batch is corrupt or malformed (length, CRC32C or archive check failed)", false;
     BATCH_TOO_LARGE = 12, "the batch is larger than the broker accepts", false;
     OFFSET_OUT_OF_RANGE = 13, "the offset is outside the partition's log", false;
-    STORAGE_ERROR = 14, "the partition's storage failed; it refuses requests until recovered (cairn partition recover) or the broker restarts", false;
+    STORAGE_ERROR = 14, "the partition's storage failed (an I/O error or a failed fsync); it refuses writes, and serves what it stored, until recovered (cairn partition recover) or the broker restarts", false;
     DISK_FULL = 15, "the broker's disk is full", true;
     REQUEST_TIMED_OUT = 16, "the request did not complete within its timeout", true;
     SHUTTING_DOWN = 17, "the broker is shutting down", true;

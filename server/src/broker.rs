@@ -258,10 +258,17 @@ fn abort_start(shared: &Shared, handles: Vec<glommio::ExecutorJoinHandle<()>>, e
     }
     match executor_error {
         // io_uring rings and their registered buffers are locked memory.
-        Some(why) if why.contains("MemLock") || why.contains("ENOMEM") || why.contains("Cannot allocate") => format!(
-            "a shard could not start its io_uring executor ({why}): the locked-memory limit is too low; \
+        Some(why)
+            if {
+                let w = why.to_ascii_lowercase();
+                w.contains("memlock") || w.contains("enomem") || w.contains("cannot allocate")
+            } =>
+        {
+            format!(
+                "a shard could not start its io_uring executor ({why}): the locked-memory limit is too low; \
              raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity in systemd, `--ulimit memlock=-1` in docker)"
-        ),
+            )
+        }
         Some(why) => format!("a shard could not start its executor: {why}"),
         None => "a shard stopped during startup".into(),
     }

@@ -45,6 +45,9 @@ pub struct MemorySettings {
     pub shard_cache_bytes_max: usize,
     /// Read-ahead chunks of cold reads, all partitions together.
     pub shard_read_ahead_bytes_max: usize,
+    /// Sparse indexes of sealed segments read lately, all partitions
+    /// together (an active segment's index is its partition's own).
+    pub shard_index_cache_bytes_max: usize,
 }
 
 /// Settings of every partition log (topics may override retention).
@@ -96,7 +99,7 @@ pub struct Limits {
     /// Partitions on this broker over all topics (each holds memory: write
     /// buffer, cache, read-ahead).
     pub partitions_max: u32,
-    /// Bytes one shard's messages to another may queue before the sender waits.
+    /// Jobs one shard may queue for another before the sender waits.
     pub shard_channel_capacity: usize,
 }
 
@@ -123,6 +126,7 @@ impl Default for MemorySettings {
             shard_write_buffer_bytes_max: 64 << 20,
             shard_cache_bytes_max: 256 << 20,
             shard_read_ahead_bytes_max: 64 << 20,
+            shard_index_cache_bytes_max: 64 << 20,
         }
     }
 }
@@ -249,6 +253,7 @@ impl ServerConfig {
             write_buffer_bytes_max: self.memory.shard_write_buffer_bytes_max,
             cache_bytes_max: self.memory.shard_cache_bytes_max,
             read_ahead_bytes_max: self.memory.shard_read_ahead_bytes_max,
+            index_cache_bytes_max: self.memory.shard_index_cache_bytes_max,
         }
     }
 

@@ -28,6 +28,10 @@ pub const METADATA_FILE: &str = "topics.json";
 pub const TOPICS_DIR: &str = "topics";
 /// A copy of a topic's metadata in its own directory.
 pub const TOPIC_FILE: &str = "topic.json";
+/// Written into a topic's directory before its deletion is recorded: a
+/// rebuild (after `topics.json` was lost) never brings back a deleted
+/// topic whose files could not be removed.
+pub const DELETED_MARKER: &str = "deleted";
 const METADATA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +129,11 @@ pub async fn store_topic_file<S: Storage>(storage: &S, data_dir: &Path, meta: &T
     storage.write_file_atomic(&dir.join(TOPIC_FILE), &bytes).await
 }
 
+/// Marks a topic's directory as deleted, durably (see [`DELETED_MARKER`]).
+pub async fn mark_deleted<S: Storage>(storage: &S, data_dir: &Path, dir: &str) -> std::io::Result<()> {
+    storage.write_file_atomic(&data_dir.join(dir).join(DELETED_MARKER), b"").await
+}
+
 /// What loading found besides the metadata, for the log.
 #[derive(Debug, Default)]
 pub struct LoadReport {
@@ -142,6 +151,7 @@ pub struct LoadReport {
 pub async fn load<S: Storage>(storage: &S, data_dir: &Path) -> Result<(Metadata, LoadReport), String> {
     let path = data_dir.join(METADATA_FILE);
     let mut report = LoadReport::default();
+    let mut rebuilt = false;
     let bytes = storage.read_file(&path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let metadata = if let Some(bytes) = bytes {
         {
@@ -178,9 +188,23 @@ pub async fn load<S: Storage>(storage: &S, data_dir: &Path) -> Result<(Metadata,
     } else {
         let metadata = rebuild(storage, data_dir).await?;
         report.rebuilt = metadata.topics.keys().cloned().collect();
+        rebuilt = true;
         metadata
     };
-    if report.migrated || !report.rebuilt.is_empty() {
+    if !rebuilt {
+        // A marker in a live topic's directory is left by a deletion that
+        // was never recorded (a crash or a failed write in between): the
+        // topic stays, and the marker must go, or a later rebuild would
+        // take the topic for deleted.
+        for meta in metadata.topics.values() {
+            let marker = data_dir.join(&meta.dir).join(DELETED_MARKER);
+            if storage.read_file(&marker).await.map_err(|e| format!("cannot read {}: {e}", marker.display()))?.is_some()
+            {
+                storage.remove(&marker).await.map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
+            }
+        }
+    }
+    if report.migrated || rebuilt {
         for meta in metadata.topics.values() {
             store_topic_file(storage, data_dir, meta)
                 .await
@@ -230,7 +254,13 @@ async fn rebuild<S: Storage>(storage: &S, data_dir: &Path) -> Result<Metadata, S
             continue;
         }
         let file = storage.read_file(&dir.join(TOPIC_FILE)).await.map_err(|e| e.to_string())?;
+        let deleted = storage.read_file(&dir.join(DELETED_MARKER)).await.map_err(|e| e.to_string())?.is_some();
         match file.map(|b| serde_json::from_slice::<TopicMeta>(&b)) {
+            Some(Ok(meta)) if deleted => {
+                // Deleted: its removal is tried again, it is never a topic.
+                metadata.next_topic_id = metadata.next_topic_id.max(meta.id.0 + 1);
+                metadata.deleted.push(Deleted { id: meta.id, name: meta.name, dir: format!("{TOPICS_DIR}/{entry}") });
+            }
             Some(Ok(mut meta)) => {
                 meta.dir = format!("{TOPICS_DIR}/{entry}");
                 found.push(meta);

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::{config, create, fetch_request, produce, read_values, values};
+use engine::rt::Runtime as _;
 use engine::rt::sim::{SimExecutor, SimRuntime};
 use engine::types::Offset;
 use protocol::ErrorCode;
@@ -184,6 +185,29 @@ fn a_deleted_topic_whose_files_stayed_does_not_come_back_under_its_name() {
 }
 
 #[test]
+fn a_deleted_topic_whose_files_stayed_is_not_rebuilt_when_the_metadata_is_lost() {
+    let ex = SimExecutor::new(10);
+    let (rt, broker) = start(&ex, &config());
+    fill(&rt, &broker, "t", 1, 5);
+    fill(&rt, &broker, "kept", 1, 2);
+    // The marker goes in first; then removing the files fails.
+    rt.storage.fail_remove_after(0);
+    with_client(&rt, &broker, async move |c| {
+        let Ok(Response::DeleteTopic) = c.call(&Request::DeleteTopic { name: "t".into() }).await else { panic!() };
+    });
+    assert!(rt.storage.file_paths().iter().any(|p| p.starts_with("/data/topics/t@1")), "the old files are still there");
+    broker.stop();
+    rt.storage.disk_remove(std::path::Path::new("/data/topics.json"));
+    let broker = SimBroker::start(&rt, &config(), 2).unwrap();
+    assert!(!rt.storage.file_paths().iter().any(|p| p.starts_with("/data/topics/t@1")), "its removal was finished");
+    with_client(&rt, &broker, async move |c| {
+        let described = c.call(&Request::DescribeTopic { name: "t".into() }).await;
+        assert!(matches!(described, Err((ErrorCode::UNKNOWN_TOPIC, _))), "not back: {described:?}");
+        assert_eq!(read_values(c, "kept", 0, Offset(0)).await.len(), 2 * 40, "the other topic is rebuilt");
+    });
+}
+
+#[test]
 fn a_lost_metadata_file_is_rebuilt_and_a_damaged_one_stops_the_broker_and_deletes_nothing() {
     let ex = SimExecutor::new(5);
     let (rt, broker) = start(&ex, &config());
@@ -272,6 +296,44 @@ fn a_full_disk_refuses_produce_and_writes_resume_once_space_is_freed() {
         for i in acked {
             assert!(got.contains(&values(&format!("v{i}"), 20)[0]), "acknowledged batch {i} is there");
         }
+    });
+}
+
+#[test]
+fn a_write_that_meets_a_full_disk_comes_back_by_itself_and_a_failed_fsync_does_not() {
+    let ex = SimExecutor::new(9);
+    let (rt, broker) = start(&ex, &config());
+    let storage = rt.storage.clone();
+    let sim = rt.clone();
+    with_client(&rt, &broker, async move |c| {
+        create(c, "t", 1, &[]).await.unwrap();
+        for i in 0..5 {
+            produce(c, "t", 0, &values(&format!("ok{i}"), 5)).await.unwrap();
+        }
+        // ENOSPC from a write itself (not from claiming space): whether it
+        // landed is unknown, so the log stops, and reopens by itself.
+        storage.fail_next_write(std::io::ErrorKind::StorageFull);
+        assert_eq!(produce(c, "t", 0, &values("refused", 5)).await, Err(ErrorCode::DISK_FULL));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match produce(c, "t", 0, &values("after", 5)).await {
+                Ok(_) => break,
+                Err(code) => assert!(code.is_retriable() && tries < 20, "{code:?} after {tries} tries"),
+            }
+            sim.sleep(Duration::from_millis(300)).await;
+        }
+        let got = read_values(c, "t", 0, Offset(0)).await;
+        for i in 0..5 {
+            assert!(got.contains(&values(&format!("ok{i}"), 5)[0]), "acknowledged before the failure: kept");
+        }
+        assert!(got.contains(&values("after", 5)[0]));
+        // An fsync that fails, even with ENOSPC, poisons for good: only an
+        // operator's recover brings it back (never a retried fsync).
+        storage.fail_next_fdatasync(std::io::ErrorKind::StorageFull);
+        assert_eq!(produce(c, "t", 0, &values("lost", 5)).await, Err(ErrorCode::STORAGE_ERROR));
+        sim.sleep(Duration::from_secs(5)).await;
+        assert_eq!(produce(c, "t", 0, &values("still", 5)).await, Err(ErrorCode::STORAGE_ERROR));
     });
 }
 

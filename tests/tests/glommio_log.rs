@@ -182,6 +182,7 @@ fn interval_flusher_makes_data_durable_without_an_explicit_sync() {
             write_buffer_bytes_max: 4 << 20,
             cache_bytes_max: 4 << 20,
             read_ahead_bytes_max: 4 << 20,
+            index_cache_bytes_max: 1 << 20,
         });
         let partition =
             server::partition::Partition::open(rt, tp, "t".into(), server::ids::ShardId(0), path.clone(), config, pool)

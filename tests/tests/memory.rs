@@ -14,8 +14,9 @@ const SHARDS: u64 = 2;
 const WRITE: u64 = 16 << 20;
 const CACHE: u64 = 32 << 20;
 const READ_AHEAD: u64 = 8 << 20;
+const INDEXES: u64 = 4 << 20;
 /// What one partition costs beyond the shard's budgets: its state, indexes,
-/// an open segment file (docs/operations.md, "Sizing").
+/// an open segment file (docs/operations.md, "Memory").
 const PER_PARTITION: u64 = 24 << 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +27,7 @@ async fn two_thousand_partitions_stay_within_the_configured_memory_budget() {
         &config,
         format!(
             "[memory]\nshard_write_buffer_bytes_max = {WRITE}\nshard_cache_bytes_max = {CACHE}\n\
-             shard_read_ahead_bytes_max = {READ_AHEAD}\n"
+             shard_read_ahead_bytes_max = {READ_AHEAD}\nshard_index_cache_bytes_max = {INDEXES}\n"
         ),
     )
     .unwrap();
@@ -71,7 +72,11 @@ async fn two_thousand_partitions_stay_within_the_configured_memory_budget() {
         }
     }
     let after_read = broker.rss_bytes();
-    let budget = SHARDS * (WRITE + CACHE + READ_AHEAD) + 2000 * PER_PARTITION;
+    // Shown if the test fails: what the shard budgets hold.
+    let pools: Vec<String> =
+        broker.metrics().lines().filter(|l| l.starts_with("cairn_memory_")).map(str::to_string).collect();
+    eprintln!("{}", pools.join("\n"));
+    let budget = SHARDS * (WRITE + CACHE + READ_AHEAD + INDEXES) + 2000 * PER_PARTITION;
     let grown = after_produce.max(after_read).saturating_sub(idle);
     eprintln!(
         "idle {} MiB, 2000 partitions created {} MiB, after produce {} MiB, after read {} MiB, budget {} MiB",

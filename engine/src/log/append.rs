@@ -231,7 +231,9 @@ impl<S: Storage> PartitionLog<S> {
             };
             match step {
                 Step::Wait => self.io_done.notified().await,
-                Step::Roll => self.roll().await?,
+                // Boxed: rolls are rare, and an append future (one task per
+                // append) should not carry a roll's state all the time.
+                Step::Roll => Box::pin(self.roll()).await?,
                 Step::Allocate(target) => self.allocate(target).await?,
                 Step::Flush => {
                     self.flush_step(false).await?;

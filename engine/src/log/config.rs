@@ -63,8 +63,6 @@ pub struct LogConfig {
     pub read_ahead_bytes: usize,
     /// Cold chunks kept for sequential readers.
     pub read_ahead_chunks_max: usize,
-    /// Closed segments whose sparse indexes stay in memory.
-    pub index_cache_segments_max: usize,
     /// Closed segment files kept open.
     pub open_segments_max: usize,
     /// Delete closed segments whose newest batch was appended longer ago
@@ -96,7 +94,6 @@ impl Default for LogConfig {
             cache_bytes_max: 32 << 20,
             read_ahead_bytes: 1 << 20,
             read_ahead_chunks_max: 4,
-            index_cache_segments_max: 16,
             open_segments_max: 16,
             retention_ms: None,
             retention_bytes: None,
@@ -160,7 +157,7 @@ impl LogConfig {
         if self.index_interval_bytes == 0 || self.read_ahead_bytes == 0 {
             return Err("index_interval_bytes and read_ahead_bytes must be positive".into());
         }
-        if self.read_ahead_chunks_max == 0 || self.index_cache_segments_max == 0 || self.open_segments_max == 0 {
+        if self.read_ahead_chunks_max == 0 || self.open_segments_max == 0 {
             return Err("cache counts must be positive".into());
         }
         if let FlushPolicy::IntervalMs(0) = self.flush {

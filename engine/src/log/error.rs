@@ -34,9 +34,13 @@ pub enum LogError {
     Truncated { base_offset: Offset },
     #[error("a batch to be appended must have offset deltas 0..n (the log assigns offsets); this one has gaps")]
     NotDense,
-    #[error("a batch appended at its own offsets must start at or after the log end {log_end}, not at {base_offset}")]
+    #[error(
+        "a batch appended at its own offsets must start at or after the log end {log_end} (a version 1 batch exactly at it), not at {base_offset}"
+    )]
     OffsetBehind { base_offset: Offset, log_end: Offset },
-    #[error("a batch at offset {base_offset} lies 2^32 or more offsets after its segment's base {segment_base}")]
+    #[error(
+        "a batch at offset {base_offset} would end 2^32 - 1 or more offsets after its segment's base {segment_base}"
+    )]
     GapTooLarge { base_offset: Offset, segment_base: Offset },
     #[error(
         "record timestamp {timestamp} is outside the accepted range [{min}, {max}] (the log's clock ± the topic's bounds)"
@@ -80,6 +84,13 @@ impl LogError {
         } else {
             LogError::Io { op, path, source }
         }
+    }
+
+    /// A failed fdatasync: never [`LogError::DiskFull`], whatever the errno
+    /// (ENOSPC included), because after a failed sync what reached the
+    /// disk is unknown; the log is poisoned and the sync never retried.
+    pub(crate) fn sync_failed(path: impl Into<PathBuf>, source: io::Error) -> LogError {
+        LogError::Io { op: "fdatasync", path: path.into(), source }
     }
 
     pub(crate) fn corruption(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> LogError {

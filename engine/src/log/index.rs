@@ -60,6 +60,14 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
+    /// Heap bytes the index holds (what the core's index cache counts).
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<SegmentIndex>()
+            + self.offsets.entries.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.times.entries.capacity() * std::mem::size_of::<(i64, u32)>()
+    }
+
     #[must_use]
     pub fn new(base_offset: Offset) -> SegmentIndex {
         SegmentIndex {

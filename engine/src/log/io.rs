@@ -199,7 +199,7 @@ impl<S: Storage> PartitionLog<S> {
         let now = self.storage.now_ms();
         let started = self.storage.instant();
         let guard = CancelGuard { log: self, pending: InFlight::Sync };
-        let result = file.fdatasync().await.map_err(|e| LogError::io("fdatasync", log_path(&self.dir, base), e));
+        let result = file.fdatasync().await.map_err(|e| LogError::sync_failed(log_path(&self.dir, base), e));
         guard.disarm();
         {
             let mut s = self.state.borrow_mut();

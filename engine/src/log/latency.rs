@@ -4,7 +4,8 @@
 //! powers of two in microseconds, which is what a Prometheus histogram of
 //! latencies needs; loadgen keeps exact `HdrHistogram`s of its own.
 
-/// Upper bounds of the buckets, in microseconds: 1 µs, 2 µs, … about 67 s.
+/// Upper bounds of the buckets, in microseconds: 1 µs, 2 µs, … 2^25 µs (about
+/// 33.6 s); the last bucket takes everything above (`+Inf` in Prometheus).
 pub const LATENCY_BUCKETS: usize = 27;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -115,7 +115,6 @@ struct State<F: crate::rt::DmaFile> {
     /// Tickets whose appends were dropped before their turn.
     tickets_abandoned: BTreeSet<u64>,
     last_sync_ms: i64,
-    indexes: Lru<Offset, Rc<SegmentIndex>>,
     files: Lru<Offset, Rc<F>>,
     stats: IoStats,
     fdatasync_latency: LatencyHistogram,
@@ -152,6 +151,9 @@ impl<F: crate::rt::DmaFile> State<F> {
     }
 }
 
+/// Sealed indexes a log opened with a pool of its own keeps in memory.
+const INDEX_CACHE_BYTES_MAX: usize = 16 << 20;
+
 /// Truncations remembered to refuse acknowledging a truncated append.
 const TRUNCATIONS_REMEMBERED: usize = 16;
 
@@ -164,6 +166,7 @@ impl<S: Storage> PartitionLog<S> {
             cache_bytes_max: config.cache_bytes_max,
             read_ahead_bytes_max: config.read_ahead_chunks_max
                 * config.read_ahead_bytes.max(config.batch_bytes_max as usize).max(1),
+            index_cache_bytes_max: INDEX_CACHE_BYTES_MAX,
         });
         Self::open_in(storage, dir, config, pool).await
     }
@@ -203,7 +206,6 @@ impl<S: Storage> PartitionLog<S> {
             tickets_serving: 0,
             tickets_abandoned: BTreeSet::new(),
             last_sync_ms: now,
-            indexes: Lru::new(config.index_cache_segments_max),
             files: Lru::new(config.open_segments_max),
             stats: IoStats::default(),
             fdatasync_latency: LatencyHistogram::default(),

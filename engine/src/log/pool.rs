@@ -1,6 +1,6 @@
-//! The memory the logs of one core share: DMA write buffers and the caches
-//! of recent and read-ahead batches, each under a byte budget for the whole
-//! core. Without it, memory grows with the number of partitions (each log
+//! The memory the logs of one core share: DMA write buffers, the caches
+//! of recent and read-ahead batches, and the sparse indexes of sealed
+//! segments, each under a byte budget for the whole core. Without it, memory grows with the number of partitions (each log
 //! with its own buffers); with it, a core with 2,000 partitions uses what
 //! the configuration says, and an idle partition holds no buffer at all.
 //!
@@ -13,11 +13,12 @@
 //! partition that stops being read ages out.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::index::SegmentIndex;
 use super::notify::Notify;
 use crate::types::Offset;
 
@@ -34,6 +35,9 @@ pub struct PoolConfig {
     pub cache_bytes_max: usize,
     /// Read-ahead chunks of all logs together.
     pub read_ahead_bytes_max: usize,
+    /// Sparse indexes of sealed segments, all logs together (the active
+    /// segments' indexes are the logs' own).
+    pub index_cache_bytes_max: usize,
 }
 
 /// A handle on one core's pool; cheap to clone, never sent to another core.
@@ -47,7 +51,18 @@ struct PoolInner {
     write_bytes: Cell<usize>,
     write_freed: Notify,
     cache: RefCell<Caches>,
+    indexes: RefCell<IndexCache>,
     next_log: Cell<u64>,
+}
+
+/// Sealed segments' indexes, least recently used out first.
+#[derive(Default)]
+struct IndexCache {
+    entries: HashMap<(LogId, Offset), (Rc<SegmentIndex>, usize, u64)>,
+    /// `use seq → key`, oldest first.
+    order: BTreeMap<u64, (LogId, Offset)>,
+    bytes: usize,
+    next_seq: u64,
 }
 
 /// What the pool holds now.
@@ -56,6 +71,7 @@ pub struct PoolUsage {
     pub write_buffer_bytes: usize,
     pub cache_bytes: usize,
     pub read_ahead_bytes: usize,
+    pub index_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +141,7 @@ impl MemoryPool {
                 write_bytes: Cell::new(0),
                 write_freed: Notify::default(),
                 cache: RefCell::new(Caches::default()),
+                indexes: RefCell::new(IndexCache::default()),
                 next_log: Cell::new(0),
             }),
         }
@@ -140,6 +157,7 @@ impl MemoryPool {
             write_buffer_bytes: self.inner.write_bytes.get(),
             cache_bytes: c.bytes,
             read_ahead_bytes: c.read_ahead_bytes,
+            index_cache_bytes: self.inner.indexes.borrow().bytes,
         }
     }
 
@@ -167,6 +185,53 @@ impl MemoryPool {
             keep
         });
         c.read_ahead_bytes -= freed;
+        drop(c);
+        self.index_retain(log, |_| false);
+    }
+
+    /// The cached index of `log`'s sealed segment at `base`, marked as used.
+    pub(crate) fn index_get(&self, log: LogId, base: Offset) -> Option<Rc<SegmentIndex>> {
+        let mut c = self.inner.indexes.borrow_mut();
+        let seq = c.next_seq;
+        let IndexCache { entries, order, next_seq, .. } = &mut *c;
+        let (index, _, used) = entries.get_mut(&(log, base))?;
+        order.remove(used);
+        *used = seq;
+        order.insert(seq, (log, base));
+        *next_seq += 1;
+        Some(index.clone())
+    }
+
+    /// Caches a sealed segment's index; the least recently used ones of any
+    /// log go while the core's budget is exceeded (the newest always stays:
+    /// its reader is using it).
+    pub(crate) fn index_insert(&self, log: LogId, base: Offset, index: Rc<SegmentIndex>) {
+        let mut c = self.inner.indexes.borrow_mut();
+        let bytes = index.memory_bytes();
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        if let Some((_, old_bytes, old_seq)) = c.entries.insert((log, base), (index, bytes, seq)) {
+            c.order.remove(&old_seq);
+            c.bytes -= old_bytes;
+        }
+        c.order.insert(seq, (log, base));
+        c.bytes += bytes;
+        while c.bytes > self.inner.config.index_cache_bytes_max && c.entries.len() > 1 {
+            let (_, key) = c.order.pop_first().expect("entries have order");
+            let (_, gone, _) = c.entries.remove(&key).expect("order has entries");
+            c.bytes -= gone;
+        }
+    }
+
+    /// Forgets the cached indexes of `log`'s segments that `keep` rejects.
+    pub(crate) fn index_retain(&self, log: LogId, mut keep: impl FnMut(Offset) -> bool) {
+        let mut c = self.inner.indexes.borrow_mut();
+        let doomed: Vec<(LogId, Offset)> = c.entries.keys().filter(|(l, b)| *l == log && !keep(*b)).copied().collect();
+        for key in doomed {
+            let (_, bytes, seq) = c.entries.remove(&key).expect("listed");
+            c.order.remove(&seq);
+            c.bytes -= bytes;
+        }
     }
 
     /// Takes `bytes` of write buffer if the budget has them now.
@@ -330,6 +395,7 @@ mod tests {
             write_buffer_bytes_max: 1 << 20,
             cache_bytes_max: cache,
             read_ahead_bytes_max: 1 << 20,
+            index_cache_bytes_max: 1 << 20,
         })
     }
 
@@ -405,6 +471,7 @@ mod tests {
             write_buffer_bytes_max: 1 << 20,
             cache_bytes_max: 1 << 20,
             read_ahead_bytes_max: 3000,
+            index_cache_bytes_max: 1 << 20,
         });
         let a = pool.register(0);
         let b = pool.register(0);
@@ -415,5 +482,42 @@ mod tests {
         assert!(pool.usage().read_ahead_bytes <= 3000);
         assert!(pool.read_ahead_find(b, Offset(0), 0, 10).is_none(), "the least recently used went");
         assert!(pool.read_ahead_find(a, Offset(0), 0, 10).is_some());
+    }
+
+    #[test]
+    fn sealed_indexes_are_bounded_over_all_logs_least_recently_used_out_first() {
+        let index = |entries: u64| {
+            let mut index = SegmentIndex::new(Offset(0));
+            for i in 0..entries {
+                index.on_append(
+                    Offset(i),
+                    Offset(i + 1),
+                    crate::types::Timestamp(i as i64),
+                    crate::types::Timestamp(0),
+                    i * 100,
+                    100,
+                    1,
+                );
+            }
+            Rc::new(index)
+        };
+        let one = index(100).memory_bytes();
+        let pool = MemoryPool::new(PoolConfig {
+            write_buffer_bytes_max: 1 << 20,
+            cache_bytes_max: 1 << 20,
+            read_ahead_bytes_max: 1 << 20,
+            index_cache_bytes_max: 3 * one,
+        });
+        let (a, b) = (pool.register(0), pool.register(0));
+        pool.index_insert(a, Offset(0), index(100));
+        pool.index_insert(b, Offset(0), index(100));
+        pool.index_insert(a, Offset(100), index(100));
+        assert!(pool.index_get(a, Offset(0)).is_some(), "used again: now the most recent");
+        pool.index_insert(b, Offset(100), index(100));
+        assert!(pool.usage().index_cache_bytes <= 3 * one);
+        assert!(pool.index_get(b, Offset(0)).is_none(), "the least recently used, of another log, went");
+        assert!(pool.index_get(a, Offset(0)).is_some());
+        pool.unregister(a);
+        assert_eq!(pool.usage().index_cache_bytes, one, "a log's indexes go with it");
     }
 }

@@ -210,18 +210,18 @@ impl<S: Storage> PartitionLog<S> {
         Ok(Located { base, entry: index.entry_for(from), file, limit: summary.size_bytes, next_segment: Some(next) })
     }
 
-    /// A sealed segment's sparse indexes, through the bounded index cache.
+    /// A sealed segment's sparse indexes, through the core's index cache.
     pub(super) async fn segment_index(
         &self,
         file: &S::File,
         summary: SegmentSummary,
     ) -> Result<Rc<SegmentIndex>, LogError> {
-        if let Some(index) = self.state.borrow_mut().indexes.get(summary.base_offset) {
+        if let Some(index) = self.pool.index_get(self.id, summary.base_offset) {
             return Ok(index);
         }
         let config = self.config();
         let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &config, Some(file), summary).await?);
-        self.state.borrow_mut().indexes.insert(summary.base_offset, index.clone());
+        self.pool.index_insert(self.id, summary.base_offset, index.clone());
         Ok(index)
     }
 

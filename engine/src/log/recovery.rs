@@ -1,6 +1,6 @@
 //! Opening a partition directory: the recovery decision table of
-//! `docs/recovery.md`, row by row. Each row is named in a comment (R1…R9)
-//! and tested in `log/tests.rs`.
+//! `docs/recovery.md`, row by row. Each row is named in a comment (R1…R10)
+//! and tested in `log/tests/` (`mod.rs`, `faults.rs`, `gaps.rs`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,6 +75,24 @@ pub(crate) async fn recover<S: Storage>(
         None => None,
     };
 
+    // R10: a roll that did not complete. An empty last segment after one
+    // whose file holds more than its sealed index says means the roll
+    // wrote that index, failed to start the new segment, and appends went
+    // on into the old one: it is the active segment, the index is stale.
+    if let [.., previous, last] = segments[..]
+        && interrupted_roll(storage, dir, previous, last).await?
+    {
+        for path in [log_path(dir, last), index_path(dir, previous)] {
+            match storage.remove(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", &path, e)),
+                _ => report.removed_files += 1,
+            }
+        }
+        storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
+        tracing::warn!(dir = %dir.display(), segment = previous.0, "an interrupted roll: the segment before it is active again");
+        segments.pop();
+    }
+
     // R1: an empty directory is a new log.
     let Some((&active_base, closed_bases)) = segments.split_last() else {
         let active = create_segment(storage, dir, config, Offset(0)).await?;
@@ -130,6 +148,7 @@ pub(crate) async fn recover<S: Storage>(
                 .map_err(io_err("read", &path))?;
         report.scanned_bytes = scan.index.summary.size_bytes;
         let (stop, reason) = match &scan.stop {
+            ScanStop::UnknownFormat { position, reason } => return Err(unknown_format(&path, *position, reason)),
             ScanStop::Invalid { position, reason } => (*position, Some(reason.clone())),
             ScanStop::End | ScanStop::ReachedOffset | ScanStop::InsideBatch => (scan.index.summary.size_bytes, None),
         };
@@ -179,7 +198,7 @@ pub(crate) async fn recover<S: Storage>(
     if !report.clean_shutdown {
         // What the scan accepted is what the log will acknowledge as
         // durable: make sure it is.
-        file.fdatasync().await.map_err(io_err("fdatasync", &path))?;
+        file.fdatasync().await.map_err(|e| LogError::sync_failed(&path, e))?;
     }
     // The active segment's index lives in memory; a file from a clean
     // close is stale from the first append on.
@@ -291,6 +310,7 @@ async fn load_or_rebuild_index<S: Storage>(
         opened.close().await.map_err(io_err("close", &path))?;
     }
     match scan.stop {
+        ScanStop::UnknownFormat { position, reason } => Err(unknown_format(&path, position, &reason)),
         ScanStop::Invalid { position, reason } => Err(LogError::corruption(&path, position, reason)),
         ScanStop::End | ScanStop::ReachedOffset | ScanStop::InsideBatch => {
             if scan.index.summary.size_bytes != size {
@@ -308,4 +328,46 @@ async fn load_or_rebuild_index<S: Storage>(
             Ok((scan.index, true))
         }
     }
+}
+
+/// R6': an intact batch this build cannot read is data of a newer broker,
+/// not a torn tail: the log refuses to open rather than cut it.
+fn unknown_format(path: &Path, position: u64, reason: &str) -> LogError {
+    LogError::corruption(
+        path,
+        position,
+        format!("{reason}: an intact batch this broker cannot read (written by a newer version?); nothing was cut"),
+    )
+}
+
+/// Whether `last` is an empty segment that a failed roll left after
+/// `previous`, which went on taking appends (R10).
+async fn interrupted_roll<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    previous: Offset,
+    last: Offset,
+) -> Result<bool, LogError> {
+    let size_of = async |base: Offset| -> Result<u64, LogError> {
+        let path = log_path(dir, base);
+        let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
+        let size = file.size().await.map_err(io_err("stat", &path))?;
+        file.close().await.map_err(io_err("close", &path))?;
+        Ok(size)
+    };
+    if size_of(last).await? != 0 {
+        return Ok(false);
+    }
+    let index_file = index_path(dir, previous);
+    let indexed = storage
+        .read_file(&index_file)
+        .await
+        .map_err(io_err("read", &index_file))?
+        .and_then(|b| SegmentIndex::decode(&b, previous).ok())
+        .map(|index| index.summary);
+    Ok(match indexed {
+        // Sealed as indexed: an ordinary roll, the new segment is just empty.
+        Some(summary) if summary.next_offset == last => size_of(previous).await? != summary.size_bytes,
+        _ => false,
+    })
 }

@@ -24,6 +24,9 @@ pub(crate) enum ScanStop {
     /// A batch that is cut short, fails its checks or breaks the offset
     /// sequence starts at `position`.
     Invalid { position: u64, reason: String },
+    /// An intact batch in a format this build cannot read (written by a
+    /// newer broker) starts at `position`: not damage, never to be cut.
+    UnknownFormat { position: u64, reason: String },
 }
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ pub(crate) async fn scan_segment<F: DmaFile>(
         }
         let header = match BatchHeader::decode(head) {
             Ok(header) => header,
+            Err(e) if e.is_unknown_format() => break ScanStop::UnknownFormat { position: pos, reason: e.to_string() },
             Err(e) => break ScanStop::Invalid { position: pos, reason: e.to_string() },
         };
         let length = u64::from(header.batch_length);
@@ -86,6 +90,7 @@ pub(crate) async fn scan_segment<F: DmaFile>(
         let at = (pos - chunk_pos) as usize;
         let view = match validate_batch(&chunk.as_deref().expect("read above")[at..]) {
             Ok(view) => view,
+            Err(e) if e.is_unknown_format() => break ScanStop::UnknownFormat { position: pos, reason: e.to_string() },
             Err(e) => break ScanStop::Invalid { position: pos, reason: e.to_string() },
         };
         let expected = index.summary.next_offset;

@@ -52,20 +52,60 @@ impl<S: Storage> PartitionLog<S> {
         // segment's size is exactly its batches; fdatasync makes it durable.
         file.truncate(summary.size_bytes).await.map_err(|e| LogError::io("truncate", &path, e))?;
         self.state.borrow_mut().active.allocated_bytes = summary.size_bytes;
-        file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &path, e))?;
+        file.fdatasync().await.map_err(|e| LogError::sync_failed(&path, e))?;
         let index_file = index_path(&self.dir, summary.base_offset);
         self.storage
             .write_file_atomic(&index_file, &index.encode())
             .await
             .map_err(|e| LogError::io("write", &index_file, e))?;
-        let active = recovery::create_segment(&self.storage, &self.dir, &config, summary.next_offset).await?;
+        let active = match recovery::create_segment(&self.storage, &self.dir, &config, summary.next_offset).await {
+            Ok(active) => active,
+            Err(e) => {
+                // The segment stays active and appends go on into it: the
+                // index just written, and a new file that may exist, would
+                // describe a roll that did not happen (recovery row R10).
+                // Undo both, or poison the log if that fails too.
+                self.undo_roll(summary.base_offset, summary.next_offset).await?;
+                return Err(e);
+            }
+        };
         let mut s = self.state.borrow_mut();
         debug_assert_eq!(s.next_offset, summary.next_offset, "the log end is the end of the last batch");
         s.closed.insert(summary.base_offset, summary);
-        s.indexes.insert(summary.base_offset, Rc::new(index));
+        self.pool.index_insert(self.id, summary.base_offset, Rc::new(index));
         s.files.insert(summary.base_offset, file);
         s.active = active;
         Ok(())
+    }
+
+    /// Takes back what a failed roll left on disk: the sealed index of the
+    /// segment that stays active, and the new segment's file if it exists
+    /// and is empty (one holding data is never removed: the log is poisoned
+    /// instead).
+    async fn undo_roll(&self, active_base: Offset, new_base: Offset) -> Result<(), LogError> {
+        let io = |op: &'static str, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| LogError::Io { op, path, source }
+        };
+        let index = index_path(&self.dir, active_base);
+        match self.storage.remove(&index).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &index)(e)),
+            _ => {}
+        }
+        let new = log_path(&self.dir, new_base);
+        match self.storage.open_dma(&new, crate::rt::OpenMode::Existing).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("open", &new)(e)),
+            Ok(file) => {
+                let size = file.size().await.map_err(io("stat", &new))?;
+                file.close().await.map_err(io("close", &new))?;
+                if size != 0 {
+                    return Err(LogError::corruption(&new, 0, "a segment to be created already holds data"));
+                }
+                self.storage.remove(&new).await.map_err(io("remove", &new))?;
+            }
+        }
+        self.storage.sync_dir(&self.dir).await.map_err(io("sync", &self.dir))
     }
 
     /// Removes every record at or after `offset`: an offset between the log
@@ -148,7 +188,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         let new_size = scan.index.summary.size_bytes;
         file.truncate(new_size).await.map_err(|e| LogError::io("truncate", &path, e))?;
-        file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &path, e))?;
+        file.fdatasync().await.map_err(|e| LogError::sync_failed(&path, e))?;
         self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e))?;
         let tail = recovery::read_tail_block(&*file, new_size).await.map_err(|e| LogError::io("read", &path, e))?;
         let active = ActiveSegment::new(
@@ -162,7 +202,7 @@ impl<S: Storage> PartitionLog<S> {
         );
         let mut s = self.state.borrow_mut();
         s.closed.retain(|b, _| *b < target_base);
-        s.indexes.retain(|b, _| *b < target_base);
+        self.pool.index_retain(self.id, |b| b < target_base);
         s.files.retain(|b, _| *b < target_base);
         self.pool.read_ahead_retain(self.id, |b| b < target_base);
         self.pool.cache_truncate(self.id, offset);
@@ -222,7 +262,7 @@ impl<S: Storage> PartitionLog<S> {
                 let next_start = s.closed.keys().next().copied().unwrap_or(s.active.index.summary.base_offset);
                 s.log_start = next_start;
                 self.pool.cache_trim_front(self.id, next_start);
-                s.indexes.retain(|b, _| *b != base);
+                self.pool.index_retain(self.id, |b| b != base);
                 s.files.retain(|b, _| *b != base);
                 self.pool.read_ahead_retain(self.id, |b| b != base);
                 base

@@ -199,9 +199,24 @@ impl Storage for GlommioStorage {
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        // Directory creation happens once per partition, at open; blocking
-        // the executor for it is cheaper than a round trip to a helper thread.
-        std::fs::create_dir_all(path)
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        // New directories: created, then each one's entry made durable by
+        // syncing its parent, top down (a helper thread: several fsyncs).
+        let path = std::path::absolute(path)?;
+        glommio::executor()
+            .spawn_blocking(move || {
+                let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+                std::fs::create_dir_all(&path)?;
+                for dir in missing.iter().rev() {
+                    if let Some(parent) = dir.parent() {
+                        std::fs::File::open(parent)?.sync_all()?;
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {

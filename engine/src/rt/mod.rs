@@ -90,6 +90,9 @@ pub trait Storage: Clone + 'static {
     /// Renames a file or directory (atomically replacing `to`); durable once
     /// the parent directories are synced.
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Creates `path` and its missing parents; durable on return (each new
+    /// directory's entry is synced into its parent), so a partition or topic
+    /// directory never vanishes in a power loss after files in it were synced.
     async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Removes a directory and everything in it.
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()>;

@@ -36,9 +36,26 @@ pub enum BatchError {
     UnsupportedPayload { format: u8 },
     #[error("unsupported broker flags {flags:#04x}")]
     UnsupportedFlags { flags: u8 },
+    #[error("batch format version {found} is newer than this build reads (its header CRC matches)")]
+    NewerVersion { found: u16 },
 }
 
 impl BatchError {
+    /// Whether the batch is intact but in a format this build does not know
+    /// (a newer version, payload format or broker flag, each under a header
+    /// CRC that matched): data written by a newer broker, never a torn
+    /// write, so recovery must not cut it. An unknown version without a
+    /// matching CRC is damage like any other.
+    #[must_use]
+    pub fn is_unknown_format(&self) -> bool {
+        matches!(
+            self,
+            BatchError::NewerVersion { .. }
+                | BatchError::UnsupportedPayload { .. }
+                | BatchError::UnsupportedFlags { .. }
+        )
+    }
+
     /// A stable number for the error; never reuse or renumber one.
     #[must_use]
     pub fn code(&self) -> u16 {
@@ -59,6 +76,7 @@ impl BatchError {
             BatchError::HeaderCrcMismatch { .. } => 14,
             BatchError::UnsupportedPayload { .. } => 15,
             BatchError::UnsupportedFlags { .. } => 16,
+            BatchError::NewerVersion { .. } => 17,
         }
     }
 }

@@ -2,11 +2,11 @@
 //! reader can check a batch and the broker can stamp it without decoding the
 //! records; see `docs/format.md` for the byte-by-byte tables of both versions.
 //!
-//! Version 2 splits the header in two checksummed parts. The first 36 bytes
-//! are the *envelope*: what the broker stamps when it appends (base offset,
+//! Version 2 splits the header in two checksummed parts. Bytes 0..40 are
+//! the *envelope*: what the broker stamps when it appends (base offset,
 //! leader epoch, append time, broker flags) and what frames the batch
-//! (length, magic, version, payload format), closed by the body CRC and a
-//! header CRC over all of it. Everything from byte 40 on is the producer's,
+//! (length, magic, version, payload format), then the body CRC (at 32) and
+//! the header CRC (at 36, over bytes 0..36). Everything from byte 40 on is the producer's,
 //! covered by the body CRC, which nobody ever recomputes. So a stamp costs a
 //! CRC over 36 bytes, and a damaged base offset is caught by a checksum, not
 //! only by offset continuity (which logs with gaps cannot rely on).
@@ -255,7 +255,19 @@ impl BatchHeader {
             return Err(BatchError::BadMagic { found: magic });
         }
         let version = u16_at(bytes, VERSION);
-        let header_bytes = header_bytes_of(version).ok_or(BatchError::UnsupportedVersion { found: version })?;
+        let Some(header_bytes) = header_bytes_of(version) else {
+            // Versions after 2 keep the version 2 envelope (docs/format.md):
+            // a header CRC at 36 over bytes 0..36 that matches says this is
+            // an intact batch of a newer format, not a torn one.
+            let sealed = version > BATCH_VERSION
+                && bytes.len() >= v2::HEADER_CRC + 4
+                && u32_at(bytes, v2::HEADER_CRC) == crc32c::crc32c(&bytes[..v2::HEADER_CRC_END]);
+            return Err(if sealed {
+                BatchError::NewerVersion { found: version }
+            } else {
+                BatchError::UnsupportedVersion { found: version }
+            });
+        };
         if bytes.len() < header_bytes {
             return Err(BatchError::Truncated { needed: header_bytes, available: bytes.len() });
         }

@@ -176,6 +176,12 @@ fn malformed_batches_get_typed_errors() {
     let mut bad = bytes.clone();
     bad[20] = 9;
     assert_eq!(validate_batch(&bad).unwrap_err().code(), BatchError::UnsupportedVersion { found: 9 }.code());
+    assert!(!validate_batch(&bad).unwrap_err().is_unknown_format(), "an unsealed unknown version is damage");
+    // The same version under a header CRC that matches: a newer format.
+    let crc = crc32c::crc32c(&bad[..36]);
+    bad[36..40].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(validate_batch(&bad).unwrap_err(), BatchError::NewerVersion { found: 9 });
+    assert!(validate_batch(&bad).unwrap_err().is_unknown_format());
     let mut bad = bytes.clone();
     bad[8..12].copy_from_slice(&3u32.to_le_bytes());
     assert!(matches!(validate_batch(&bad), Err(BatchError::HeaderCrcMismatch { .. })), "caught by the header CRC");

@@ -104,6 +104,12 @@ impl Collector for Snapshots {
             "Read-ahead chunks of cold reads",
             &per_shard(&|s| s.pool.read_ahead_bytes as i64),
         )?;
+        gauge_family(
+            &mut encoder,
+            "cairn_memory_index_cache_bytes",
+            "Sparse indexes of sealed segments in the shard's index cache",
+            &per_shard(&|s| s.pool.index_cache_bytes as i64),
+        )?;
         let requests = |f: &dyn Fn(&super::RequestStats) -> u64| -> Vec<(Labels, u64)> {
             self.0
                 .iter()

@@ -52,7 +52,7 @@ async fn respond<R: Runtime>(shard: &Rc<Shard<R>>, mut stream: R::Stream) {
         (b"GET", b"/metrics") => {
             let body = crate::metrics::encode::encode(shard.metrics_snapshots().await);
             format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
         }

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::rt::Runtime;
@@ -44,8 +44,13 @@ pub struct Partition<R: Runtime> {
     /// Bumped at every (re)open, so the interval flusher of a log that was
     /// replaced stops.
     generation: Cell<u64>,
+    /// When a log stopped by a full disk may next be reopened by itself.
+    disk_full_retry_at: Cell<Option<Instant>>,
     pub metrics: Rc<PartitionMetrics>,
 }
+
+/// How often a partition stopped by a full disk tries to come back.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// What `describe` says of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,7 @@ impl<R: Runtime> Partition<R> {
             config: RefCell::new(config),
             state: RefCell::new(LogState::Reopening),
             generation: Cell::new(0),
+            disk_full_retry_at: Cell::new(None),
             metrics: Rc::new(PartitionMetrics::default()),
         });
         partition.open_log().await;
@@ -150,7 +156,11 @@ impl<R: Runtime> Partition<R> {
     /// in line now (so calls in order land in order), and the append runs
     /// in a task of its own: an append cancelled half-way would poison the
     /// log, so nothing that drops the returned future can cancel it.
-    pub fn append(&self, batch: &Bytes) -> impl Future<Output = Result<Offset, ServiceError>> + 'static + use<R> {
+    pub fn append(
+        self: &Rc<Self>,
+        batch: &Bytes,
+    ) -> impl Future<Output = Result<Offset, ServiceError>> + 'static + use<R> {
+        self.come_back_after_disk_full();
         let started = self.log().map(|log| {
             let append = log.append_owned(batch.to_vec());
             let metrics = self.metrics.clone();
@@ -175,7 +185,38 @@ impl<R: Runtime> Partition<R> {
         }
     }
 
-    /// Reads batches from `offset` on, at most `bytes_max` beyond the first.
+    /// A log poisoned by a full disk (a write that met ENOSPC: whether it
+    /// landed is unknown, so the log cannot go on) or that could not open
+    /// for lack of space reopens by itself, at most once per
+    /// [`DISK_FULL_RETRY`], when appends keep coming: so writes resume once
+    /// space is free, without an operator. Recovery trusts only the disk,
+    /// and nothing acknowledged depended on the failed write. Appends meanwhile
+    /// get `DISK_FULL` (retriable). Any other poisoning (an fsync error)
+    /// waits for [`Partition::recover`].
+    fn come_back_after_disk_full(self: &Rc<Self>) {
+        let stuck = match &*self.state.borrow() {
+            LogState::Open(log) => log.poisoned().is_some_and(|e| e.is_disk_full()),
+            LogState::Unavailable(e) => matches!(e, ServiceError::DiskFull(_)),
+            LogState::Reopening => false,
+        };
+        if !stuck {
+            return;
+        }
+        let now = self.rt.now();
+        if self.disk_full_retry_at.get().is_some_and(|at| now < at) {
+            return;
+        }
+        self.disk_full_retry_at.set(Some(now + DISK_FULL_RETRY));
+        let this = self.clone();
+        drop(self.rt.spawn(async move {
+            if this.recover().await.is_ok() {
+                tracing::info!(topic = %this.topic, partition = this.tp.partition.0, "partition back after a full disk");
+            }
+        }));
+    }
+
+    /// Reads whole batches from `offset` on, at most `bytes_max` of them, but
+    /// always the first (so a batch larger than `bytes_max` still goes out).
     pub async fn read(&self, offset: Offset, bytes_max: usize) -> Result<ReadResult, ServiceError> {
         let log = self.log()?;
         let read = log.read(offset, bytes_max).await?;

@@ -156,6 +156,15 @@ impl<R: Runtime> Shard<R> {
 
     async fn controller_delete(self: &Rc<Self>, name: String) -> Result<(), ServiceError> {
         let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        let dir = {
+            let m = self.controller().metadata.borrow();
+            m.topics.get(&name).ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?.dir.clone()
+        };
+        // The marker first: once the tombstone is recorded, the directory
+        // says so too, should `topics.json` be lost before it is removed.
+        metadata::mark_deleted(self.rt.storage(), &self.config.data_dir, &dir)
+            .await
+            .map_err(|e| store_error("marking the topic's directory deleted", &e))?;
         let meta = {
             let mut m = self.controller().metadata.borrow_mut();
             let meta = m.topics.remove(&name).ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
@@ -163,9 +172,15 @@ impl<R: Runtime> Shard<R> {
             meta
         };
         if let Err(e) = self.store_metadata().await {
-            let mut m = self.controller().metadata.borrow_mut();
-            m.deleted.retain(|d| d.id != meta.id);
-            m.topics.insert(name, meta);
+            {
+                let mut m = self.controller().metadata.borrow_mut();
+                m.deleted.retain(|d| d.id != meta.id);
+                m.topics.insert(name, meta);
+            }
+            // The topic stays: so must its directory's standing (the next
+            // start removes the marker if this fails too).
+            let marker = self.config.data_dir.join(&dir).join(metadata::DELETED_MARKER);
+            let _ = engine::rt::Storage::remove(self.rt.storage(), &marker).await;
             return Err(e);
         }
         // Every shard closes its partitions; then the files can go.

@@ -258,8 +258,9 @@ impl<R: Runtime> Shard<R> {
                 ));
                 continue;
             }
-            // A partition gets at least one batch, so no consumer stalls
-            // behind a batch larger than its share.
+            // Each read returns at least one batch, so no consumer stalls
+            // behind a batch larger than its share (the response's own
+            // budget, applied last, keeps at least its first batch).
             let bytes_max = item.max_bytes.min(budget - used).max(1);
             let fetched = match partition.read(item.offset, bytes_max).await {
                 Ok(r) => FetchedPartition {

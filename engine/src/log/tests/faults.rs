@@ -122,3 +122,68 @@ fn a_roll_that_meets_a_full_disk_leaves_the_log_usable() {
     assert_eq!(log.segment_count(), 2);
     block_on(log.append(batch(2, 3, 0))).unwrap();
 }
+
+#[test]
+fn a_roll_that_cannot_start_its_new_segment_is_undone_and_loses_nothing() {
+    let storage = SimStorage::new();
+    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
+    let log = open(&storage, config.clone()).unwrap();
+    let mut acked = Vec::new();
+    for tag in 0..3 {
+        let b = batch(tag, 3, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(&storage, b, info.base_offset));
+    }
+    // The sealed index gets written, then the new segment's directory entry
+    // cannot be made durable: the roll fails as a full disk.
+    storage.fail_next_sync_dir(io::ErrorKind::StorageFull);
+    let e = block_on(log.roll()).unwrap_err();
+    assert!(e.is_disk_full(), "{e}");
+    assert!(!log.is_poisoned());
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(super::files_with_ext(&storage, "index"), Vec::<std::path::PathBuf>::new(), "no stale sealed index");
+    // Appends go on into the segment that stayed active.
+    for tag in 3..6 {
+        let b = batch(tag, 3, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(&storage, b, info.base_offset));
+    }
+    block_on(log.close()).unwrap();
+    drop(log);
+    let log = open(&storage, config).unwrap();
+    assert_eq!(read_all(&log, Offset(0)), acked, "the batches after the failed roll are there");
+}
+
+#[test]
+fn r10_an_interrupted_roll_leaves_the_old_segment_active_with_every_batch() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    let mut acked = Vec::new();
+    for tag in 0..3 {
+        let b = batch(tag, 3, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(&storage, b, info.base_offset));
+    }
+    block_on(log.roll()).unwrap();
+    for tag in 3..6 {
+        let b = batch(tag, 3, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(&storage, b, info.base_offset));
+    }
+    block_on(log.close()).unwrap();
+    drop(log);
+    // What a roll that wrote the sealed index, left an empty new segment and
+    // let appends go on into the old one would leave: the later batches at
+    // the end of the first segment, a stale index, an empty last segment.
+    let mut logs = super::files_with_ext(&storage, "log");
+    logs.sort();
+    let [first, second] = &logs[..] else { panic!("two segments: {logs:?}") };
+    let mut joined = storage.file_contents(first).unwrap();
+    joined.extend(storage.file_contents(second).unwrap());
+    storage.set_file_contents(first, joined);
+    storage.set_file_contents(second, Vec::new());
+    let log = open(&storage, small_config()).unwrap();
+    assert_eq!(read_all(&log, Offset(0)), acked, "a stale index hides nothing");
+    assert_eq!(log.segment_count(), 1);
+    block_on(log.append(batch(6, 1, 0))).unwrap();
+}

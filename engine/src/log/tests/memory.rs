@@ -17,8 +17,12 @@ use crate::types::Offset;
 #[test]
 fn logs_sharing_a_pool_stay_within_its_budgets_and_all_appends_complete() {
     let storage = SimStorage::new();
-    let budget =
-        PoolConfig { write_buffer_bytes_max: 48 << 10, cache_bytes_max: 64 << 10, read_ahead_bytes_max: 16 << 10 };
+    let budget = PoolConfig {
+        write_buffer_bytes_max: 48 << 10,
+        cache_bytes_max: 64 << 10,
+        read_ahead_bytes_max: 16 << 10,
+        index_cache_bytes_max: 8 << 10,
+    };
     let pool = MemoryPool::new(budget);
     let config = LogConfig { cache_bytes_max: 16 << 10, ..small_config() };
     let logs: Vec<Rc<PartitionLog<SimStorage>>> = (0..200)

@@ -43,7 +43,6 @@ pub(super) fn small_config() -> LogConfig {
         cache_bytes_max: 32 << 10,
         read_ahead_bytes: 4 << 10,
         read_ahead_chunks_max: 2,
-        index_cache_segments_max: 2,
         open_segments_max: 2,
         retention_ms: None,
         retention_bytes: None,
@@ -417,6 +416,27 @@ fn r6_a_garbled_last_batch_is_cut_off() {
     let log = open(&storage, small_config()).unwrap();
     assert!(log.recovery_report().tail_damage.as_deref().unwrap().contains("CRC"));
     assert_eq!(read_all(&log, Offset(0)), expected[..9].to_vec());
+}
+
+#[test]
+fn r6_an_intact_batch_of_a_newer_format_is_never_cut() {
+    let storage = SimStorage::new();
+    let expected = filled_log(&storage, 10);
+    let path = active_segment(&storage);
+    let mut bytes = storage.file_contents(&path).unwrap();
+    let last = expected.iter().map(Vec::len).sum::<usize>()
+        - files_sizes_before_active(&storage)
+        - expected.last().unwrap().len();
+    // The last batch says it holds a payload format this build does not
+    // know, with a valid header CRC: what a newer broker would write.
+    // (docs/format.md: payload_format at byte 22, header_crc at 36 over [0, 36).)
+    bytes[last + 22] = 1;
+    let crc = crc32c::crc32c(&bytes[last..last + 36]);
+    bytes[last + 36..last + 40].copy_from_slice(&crc.to_le_bytes());
+    storage.set_file_contents(&path, bytes.clone());
+    let Err(e) = open(&storage, small_config()) else { panic!("opened over a batch it cannot read") };
+    assert!(e.to_string().contains("cannot read"), "{e}");
+    assert_eq!(storage.file_contents(&path).unwrap(), bytes, "nothing was cut");
 }
 
 fn files_sizes_before_active(storage: &SimStorage) -> usize {
@@ -863,12 +883,13 @@ fn cancelling_an_append_in_the_middle_of_its_write_poisons_instead_of_hanging() 
 }
 
 #[test]
-fn a_damaged_base_offset_outside_the_crc_is_caught_on_read() {
+fn a_damaged_base_offset_is_caught_by_the_header_crc_on_read() {
     let storage = SimStorage::new();
     let expected = filled_log(&storage, 200);
     let first = files_with_ext(&storage, "log").into_iter().min().unwrap();
     let mut bytes = storage.file_contents(&first).unwrap();
-    // The third batch's base offset: the CRC does not cover it.
+    // The third batch's base offset: the header CRC covers it (in version
+    // 1 only offset continuity would have caught this).
     let at = expected[0].len() + expected[1].len();
     bytes[at] ^= 0x01;
     storage.set_file_contents(&first, bytes);

@@ -97,7 +97,7 @@ fn a_read_that_meets_a_segment_retention_deleted_gets_offset_out_of_range() {
     for seed in 0..40 {
         let ex = SimExecutor::new(seed);
         let storage = SimStorage::with_executor(&ex);
-        let config = LogConfig { open_segments_max: 1, index_cache_segments_max: 1, ..small_config() };
+        let config = LogConfig { open_segments_max: 1, ..small_config() };
         let log = {
             let (storage, config) = (storage.clone(), config.clone());
             Rc::new(ex.block_on(async move { PartitionLog::open(storage, dir(), config).await.unwrap() }))

@@ -47,6 +47,8 @@ struct Inode {
 struct Faults {
     fdatasync_error: Option<io::ErrorKind>,
     write_error: Option<io::ErrorKind>,
+    /// The next directory sync fails (and makes nothing durable).
+    sync_dir_error: Option<io::ErrorKind>,
     /// Fail the removal after this many more succeed.
     remove_error_after: Option<usize>,
     capacity_bytes: Option<u64>,
@@ -242,6 +244,11 @@ impl SimStorage {
     /// The next fdatasync fails with `kind` and persists nothing.
     pub fn fail_next_fdatasync(&self, kind: io::ErrorKind) {
         self.disk.borrow_mut().faults.fdatasync_error = Some(kind);
+    }
+
+    /// The next directory sync fails with `kind` and makes nothing durable.
+    pub fn fail_next_sync_dir(&self, kind: io::ErrorKind) {
+        self.disk.borrow_mut().faults.sync_dir_error = Some(kind);
     }
 
     /// The next write fails with `kind` and changes nothing.
@@ -583,6 +590,8 @@ impl Storage for SimStorage {
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Durable on return, as the trait promises (the directories survive
+        // `crash`).
         let mut disk = self.disk.borrow_mut();
         for dir in path.ancestors() {
             disk.dirs.insert(dir.to_path_buf());
@@ -615,6 +624,9 @@ impl Storage for SimStorage {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.latency(Op::Sync).await;
         let mut disk = self.disk.borrow_mut();
+        if let Some(kind) = disk.faults.sync_dir_error.take() {
+            return Err(io::Error::from(kind));
+        }
         let SimDisk { names, durable_names, .. } = &mut *disk;
         durable_names.retain(|p, _| parent(p) != path || names.contains_key(p));
         for (p, ino) in names.iter() {
