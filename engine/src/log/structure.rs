@@ -223,8 +223,11 @@ impl<S: Storage> PartitionLog<S> {
     /// Deletes sealed segments that fall outside the retention limits and
     /// advances the log start offset; returns how many were deleted. Time
     /// goes by each segment's newest *append* time (the log's clock), so a
-    /// producer's clock cannot expire data. The active segment is never
-    /// deleted. Appends, syncs and reads go on meanwhile: a read that meets
+    /// producer's clock cannot expire data. An active segment whose newest
+    /// append is past `retention_ms` (an idle partition) is rolled first, as
+    /// Kafka does, so idle data expires too; that roll is the only moment a
+    /// pass holds the log, and it happens once per idle segment. Appends,
+    /// syncs and reads go on meanwhile: a read that meets
     /// a deleted segment gets `OffsetOutOfRange`. A log without retention
     /// returns at once, and a pass is skipped while the log is held for a
     /// roll, truncation or close (the next pass does it).
@@ -236,6 +239,18 @@ impl<S: Storage> PartitionLog<S> {
         if retention_ms.is_none() && retention_bytes.is_none() {
             return Ok(0);
         }
+        let now = self.storage.now_ms();
+        let idle_expired = retention_ms.is_some_and(|ms| {
+            let s = self.state.borrow();
+            s.active.size_bytes() > 0 && !s.exclusive && s.active.index.summary.max_append_time.0 < now - ms
+        });
+        if idle_expired {
+            match Box::pin(self.roll()).await {
+                // The disk is full: the next pass tries again.
+                Ok(()) | Err(LogError::DiskFull { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         {
             let mut s = self.state.borrow_mut();
             s.usable()?;
@@ -245,7 +260,6 @@ impl<S: Storage> PartitionLog<S> {
             s.retention_running = true;
         }
         let _pass = RetentionPass { log: self };
-        let now = self.storage.now_ms();
         let mut deleted = 0;
         loop {
             let doomed = {

@@ -138,3 +138,24 @@ fn a_read_that_meets_a_segment_retention_deleted_gets_offset_out_of_range() {
     }
     assert!(raced > 0, "some reads met a deleted segment (the race was exercised)");
 }
+
+#[test]
+fn an_idle_partition_past_its_retention_is_emptied_and_goes_on_from_its_end() {
+    let storage = SimStorage::new();
+    let config = LogConfig { retention_ms: Some(60_000), ..small_config() };
+    let log = open(&storage, config).unwrap();
+    for tag in 0..5 {
+        block_on(log.append(batch(tag, 3, 0))).unwrap();
+    }
+    let end = log.log_end_offset();
+    assert_eq!(log.segment_count(), 1, "everything is in the active segment");
+    assert_eq!(block_on(log.enforce_retention()).unwrap(), 0, "not expired yet");
+    // No append for longer than the retention: before, the active segment
+    // was never deleted, so an idle partition kept its data for ever.
+    storage.advance_ms(61_000);
+    assert_eq!(block_on(log.enforce_retention()).unwrap(), 1);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (end, end));
+    assert!(matches!(block_on(log.read(Offset(0), 1 << 20)), Err(LogError::OffsetOutOfRange { .. })));
+    let info = block_on(log.append(batch(9, 2, 0))).unwrap();
+    assert_eq!(info.base_offset, end, "offsets go on from the end");
+}
