@@ -23,6 +23,10 @@ const PARTITIONS: u32 = 4;
 fn config(flush: &str) -> ServerConfig {
     let mut c = common::config();
     c.log.flush = flush.into();
+    // Segments of a few batches: power loss also meets rolls (a new
+    // segment's file and directory entry, the sealed index).
+    c.limits.batch_bytes_max = 4 << 10;
+    c.log.segment_bytes_max = 8 << 10;
     c
 }
 
@@ -64,8 +68,9 @@ async fn read_everything(client: &mut SimClient) -> HashMap<(u32, u64), String> 
 
 /// Produces until a power loss at a random moment, restarts the broker on
 /// what the disk kept, and checks every acknowledged record. Returns the
-/// number of acknowledged batches, or the first one lost.
-fn run(seed: u64, flush: &str) -> Result<usize, String> {
+/// number of acknowledged batches and of segments after the restart, or
+/// the first record lost.
+fn run(seed: u64, flush: &str) -> Result<(usize, usize), String> {
     let ex = SimExecutor::new(seed);
     let rt = SimRuntime::new(&ex);
     let broker = SimBroker::start(&rt, &config(flush), 2).unwrap();
@@ -84,7 +89,7 @@ fn run(seed: u64, flush: &str) -> Result<usize, String> {
             let mut client = SimClient::connect(&rt, addr).await.unwrap();
             for i in 0u32.. {
                 let partition = (producer + i) % PARTITIONS;
-                let values: Vec<String> = (0..=i % 5).map(|r| format!("p{producer}-{i}-{r}")).collect();
+                let values: Vec<String> = (0..=i % 5).map(|r| format!("p{producer}-{i}-{r}-{:>120}", "")).collect();
                 if let Ok(base) = common::produce(&mut client, "ledger", partition, &values).await {
                     acked.borrow_mut().push(Acked { partition, base, values });
                 }
@@ -109,6 +114,7 @@ fn run(seed: u64, flush: &str) -> Result<usize, String> {
         })
     };
     broker.stop();
+    let segments = rt.storage.file_paths().iter().filter(|p| p.extension().is_some_and(|e| e == "log")).count();
     let acked = acked.borrow();
     for a in acked.iter() {
         for (i, value) in a.values.iter().enumerate() {
@@ -123,16 +129,19 @@ fn run(seed: u64, flush: &str) -> Result<usize, String> {
             }
         }
     }
-    Ok(acked.len())
+    Ok((acked.len(), segments))
 }
 
 #[test]
 fn flush_always_loses_no_acknowledged_record_across_power_loss() {
-    let mut acked = 0;
+    let (mut acked, mut rolled) = (0, 0);
     for seed in 0..48 {
-        acked += run(seed, "always").unwrap_or_else(|e| panic!("{e}"));
+        let (a, segments) = run(seed, "always").unwrap_or_else(|e| panic!("{e}"));
+        acked += a;
+        rolled += usize::from(segments > PARTITIONS as usize);
     }
     assert!(acked > 1000, "the runs acknowledged something to check ({acked} batches)");
+    assert!(rolled > 24, "most runs rolled segments before the power went ({rolled} of 48)");
 }
 
 #[test]

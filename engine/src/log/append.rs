@@ -89,7 +89,11 @@ struct Prepared<S: Storage, L: Deref<Target = PartitionLog<S>>> {
 enum Step {
     Wait,
     Roll,
-    Allocate(u64),
+    /// Claim space up to `target` (a whole step), or at least `needed`.
+    Allocate {
+        target: u64,
+        needed: u64,
+    },
     Flush,
     WaitMemory,
     Again,
@@ -234,7 +238,7 @@ impl<S: Storage> PartitionLog<S> {
                 // Boxed: rolls are rare, and an append future (one task per
                 // append) should not carry a roll's state all the time.
                 Step::Roll => Box::pin(self.roll()).await?,
-                Step::Allocate(target) => self.allocate(target).await?,
+                Step::Allocate { target, needed } => self.allocate(target, needed).await?,
                 Step::Flush => {
                     self.flush_step(false).await?;
                 }
@@ -265,7 +269,7 @@ impl<S: Storage> PartitionLog<S> {
             let step = s.active.allocated_bytes.clamp(PREALLOCATE_BYTES_MIN.min(step_max), step_max);
             let cap = align_up(config.segment_bytes_max).max(needed);
             s.allocating = true;
-            return Some(Step::Allocate((needed + step).min(cap)));
+            return Some(Step::Allocate { target: (needed + step).min(cap), needed });
         }
         match s.active.room_for(len) {
             Room::Fits => None,
@@ -297,7 +301,7 @@ impl<S: Storage> PartitionLog<S> {
             let stamped = BatchHeader::decode(&batch).expect("a checked batch stays valid when stamped");
             (stamped.effective_max_timestamp(), now)
         } else {
-            (header.effective_max_timestamp(), super::scan::append_time_of(header))
+            (header.effective_max_timestamp(), super::scan::append_time_of(header, now))
         };
         let position = s.active.size_bytes();
         s.active.copy_in(&batch, next);
@@ -311,14 +315,21 @@ impl<S: Storage> PartitionLog<S> {
     /// Grows the active segment's file to `target` bytes. The caller set
     /// `allocating`; a full disk refuses this append and leaves the log
     /// usable, so the next append tries again.
-    async fn allocate(&self, target: u64) -> Result<(), LogError> {
-        debug_assert!(target.is_multiple_of(BLOCK_BYTES as u64));
+    async fn allocate(&self, target: u64, needed: u64) -> Result<(), LogError> {
+        debug_assert!(target.is_multiple_of(BLOCK_BYTES as u64) && needed <= target);
         let (file, base) = {
             let s = self.state.borrow();
             (s.active.file().clone(), s.active.index.summary.base_offset)
         };
         let guard = CancelGuard { log: self, pending: InFlight::Allocate };
-        let result = file.allocate(target).await;
+        let mut target = target;
+        let mut result = file.allocate(target).await;
+        if result.as_ref().is_err_and(super::error::is_enospc) && needed < target {
+            // No room for a whole step: the space this append needs may
+            // still be there.
+            target = needed;
+            result = file.allocate(target).await;
+        }
         guard.disarm();
         let result = {
             let mut s = self.state.borrow_mut();
@@ -350,7 +361,7 @@ impl<S: Storage> PartitionLog<S> {
         appended: Option<(u64, AppendInfo)>,
     ) -> Result<(), LogError> {
         loop {
-            {
+            let doomed = {
                 let s = self.state.borrow();
                 if let Some((epoch, info)) = appended
                     && s.truncated_since(epoch, info.last_offset)
@@ -358,10 +369,19 @@ impl<S: Storage> PartitionLog<S> {
                     return Err(LogError::Truncated { base_offset: info.base_offset });
                 }
                 s.usable()?;
+                // A truncation under way that will cut this batch: its own
+                // flush may make the batch durable first, but it must not be
+                // acknowledged (it learns `Truncated` once the cut is done).
+                let doomed = appended.is_some_and(|(_, info)| s.pending_cut.is_some_and(|cut| info.last_offset >= cut));
                 let reached = if sync { s.durable_offset } else { s.written_offset };
-                if reached >= target {
+                if reached >= target && !doomed {
                     return Ok(());
                 }
+                doomed
+            };
+            if doomed {
+                self.io_done.notified().await;
+                continue;
             }
             if self.flush_step(sync).await? == Flushed::Idle {
                 // Nothing is in flight or left to do, yet the target is not

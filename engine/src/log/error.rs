@@ -79,11 +79,7 @@ impl LogError {
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> LogError {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
-            LogError::DiskFull { path }
-        } else {
-            LogError::Io { op, path, source }
-        }
+        if is_enospc(&source) { LogError::DiskFull { path } } else { LogError::Io { op, path, source } }
     }
 
     /// A failed fdatasync: never [`LogError::DiskFull`], whatever the errno
@@ -96,4 +92,9 @@ impl LogError {
     pub(crate) fn corruption(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> LogError {
         LogError::Corruption { path: path.into(), position, reason: reason.into() }
     }
+}
+
+/// Whether an I/O error says the device has no space left.
+pub(crate) fn is_enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }

@@ -49,6 +49,7 @@ impl<S: Storage> Drop for CancelGuard<'_, S> {
                 let cause = "an I/O was cancelled before it completed; its outcome is unknown";
                 tracing::error!(dir = %log.dir.display(), cause, "log poisoned");
                 s.poisoned = Some((cause.into(), false));
+                s.active.drop_unissued();
             }
         }
         log.io_done.notify_all();
@@ -220,9 +221,12 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Takes the log for an operation that rewrites its structure (roll,
-    /// truncate, close): no new write, sync or allocation starts, retention
-    /// is not deleting, and the I/O in flight lands first.
-    pub(super) async fn acquire_exclusive(&self) -> Result<(), LogError> {
+    /// truncate, close): no new write, sync or allocation starts, and the
+    /// I/O in flight lands first. With `quiet_retention`, a retention pass
+    /// must also be done (truncation and close remove or finish segments it
+    /// may be deleting; a roll only adds one at the end, so appends that need
+    /// a roll do not wait for retention's deletes).
+    pub(super) async fn acquire_exclusive(&self, quiet_retention: bool) -> Result<(), LogError> {
         loop {
             {
                 let mut s = self.state.borrow_mut();
@@ -234,7 +238,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             self.io_done.notified().await;
         }
-        self.io_quiet().await;
+        self.io_quiet(quiet_retention).await;
         let usable = self.state.borrow().usable();
         if usable.is_err() {
             self.release_exclusive(None);
@@ -242,12 +246,17 @@ impl<S: Storage> PartitionLog<S> {
         usable
     }
 
-    /// Waits until no write, sync, allocation or retention pass is in flight.
-    pub(super) async fn io_quiet(&self) {
+    /// Waits until no write, sync or allocation (and, with `retention`, no
+    /// retention pass) is in flight.
+    pub(super) async fn io_quiet(&self, retention: bool) {
         loop {
             {
                 let s = self.state.borrow();
-                if s.active.writes_in_flight() == 0 && !s.sync_in_flight && !s.allocating && !s.retention_running {
+                let busy = s.active.writes_in_flight() > 0
+                    || s.sync_in_flight
+                    || s.allocating
+                    || (retention && s.retention_running);
+                if !busy {
                     return;
                 }
             }

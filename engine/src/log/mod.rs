@@ -103,6 +103,9 @@ struct State<F: crate::rt::DmaFile> {
     /// acknowledgements that straddle one are retried or refused.
     truncations: u64,
     recent_truncations: VecDeque<(u64, Offset)>,
+    /// Where a truncation under way will cut: nothing at or past it is
+    /// acknowledged meanwhile.
+    pending_cut: Option<Offset>,
     sync_in_flight: bool,
     poisoned: Option<(String, bool)>,
     is_closed: bool,
@@ -199,6 +202,7 @@ impl<S: Storage> PartitionLog<S> {
             retention_running: false,
             truncations: 0,
             recent_truncations: VecDeque::new(),
+            pending_cut: None,
             sync_in_flight: false,
             poisoned: None,
             is_closed: false,
@@ -365,6 +369,7 @@ impl<S: Storage> PartitionLog<S> {
         if s.poisoned.is_none() && !matches!(error, LogError::Poisoned { .. } | LogError::Closed) {
             tracing::error!(dir = %self.dir.display(), error = %error, "log poisoned");
             s.poisoned = Some((error.to_string(), error.is_disk_full()));
+            s.active.drop_unissued();
         }
     }
 }

@@ -9,7 +9,10 @@ use std::task::{Context, Poll, Waker};
 #[derive(Debug, Default)]
 pub(crate) struct Notify {
     generation: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    /// The waiters of the current generation; `None` where a waiter gave
+    /// up (a long poll that timed out), its slot kept in `free` for the next.
+    wakers: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
 }
 
 impl Notify {
@@ -20,10 +23,18 @@ impl Notify {
 
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
+        self.free.borrow_mut().clear();
         let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for waker in wakers {
+        for waker in wakers.into_iter().flatten() {
             waker.wake();
         }
+    }
+
+    /// Wakers held now: bounded by the waiters alive, not by those that
+    /// ever waited.
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.wakers.borrow().iter().filter(|w| w.is_some()).count()
     }
 }
 
@@ -43,16 +54,36 @@ impl Future for Notified<'_> {
             return Poll::Ready(());
         }
         let mut wakers = self.notify.wakers.borrow_mut();
-        match self.slot {
-            Some(i) if wakers[i].will_wake(cx.waker()) => {}
-            Some(i) => wakers[i].clone_from(cx.waker()),
-            None => {
-                wakers.push(cx.waker().clone());
-                drop(wakers);
-                self.slot = Some(self.notify.wakers.borrow().len() - 1);
+        if let Some(i) = self.slot {
+            match &mut wakers[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
             }
+        } else {
+            let i = if let Some(i) = self.notify.free.borrow_mut().pop() {
+                wakers[i] = Some(cx.waker().clone());
+                i
+            } else {
+                wakers.push(Some(cx.waker().clone()));
+                wakers.len() - 1
+            };
+            drop(wakers);
+            self.slot = Some(i);
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified<'_> {
+    fn drop(&mut self) {
+        // A waiter that gives up before the notification takes its waker
+        // (and the task it keeps alive) out with it.
+        if let Some(i) = self.slot
+            && self.notify.generation.get() == self.generation
+        {
+            self.notify.wakers.borrow_mut()[i] = None;
+            self.notify.free.borrow_mut().push(i);
+        }
     }
 }
 
@@ -73,5 +104,29 @@ impl Future for YieldNow {
         self.0 = true;
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_no_waker_behind() {
+        let notify = Notify::default();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..1000 {
+            let mut waiting = Box::pin(notify.notified());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(notify.waiting(), 0, "1000 timed-out long polls hold nothing");
+        let mut a = Box::pin(notify.notified());
+        let mut b = Box::pin(notify.notified());
+        assert!(a.as_mut().poll(&mut cx).is_pending() && b.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(notify.waiting(), 2);
+        drop(a);
+        notify.notify_all();
+        assert!(b.as_mut().poll(&mut cx).is_ready(), "the one still waiting is woken");
     }
 }

@@ -221,7 +221,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         let config = self.config();
         let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &config, Some(file), summary).await?);
-        self.pool.index_insert(self.id, summary.base_offset, index.clone());
+        if self.state.borrow().closed.contains_key(&summary.base_offset) {
+            self.pool.index_insert(self.id, summary.base_offset, index.clone());
+        }
         Ok(index)
     }
 
@@ -233,7 +235,13 @@ impl<S: Storage> PartitionLog<S> {
         let file = Rc::new(
             self.storage.open_dma(&path, OpenMode::Existing).await.map_err(|e| LogError::io("open", &path, e))?,
         );
-        self.state.borrow_mut().files.insert(base, file.clone());
+        // Retention may have deleted the segment while it was being opened:
+        // then the handle serves this read only, and is not kept (it would
+        // hold the deleted file's space).
+        let mut s = self.state.borrow_mut();
+        if s.closed.contains_key(&base) {
+            s.files.insert(base, file.clone());
+        }
         Ok(file)
     }
 
@@ -277,8 +285,17 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mut from = match start {
             Some(summary) => {
-                let file = self.segment_file(summary.base_offset).await?;
-                self.segment_index(&file, summary).await?.offset_for_time(t)
+                let looked_up = async {
+                    let file = self.segment_file(summary.base_offset).await?;
+                    Ok::<_, LogError>(self.segment_index(&file, summary).await?.offset_for_time(t))
+                };
+                match looked_up.await {
+                    Ok(from) => from,
+                    // Retention deleted the segment meanwhile: search on
+                    // from the new log start.
+                    Err(_) if !self.state.borrow().closed.contains_key(&summary.base_offset) => self.log_start_offset(),
+                    Err(e) => return Err(e),
+                }
             }
             None => self.state.borrow().active.index.offset_for_time(t),
         };

@@ -12,7 +12,7 @@ use super::scan::{ScanStop, find_valid_batch_after, scan_segment};
 use super::segment::{ActiveSegment, index_path, log_path, parse_name};
 use super::{FlushPolicy, LogConfig, LogError};
 use crate::rt::{DmaFile, OpenMode, Storage, align_down};
-use crate::types::Offset;
+use crate::types::{Offset, Timestamp};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,10 +142,17 @@ pub(crate) async fn recover<S: Storage>(
         index
     } else {
         // R4-R7: scan the active segment batch by batch.
-        let scan =
-            scan_segment(&file, active_base, file_bytes, config.batch_bytes_max, config.index_interval_bytes, None)
-                .await
-                .map_err(io_err("read", &path))?;
+        let scan = scan_segment(
+            &file,
+            active_base,
+            file_bytes,
+            config.batch_bytes_max,
+            config.index_interval_bytes,
+            None,
+            Timestamp(storage.now_ms()),
+        )
+        .await
+        .map_err(io_err("read", &path))?;
         report.scanned_bytes = scan.index.summary.size_bytes;
         let (stop, reason) = match &scan.stop {
             ScanStop::UnknownFormat { position, reason } => return Err(unknown_format(&path, *position, reason)),
@@ -303,7 +310,8 @@ async fn load_or_rebuild_index<S: Storage>(
     };
     let file = file.or(opened.as_ref()).expect("one of the two");
     let size = file.size().await.map_err(io_err("stat", &path))?;
-    let scan = scan_segment(file, base, size, config.batch_bytes_max, config.index_interval_bytes, None)
+    let now = Timestamp(storage.now_ms());
+    let scan = scan_segment(file, base, size, config.batch_bytes_max, config.index_interval_bytes, None, now)
         .await
         .map_err(io_err("read", &path))?;
     if let Some(opened) = opened {
@@ -320,12 +328,18 @@ async fn load_or_rebuild_index<S: Storage>(
                     "zeroes inside a sealed segment",
                 ));
             }
-            if expected.is_some_and(|e| e != scan.index.summary) {
-                return Err(LogError::corruption(&path, 0, "sealed segment changed since it was opened"));
+            let mut index = scan.index;
+            if let Some(e) = expected {
+                // A version 1 batch's append time is when a scan found it:
+                // what the log already knows of it stands.
+                index.summary.max_append_time = e.max_append_time;
+                if e != index.summary {
+                    return Err(LogError::corruption(&path, 0, "sealed segment changed since it was opened"));
+                }
             }
             tracing::warn!(path = %path.display(), "rebuilt segment index");
-            storage.write_file_atomic(&index_file, &scan.index.encode()).await.map_err(io_err("write", &index_file))?;
-            Ok((scan.index, true))
+            storage.write_file_atomic(&index_file, &index.encode()).await.map_err(io_err("write", &index_file))?;
+            Ok((index, true))
         }
     }
 }

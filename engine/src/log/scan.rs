@@ -50,6 +50,7 @@ pub(crate) async fn scan_segment<F: DmaFile>(
     batch_bytes_max: u32,
     interval_bytes: u64,
     stop_at: Option<Offset>,
+    now: crate::types::Timestamp,
 ) -> io::Result<ScanResult> {
     let mut index = SegmentIndex::new(base_offset);
     let mut chunk: Option<F::ReadChunk> = None;
@@ -105,7 +106,7 @@ pub(crate) async fn scan_segment<F: DmaFile>(
             base,
             view.header.next_offset(),
             view.header.effective_max_timestamp(),
-            append_time_of(&view.header),
+            append_time_of(&view.header, now),
             pos,
             length,
             interval_bytes,
@@ -115,14 +116,12 @@ pub(crate) async fn scan_segment<F: DmaFile>(
     Ok(ScanResult { index, stop })
 }
 
-/// When a stored batch was appended: its stamp (version 2), else the best
-/// guess, its newest record timestamp (version 1 had no append time).
-pub(crate) fn append_time_of(header: &BatchHeader) -> crate::types::Timestamp {
-    if header.version == BATCH_VERSION_V1 || header.append_time.0 < 0 {
-        header.max_timestamp
-    } else {
-        header.append_time
-    }
+/// When a stored batch was appended: its stamp (version 2). Version 1 had
+/// no append time, and its producer's timestamps must not drive retention
+/// (ADR 17), so such a batch counts as appended `now`, when it is found:
+/// retention may keep it longer, never deletes it early.
+pub(crate) fn append_time_of(header: &BatchHeader, now: crate::types::Timestamp) -> crate::types::Timestamp {
+    if header.version == BATCH_VERSION_V1 || header.append_time.0 < 0 { now } else { header.append_time }
 }
 
 /// Looks for a valid batch starting in `[from, to)` whose base offset is

@@ -158,6 +158,17 @@ impl<F: DmaFile> ActiveSegment<F> {
         self.index.summary.size_bytes
     }
 
+    /// A poisoned log writes nothing more: gives its unissued chunks (and
+    /// their share of the core's write budget) back, so the other logs of
+    /// the core are not starved by one that is stuck. Positions stay as
+    /// they were.
+    pub fn drop_unissued(&mut self) {
+        let end = self.end();
+        self.chunks.clear();
+        self.tail.clear();
+        self.tail_pos = end;
+    }
+
     /// Where the next appended byte goes. Chunks fill in order, so that is
     /// in the first one with room (a batch's chunks are added just before it
     /// is copied in).

@@ -30,7 +30,7 @@ impl<S: Storage> PartitionLog<S> {
     /// segment). A full disk leaves the log as it was, usable; any other
     /// failure poisons it.
     pub async fn roll(&self) -> Result<(), LogError> {
-        self.acquire_exclusive().await?;
+        self.acquire_exclusive(false).await?;
         let result = self.roll_locked().await;
         self.release_exclusive(result.as_ref().err());
         result
@@ -114,8 +114,10 @@ impl<S: Storage> PartitionLog<S> {
     /// Replication uses this to drop a diverged suffix. An append whose
     /// batch is removed fails with [`LogError::Truncated`] at once.
     pub async fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
-        self.acquire_exclusive().await?;
+        self.acquire_exclusive(true).await?;
+        self.state.borrow_mut().pending_cut = Some(offset);
         let result = self.truncate_locked(offset).await;
+        self.state.borrow_mut().pending_cut = None;
         // A rejected request leaves the log as it was; an I/O failure poisons it.
         let poison = match &result {
             Err(LogError::NotBatchBoundary { .. } | LogError::OffsetOutOfRange { .. }) => None,
@@ -157,6 +159,7 @@ impl<S: Storage> PartitionLog<S> {
             config.batch_bytes_max,
             config.index_interval_bytes,
             Some(offset),
+            crate::types::Timestamp(self.storage.now_ms()),
         )
         .await
         .map_err(|e| LogError::io("read", &path, e))?;
@@ -297,7 +300,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Writes and syncs everything, saves the active segment's index and
     /// the clean-shutdown marker. The log refuses further use.
     pub async fn close(&self) -> Result<(), LogError> {
-        self.acquire_exclusive().await?;
+        self.acquire_exclusive(true).await?;
         let result = self.close_locked().await;
         if result.is_ok() {
             self.state.borrow_mut().is_closed = true;
@@ -369,7 +372,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             self.io_done.notified().await;
         }
-        self.io_quiet().await;
+        self.io_quiet(true).await;
         let _ = self.close_files().await;
     }
 }

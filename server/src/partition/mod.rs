@@ -44,13 +44,19 @@ pub struct Partition<R: Runtime> {
     /// Bumped at every (re)open, so the interval flusher of a log that was
     /// replaced stops.
     generation: Cell<u64>,
-    /// When a log stopped by a full disk may next be reopened by itself.
-    disk_full_retry_at: Cell<Option<Instant>>,
+    /// When a log stopped by a full disk may next be reopened by itself,
+    /// and the wait after that (doubling to a minute while it keeps failing).
+    disk_full_retry_at: Cell<Option<(Instant, Duration)>>,
+    /// Set by `close`: a recovery in progress closes what it opened.
+    closing: Cell<bool>,
     pub metrics: Rc<PartitionMetrics>,
 }
 
-/// How often a partition stopped by a full disk tries to come back.
+/// How soon a partition stopped by a full disk first tries to come back;
+/// each failed try doubles the wait, up to `DISK_FULL_RETRY_MAX` (a reopen
+/// scans the active segment).
 const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+const DISK_FULL_RETRY_MAX: Duration = Duration::from_mins(1);
 
 /// What `describe` says of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +93,7 @@ impl<R: Runtime> Partition<R> {
             state: RefCell::new(LogState::Reopening),
             generation: Cell::new(0),
             disk_full_retry_at: Cell::new(None),
+            closing: Cell::new(false),
             metrics: Rc::new(PartitionMetrics::default()),
         });
         partition.open_log().await;
@@ -187,8 +194,8 @@ impl<R: Runtime> Partition<R> {
 
     /// A log poisoned by a full disk (a write that met ENOSPC: whether it
     /// landed is unknown, so the log cannot go on) or that could not open
-    /// for lack of space reopens by itself, at most once per
-    /// [`DISK_FULL_RETRY`], when appends keep coming: so writes resume once
+    /// for lack of space reopens by itself, first after [`DISK_FULL_RETRY`]
+    /// and backing off while it keeps failing, when appends keep coming: so writes resume once
     /// space is free, without an operator. Recovery trusts only the disk,
     /// and nothing acknowledged depended on the failed write. Appends meanwhile
     /// get `DISK_FULL` (retriable). Any other poisoning (an fsync error)
@@ -203,14 +210,17 @@ impl<R: Runtime> Partition<R> {
             return;
         }
         let now = self.rt.now();
-        if self.disk_full_retry_at.get().is_some_and(|at| now < at) {
-            return;
-        }
-        self.disk_full_retry_at.set(Some(now + DISK_FULL_RETRY));
+        let wait = match self.disk_full_retry_at.get() {
+            Some((at, _)) if now < at => return,
+            Some((_, wait)) => (wait * 2).min(DISK_FULL_RETRY_MAX),
+            None => DISK_FULL_RETRY,
+        };
+        self.disk_full_retry_at.set(Some((now + wait, wait)));
         let this = self.clone();
         drop(self.rt.spawn(async move {
             if this.recover().await.is_ok() {
                 tracing::info!(topic = %this.topic, partition = this.tp.partition.0, "partition back after a full disk");
+                this.disk_full_retry_at.set(None);
             }
         }));
     }
@@ -351,15 +361,28 @@ impl<R: Runtime> Partition<R> {
             tracing::warn!(topic = %self.topic, partition = self.tp.partition.0, cause = ?log.poisoned_cause(), "recovering a poisoned partition");
             log.abandon().await;
         }
+        if self.closing.get() {
+            // Closed meanwhile (a shutdown, a topic deleted): open nothing,
+            // create no directory again.
+            *self.state.borrow_mut() =
+                LogState::Unavailable(ServiceError::PartitionUnavailable("the partition is closed".into()));
+            return Err(ServiceError::PartitionUnavailable("the partition was closed during recovery".into()));
+        }
         self.open_log().await;
+        if self.closing.get() {
+            self.close().await;
+            return Err(ServiceError::PartitionUnavailable("the partition was closed during recovery".into()));
+        }
         match self.log() {
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Closes the log cleanly (sync, indexes, clean-shutdown marker).
+    /// Closes the log cleanly (sync, indexes, clean-shutdown marker). A
+    /// recovery under way closes what it opens.
     pub async fn close(&self) {
+        self.closing.set(true);
         let log = {
             let mut state = self.state.borrow_mut();
             let previous = std::mem::replace(

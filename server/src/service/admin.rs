@@ -83,7 +83,7 @@ impl<R: Runtime> Shard<R> {
         self.invoke_on(CONTROLLER, move |c| async move { c.controller_alter(name, change).await }).await?
     }
 
-    fn controller(&self) -> &crate::shard::Controller {
+    pub(crate) fn controller(&self) -> &crate::shard::Controller {
         self.controller.as_ref().expect("topic changes run on the controller")
     }
 
@@ -148,6 +148,12 @@ impl<R: Runtime> Shard<R> {
         };
         if let Err(e) = written.await {
             self.controller().metadata.borrow_mut().topics.remove(&name);
+            // The new directory holds only its `topic.json`: take it back, or
+            // a rebuild would find a topic that was never created.
+            let dir = self.config.data_dir.join(&meta.dir);
+            if let Err(gone) = engine::rt::Storage::remove_dir_all(self.rt.storage(), &dir).await {
+                tracing::warn!(dir = %dir.display(), error = %gone, "cannot remove the directory of a topic not created");
+            }
             return Err(e);
         }
         tracing::info!(topic = %name, id = %meta.id, partitions, "topic created");

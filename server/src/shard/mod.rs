@@ -8,7 +8,7 @@ pub mod mesh;
 pub mod run;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ pub struct Shard<R: Runtime> {
     pub controller: Option<Controller>,
     mesh: Mesh<R>,
     topics: RefCell<TopicTable>,
-    partitions: RefCell<HashMap<TopicPartition, Rc<Partition<R>>>>,
+    partitions: RefCell<BTreeMap<TopicPartition, Rc<Partition<R>>>>,
     /// Fired once the initial topic table is in place (or failed to be).
     booted: Rc<Signal>,
     boot_error: RefCell<Option<String>>,
@@ -106,7 +106,7 @@ impl<R: Runtime> Shard<R> {
             controller,
             mesh,
             topics: RefCell::new(TopicTable::default()),
-            partitions: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(BTreeMap::new()),
             booted: Signal::new(),
             boot_error: RefCell::new(None),
         })
@@ -323,7 +323,8 @@ impl<R: Runtime> Shard<R> {
 
     /// Closes every owned partition (sync, indexes, clean-shutdown markers).
     pub async fn close_all(&self) {
-        let partitions: Vec<Rc<Partition<R>>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        let partitions: Vec<Rc<Partition<R>>> =
+            std::mem::take(&mut *self.partitions.borrow_mut()).into_values().collect();
         futures::future::join_all(partitions.iter().map(|p| p.close())).await;
     }
 

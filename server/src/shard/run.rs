@@ -44,6 +44,10 @@ impl<R: Runtime> Shard<R> {
     /// rebuilding it), finishes deletions a crash interrupted, and gives
     /// every shard the topics.
     async fn boot_controller(self: &Rc<Self>) {
+        // Topic changes wait until every shard has its topics: one that
+        // arrived while a shard was still opening a topic's partitions would
+        // find them missing there and open them a second time.
+        let Some(_turn) = self.controller().turn.acquire(1).await else { return };
         let storage = self.rt.storage().clone();
         let loaded = async {
             storage.create_dir_all(&self.config.data_dir).await.map_err(|e| e.to_string())?;

@@ -187,3 +187,72 @@ fn r10_an_interrupted_roll_leaves_the_old_segment_active_with_every_batch() {
     assert_eq!(log.segment_count(), 1);
     block_on(log.append(batch(6, 1, 0))).unwrap();
 }
+
+#[test]
+fn an_append_cut_by_a_truncation_in_progress_is_never_acknowledged() {
+    // A truncation flushes (and syncs) what is buffered before it cuts: the
+    // appends it is about to cut must not take that sync as their
+    // acknowledgement. Seeded schedules with out-of-order I/O give the
+    // appends every chance to run between the sync and the cut.
+    for seed in 0..40u64 {
+        let ex = crate::rt::sim::SimExecutor::new(seed);
+        let storage = SimStorage::with_executor(&ex);
+        let log = {
+            let storage = storage.clone();
+            std::rc::Rc::new(
+                ex.block_on(async move { PartitionLog::open(storage, dir(), small_config()).await.unwrap() }),
+            )
+        };
+        {
+            let log = log.clone();
+            ex.block_on(async move { log.append(batch(1, 2, 0)).await.unwrap() });
+        }
+        let cut = log.log_end_offset();
+        let outcomes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        for tag in 0..4u64 {
+            let (log, outcomes) = (log.clone(), outcomes.clone());
+            drop(ex.spawn(async move {
+                let got = log.append(batch(10 + tag, 2, 0)).await;
+                outcomes.borrow_mut().push(got);
+            }));
+        }
+        // The appends take their places in the buffer, then the truncation
+        // starts before any of them is acknowledged.
+        ex.run_until_stalled();
+        let truncated = std::rc::Rc::new(std::cell::Cell::new(false));
+        {
+            let (log, truncated) = (log.clone(), truncated.clone());
+            drop(ex.spawn(async move {
+                log.truncate_to(cut).await.unwrap();
+                truncated.set(true);
+            }));
+        }
+        ex.run_for(std::time::Duration::from_secs(1));
+        assert!(truncated.get(), "seed {seed}: the truncation finished");
+        assert_eq!(log.log_end_offset(), cut, "seed {seed}");
+        for info in outcomes.borrow().iter().flatten() {
+            assert!(info.base_offset < cut, "seed {seed}: acknowledged batch at {} was cut", info.base_offset);
+        }
+    }
+}
+
+#[test]
+fn an_append_that_fits_is_taken_when_a_whole_preallocation_step_does_not() {
+    let storage = SimStorage::new();
+    let config = LogConfig { segment_bytes_max: 64 << 20, preallocate_bytes_max: 4 << 20, ..small_config() };
+    let log = open(&storage, config).unwrap();
+    while log.disk_bytes() < 1 << 20 {
+        block_on(log.append(batch(1, 40, 0))).unwrap();
+    }
+    // Room for a few more batches, not for another step as large as the
+    // segment so far.
+    let allocated = log.disk_bytes();
+    let mut data = log.size_bytes();
+    while data + 2000 < allocated {
+        block_on(log.append(batch(2, 40, 0))).unwrap();
+        data = log.size_bytes();
+    }
+    storage.set_capacity(Some(storage.used_bytes() + (64 << 10)));
+    block_on(log.append(batch(3, 40, 0))).expect("the space it needs is there");
+    assert!(log.disk_bytes() < allocated + (64 << 10));
+}

@@ -63,3 +63,35 @@ fn logs_sharing_a_pool_stay_within_its_budgets_and_all_appends_complete() {
     drop(logs);
     assert_eq!(pool.usage().cache_bytes, 0, "closed logs leave nothing in the pool");
 }
+
+#[test]
+fn a_poisoned_log_gives_its_write_buffers_back_to_the_core() {
+    let storage = SimStorage::new();
+    let budget = PoolConfig {
+        write_buffer_bytes_max: 48 << 10,
+        cache_bytes_max: 64 << 10,
+        read_ahead_bytes_max: 16 << 10,
+        index_cache_bytes_max: 8 << 10,
+    };
+    let pool = MemoryPool::new(budget);
+    let open = |name: &str| {
+        let dir = PathBuf::from(format!("/data/{name}"));
+        Rc::new(block_on(PartitionLog::open_in(storage.clone(), dir, small_config(), pool.clone())).unwrap())
+    };
+    let (stuck, healthy) = (open("stuck"), open("healthy"));
+    // The stuck log's fdatasync fails while appends keep arriving: the
+    // ones behind it sit in its buffer, never to be written.
+    storage.fail_next_fdatasync(std::io::ErrorKind::Other);
+    let mut tasks = LocalPool::new();
+    for tag in 0..40u64 {
+        let stuck = stuck.clone();
+        tasks.spawner().spawn_local(async move { drop(stuck.append(batch(tag, 20, 0)).await) }).unwrap();
+    }
+    tasks.run_until_stalled();
+    assert!(stuck.is_poisoned());
+    assert_eq!(pool.usage().write_buffer_bytes, 0, "nothing of the budget stays with a log that writes no more");
+    // So the other log of the core still gets buffers.
+    for tag in 0..40u64 {
+        block_on(healthy.append(batch(100 + tag, 20, 0))).unwrap();
+    }
+}

@@ -159,3 +159,27 @@ fn an_idle_partition_past_its_retention_is_emptied_and_goes_on_from_its_end() {
     let info = block_on(log.append(batch(9, 2, 0))).unwrap();
     assert_eq!(info.base_offset, end, "offsets go on from the end");
 }
+
+#[test]
+fn a_version_1_batch_found_by_recovery_is_not_expired_by_its_producer_clock() {
+    use crate::batch::{BatchBuilder, RecordInput};
+    use crate::rt::sim::SimRng;
+    use crate::types::Timestamp;
+    let storage = SimStorage::new();
+    storage.set_now_ms(1_800_000_000_000);
+    let config = LogConfig { retention_ms: Some(60_000), ..small_config() };
+    let log = open(&storage, config.clone()).unwrap();
+    // An old client's batch, stamped at time 0 by its producer.
+    let mut builder = BatchBuilder::new();
+    builder.push(RecordInput::new(Some(b"k"), Some(b"v"), Timestamp(0)));
+    block_on(log.append(builder.build_v1().unwrap())).unwrap();
+    drop(log);
+    storage.crash(&mut SimRng::new(3));
+    // Recovery scans it: version 1 has no append time to read back.
+    let log = open(&storage, config).unwrap();
+    storage.advance_ms(30_000);
+    assert_eq!(block_on(log.enforce_retention()).unwrap(), 0, "kept: it counts as appended when it was found");
+    assert_eq!(log.log_end_offset(), Offset(1));
+    storage.advance_ms(31_000);
+    assert_eq!(block_on(log.enforce_retention()).unwrap(), 1, "and expires a retention later");
+}
