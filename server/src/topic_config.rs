@@ -26,16 +26,6 @@ pub enum ConfigSource {
     Topic,
 }
 
-impl ConfigSource {
-    pub fn name(self) -> &'static str {
-        match self {
-            ConfigSource::Default => "default",
-            ConfigSource::Broker => "broker",
-            ConfigSource::Topic => "topic",
-        }
-    }
-}
-
 /// One setting of a topic as `describe` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigEntry {

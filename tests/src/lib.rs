@@ -59,35 +59,27 @@ impl Broker {
     }
 
     fn start_with(extra: &[&str], relative: bool) -> Broker {
-        let root = tempfile::tempdir().expect("temporary directory");
-        let extra = extra.iter().map(|s| (*s).to_string()).collect();
-        let mut broker = Broker {
-            child: None,
-            root,
-            addr: String::new(),
-            metrics_addr: String::new(),
-            extra,
-            relative,
-            data_dir: None,
-        };
+        let mut broker = Broker::unstarted(extra, relative, None);
         broker.spawn();
         broker
+    }
+
+    fn unstarted(extra: &[&str], relative: bool, data_dir: Option<PathBuf>) -> Broker {
+        Broker {
+            child: None,
+            root: tempfile::tempdir().expect("temporary directory"),
+            addr: String::new(),
+            metrics_addr: String::new(),
+            extra: extra.iter().map(|s| (*s).to_string()).collect(),
+            relative,
+            data_dir,
+        }
     }
 
     /// Starts a broker with its data in `data_dir` (a file system of the
     /// test's own, say).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Broker {
-        let root = tempfile::tempdir().expect("temporary directory");
-        let extra = extra.iter().map(|s| (*s).to_string()).collect();
-        let mut broker = Broker {
-            child: None,
-            root,
-            addr: String::new(),
-            metrics_addr: String::new(),
-            extra,
-            relative: false,
-            data_dir: Some(data_dir.to_path_buf()),
-        };
+        let mut broker = Broker::unstarted(extra, false, Some(data_dir.to_path_buf()));
         broker.spawn();
         broker
     }

@@ -11,6 +11,22 @@ use crate::log::{LogConfig, LogError, PartitionLog};
 use crate::rt::sim::{SimRng, SimStorage};
 use crate::types::Offset;
 
+/// Appends batches `tags` of `records` records each, keeping what the log
+/// stored of each in `acked`.
+fn append_acked(
+    storage: &SimStorage,
+    log: &PartitionLog<SimStorage>,
+    tags: std::ops::Range<u64>,
+    records: usize,
+    acked: &mut Vec<Vec<u8>>,
+) {
+    for tag in tags {
+        let b = batch(tag, records, 0);
+        let info = block_on(log.append(b.clone())).unwrap();
+        acked.push(stored(storage, b, info.base_offset));
+    }
+}
+
 #[test]
 fn a_full_disk_refuses_appends_and_they_resume_once_space_is_freed() {
     let storage = SimStorage::new();
@@ -84,11 +100,7 @@ fn a_poisoned_log_is_abandoned_and_reopened_without_losing_acknowledged_data() {
     let storage = SimStorage::new();
     let log = open(&storage, small_config()).unwrap();
     let mut acked = Vec::new();
-    for tag in 0..30 {
-        let b = batch(tag, 2, 0);
-        let info = block_on(log.append(b.clone())).unwrap();
-        acked.push(stored(&storage, b, info.base_offset));
-    }
+    append_acked(&storage, &log, 0..30, 2, &mut acked);
     storage.fail_next_fdatasync(io::ErrorKind::Other);
     assert!(block_on(log.append(batch(99, 2, 0))).is_err());
     assert!(log.is_poisoned());
@@ -129,11 +141,7 @@ fn a_roll_that_cannot_start_its_new_segment_is_undone_and_loses_nothing() {
     let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
     let log = open(&storage, config.clone()).unwrap();
     let mut acked = Vec::new();
-    for tag in 0..3 {
-        let b = batch(tag, 3, 0);
-        let info = block_on(log.append(b.clone())).unwrap();
-        acked.push(stored(&storage, b, info.base_offset));
-    }
+    append_acked(&storage, &log, 0..3, 3, &mut acked);
     // The sealed index gets written, then the new segment's directory entry
     // cannot be made durable: the roll fails as a full disk.
     storage.fail_next_sync_dir(io::ErrorKind::StorageFull);
@@ -143,11 +151,7 @@ fn a_roll_that_cannot_start_its_new_segment_is_undone_and_loses_nothing() {
     assert_eq!(log.segment_count(), 1);
     assert_eq!(super::files_with_ext(&storage, "index"), Vec::<std::path::PathBuf>::new(), "no stale sealed index");
     // Appends go on into the segment that stayed active.
-    for tag in 3..6 {
-        let b = batch(tag, 3, 0);
-        let info = block_on(log.append(b.clone())).unwrap();
-        acked.push(stored(&storage, b, info.base_offset));
-    }
+    append_acked(&storage, &log, 3..6, 3, &mut acked);
     block_on(log.close()).unwrap();
     drop(log);
     let log = open(&storage, config).unwrap();
@@ -159,17 +163,9 @@ fn r10_an_interrupted_roll_leaves_the_old_segment_active_with_every_batch() {
     let storage = SimStorage::new();
     let log = open(&storage, small_config()).unwrap();
     let mut acked = Vec::new();
-    for tag in 0..3 {
-        let b = batch(tag, 3, 0);
-        let info = block_on(log.append(b.clone())).unwrap();
-        acked.push(stored(&storage, b, info.base_offset));
-    }
+    append_acked(&storage, &log, 0..3, 3, &mut acked);
     block_on(log.roll()).unwrap();
-    for tag in 3..6 {
-        let b = batch(tag, 3, 0);
-        let info = block_on(log.append(b.clone())).unwrap();
-        acked.push(stored(&storage, b, info.base_offset));
-    }
+    append_acked(&storage, &log, 3..6, 3, &mut acked);
     block_on(log.close()).unwrap();
     drop(log);
     // What a roll that wrote the sealed index, left an empty new segment and

@@ -14,15 +14,20 @@ use crate::log::{LogConfig, MemoryPool, PartitionLog, PoolConfig};
 use crate::rt::sim::SimStorage;
 use crate::types::Offset;
 
-#[test]
-fn logs_sharing_a_pool_stay_within_its_budgets_and_all_appends_complete() {
-    let storage = SimStorage::new();
-    let budget = PoolConfig {
+/// A pool small enough that 200 logs contend for it.
+fn tight_budget() -> PoolConfig {
+    PoolConfig {
         write_buffer_bytes_max: 48 << 10,
         cache_bytes_max: 64 << 10,
         read_ahead_bytes_max: 16 << 10,
         index_cache_bytes_max: 8 << 10,
-    };
+    }
+}
+
+#[test]
+fn logs_sharing_a_pool_stay_within_its_budgets_and_all_appends_complete() {
+    let storage = SimStorage::new();
+    let budget = tight_budget();
     let pool = MemoryPool::new(budget);
     let config = LogConfig { cache_bytes_max: 16 << 10, ..small_config() };
     let logs: Vec<Rc<PartitionLog<SimStorage>>> = (0..200)
@@ -67,12 +72,7 @@ fn logs_sharing_a_pool_stay_within_its_budgets_and_all_appends_complete() {
 #[test]
 fn a_poisoned_log_gives_its_write_buffers_back_to_the_core() {
     let storage = SimStorage::new();
-    let budget = PoolConfig {
-        write_buffer_bytes_max: 48 << 10,
-        cache_bytes_max: 64 << 10,
-        read_ahead_bytes_max: 16 << 10,
-        index_cache_bytes_max: 8 << 10,
-    };
+    let budget = tight_budget();
     let pool = MemoryPool::new(budget);
     let open = |name: &str| {
         let dir = PathBuf::from(format!("/data/{name}"));

@@ -59,6 +59,23 @@ struct Faults {
     held: Vec<Waker>,
 }
 
+impl Faults {
+    /// One removal more: fails it if `fail_remove_after` says this is the one.
+    fn count_removal(&mut self) -> io::Result<()> {
+        match self.remove_error_after {
+            Some(0) => {
+                self.remove_error_after = None;
+                Err(io::Error::other("injected remove error"))
+            }
+            Some(n) => {
+                self.remove_error_after = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SimDisk {
     inodes: BTreeMap<Ino, Inode>,
@@ -555,14 +572,7 @@ impl Storage for SimStorage {
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.latency(Op::Meta).await;
         let mut disk = self.disk.borrow_mut();
-        match disk.faults.remove_error_after {
-            Some(0) => {
-                disk.faults.remove_error_after = None;
-                return Err(io::Error::other("injected remove error"));
-            }
-            Some(n) => disk.faults.remove_error_after = Some(n - 1),
-            None => {}
-        }
+        disk.faults.count_removal()?;
         disk.names.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
 
@@ -605,14 +615,7 @@ impl Storage for SimStorage {
         if !disk.dirs.contains(path) {
             return Err(not_found(path));
         }
-        match disk.faults.remove_error_after {
-            Some(0) => {
-                disk.faults.remove_error_after = None;
-                return Err(io::Error::other("injected remove error"));
-            }
-            Some(n) => disk.faults.remove_error_after = Some(n - 1),
-            None => {}
-        }
+        disk.faults.count_removal()?;
         disk.names.retain(|p, _| !p.starts_with(path));
         disk.dirs.retain(|d| !d.starts_with(path));
         // Removing a tree and syncing its parent: durable at once (the
