@@ -10,5 +10,5 @@ pub use protocol::{batch, types};
 
 pub use log::{
     AppendInfo, FlushPolicy, IoStats, LATENCY_BUCKETS, LatencyHistogram, LogConfig, LogError, MemoryPool, PartitionLog,
-    PoolConfig, PoolUsage, ReadResult, TimestampType,
+    PoolConfig, PoolUsage, ReadResult, TimestampType, is_enospc,
 };

@@ -171,24 +171,9 @@ impl Broker {
     }
 }
 
-/// Creates `dir` and any missing parents, each new entry synced into its
-/// parent: a power loss right after the first start cannot lose the data
-/// directory with the data in it.
-fn create_durable_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let dir = std::path::absolute(dir)?;
-    let missing: Vec<&std::path::Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
-    std::fs::create_dir_all(&dir)?;
-    for created in missing.iter().rev() {
-        if let Some(parent) = created.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-    }
-    Ok(())
-}
-
 /// Starts a broker and returns once every shard listens.
 pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
-    create_durable_dir(&config.data_dir)
+    engine::rt::create_dir_all_durable(&config.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     // Absolute from here on, so logs and errors name the real place.
     config.data_dir = std::fs::canonicalize(&config.data_dir)

@@ -151,44 +151,41 @@ pub struct LoadReport {
 pub async fn load<S: Storage>(storage: &S, data_dir: &Path) -> Result<(Metadata, LoadReport), String> {
     let path = data_dir.join(METADATA_FILE);
     let mut report = LoadReport::default();
-    let mut rebuilt = false;
     let bytes = storage.read_file(&path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let rebuilt = bytes.is_none();
     let metadata = if let Some(bytes) = bytes {
-        {
-            let damaged = |e: serde_json::Error| {
-                format!(
-                    "{} is damaged ({e}); the topic data is untouched. Move the file away to rebuild the \
-                     metadata from the topic directories, or restore it from a backup",
+        let damaged = |e: serde_json::Error| {
+            format!(
+                "{} is damaged ({e}); the topic data is untouched. Move the file away to rebuild the \
+                 metadata from the topic directories, or restore it from a backup",
+                path.display()
+            )
+        };
+        let version: VersionOnly = serde_json::from_slice(&bytes).map_err(damaged)?;
+        match version.version {
+            METADATA_VERSION => {
+                let file: FileV2 = serde_json::from_slice(&bytes).map_err(damaged)?;
+                Metadata {
+                    next_topic_id: file.next_topic_id,
+                    topics: file.topics.into_iter().map(|t| (t.name.clone(), t)).collect(),
+                    deleted: file.deleted,
+                }
+            }
+            1 => {
+                let file: FileV1 = serde_json::from_slice(&bytes).map_err(damaged)?;
+                report.migrated = true;
+                migrate_v1(file)
+            }
+            v => {
+                return Err(format!(
+                    "{} has version {v}; this build reads versions 1 and {METADATA_VERSION}",
                     path.display()
-                )
-            };
-            let version: VersionOnly = serde_json::from_slice(&bytes).map_err(damaged)?;
-            match version.version {
-                METADATA_VERSION => {
-                    let file: FileV2 = serde_json::from_slice(&bytes).map_err(damaged)?;
-                    Metadata {
-                        next_topic_id: file.next_topic_id,
-                        topics: file.topics.into_iter().map(|t| (t.name.clone(), t)).collect(),
-                        deleted: file.deleted,
-                    }
-                }
-                1 => {
-                    let file: FileV1 = serde_json::from_slice(&bytes).map_err(damaged)?;
-                    report.migrated = true;
-                    migrate_v1(file)
-                }
-                v => {
-                    return Err(format!(
-                        "{} has version {v}; this build reads versions 1 and {METADATA_VERSION}",
-                        path.display()
-                    ));
-                }
+                ));
             }
         }
     } else {
         let metadata = rebuild(storage, data_dir).await?;
         report.rebuilt = metadata.topics.keys().cloned().collect();
-        rebuilt = true;
         metadata
     };
     if !rebuilt {

@@ -95,6 +95,6 @@ impl LogError {
 }
 
 /// Whether an I/O error says the device has no space left.
-pub(crate) fn is_enospc(e: &io::Error) -> bool {
+pub fn is_enospc(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }

@@ -45,11 +45,9 @@ impl<S: Storage> Drop for CancelGuard<'_, S> {
                 InFlight::Sync => s.sync_in_flight = false,
                 InFlight::Allocate => s.allocating = false,
             }
-            if s.poisoned.is_none() {
-                let cause = "an I/O was cancelled before it completed; its outcome is unknown";
+            let cause = "an I/O was cancelled before it completed; its outcome is unknown";
+            if s.poison(cause.into(), false) {
                 tracing::error!(dir = %log.dir.display(), cause, "log poisoned");
-                s.poisoned = Some((cause.into(), false));
-                s.active.drop_unissued();
             }
         }
         log.io_done.notify_all();
@@ -227,23 +225,32 @@ impl<S: Storage> PartitionLog<S> {
     /// may be deleting; a roll only adds one at the end, so appends that need
     /// a roll do not wait for retention's deletes).
     pub(super) async fn acquire_exclusive(&self, quiet_retention: bool) -> Result<(), LogError> {
-        loop {
-            {
-                let mut s = self.state.borrow_mut();
-                s.usable()?;
-                if !s.exclusive {
-                    s.exclusive = true;
-                    break;
-                }
-            }
-            self.io_done.notified().await;
-        }
+        self.take_exclusive(true).await?;
         self.io_quiet(quiet_retention).await;
         let usable = self.state.borrow().usable();
         if usable.is_err() {
             self.release_exclusive(None);
         }
         usable
+    }
+
+    /// Sets the exclusive flag once no one else holds it (a roll or
+    /// truncation in progress finishes first); with `usable`, fails instead
+    /// if the log is closed or poisoned meanwhile.
+    pub(super) async fn take_exclusive(&self, usable: bool) -> Result<(), LogError> {
+        loop {
+            {
+                let mut s = self.state.borrow_mut();
+                if usable {
+                    s.usable()?;
+                }
+                if !s.exclusive {
+                    s.exclusive = true;
+                    return Ok(());
+                }
+            }
+            self.io_done.notified().await;
+        }
     }
 
     /// Waits until no write, sync or allocation (and, with `retention`, no

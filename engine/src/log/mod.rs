@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 pub use config::{FlushPolicy, LogConfig, TimestampType};
-pub use error::LogError;
+pub use error::{LogError, is_enospc};
 pub use index::{OffsetIndex, SegmentIndex, SegmentSummary, TimeIndex};
 pub use latency::{LATENCY_BUCKETS, LatencyHistogram};
 pub use pool::{MemoryPool, PoolConfig, PoolUsage};
@@ -141,6 +141,17 @@ impl<F: crate::rt::DmaFile> State<F> {
     /// before writes may run further ahead, see `unsynced_bytes_max`).
     fn unsynced(&self) -> bool {
         self.durable_offset < self.written_offset || self.active.durable_bytes < self.active.written_bytes
+    }
+
+    /// Poisons the log, unless it already is: it writes nothing more, so
+    /// its unissued buffers go back to the core. Whether it was poisoned now.
+    fn poison(&mut self, cause: String, disk_full: bool) -> bool {
+        if self.poisoned.is_some() {
+            return false;
+        }
+        self.poisoned = Some((cause, disk_full));
+        self.active.drop_unissued();
+        true
     }
 
     fn usable(&self) -> Result<(), LogError> {
@@ -366,10 +377,10 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     fn poison(&self, s: &mut State<S::File>, error: &LogError) {
-        if s.poisoned.is_none() && !matches!(error, LogError::Poisoned { .. } | LogError::Closed) {
+        if !matches!(error, LogError::Poisoned { .. } | LogError::Closed)
+            && s.poison(error.to_string(), error.is_disk_full())
+        {
             tracing::error!(dir = %self.dir.display(), error = %error, "log poisoned");
-            s.poisoned = Some((error.to_string(), error.is_disk_full()));
-            s.active.drop_unissued();
         }
     }
 }

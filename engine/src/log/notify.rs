@@ -1,18 +1,17 @@
 //! Wakes every task of one core that waits for the log's I/O to move on.
 //! Single-threaded by construction (`!Send`), so no atomics and no locks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use crate::rt::waiters::Waiters;
 
 #[derive(Debug, Default)]
 pub(crate) struct Notify {
     generation: Cell<u64>,
-    /// The waiters of the current generation; `None` where a waiter gave
-    /// up (a long poll that timed out), its slot kept in `free` for the next.
-    wakers: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    waiters: Waiters,
 }
 
 impl Notify {
@@ -23,26 +22,21 @@ impl Notify {
 
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        self.free.borrow_mut().clear();
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for waker in wakers.into_iter().flatten() {
-            waker.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Wakers held now: bounded by the waiters alive, not by those that
     /// ever waited.
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
-        self.wakers.borrow().iter().filter(|w| w.is_some()).count()
+        self.waiters.waiting()
     }
 }
 
 pub(crate) struct Notified<'a> {
     notify: &'a Notify,
     generation: u64,
-    /// Where this future's waker sits in the current generation's list, so
-    /// a re-poll costs O(1) instead of a scan of every waiter.
+    /// This future's place in the waiter list, so a re-poll costs O(1).
     slot: Option<usize>,
 }
 
@@ -53,23 +47,7 @@ impl Future for Notified<'_> {
         if self.notify.generation.get() != self.generation {
             return Poll::Ready(());
         }
-        let mut wakers = self.notify.wakers.borrow_mut();
-        if let Some(i) = self.slot {
-            match &mut wakers[i] {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                w => *w = Some(cx.waker().clone()),
-            }
-        } else {
-            let i = if let Some(i) = self.notify.free.borrow_mut().pop() {
-                wakers[i] = Some(cx.waker().clone());
-                i
-            } else {
-                wakers.push(Some(cx.waker().clone()));
-                wakers.len() - 1
-            };
-            drop(wakers);
-            self.slot = Some(i);
-        }
+        self.slot = Some(self.notify.waiters.register(self.slot, cx.waker()));
         Poll::Pending
     }
 }
@@ -81,8 +59,7 @@ impl Drop for Notified<'_> {
         if let Some(i) = self.slot
             && self.notify.generation.get() == self.generation
         {
-            self.notify.wakers.borrow_mut()[i] = None;
-            self.notify.free.borrow_mut().push(i);
+            self.notify.waiters.unregister(i);
         }
     }
 }

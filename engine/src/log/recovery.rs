@@ -75,13 +75,28 @@ pub(crate) async fn recover<S: Storage>(
         None => None,
     };
 
+    // R1: an empty directory is a new log.
+    let Some(&newest) = segments.last() else {
+        let active = create_segment(storage, dir, config, Offset(0)).await?;
+        report.segments = 1;
+        return Ok(Recovered { closed: BTreeMap::new(), active, report });
+    };
+    let open = async |base: Offset| {
+        let path = log_path(dir, base);
+        let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
+        let size = file.size().await.map_err(io_err("stat", &path))?;
+        Ok::<_, LogError>((file, size))
+    };
+    let (mut file, mut file_bytes) = open(newest).await?;
     // R10: a roll that did not complete. An empty last segment after one
     // whose file holds more than its sealed index says means the roll
     // wrote that index, failed to start the new segment, and appends went
     // on into the old one: it is the active segment, the index is stale.
     if let [.., previous, last] = segments[..]
+        && file_bytes == 0
         && interrupted_roll(storage, dir, previous, last).await?
     {
+        file.close().await.map_err(io_err("close", &log_path(dir, last)))?;
         for path in [log_path(dir, last), index_path(dir, previous)] {
             match storage.remove(&path).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", &path, e)),
@@ -91,14 +106,9 @@ pub(crate) async fn recover<S: Storage>(
         storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
         tracing::warn!(dir = %dir.display(), segment = previous.0, "an interrupted roll: the segment before it is active again");
         segments.pop();
+        (file, file_bytes) = open(previous).await?;
     }
-
-    // R1: an empty directory is a new log.
-    let Some((&active_base, closed_bases)) = segments.split_last() else {
-        let active = create_segment(storage, dir, config, Offset(0)).await?;
-        report.segments = 1;
-        return Ok(Recovered { closed: BTreeMap::new(), active, report });
-    };
+    let (&active_base, closed_bases) = segments.split_last().expect("at least the active segment");
     report.segments = segments.len();
 
     let mut closed = BTreeMap::new();
@@ -124,8 +134,6 @@ pub(crate) async fn recover<S: Storage>(
     }
 
     let path = log_path(dir, active_base);
-    let file = storage.open_dma(&path, OpenMode::Existing).await.map_err(io_err("open", &path))?;
-    let file_bytes = file.size().await.map_err(io_err("stat", &path))?;
     let trusted = match marker {
         Some(m) if m.active_base == active_base && m.active_size_bytes <= file_bytes => {
             let index_file = index_path(dir, active_base);
@@ -354,7 +362,7 @@ fn unknown_format(path: &Path, position: u64, reason: &str) -> LogError {
     )
 }
 
-/// Whether `last` is an empty segment that a failed roll left after
+/// Whether the empty segment `last` was left by a failed roll after
 /// `previous`, which went on taking appends (R10).
 async fn interrupted_roll<S: Storage>(
     storage: &S,
@@ -369,9 +377,6 @@ async fn interrupted_roll<S: Storage>(
         file.close().await.map_err(io_err("close", &path))?;
         Ok(size)
     };
-    if size_of(last).await? != 0 {
-        return Ok(false);
-    }
     let index_file = index_path(dir, previous);
     let indexed = storage
         .read_file(&index_file)

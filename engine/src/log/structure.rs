@@ -362,16 +362,7 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow_mut().is_closed = true;
         self.io_done.notify_all();
         // A roll or truncation in progress finishes (or fails) first.
-        loop {
-            {
-                let mut s = self.state.borrow_mut();
-                if !s.exclusive {
-                    s.exclusive = true;
-                    break;
-                }
-            }
-            self.io_done.notified().await;
-        }
+        let _ = self.take_exclusive(false).await;
         self.io_quiet(true).await;
         let _ = self.close_files().await;
     }

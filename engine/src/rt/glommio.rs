@@ -204,19 +204,8 @@ impl Storage for GlommioStorage {
         }
         // New directories: created, then each one's entry made durable by
         // syncing its parent, top down (a helper thread: several fsyncs).
-        let path = std::path::absolute(path)?;
-        glommio::executor()
-            .spawn_blocking(move || {
-                let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
-                std::fs::create_dir_all(&path)?;
-                for dir in missing.iter().rev() {
-                    if let Some(parent) = dir.parent() {
-                        std::fs::File::open(parent)?.sync_all()?;
-                    }
-                }
-                Ok(())
-            })
-            .await
+        let path = path.to_path_buf();
+        glommio::executor().spawn_blocking(move || super::create_dir_all_durable(&path)).await
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {

@@ -12,6 +12,7 @@
 
 pub mod glommio;
 pub mod sim;
+pub mod waiters;
 
 use std::future::Future;
 use std::io;
@@ -34,6 +35,22 @@ pub const fn align_up(v: u64) -> u64 {
 #[must_use]
 pub const fn align_down(v: u64) -> u64 {
     v / BLOCK_BYTES as u64 * BLOCK_BYTES as u64
+}
+
+/// Creates `path` and its missing parents, blocking, each new directory's
+/// entry synced into its parent (top down): what
+/// [`Storage::create_dir_all`] promises, for code that runs before any
+/// executor does (the broker's data directory).
+pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
+    let path = std::path::absolute(path)?;
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    std::fs::create_dir_all(&path)?;
+    for dir in missing.iter().rev() {
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// A block-aligned buffer handed to [`DmaFile::write_at`].

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::ShardSnapshot;
+use super::{PartitionSnapshot, ShardSnapshot};
 use engine::{LATENCY_BUCKETS, LatencyHistogram};
 
 #[derive(Debug)]
@@ -17,17 +17,28 @@ struct Snapshots(Vec<ShardSnapshot>);
 
 type Labels = Vec<(&'static str, String)>;
 
+/// One metric family of constant values: `metric` makes each series'
+/// metric of type `ty` from its value.
+fn const_family<V: Copy, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, ty): (&str, &str, MetricType),
+    series: &[(Labels, V)],
+    metric: impl Fn(V) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in series {
+        metric(*v).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 fn gauge_family(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     series: &[(Labels, i64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in series {
-        ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    const_family(encoder, (name, help, MetricType::Gauge), series, ConstGauge::new)
 }
 
 fn counter_family(
@@ -36,11 +47,24 @@ fn counter_family(
     help: &str,
     series: &[(Labels, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in series {
-        ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    const_family(encoder, (name, help, MetricType::Counter), series, ConstCounter::new)
+}
+
+/// One series per partition of every shard, labelled shard, topic, partition.
+fn per_partition<V>(shards: &[ShardSnapshot], f: impl Fn(&PartitionSnapshot) -> V) -> Vec<(Labels, V)> {
+    shards
+        .iter()
+        .flat_map(|s| {
+            s.partitions.iter().map(|p| {
+                let labels = vec![
+                    ("shard", s.shard.to_string()),
+                    ("topic", p.topic.clone()),
+                    ("partition", p.partition.to_string()),
+                ];
+                (labels, f(p))
+            })
+        })
+        .collect()
 }
 
 fn histogram_family(
@@ -155,15 +179,8 @@ impl Collector for Snapshots {
             })
             .collect();
         histogram_family(&mut encoder, "cairn_fdatasync_latency_seconds", "fdatasync of partition logs", &fsync)?;
-        let partition_labels = |s: &ShardSnapshot, p: &super::PartitionSnapshot| -> Labels {
-            vec![("shard", s.shard.to_string()), ("topic", p.topic.clone()), ("partition", p.partition.to_string())]
-        };
-        let per_partition_counter = |f: &dyn Fn(&super::PartitionSnapshot) -> u64| -> Vec<(Labels, u64)> {
-            self.0.iter().flat_map(|s| s.partitions.iter().map(move |p| (partition_labels(s, p), f(p)))).collect()
-        };
-        let per_partition_gauge = |f: &dyn Fn(&super::PartitionSnapshot) -> i64| -> Vec<(Labels, i64)> {
-            self.0.iter().flat_map(|s| s.partitions.iter().map(move |p| (partition_labels(s, p), f(p)))).collect()
-        };
+        let per_partition_counter = |f: &dyn Fn(&PartitionSnapshot) -> u64| per_partition(&self.0, f);
+        let per_partition_gauge = |f: &dyn Fn(&PartitionSnapshot) -> i64| per_partition(&self.0, f);
         counter_family(
             &mut encoder,
             "cairn_produce_records",

@@ -69,6 +69,20 @@ pub struct PartitionState {
     pub disk_bytes: u64,
 }
 
+impl PartitionState {
+    /// A partition without a usable log: why, and zeroes.
+    pub fn failed(error: ServiceError) -> PartitionState {
+        PartitionState {
+            error: Some(error),
+            log_start_offset: Offset(0),
+            high_watermark: Offset(0),
+            log_end_offset: Offset(0),
+            size_bytes: 0,
+            disk_bytes: 0,
+        }
+    }
+}
+
 impl<R: Runtime> Partition<R> {
     /// Opens the partition's log, recovering it. A log that cannot be
     /// opened leaves the partition unavailable with the reason (never the
@@ -283,14 +297,7 @@ impl<R: Runtime> Partition<R> {
                 size_bytes: log.size_bytes(),
                 disk_bytes: log.disk_bytes(),
             },
-            Err(e) => PartitionState {
-                error: Some(e),
-                log_start_offset: Offset(0),
-                high_watermark: Offset(0),
-                log_end_offset: Offset(0),
-                size_bytes: 0,
-                disk_bytes: 0,
-            },
+            Err(e) => PartitionState::failed(e),
         }
     }
 

@@ -13,6 +13,7 @@ use engine::types::Offset;
 use super::{ConnContext, ServiceError};
 use crate::ids::{CONTROLLER, ShardId, TopicId, TopicPartition};
 use crate::metadata::{self, Deleted, TopicMeta};
+use crate::partition::PartitionState;
 use crate::shard::Shard;
 use crate::topic_config::{self, ConfigEntry};
 
@@ -45,11 +46,7 @@ pub struct ConfigChange {
 
 fn store_error(what: &str, e: &std::io::Error) -> ServiceError {
     let message = format!("{what}: {e}");
-    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull {
-        ServiceError::DiskFull(message)
-    } else {
-        ServiceError::Storage(message)
-    }
+    if engine::is_enospc(e) { ServiceError::DiskFull(message) } else { ServiceError::Storage(message) }
 }
 
 impl<R: Runtime> Shard<R> {
@@ -237,39 +234,55 @@ impl<R: Runtime> Shard<R> {
         self.broadcast_adopt(meta).await
     }
 
-    pub async fn describe_topic(self: &Rc<Self>, name: &str) -> Result<TopicDescription, ServiceError> {
-        let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
+    /// Runs `f` on the owner of each of `partitions` of topic `name`, every
+    /// owner at once with its share; the answers of all owners.
+    async fn on_owners<T, F, Fut>(
+        self: &Rc<Self>,
+        name: &str,
+        partitions: Vec<u32>,
+        f: F,
+    ) -> Result<Vec<T>, ServiceError>
+    where
+        T: Send + 'static,
+        F: Fn(Rc<Shard<R>>, Vec<TopicPartition>) -> Fut + Send + Clone + 'static,
+        Fut: std::future::Future<Output = Vec<T>> + 'static,
+    {
         let mut by_owner: BTreeMap<ShardId, Vec<TopicPartition>> = BTreeMap::new();
-        for p in 0..entry.meta.partitions {
+        for p in partitions {
             let (tp, owner) = self.resolve(name, p)?;
             by_owner.entry(owner).or_default().push(tp);
         }
         let calls = by_owner.into_iter().map(|(owner, tps)| {
-            self.invoke_on(owner, move |shard| async move {
+            let f = f.clone();
+            self.invoke_on(owner, move |shard| f(shard, tps))
+        });
+        let mut out = Vec::new();
+        for answer in futures::future::join_all(calls).await {
+            out.extend(answer?);
+        }
+        Ok(out)
+    }
+
+    pub async fn describe_topic(self: &Rc<Self>, name: &str) -> Result<TopicDescription, ServiceError> {
+        let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
+        let mut partitions = self
+            .on_owners(name, (0..entry.meta.partitions).collect(), |shard, tps| async move {
                 tps.iter()
                     .map(|&tp| {
-                        let state = shard.partition(tp).map(|p| p.state());
-                        let (error, state) = match state {
-                            Ok(s) => (s.error.clone(), Some(s)),
-                            Err(e) => (Some(e), None),
-                        };
+                        let s = shard.partition(tp).map_or_else(PartitionState::failed, |p| p.state());
                         PartitionDescription {
                             partition: tp.partition.0,
                             shard: shard.id,
-                            error,
-                            log_start_offset: state.as_ref().map_or(Offset(0), |s| s.log_start_offset),
-                            high_watermark: state.as_ref().map_or(Offset(0), |s| s.high_watermark),
-                            log_end_offset: state.as_ref().map_or(Offset(0), |s| s.log_end_offset),
-                            size_bytes: state.as_ref().map_or(0, |s| s.size_bytes),
+                            error: s.error,
+                            log_start_offset: s.log_start_offset,
+                            high_watermark: s.high_watermark,
+                            log_end_offset: s.log_end_offset,
+                            size_bytes: s.size_bytes,
                         }
                     })
-                    .collect::<Vec<_>>()
+                    .collect()
             })
-        });
-        let mut partitions = Vec::with_capacity(entry.meta.partitions as usize);
-        for answer in futures::future::join_all(calls).await {
-            partitions.extend(answer?);
-        }
+            .await?;
         partitions.sort_by_key(|p| p.partition);
         Ok(TopicDescription {
             name: entry.meta.name.clone(),
@@ -291,13 +304,8 @@ impl<R: Runtime> Shard<R> {
         let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
         let all = partitions.is_empty();
         let wanted: Vec<u32> = if all { (0..entry.meta.partitions).collect() } else { partitions };
-        let mut by_owner: BTreeMap<ShardId, Vec<TopicPartition>> = BTreeMap::new();
-        for p in wanted {
-            let (tp, owner) = self.resolve(name, p)?;
-            by_owner.entry(owner).or_default().push(tp);
-        }
-        let calls = by_owner.into_iter().map(|(owner, tps)| {
-            self.invoke_on(owner, move |shard| async move {
+        let mut out = self
+            .on_owners(name, wanted, move |shard, tps| async move {
                 let mut out = Vec::new();
                 for tp in tps {
                     let partition = match shard.partition(tp) {
@@ -314,11 +322,7 @@ impl<R: Runtime> Shard<R> {
                 }
                 out
             })
-        });
-        let mut out = Vec::new();
-        for answer in futures::future::join_all(calls).await {
-            out.extend(answer?);
-        }
+            .await?;
         out.sort_by_key(|(p, _)| *p);
         Ok(out)
     }

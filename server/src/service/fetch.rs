@@ -23,7 +23,8 @@ use crate::shard::Shard;
 
 #[derive(Debug, Clone)]
 pub struct FetchPartition {
-    pub topic: String,
+    /// Shared by the partitions of one topic: no string per partition.
+    pub topic: Rc<str>,
     pub partition: u32,
     pub offset: Offset,
     pub max_bytes: usize,
@@ -83,7 +84,7 @@ impl<R: Runtime> Shard<R> {
         let limits = &self.config.limits;
         let mut seen = HashSet::new();
         for p in &request.partitions {
-            if !seen.insert((p.topic.as_str(), p.partition)) {
+            if !seen.insert((&*p.topic, p.partition)) {
                 return Err(ServiceError::InvalidRequest(format!("fetch names {}/{} twice", p.topic, p.partition)));
             }
         }

@@ -15,7 +15,8 @@ use crate::shard::Shard;
 
 #[derive(Debug, Clone)]
 pub struct ProducePartition {
-    pub topic: String,
+    /// Shared by the partitions of one topic: no string per partition.
+    pub topic: Rc<str>,
     pub partition: u32,
     /// One record batch as a producer built it.
     pub batch: Bytes,

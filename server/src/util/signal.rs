@@ -3,17 +3,18 @@
 //! its own. A waiter that is dropped before the event (a long poll that got
 //! its data) gives its slot back, so waiting never accumulates wakers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use engine::rt::waiters::Waiters;
 
 #[derive(Default)]
 pub struct Signal {
     fired: Cell<bool>,
-    wakers: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    waiters: Waiters,
 }
 
 impl Signal {
@@ -23,11 +24,7 @@ impl Signal {
 
     pub fn fire(&self) {
         self.fired.set(true);
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        self.free.borrow_mut().clear();
-        for w in wakers.into_iter().flatten() {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     pub fn is_fired(&self) -> bool {
@@ -41,7 +38,7 @@ impl Signal {
     /// Waiters currently registered.
     #[cfg(test)]
     pub fn waiters(&self) -> usize {
-        self.wakers.borrow().iter().filter(|w| w.is_some()).count()
+        self.waiters.waiting()
     }
 }
 
@@ -58,24 +55,7 @@ impl Future for Fired {
             self.slot = None;
             return Poll::Ready(());
         }
-        let signal = self.signal.clone();
-        let mut wakers = signal.wakers.borrow_mut();
-        if let Some(i) = self.slot {
-            let slot = &mut wakers[i];
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
-            }
-        } else {
-            let free = signal.free.borrow_mut().pop();
-            let i = if let Some(i) = free {
-                wakers[i] = Some(cx.waker().clone());
-                i
-            } else {
-                wakers.push(Some(cx.waker().clone()));
-                wakers.len() - 1
-            };
-            self.slot = Some(i);
-        }
+        self.slot = Some(self.signal.waiters.register(self.slot, cx.waker()));
         Poll::Pending
     }
 }
@@ -85,8 +65,7 @@ impl Drop for Fired {
         if let Some(i) = self.slot.take()
             && !self.signal.fired.get()
         {
-            self.signal.wakers.borrow_mut()[i] = None;
-            self.signal.free.borrow_mut().push(i);
+            self.signal.waiters.unregister(i);
         }
     }
 }
@@ -128,6 +107,6 @@ mod tests {
             assert!(fired.as_mut().poll(&mut cx).is_pending());
         }
         assert_eq!(signal.waiters(), 0);
-        assert!(signal.wakers.borrow().len() <= 1, "slots are reused");
+        assert!(signal.waiters.slots() <= 1, "slots are reused");
     }
 }

@@ -103,9 +103,10 @@ pub async fn start<R: Runtime>(
             let mut names = Vec::with_capacity(p.topics.len());
             let mut partitions = Vec::new();
             for t in p.topics {
-                names.push((t.name.clone(), t.partitions.iter().map(|x| x.partition).collect::<Vec<_>>()));
+                let topic: Rc<str> = Rc::from(t.name.as_str());
+                names.push((t.name, t.partitions.iter().map(|x| x.partition).collect::<Vec<_>>()));
                 for x in t.partitions {
-                    partitions.push(ProducePartition { topic: t.name.clone(), partition: x.partition, batch: x.batch });
+                    partitions.push(ProducePartition { topic: topic.clone(), partition: x.partition, batch: x.batch });
                 }
             }
             let request = ProduceRequest { timeout: Duration::from_millis(u64::from(timeout_ms)), partitions };
@@ -265,10 +266,11 @@ async fn fetch<R: Runtime>(
     let mut shape = Vec::with_capacity(f.topics.len());
     let mut partitions = Vec::new();
     for t in f.topics {
-        shape.push((t.name.clone(), t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>()));
+        let topic: Rc<str> = Rc::from(t.name.as_str());
+        shape.push((t.name, t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>()));
         for p in t.partitions {
             partitions.push(FetchPartition {
-                topic: t.name.clone(),
+                topic: topic.clone(),
                 partition: p.partition,
                 offset: p.offset,
                 max_bytes: p.max_bytes as usize,
