@@ -188,8 +188,9 @@ struct Inner {
     client: Client,
     config: ProducerConfig,
     acc: Mutex<Accumulator>,
-    /// Wakes the sender: a batch filled, a record arrived, or a flush.
-    wake: Notify,
+    /// Wakes the sender: a batch filled, a record arrived, a flush, or the
+    /// last handle went. Shared so the sender can wait without holding `Inner`.
+    wake: Arc<Notify>,
     memory: Arc<Semaphore>,
     /// Sequence numbers of batches opened and not yet settled.
     unsettled: Mutex<BTreeSet<u64>>,
@@ -210,6 +211,7 @@ impl Drop for Inner {
         for (_, batch) in acc.open.drain().chain(acc.full.drain(..)) {
             batch.slot.complete(Err(ClientError::Closed));
         }
+        self.wake.notify_one();
     }
 }
 
@@ -230,7 +232,7 @@ impl Producer {
             memory: Arc::new(Semaphore::new(config.buffer_bytes_max)),
             config,
             acc: Mutex::new(Accumulator::default()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             unsettled: Mutex::new(BTreeSet::new()),
             busy: Mutex::new(HashMap::new()),
             partitions_busy: Mutex::new(HashMap::new()),
@@ -477,15 +479,16 @@ async fn send_loop(weak: std::sync::Weak<Inner>) {
             // `notify_one` leaves a permit when no one waits: no wake-up (a
             // record, a full batch, a flush, a freed slot) is lost between
             // the check above and this wait.
-            let wake = inner.wake.notified();
+            let wake = inner.wake.clone();
+            let wake = wake.notified();
+            // Waiting must not keep the producer alive: its last handle
+            // dropping is what fails the records still queued.
+            drop(inner);
             match next {
                 Some(at) => {
                     let _ = tokio::time::timeout_at(at.into(), wake).await;
                 }
-                // A dropped producer leaves the weak reference dead: checked every second.
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
-                }
+                None => wake.await,
             }
             continue;
         }

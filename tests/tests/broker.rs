@@ -321,11 +321,21 @@ async fn flush_returns_while_other_tasks_keep_sending_and_a_dropped_producer_fai
     assert!(mine.wait().await.is_ok());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sender.await.unwrap();
+}
 
-    // A record left in an open batch when the last handle goes is failed, not forgotten.
+/// One thread: the producer's sender task runs only when this test yields,
+/// so it is surely waiting on the open batch when the last handle goes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_left_in_an_open_batch_fails_closed_when_the_last_handle_drops() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("busy", 1, TopicConfig::default()).await.unwrap();
     let config = ProducerConfig { linger: Duration::from_hours(1), ..ProducerConfig::default() };
     let lingering = Producer::new(client.clone(), config);
     let orphan = lingering.send(ProducerRecord::new("busy", None::<Bytes>, "orphan")).await.unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     drop(lingering);
     let outcome = tokio::time::timeout(Duration::from_secs(10), orphan.wait()).await.expect("delivery never resolved");
     assert!(matches!(outcome, Err(cairn_client::ClientError::Closed)), "{outcome:?}");
