@@ -16,7 +16,10 @@ pub use client::{Client, ClientConfig, TopicConfig};
 pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};
-pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    BatchDelivery, Deliveries, Delivery, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record, RecordMetadata,
+};
+pub use protocol::batch::HeaderRef;
 pub use protocol::ErrorCode;
 pub use protocol::api::{Acks, ConfigEntry, ConfigSource, OffsetSpec, RecoveredPartition};
 pub use protocol::types::{Offset, Timestamp};

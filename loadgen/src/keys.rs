@@ -4,7 +4,6 @@
 //! tail, as event streams keyed by customer or device tend to be). Seeded
 //! xorshift, so a run is repeatable.
 
-use bytes::Bytes;
 
 /// xorshift64: fast, repeatable, good enough to pick keys and sizes.
 #[derive(Debug, Clone)]
@@ -63,12 +62,12 @@ pub enum KeyDistribution {
 /// Picks keys and value sizes for one producer.
 pub struct RecordMaker {
     rng: Rng,
-    keys: Vec<Bytes>,
+    keys: Vec<Vec<u8>>,
     /// Cumulative probabilities of the keys (Zipf), or empty (uniform).
     cdf: Vec<f64>,
     sizes: SizeRange,
     /// One buffer of the largest size; values are slices of it.
-    value: Bytes,
+    value: Vec<u8>,
 }
 
 impl RecordMaker {
@@ -79,7 +78,7 @@ impl RecordMaker {
         zipf_exponent: f64,
         sizes: SizeRange,
     ) -> RecordMaker {
-        let keys: Vec<Bytes> = (0..keys).map(|k| Bytes::from(format!("key-{k:08}"))).collect();
+        let keys: Vec<Vec<u8>> = (0..keys).map(|k| format!("key-{k:08}").into_bytes()).collect();
         let cdf = match distribution {
             KeyDistribution::Uniform => Vec::new(),
             KeyDistribution::Zipf => {
@@ -95,26 +94,33 @@ impl RecordMaker {
                     .collect()
             }
         };
-        RecordMaker { rng: Rng::new(seed), keys, cdf, sizes, value: Bytes::from(vec![b'x'; sizes.max]) }
+        RecordMaker { rng: Rng::new(seed), keys, cdf, sizes, value: vec![b'x'; sizes.max] }
     }
 
-    pub fn key(&mut self) -> Option<Bytes> {
-        if self.keys.is_empty() {
-            return None;
-        }
-        let i = if self.cdf.is_empty() {
-            (self.rng.next_u64() % self.keys.len() as u64) as usize
+    /// The next record as indices: which key (if keyed) and how many
+    /// value bytes; [`RecordMaker::key_bytes`] and
+    /// [`RecordMaker::value_bytes`] turn them into borrowed slices, so a
+    /// bulk send holds no owned record.
+    pub fn next_plan(&mut self) -> (Option<u32>, u32) {
+        let key = if self.keys.is_empty() {
+            None
+        } else if self.cdf.is_empty() {
+            Some((self.rng.next_u64() % self.keys.len() as u64) as u32)
         } else {
             let u = self.rng.next_f64();
-            self.cdf.partition_point(|&c| c < u).min(self.keys.len() - 1)
+            Some(self.cdf.partition_point(|&c| c < u).min(self.keys.len() - 1) as u32)
         };
-        Some(self.keys[i].clone())
-    }
-
-    pub fn value(&mut self) -> Bytes {
         let span = (self.sizes.max - self.sizes.min) as u64;
         let len = self.sizes.min + if span == 0 { 0 } else { (self.rng.next_u64() % (span + 1)) as usize };
-        self.value.slice(..len)
+        (key, len as u32)
+    }
+
+    pub fn key_bytes(&self, key: u32) -> &[u8] {
+        &self.keys[key as usize]
+    }
+
+    pub fn value_bytes(&self, len: u32) -> &[u8] {
+        &self.value[..len as usize]
     }
 }
 
@@ -128,22 +134,22 @@ mod tests {
         let r = SizeRange::parse("10..20").unwrap();
         assert!(SizeRange::parse("20..10").is_err() && SizeRange::parse("x").is_err());
         let mut m = RecordMaker::new(7, 0, KeyDistribution::Uniform, 1.0, r);
-        let lens: Vec<usize> = (0..1000).map(|_| m.value().len()).collect();
+        let lens: Vec<usize> = (0..1000).map(|_| m.next_plan().1 as usize).collect();
         assert!(lens.iter().all(|&l| (10..=20).contains(&l)));
         assert!(lens.contains(&10) && lens.contains(&20), "both ends are reachable");
-        assert_eq!(m.key(), None);
+        assert_eq!(m.next_plan().0, None);
     }
 
     #[test]
     fn zipf_keys_favour_the_first_keys_as_the_law_says() {
         let mut m = RecordMaker::new(42, 100, KeyDistribution::Zipf, 1.0, SizeRange { min: 1, max: 1 });
         let n = 200_000;
-        let hot = (0..n).filter(|_| m.key().unwrap() == "key-00000000").count();
+        let hot = (0..n).filter(|_| m.next_plan().0 == Some(0)).count();
         // P(key 1) = 1 / H(100) ≈ 0.1928 for s = 1.
         let p = hot as f64 / f64::from(n);
         assert!((p - 0.1928).abs() < 0.01, "key 1 drawn with probability {p}");
         let mut u = RecordMaker::new(42, 100, KeyDistribution::Uniform, 1.0, SizeRange { min: 1, max: 1 });
-        let hot = (0..n).filter(|_| u.key().unwrap() == "key-00000000").count();
+        let hot = (0..n).filter(|_| u.next_plan().0 == Some(0)).count();
         let p = hot as f64 / f64::from(n);
         assert!((p - 0.01).abs() < 0.003, "uniform key 1 drawn with probability {p}");
     }

@@ -108,9 +108,12 @@ struct RunArgs {
     /// Load before measuring: `500ms`, `2s`, or plain seconds
     #[arg(long, default_value = "2", value_parser = parse_seconds, value_name = "DURATION")]
     warmup: f64,
-    /// Producer batch size in record bytes
+    /// Producer batch size in encoded bytes
     #[arg(long, default_value_t = 256 << 10)]
     batch_bytes: usize,
+    /// The producer's buffer bound in bytes (default: the client's, 4 MiB)
+    #[arg(long)]
+    buffer_bytes: Option<usize>,
     /// How long a batch waits for more records: `5ms`, `1s` (or --linger-ms N)
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with = "linger_ms")]
     linger: Option<Duration>,
@@ -308,7 +311,10 @@ async fn drive(
         acks,
         linger: args.linger.unwrap_or(Duration::from_millis(args.linger_ms)),
         batch_bytes_max: args.batch_bytes,
-        buffer_bytes_max: (64 << 20).max(args.batch_bytes * 4),
+        buffer_bytes_max: args
+            .buffer_bytes
+            .unwrap_or(ProducerConfig::default().buffer_bytes_max)
+            .max(args.batch_bytes),
         requests_in_flight_max: args.requests_in_flight.max(1),
         ..ProducerConfig::default()
     };
@@ -375,12 +381,16 @@ async fn drive(
         })
     };
     let mut latency = histogram();
+    let mut queue = histogram();
+    let mut request = histogram();
     let mut intervals: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let mut interval_bytes: Vec<u64> = Vec::new();
     let (mut measured, mut measured_bytes, mut errors, mut retries) = (0, 0, 0, 0);
     for p in producers {
         let r = p.await.map_err(|e| e.to_string())?;
         latency.add(&r.latency).expect("same bounds");
+        queue.add(&r.queue).expect("same bounds");
+        request.add(&r.request).expect("same bounds");
         for (i, h) in r.intervals.iter().enumerate() {
             if intervals.len() <= i {
                 intervals.resize_with(i + 1, histogram);
@@ -481,6 +491,7 @@ async fn drive(
         .collect();
     let summary = Summary {
         version: report::SCHEMA_VERSION,
+        mode: "client+broker".into(),
         target: if args.embedded { format!("embedded {target}") } else { target.to_string() },
         topic: args.topic.clone(),
         partitions,
@@ -497,11 +508,16 @@ async fn drive(
         warmup_s: args.warmup,
         produce,
         produce_latency,
+        produce_queue_latency: LatencySummary::of(&queue),
+        produce_request_latency: LatencySummary::of(&request),
         produce_errors: errors,
         produce_retries: retries,
         end_to_end_latency: (consumers_n > 0).then(|| LatencySummary::of(&e2e)),
         consumed: (consumers_n > 0).then(|| Throughput::of(consumed, consumed_bytes, seconds)),
         replay,
+        replay_fetch_latency: None,
+        fetch_latency: None,
+        rate_discovery: None,
         timeline,
         baseline,
         produce_to_disk_ratio: ratio,

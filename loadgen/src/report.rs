@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::Baseline;
 use crate::stats::{LatencySummary, percentile_distribution};
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Throughput {
@@ -46,6 +46,9 @@ pub struct Second {
 #[serde(default)]
 pub struct Summary {
     pub version: u32,
+    /// `client+broker` (records through the producer: what an application
+    /// gets) or `broker-only` (pre-built batches: what the broker takes).
+    pub mode: String,
     pub target: String,
     pub topic: String,
     pub partitions: u32,
@@ -62,17 +65,50 @@ pub struct Summary {
     pub warmup_s: f64,
     pub produce: Throughput,
     pub produce_latency: LatencySummary,
+    /// `produce_latency` split where the request goes out: time queued in
+    /// the producer, then request to acknowledgement.
+    pub produce_queue_latency: LatencySummary,
+    pub produce_request_latency: LatencySummary,
     pub produce_errors: u64,
     pub produce_retries: u64,
     pub end_to_end_latency: Option<LatencySummary>,
     pub consumed: Option<Throughput>,
     pub replay: Option<Throughput>,
+    /// Time from a replay fetch's request to its response.
+    pub replay_fetch_latency: Option<LatencySummary>,
+    /// Time from a tail consumer's fetch request to its response.
+    pub fetch_latency: Option<LatencySummary>,
+    /// `--find-max-rate`: every trial, and the highest rate that passed.
+    pub rate_discovery: Option<RateDiscovery>,
     pub timeline: Vec<Second>,
     pub baseline: Option<Baseline>,
     /// Produced bytes/s over the baseline's 1 MiB write+fdatasync bandwidth.
     pub produce_to_disk_ratio: Option<f64>,
     /// Produce p99 minus the baseline's 4 KiB write+fdatasync p99.
     pub produce_p99_over_fdatasync_p99_us: Option<i64>,
+}
+
+/// One fixed-rate trial of `--find-max-rate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RateTrial {
+    pub rate: f64,
+    pub achieved_records_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RateDiscovery {
+    pub p99_max_us: u64,
+    /// The closed-loop rate the search started below.
+    pub closed_loop_records_per_sec: f64,
+    pub trials: Vec<RateTrial>,
+    /// The highest rate whose p99 stayed under the bound and which the
+    /// broker kept up with; 0 if none did.
+    pub max_rate: f64,
 }
 
 impl Summary {
@@ -137,7 +173,7 @@ fn latency_row(out: &mut String, name: &str, l: &LatencySummary) {
     let ms = |us: u64| us as f64 / 1000.0;
     let _ = writeln!(
         out,
-        "{name:<10} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+        "{name:<12} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
         l.count,
         l.mean_us / 1000.0,
         ms(l.p50_us),
@@ -160,7 +196,8 @@ pub fn table(s: &Summary) -> String {
     let keys = if s.keys == 0 { "unkeyed".to_string() } else { format!("{} keys ({})", s.keys, s.key_distribution) };
     let _ = writeln!(
         out,
-        "cairn-loadgen: {} | topic {} ({} partitions) | {} producers, {} consumers | {size} records, {keys} | acks {} | flush {} | rate {}",
+        "cairn-loadgen: {} | {} | topic {} ({} partitions) | {} producers, {} consumers | {size} records, {keys} | acks {} | flush {} | rate {}",
+        if s.mode.is_empty() { "client+broker" } else { &s.mode },
         s.target,
         s.topic,
         s.partitions,
@@ -193,8 +230,18 @@ pub fn table(s: &Summary) -> String {
             r.seconds
         );
     }
-    let _ = writeln!(out, "latency ms      count     mean      p50      p90      p99    p99.9   p99.99      max");
+    let _ = writeln!(out, "latency ms        count     mean      p50      p90      p99    p99.9   p99.99      max");
     latency_row(&mut out, "produce", &s.produce_latency);
+    if s.produce_queue_latency.count > 0 {
+        latency_row(&mut out, "  queued", &s.produce_queue_latency);
+        latency_row(&mut out, "  request", &s.produce_request_latency);
+    }
+    if let Some(f) = &s.fetch_latency {
+        latency_row(&mut out, "fetch", f);
+    }
+    if let Some(f) = &s.replay_fetch_latency {
+        latency_row(&mut out, "replay fetch", f);
+    }
     if let Some(e) = &s.end_to_end_latency {
         latency_row(&mut out, "end2end", e);
     }

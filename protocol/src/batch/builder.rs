@@ -1,14 +1,12 @@
-//! Builds a batch in one pass: header space first, then the records archive
-//! serialized straight behind it, then the CRC. Producers build batches; the
-//! broker never does.
+//! Builds a batch from owned records (tests, tools, a compacted copy): the
+//! records are kept and encoded at `build` by [`BatchEncoder`], the one
+//! encoder of the format. A producer encodes as records arrive instead.
 
-use super::header::{
-    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V1, BATCH_VERSION, BATCH_VERSION_V1, BatchHeader, BrokerFlags, NOT_APPENDED,
-    PayloadFormat, seal,
-};
+use super::BatchError;
+use super::encoder::{BatchEncoder, HeaderRef, RecordRef};
+use super::header::{BATCH_VERSION, BATCH_VERSION_V1};
 use super::record::{Record, RecordHeader};
-use super::{Attributes, BatchError};
-use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence, Timestamp};
+use crate::types::{ProducerEpoch, ProducerId, Sequence, Timestamp};
 
 /// A record as a producer hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,36 +96,22 @@ impl BatchBuilder {
 
     fn build_version(&self, version: u16) -> Result<Vec<u8>, BatchError> {
         assert!(!self.records.is_empty(), "a batch holds at least one record");
-        let header_bytes = if version == BATCH_VERSION_V1 { BATCH_HEADER_BYTES_V1 } else { BATCH_HEADER_BYTES };
-        // rkyv's unaligned format has no padding that depends on where the
-        // archive starts, so serializing behind the header space gives the same
-        // bytes as serializing alone: the archive is `out[header_bytes..]`.
-        let mut out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.records, vec![0u8; header_bytes])
-            .map_err(|e| BatchError::InvalidRecords { reason: e.to_string() })?;
-        let batch_length = u32::try_from(out.len()).map_err(|_| BatchError::BadLength { batch_length: u32::MAX })?;
-        let (id, epoch, sequence) = self.producer_id.unwrap_or((ProducerId::NONE, ProducerEpoch::NONE, Sequence::NONE));
-        let count = self.records.len() as u32;
-        let header = BatchHeader {
-            version,
-            base_offset: Offset(0),
-            batch_length,
-            leader_epoch: LeaderEpoch(0),
-            payload: PayloadFormat::Cairn,
-            broker_flags: BrokerFlags::default(),
-            append_time: NOT_APPENDED,
-            crc: 0,
-            header_crc: 0,
-            attributes: Attributes::default(),
-            last_offset_delta: self.records.last().expect("non-empty").offset_delta,
-            record_count: count,
-            first_timestamp: self.first_timestamp.expect("non-empty"),
-            max_timestamp: self.max_timestamp,
-            producer_id: id,
-            producer_epoch: epoch,
-            base_sequence: sequence,
-        };
-        header.encode(&mut out);
-        seal(&mut out, version);
-        Ok(out)
+        let first = self.first_timestamp.expect("non-empty");
+        let mut encoder = BatchEncoder::with_version(version, 0);
+        if let Some((id, epoch, sequence)) = self.producer_id {
+            encoder.set_producer(id, epoch, sequence);
+        }
+        for r in &self.records {
+            let headers: Vec<HeaderRef<'_>> =
+                r.headers.iter().map(|h| HeaderRef { key: &h.key, value: &h.value }).collect();
+            let record = RecordRef {
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: &headers,
+                timestamp: Timestamp(first.0 + r.timestamp_delta),
+            };
+            encoder.push_at(r.offset_delta, &record)?;
+        }
+        encoder.finish()
     }
 }
