@@ -20,6 +20,8 @@ use crate::error::{ClientError, Result};
 
 /// The largest response frame accepted; a fetch is bounded by its `max_bytes`.
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
+/// Pieces of a frame at least this long skip the write buffer.
+const DIRECT_WRITE_BYTES_MIN: usize = 16 << 10;
 /// Frames queued for the writer before `send` waits.
 const WRITE_QUEUE_FRAMES: usize = 1024;
 
@@ -199,7 +201,18 @@ async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
         let mut result = Ok(());
         while let Some(frame) = next {
             for piece in frame {
-                if let Err(e) = w.write_all(&piece).await {
+                // Large pieces (record batches) go to the socket as they
+                // are, behind what is buffered: copying them into the
+                // buffer first would touch every record byte once more.
+                let written = if piece.len() >= DIRECT_WRITE_BYTES_MIN {
+                    match w.flush().await {
+                        Ok(()) => w.get_mut().write_all(&piece).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    w.write_all(&piece).await
+                };
+                if let Err(e) = written {
                     result = Err(e);
                     break;
                 }

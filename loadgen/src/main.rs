@@ -111,9 +111,12 @@ struct RunArgs {
     /// Producer batch size in encoded bytes
     #[arg(long, default_value_t = 256 << 10)]
     batch_bytes: usize,
-    /// The producer's buffer bound in bytes (default: the client's, 4 MiB)
+    /// The producer's buffer bound in bytes (default: the client's)
     #[arg(long)]
     buffer_bytes: Option<usize>,
+    /// The most one produce request carries (default: the client's)
+    #[arg(long)]
+    request_bytes: Option<usize>,
     /// How long a batch waits for more records: `5ms`, `1s` (or --linger-ms N)
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with = "linger_ms")]
     linger: Option<Duration>,
@@ -316,6 +319,7 @@ async fn drive(
             .unwrap_or(ProducerConfig::default().buffer_bytes_max)
             .max(args.batch_bytes),
         requests_in_flight_max: args.requests_in_flight.max(1),
+        request_bytes_max: args.request_bytes.unwrap_or(ProducerConfig::default().request_bytes_max),
         ..ProducerConfig::default()
     };
     let end_offsets = Arc::new(std::sync::OnceLock::new());

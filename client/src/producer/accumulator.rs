@@ -165,7 +165,14 @@ impl Accumulator {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.unsettled.insert(seq);
-            let capacity = self.batch_bytes_max.min(64 << 10);
+            // A batch allocated whole never copies itself while it grows;
+            // with more open batches than the buffer holds, start small.
+            let open = self.closed.len() + 1;
+            let capacity = if open * self.batch_bytes_max <= 4 * self.buffer_bytes_max {
+                self.batch_bytes_max
+            } else {
+                16 << 10
+            };
             self.topics[t].open[partition as usize] = Some(OpenBatch {
                 encoder: BatchEncoder::new(capacity),
                 slot: Arc::new(BatchSlot::new(Instant::now())),

@@ -31,8 +31,10 @@
 //! a send waits while the records taken and not yet acknowledged hold that
 //! many encoded bytes. The bound is also the queueing delay a saturated
 //! producer adds: records wait behind at most `buffer_bytes_max` bytes, so
-//! the default (4 MiB) keeps that to milliseconds at the rates one broker
-//! takes, where Kafka's 32 MiB would be seconds. Queue time (batch opened →
+//! the default (1.5 MiB) keeps that to a few milliseconds at the rates one
+//! broker takes (p99 7 ms at 3 M records/s of 100 B, fsync on every
+//! acknowledgement; docs/benchmarks.md), where Kafka's 32 MiB would be
+//! tens of milliseconds to seconds. Queue time (batch opened →
 //! request sent) and request time (sent → acknowledged) are reported apart,
 //! per record in [`RecordMetadata`] and in total by [`Producer::stats`].
 //! Dropping the last handle fails the records not yet sent with `Closed`.
@@ -63,7 +65,7 @@ pub struct ProducerConfig {
     pub batch_bytes_max: usize,
     /// Encoded bytes of records taken and not yet acknowledged before a
     /// send waits (Kafka's `buffer.memory`). Also the most a saturated
-    /// producer queues: at 400 MB/s, 4 MiB is 10 ms of waiting.
+    /// producer queues: at 300 MB/s, 1.5 MiB is 5 ms of waiting.
     pub buffer_bytes_max: usize,
     /// One request carries at most this many bytes of batches.
     pub request_bytes_max: usize,
@@ -85,7 +87,7 @@ impl Default for ProducerConfig {
             acks: Acks::Leader,
             linger: Duration::from_millis(5),
             batch_bytes_max: 256 << 10,
-            buffer_bytes_max: 4 << 20,
+            buffer_bytes_max: 3 << 19,
             request_bytes_max: 1 << 20,
             requests_in_flight_max: 1,
             retries: 5,
