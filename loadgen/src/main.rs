@@ -8,6 +8,7 @@
 mod baseline;
 mod keys;
 mod plot;
+mod prebuilt;
 mod report;
 mod stats;
 mod workload;
@@ -28,7 +29,7 @@ use cairn_client::{Acks, Client, ClientConfig, ErrorCode, OffsetSpec, ProducerCo
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::keys::{KeyDistribution, SizeRange};
-use crate::report::{Histograms, Second, Summary, Throughput};
+use crate::report::{Histograms, RateDiscovery, RateTrial, Second, Summary, Throughput};
 use crate::stats::{LatencySummary, histogram};
 use crate::workload::{ConsumeSpec, ProduceSpec, Progress};
 
@@ -126,6 +127,22 @@ struct RunArgs {
     /// Requests each producer keeps in flight per broker shard
     #[arg(long, default_value_t = 1)]
     requests_in_flight: usize,
+    /// Broker-only mode: send batches built before the run (as iggy-bench
+    /// does), so the figure is the broker's alone; the default mode sends
+    /// records through the producer and measures client and broker together
+    #[arg(long, conflicts_with = "rate")]
+    broker_only: bool,
+    /// Find the highest fixed rate whose produce p99 stays under --p99-max
+    /// (OpenMessaging Benchmark's rate discovery): a closed-loop run, then
+    /// fixed-rate trials of --warmup + --duration each, bisecting below it
+    #[arg(long, conflicts_with_all = ["rate", "broker_only"])]
+    find_max_rate: bool,
+    /// The p99 bound of --find-max-rate: `5ms`, `1s`
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "10ms")]
+    p99_max: Duration,
+    /// Fixed-rate trials of --find-max-rate after the closed-loop run
+    #[arg(long, default_value_t = 6)]
+    trials: usize,
     /// Threads of the load generator's tokio runtime
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -233,7 +250,11 @@ fn run(args: &RunArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let disk_dir = temp.as_ref().map_or(args.data_dir.clone(), |t| t.path().to_path_buf());
-    let result = runtime.block_on(drive(args, &target, sizes, disk_dir));
+    let result = if args.find_max_rate {
+        runtime.block_on(find_max_rate(args, &target, sizes, disk_dir))
+    } else {
+        runtime.block_on(drive(args, &target, sizes, disk_dir))
+    };
     drop(runtime);
     if let Some(b) = broker {
         b.shutdown()?;
@@ -253,6 +274,89 @@ fn run(args: &RunArgs) -> Result<(), String> {
         println!("report: {}", dir.display());
     }
     Ok(())
+}
+
+/// A trial passes when the broker kept up with the rate asked for (within
+/// this share), had no errors, and held the p99 bound.
+const KEPT_UP_SHARE: f64 = 0.95;
+
+/// `--find-max-rate`: a closed-loop run gives the ceiling; then each trial
+/// runs at a fixed rate on a topic of its own (deleted after), the first
+/// at 90 % of the ceiling, the next ones bisecting between the highest
+/// rate that passed and the lowest that failed. Returns the summary of the
+/// best passing trial (or of the closed-loop run if none passed), with
+/// every trial in `rate_discovery`.
+async fn find_max_rate(
+    args: &RunArgs,
+    target: &str,
+    sizes: SizeRange,
+    disk_dir: PathBuf,
+) -> Result<(Summary, RunHistograms), String> {
+    let bound_us = args.p99_max.as_micros() as u64;
+    let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
+    let mut trial_args = args.clone();
+    trial_args.replay = false;
+    trial_args.find_max_rate = false;
+    trial_args.topic = format!("{}-max", args.topic);
+    let (closed, closed_h) = drive(&trial_args, target, sizes, disk_dir.clone()).await?;
+    let _ = client.delete_topic(&trial_args.topic).await;
+    let ceiling = closed.produce.records_per_sec;
+    eprintln!(
+        "closed loop: {ceiling:.0} records/s, p99 {:.3} ms; bound p99 <= {:.3} ms",
+        closed.produce_latency.p99_us as f64 / 1000.0,
+        bound_us as f64 / 1000.0
+    );
+    let mut discovery = RateDiscovery {
+        p99_max_us: bound_us,
+        closed_loop_records_per_sec: ceiling,
+        trials: Vec::new(),
+        max_rate: 0.0,
+    };
+    let (mut pass, mut fail) = (0.0f64, ceiling);
+    let mut best: Option<(Summary, RunHistograms)> = None;
+    trial_args.baseline = false;
+    for i in 0..args.trials {
+        let rate = if i == 0 { 0.9 * ceiling } else { f64::midpoint(pass, fail) };
+        if rate < 1.0 {
+            break;
+        }
+        trial_args.rate = Some(rate);
+        trial_args.topic = format!("{}-rate-{i}", args.topic);
+        let (summary, h) = drive(&trial_args, target, sizes, disk_dir.clone()).await?;
+        let _ = client.delete_topic(&trial_args.topic).await;
+        let achieved = summary.produce.records_per_sec;
+        let p99 = summary.produce_latency.p99_us;
+        let passed = achieved >= KEPT_UP_SHARE * rate && summary.produce_errors == 0 && p99 <= bound_us;
+        eprintln!(
+            "trial {}: {rate:.0} records/s asked, {achieved:.0} achieved, p50 {:.3} ms, p99 {:.3} ms: {}",
+            i + 1,
+            summary.produce_latency.p50_us as f64 / 1000.0,
+            p99 as f64 / 1000.0,
+            if passed { "pass" } else { "fail" }
+        );
+        discovery.trials.push(RateTrial {
+            rate,
+            achieved_records_per_sec: achieved,
+            p50_us: summary.produce_latency.p50_us,
+            p99_us: p99,
+            passed,
+        });
+        if passed {
+            pass = rate;
+            discovery.max_rate = discovery.max_rate.max(rate);
+            best = Some((summary, h));
+        } else {
+            fail = rate;
+        }
+    }
+    let (mut summary, h) = best.unwrap_or((closed, closed_h));
+    eprintln!(
+        "max rate with p99 <= {:.3} ms: {:.0} records/s",
+        bound_us as f64 / 1000.0,
+        discovery.max_rate
+    );
+    summary.rate_discovery = Some(discovery);
+    Ok((summary, h))
 }
 
 /// The histograms behind a summary.
@@ -360,7 +464,17 @@ async fn drive(
             stop_at,
             records_max: args.records.map(share),
         };
-        producers.push(tokio::spawn(workload::produce(client, producer_config.clone(), spec, progress.clone())));
+        if args.broker_only {
+            let how = prebuilt::BrokerOnly {
+                batch_bytes: args.batch_bytes,
+                request_bytes: producer_config.request_bytes_max,
+                requests_in_flight: producer_config.requests_in_flight_max,
+                acks,
+            };
+            producers.push(tokio::spawn(prebuilt::produce(client, how, spec, progress.clone())));
+        } else {
+            producers.push(tokio::spawn(workload::produce(client, producer_config.clone(), spec, progress.clone())));
+        }
     }
     let bar = progress_bar(stop_at - start);
     let ticker = {
@@ -495,7 +609,7 @@ async fn drive(
         .collect();
     let summary = Summary {
         version: report::SCHEMA_VERSION,
-        mode: "client+broker".into(),
+        mode: if args.broker_only { "broker-only" } else { "client+broker" }.into(),
         target: if args.embedded { format!("embedded {target}") } else { target.to_string() },
         topic: args.topic.clone(),
         partitions,

@@ -232,12 +232,22 @@ pub fn table(s: &Summary) -> String {
     }
     let _ = writeln!(out, "latency ms        count     mean      p50      p90      p99    p99.9   p99.99      max");
     latency_row(&mut out, "produce", &s.produce_latency);
-    if s.produce_queue_latency.count > 0 {
+    if s.produce_queue_latency.count > 0 && s.mode != "broker-only" {
         latency_row(&mut out, "  queued", &s.produce_queue_latency);
         latency_row(&mut out, "  request", &s.produce_request_latency);
     }
     if let Some(f) = &s.fetch_latency {
         latency_row(&mut out, "fetch", f);
+    }
+    if let Some(d) = &s.rate_discovery {
+        let _ = writeln!(
+            out,
+            "max rate   {:>12.0} records/s with p99 <= {:.3} ms ({} trials below a closed-loop {:.0}/s)",
+            d.max_rate,
+            d.p99_max_us as f64 / 1000.0,
+            d.trials.len(),
+            d.closed_loop_records_per_sec
+        );
     }
     if let Some(f) = &s.replay_fetch_latency {
         latency_row(&mut out, "replay fetch", f);

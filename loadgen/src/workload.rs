@@ -112,6 +112,29 @@ impl ProduceResult {
         }
     }
 
+    /// Adds another producer's (or lane's) counts to these.
+    pub fn merge(&mut self, other: ProduceResult) {
+        self.latency.add(&other.latency).expect("same bounds");
+        self.queue.add(&other.queue).expect("same bounds");
+        self.request.add(&other.request).expect("same bounds");
+        self.measured += other.measured;
+        self.measured_bytes += other.measured_bytes;
+        self.acked += other.acked;
+        self.errors += other.errors;
+        self.retries += other.retries;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        for (i, h) in other.intervals.iter().enumerate() {
+            if self.intervals.len() <= i {
+                self.intervals.resize_with(i + 1, histogram);
+                self.interval_bytes.resize(i + 1, 0);
+            }
+            self.intervals[i].add(h).expect("same bounds");
+            self.interval_bytes[i] += other.interval_bytes[i];
+        }
+    }
+
     pub fn failed(&mut self, n: u64, e: &dyn std::fmt::Display) {
         self.errors += n;
         self.first_error.get_or_insert_with(|| e.to_string());
