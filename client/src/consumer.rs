@@ -1,12 +1,16 @@
 //! The consumer: reads assigned partitions from positions it keeps itself
 //! (group membership and committed offsets come with consumer groups).
 //!
-//! It keeps one long-polling fetch in flight per broker shard that owns an
-//! assigned partition, each on that shard's own connection, so an idle
+//! It keeps long-polling fetches in flight on each broker shard that owns
+//! an assigned partition, each on that shard's own connection, so an idle
 //! consumer waits on the broker instead of spinning, and a busy shard's
-//! data is not held back by an idle one. A poll returns what the first
-//! fetch to complete brought; the others stay in flight for the next poll.
-//! A fetch answered after a `seek` is discarded for the partitions moved.
+//! data is not held back by an idle one. A shard's partitions are split
+//! over up to `fetches_per_shard_max` fetches (each partition is in one:
+//! its next offset is known only once its last fetch is answered). A poll
+//! returns what the first fetch to complete brought, and first sends that
+//! fetch's successor from the new positions (prefetch), so the broker reads
+//! the next data while the application handles this. A fetch answered
+//! after a `seek` is discarded for the partitions moved.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
@@ -34,6 +38,9 @@ pub struct ConsumerConfig {
     pub fetch_bytes_min: u32,
     /// ...or after this long.
     pub fetch_wait_max: Duration,
+    /// Fetches in flight at once per broker shard, each for its own share
+    /// of the shard's assigned partitions.
+    pub fetches_per_shard_max: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -43,6 +50,7 @@ impl Default for ConsumerConfig {
             partition_fetch_bytes_max: 4 << 20,
             fetch_bytes_min: 1,
             fetch_wait_max: Duration::from_millis(500),
+            fetches_per_shard_max: 2,
         }
     }
 }
@@ -57,7 +65,13 @@ pub enum StartFrom {
     Timestamp(i64),
 }
 
-type FetchDone = (Option<u32>, Vec<(u32, Offset)>, Result<Response>);
+/// A shard, and which of its fetches (its share of the shard's partitions).
+type Lane = (Option<u32>, usize);
+
+type FetchDone = (Lane, Vec<(u32, Offset)>, Duration, Result<Response>);
+
+/// Fetch latencies kept for [`Consumer::drain_fetch_latencies`] at most.
+const FETCH_LATENCIES_MAX: usize = 1 << 16;
 
 pub struct Consumer {
     client: Client,
@@ -67,8 +81,10 @@ pub struct Consumer {
     positions: BTreeMap<u32, Offset>,
     buffered: VecDeque<ConsumerRecord>,
     in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = FetchDone> + Send>>>,
-    /// Shards with a fetch in flight.
-    busy: HashSet<Option<u32>>,
+    /// Lanes with a fetch in flight.
+    busy: HashSet<Lane>,
+    /// Request-to-response time of fetches answered since the last drain.
+    fetch_latencies: Vec<Duration>,
     /// Rotates which partition comes first in a fetch, so a response that
     /// fills up on the first partitions does not starve the last ones.
     rotation: usize,
@@ -97,6 +113,7 @@ impl Consumer {
             buffered: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
             busy: HashSet::new(),
+            fetch_latencies: Vec::new(),
             rotation: 0,
         };
         for p in parts {
@@ -153,48 +170,80 @@ impl Consumer {
         self.positions.keys().copied()
     }
 
-    /// Starts a fetch for every shard without one in flight, then applies
-    /// the first to complete.
-    async fn fetch(&mut self) -> Result<()> {
-        let mut groups: BTreeMap<Option<u32>, Vec<(u32, Offset)>> = BTreeMap::new();
+    /// How long each fetch answered since the last call took, request to
+    /// response (the most recent 65,536 at most).
+    pub fn drain_fetch_latencies(&mut self) -> std::vec::Drain<'_, Duration> {
+        self.fetch_latencies.drain(..)
+    }
+
+    /// Starts a fetch for every lane without one in flight.
+    fn start_fetches(&mut self) {
+        let mut shards: BTreeMap<Option<u32>, Vec<(u32, Offset)>> = BTreeMap::new();
         for (&p, &o) in &self.positions {
-            groups.entry(self.client.shard_of(&self.topic, p)).or_default().push((p, o));
+            shards.entry(self.client.shard_of(&self.topic, p)).or_default().push((p, o));
         }
         self.rotation = self.rotation.wrapping_add(1);
-        for (shard, mut parts) in groups {
-            if !self.busy.insert(shard) {
-                continue;
+        let lanes_max = self.config.fetches_per_shard_max.max(1);
+        for (shard, parts) in shards {
+            let lanes = lanes_max.min(parts.len());
+            for lane in 0..lanes {
+                if !self.busy.insert((shard, lane)) {
+                    continue;
+                }
+                let mut parts: Vec<(u32, Offset)> =
+                    parts.iter().enumerate().filter(|(i, _)| i % lanes == lane).map(|(_, &p)| p).collect();
+                let turn = self.rotation % parts.len();
+                parts.rotate_left(turn);
+                self.start_fetch((shard, lane), parts);
             }
-            let turn = self.rotation % parts.len();
-            parts.rotate_left(turn);
-            let config = &self.config;
-            let request = Request::Fetch(FetchRequest {
-                max_wait_ms: config.fetch_wait_max.as_millis().min(u128::from(u32::MAX)) as u32,
-                min_bytes: config.fetch_bytes_min,
-                max_bytes: config.fetch_bytes_max,
-                topics: vec![FetchTopic {
-                    name: self.topic.clone(),
-                    partitions: parts
-                        .iter()
-                        .map(|&(partition, offset)| FetchPartition {
-                            partition,
-                            offset,
-                            max_bytes: config.partition_fetch_bytes_max,
-                        })
-                        .collect(),
-                }],
-            });
-            let client = self.client.clone();
-            self.in_flight.push(Box::pin(async move {
-                let response = match client.connection_for(shard).await {
-                    Ok(c) => c.call(&request).await,
-                    Err(e) => Err(e),
-                };
-                (shard, parts, response)
-            }));
         }
-        let Some((shard, requested, response)) = self.in_flight.next().await else { return Ok(()) };
-        self.busy.remove(&shard);
+    }
+
+    fn start_fetch(&mut self, lane: Lane, parts: Vec<(u32, Offset)>) {
+        let config = &self.config;
+        let request = Request::Fetch(FetchRequest {
+            max_wait_ms: config.fetch_wait_max.as_millis().min(u128::from(u32::MAX)) as u32,
+            min_bytes: config.fetch_bytes_min,
+            max_bytes: config.fetch_bytes_max,
+            topics: vec![FetchTopic {
+                name: self.topic.clone(),
+                partitions: parts
+                    .iter()
+                    .map(|&(partition, offset)| FetchPartition {
+                        partition,
+                        offset,
+                        max_bytes: config.partition_fetch_bytes_max,
+                    })
+                    .collect(),
+            }],
+        });
+        let client = self.client.clone();
+        self.in_flight.push(Box::pin(async move {
+            let started = std::time::Instant::now();
+            let response = match client.connection_for(lane.0).await {
+                Ok(c) => c.call(&request).await,
+                Err(e) => Err(e),
+            };
+            (lane, parts, started.elapsed(), response)
+        }));
+    }
+
+    /// Starts fetches for idle lanes, applies the first to complete, and
+    /// sends the next fetches from the new positions before returning.
+    async fn fetch(&mut self) -> Result<()> {
+        self.start_fetches();
+        let result = self.apply_next().await;
+        self.start_fetches();
+        result
+    }
+
+    async fn apply_next(&mut self) -> Result<()> {
+        let Some((lane, requested, took, response)) = self.in_flight.next().await else { return Ok(()) };
+        self.busy.remove(&lane);
+        if self.fetch_latencies.len() >= FETCH_LATENCIES_MAX {
+            self.fetch_latencies.clear();
+        }
+        self.fetch_latencies.push(took);
         let topics = match response? {
             Response::Fetch(t) => t,
             other => return Err(unexpected(&other)),

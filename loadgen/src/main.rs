@@ -538,12 +538,14 @@ async fn drive(
     let seconds =
         (Instant::now().min(stop_at).saturating_duration_since(measure_from)).as_secs_f64().min(args.duration);
     let mut e2e = histogram();
+    let mut fetch = histogram();
     let (mut consumed, mut consumed_bytes) = (0, 0);
     let mut consumed_per_second: Vec<u64> = Vec::new();
     let mut consumed_bytes_per_second: Vec<u64> = Vec::new();
     for c in consumers {
         let r = c.await.map_err(|e| e.to_string())?;
         e2e.add(&r.end_to_end).expect("same bounds");
+        fetch.add(&r.fetch).expect("same bounds");
         consumed += r.measured;
         consumed_bytes += r.measured_bytes;
         for (i, n) in r.per_second.iter().enumerate() {
@@ -587,10 +589,11 @@ async fn drive(
         if let Some(e) = r.error {
             return Err(format!("replay: {e}"));
         }
-        Some(Throughput::of(r.records, r.bytes, r.elapsed.as_secs_f64()))
+        Some((Throughput::of(r.records, r.bytes, r.elapsed.as_secs_f64()), LatencySummary::of(&r.fetch)))
     } else {
         None
     };
+    let (replay, replay_fetch_latency) = replay.unzip();
     let produce = Throughput::of(measured, measured_bytes, seconds);
     let produce_latency = LatencySummary::of(&latency);
     let ratio = baseline.as_ref().map(|b| produce.bytes_per_sec / b.write_sync_1m_bytes_per_sec);
@@ -633,8 +636,8 @@ async fn drive(
         end_to_end_latency: (consumers_n > 0).then(|| LatencySummary::of(&e2e)),
         consumed: (consumers_n > 0).then(|| Throughput::of(consumed, consumed_bytes, seconds)),
         replay,
-        replay_fetch_latency: None,
-        fetch_latency: None,
+        replay_fetch_latency,
+        fetch_latency: (consumers_n > 0).then(|| LatencySummary::of(&fetch)),
         rate_discovery: None,
         timeline,
         baseline,

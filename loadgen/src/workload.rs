@@ -361,6 +361,8 @@ pub struct ConsumeResult {
     pub measured_bytes: u64,
     /// Now minus record timestamp (millisecond resolution), within the window.
     pub end_to_end: Histogram<u64>,
+    /// Request to response of each fetch, within the window.
+    pub fetch: Histogram<u64>,
     /// Records, and value bytes, read in each second since the start.
     pub per_second: Vec<u64>,
     pub bytes_per_second: Vec<u64>,
@@ -398,6 +400,7 @@ pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>)
         measured: 0,
         measured_bytes: 0,
         end_to_end: histogram(),
+        fetch: histogram(),
         per_second: Vec::new(),
         bytes_per_second: Vec::new(),
         elapsed: Duration::ZERO,
@@ -432,6 +435,12 @@ pub async fn consume(client: Client, spec: ConsumeSpec, progress: Arc<Progress>)
                     }
                     result.measured += records.len() as u64;
                     result.measured_bytes += bytes;
+                }
+                let in_window = at >= measure_from && stop_at.is_none_or(|s| at < s);
+                for took in consumer.drain_fetch_latencies() {
+                    if in_window {
+                        record(&mut result.fetch, took.as_micros() as u64);
+                    }
                 }
                 let second = at.duration_since(start).as_secs() as usize;
                 if result.per_second.len() <= second {
