@@ -63,7 +63,7 @@ fn producer_cost(c: &mut Criterion) {
                     }
                     producer.flush().await;
                 });
-                thread_cpu() - before
+                thread_cpu().saturating_sub(before)
             });
         });
         // The per-record path a service uses: an owned record, a future
@@ -80,7 +80,7 @@ fn producer_cost(c: &mut Criterion) {
                     }
                     producer.flush().await;
                 });
-                thread_cpu() - before
+                thread_cpu().saturating_sub(before)
             });
         });
     }

@@ -17,10 +17,11 @@ pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};
 pub use producer::{
-    BatchDelivery, Deliveries, Delivery, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record, RecordMetadata,
+    BatchDelivery, Deliveries, Delivery, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record,
+    RecordMetadata,
 };
-pub use protocol::batch::HeaderRef;
 pub use protocol::ErrorCode;
 pub use protocol::api::{Acks, ConfigEntry, ConfigSource, OffsetSpec, RecoveredPartition};
+pub use protocol::batch::HeaderRef;
 pub use protocol::types::{Offset, Timestamp};
 pub use record::{ConsumerRecord, decode_batch};

@@ -4,7 +4,6 @@
 //! tail, as event streams keyed by customer or device tend to be). Seeded
 //! xorshift, so a run is repeatable.
 
-
 /// xorshift64: fast, repeatable, good enough to pick keys and sizes.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

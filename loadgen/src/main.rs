@@ -51,6 +51,7 @@ enum Command {
 }
 
 #[derive(Args, Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches, each its own flag
 struct RunArgs {
     /// A running broker
     #[arg(long, value_name = "ADDR", conflicts_with = "embedded")]
@@ -133,7 +134,7 @@ struct RunArgs {
     #[arg(long, conflicts_with = "rate")]
     broker_only: bool,
     /// Find the highest fixed rate whose produce p99 stays under --p99-max
-    /// (OpenMessaging Benchmark's rate discovery): a closed-loop run, then
+    /// (`OpenMessaging` Benchmark's rate discovery): a closed-loop run, then
     /// fixed-rate trials of --warmup + --duration each, bisecting below it
     #[arg(long, conflicts_with_all = ["rate", "broker_only"])]
     find_max_rate: bool,
@@ -306,12 +307,8 @@ async fn find_max_rate(
         closed.produce_latency.p99_us as f64 / 1000.0,
         bound_us as f64 / 1000.0
     );
-    let mut discovery = RateDiscovery {
-        p99_max_us: bound_us,
-        closed_loop_records_per_sec: ceiling,
-        trials: Vec::new(),
-        max_rate: 0.0,
-    };
+    let mut discovery =
+        RateDiscovery { p99_max_us: bound_us, closed_loop_records_per_sec: ceiling, trials: Vec::new(), max_rate: 0.0 };
     let (mut pass, mut fail) = (0.0f64, ceiling);
     let mut best: Option<(Summary, RunHistograms)> = None;
     trial_args.baseline = false;
@@ -350,11 +347,7 @@ async fn find_max_rate(
         }
     }
     let (mut summary, h) = best.unwrap_or((closed, closed_h));
-    eprintln!(
-        "max rate with p99 <= {:.3} ms: {:.0} records/s",
-        bound_us as f64 / 1000.0,
-        discovery.max_rate
-    );
+    eprintln!("max rate with p99 <= {:.3} ms: {:.0} records/s", bound_us as f64 / 1000.0, discovery.max_rate);
     summary.rate_discovery = Some(discovery);
     Ok((summary, h))
 }
@@ -418,10 +411,7 @@ async fn drive(
         acks,
         linger: args.linger.unwrap_or(Duration::from_millis(args.linger_ms)),
         batch_bytes_max: args.batch_bytes,
-        buffer_bytes_max: args
-            .buffer_bytes
-            .unwrap_or(ProducerConfig::default().buffer_bytes_max)
-            .max(args.batch_bytes),
+        buffer_bytes_max: args.buffer_bytes.unwrap_or(ProducerConfig::default().buffer_bytes_max).max(args.batch_bytes),
         requests_in_flight_max: args.requests_in_flight.max(1),
         request_bytes_max: args.request_bytes.unwrap_or(ProducerConfig::default().request_bytes_max),
         ..ProducerConfig::default()

@@ -70,8 +70,7 @@ pub async fn produce(client: Client, how: BrokerOnly, spec: ProduceSpec, progres
         }
     };
     let mut maker = RecordMaker::new(spec.seed, spec.keys, spec.key_distribution, spec.zipf_exponent, spec.sizes);
-    let prebuilt: Arc<Vec<Prebuilt>> =
-        Arc::new((0..partitions).map(|_| build(&mut maker, how.batch_bytes)).collect());
+    let prebuilt: Arc<Vec<Prebuilt>> = Arc::new((0..partitions).map(|_| build(&mut maker, how.batch_bytes)).collect());
     let mut by_shard: std::collections::BTreeMap<Option<u32>, Vec<u32>> = std::collections::BTreeMap::new();
     for p in 0..partitions {
         by_shard.entry(client.shard_of(&spec.topic, p)).or_default().push(p);

@@ -14,7 +14,6 @@ use hdrhistogram::Histogram;
 use crate::keys::{KeyDistribution, RecordMaker, SizeRange};
 use crate::stats::{histogram, record};
 
-
 #[derive(Debug, Clone)]
 pub struct ProduceSpec {
     pub topic: String,
@@ -200,7 +199,7 @@ pub async fn produce(
                     // loop may reach a batch after a later-acknowledged one.
                     Ok(meta) => match chunk.intended {
                         Intended::At(t) => result.acknowledged(window, t, meta.sent_at, meta.acknowledged_at, n, bytes),
-                        paced => {
+                        paced @ Intended::Paced { .. } => {
                             for i in k..k + n {
                                 let b = u64::from(chunk.value_bytes[i as usize]);
                                 result.acknowledged(window, paced.of(i), meta.sent_at, meta.acknowledged_at, 1, b);

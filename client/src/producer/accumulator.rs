@@ -168,11 +168,8 @@ impl Accumulator {
             // A batch allocated whole never copies itself while it grows;
             // with more open batches than the buffer holds, start small.
             let open = self.closed.len() + 1;
-            let capacity = if open * self.batch_bytes_max <= 4 * self.buffer_bytes_max {
-                self.batch_bytes_max
-            } else {
-                16 << 10
-            };
+            let capacity =
+                if open * self.batch_bytes_max <= 4 * self.buffer_bytes_max { self.batch_bytes_max } else { 16 << 10 };
             self.topics[t].open[partition as usize] = Some(OpenBatch {
                 encoder: BatchEncoder::new(capacity),
                 slot: Arc::new(BatchSlot::new(Instant::now())),
@@ -206,15 +203,16 @@ impl Accumulator {
                 ))));
             }
             (None, Some(key)) => partition_for_key(key, topic.partitions),
-            (None, None) => match topic.sticky {
-                Some(p) => p,
-                None => {
+            (None, None) => {
+                if let Some(p) = topic.sticky {
+                    p
+                } else {
                     let p = self.next_sticky % topic.partitions;
                     self.next_sticky = self.next_sticky.wrapping_add(1);
                     topic.sticky = Some(p);
                     p
                 }
-            },
+            }
         })
     }
 

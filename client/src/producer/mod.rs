@@ -364,8 +364,7 @@ impl Producer {
     /// Queues a record; the returned [`Delivery`] resolves once the broker
     /// acknowledged it. Waits while the producer's buffer is full.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
-        let headers: Vec<HeaderRef<'_>> =
-            record.headers.iter().map(|(k, v)| HeaderRef { key: k, value: v }).collect();
+        let headers: Vec<HeaderRef<'_>> = record.headers.iter().map(|(k, v)| HeaderRef { key: k, value: v }).collect();
         let r = Record {
             partition: record.partition,
             key: record.key.as_deref(),

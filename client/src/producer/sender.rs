@@ -106,13 +106,14 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<ShardBatches>, Option<
     let mut shard_of = |acc: &Accumulator, t: usize, p: u32| {
         *shards.entry((t, p)).or_insert_with(|| client.shard_of(&acc.topics[t].name, p))
     };
-    let room = |acc: &Accumulator, shard: Option<u32>, t: usize, p: u32, taking: &[(Option<u32>, usize, Vec<ReadyBatch>)]| {
-        let taken_here = taking.iter().any(|(s, _, _)| *s == shard);
-        let shard_busy = acc.shard_in_flight.get(&shard).copied().unwrap_or(0) as u32 + u32::from(!taken_here);
-        shard_busy <= slots_max
-            && acc.topics[t].in_flight[p as usize] < slots_max
-            && taking.iter().find(|(s, _, _)| *s == shard).is_none_or(|(_, bytes, _)| *bytes < bytes_max)
-    };
+    let room =
+        |acc: &Accumulator, shard: Option<u32>, t: usize, p: u32, taking: &[(Option<u32>, usize, Vec<ReadyBatch>)]| {
+            let taken_here = taking.iter().any(|(s, _, _)| *s == shard);
+            let shard_busy = acc.shard_in_flight.get(&shard).copied().unwrap_or(0) as u32 + u32::from(!taken_here);
+            shard_busy <= slots_max
+                && acc.topics[t].in_flight[p as usize] < slots_max
+                && taking.iter().find(|(s, _, _)| *s == shard).is_none_or(|(_, bytes, _)| *bytes < bytes_max)
+        };
     let mut groups: Vec<(Option<u32>, usize, Vec<ReadyBatch>)> = Vec::new();
     let mut kept = VecDeque::new();
     while let Some(closed) = acc.closed.pop_front() {

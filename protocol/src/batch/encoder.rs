@@ -166,9 +166,7 @@ impl BatchEncoder {
             .headers
             .iter()
             .map(|h| {
-                ARCHIVED_HEADER_BYTES
-                    + h.value.len()
-                    + if h.key.len() > STRING_INLINE_BYTES { h.key.len() } else { 0 }
+                ARCHIVED_HEADER_BYTES + h.value.len() + if h.key.len() > STRING_INLINE_BYTES { h.key.len() } else { 0 }
             })
             .sum();
         ARCHIVED_RECORD_BYTES + record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len) + headers
@@ -343,7 +341,10 @@ mod tests {
         proptest::collection::vec(any::<u8>(), 0..max)
     }
 
-    fn record() -> impl Strategy<Value = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, i64)> {
+    /// Key, value, headers and timestamp delta of one generated record.
+    type Generated = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, i64);
+
+    fn record() -> impl Strategy<Value = Generated> {
         // Header keys on both sides of rkyv's 8-byte inline limit.
         let header = ("[a-z]{0,20}", bytes(12));
         (
