@@ -6,6 +6,7 @@
 //! a fresh machine. `docs/loadgen.md` describes the flags and the report.
 
 mod baseline;
+mod cpu;
 mod keys;
 mod plot;
 mod prebuilt;
@@ -72,6 +73,12 @@ struct RunArgs {
     /// The embedded broker's `spin_before_park_us`
     #[arg(long, default_value_t = 0)]
     spin_before_park_us: u64,
+    /// The embedded broker's cache of recent batches per partition
+    /// (`log.cache_bytes_max`; its shard budget grows to hold
+    /// --partitions of them): with a topic that fits, --replay reads from
+    /// the cache instead of the disk
+    #[arg(long, value_name = "BYTES")]
+    cache_bytes: Option<usize>,
     /// Where the embedded broker serves /metrics, or `off`
     #[arg(long, default_value = "off", value_name = "ADDR")]
     metrics_listen: String,
@@ -236,6 +243,11 @@ fn run(args: &RunArgs) -> Result<(), String> {
             },
         )?;
         config.log.retention_check_ms = 3_600_000;
+        if let Some(bytes) = args.cache_bytes {
+            config.log.cache_bytes_max = bytes;
+            config.memory.shard_cache_bytes_max =
+                config.memory.shard_cache_bytes_max.max(bytes.saturating_mul(args.partitions as usize));
+        }
         config.spin_before_park_us = args.spin_before_park_us;
         let b = server::start(config)?;
         let addr = b.addr.to_string();
@@ -466,6 +478,10 @@ async fn drive(
             producers.push(tokio::spawn(workload::produce(client, producer_config.clone(), spec, progress.clone())));
         }
     }
+    let cpu_from = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        cpu::sample()
+    });
     let bar = progress_bar(stop_at - start);
     let ticker = {
         let (progress, bar) = (progress.clone(), bar.clone());
@@ -519,6 +535,13 @@ async fn drive(
             eprintln!("cairn-loadgen: producer error: {e}");
         }
     }
+    // Where the CPU went while the producers ran (embedded: broker and
+    // load generator share the process, and the machine).
+    let cpu_to = cpu::sample();
+    let cpu_split = match (cpu_from.await.ok().flatten(), cpu_to) {
+        (Some(a), Some(b)) if args.embedded && b.at > a.at => Some(cpu::cores(&a, &b)),
+        _ => None,
+    };
     // Tail consumers read up to where the producers stopped, then stop.
     if consumers_n > 0 {
         let ends = client.list_offsets(&args.topic, &[], OffsetSpec::Latest).await.map_err(|e| e.to_string())?;
@@ -629,6 +652,8 @@ async fn drive(
         replay_fetch_latency,
         fetch_latency: (consumers_n > 0).then(|| LatencySummary::of(&fetch)),
         rate_discovery: None,
+        cpu_broker_cores: cpu_split.map(|c| c.0),
+        cpu_client_cores: cpu_split.map(|c| c.1),
         timeline,
         baseline,
         produce_to_disk_ratio: ratio,

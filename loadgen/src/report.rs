@@ -78,6 +78,10 @@ pub struct Summary {
     pub replay_fetch_latency: Option<LatencySummary>,
     /// Time from a tail consumer's fetch request to its response.
     pub fetch_latency: Option<LatencySummary>,
+    /// Embedded runs: cores used while producing by the broker's threads
+    /// and by the load generator's (client) threads.
+    pub cpu_broker_cores: Option<f64>,
+    pub cpu_client_cores: Option<f64>,
     /// `--find-max-rate`: every trial, and the highest rate that passed.
     pub rate_discovery: Option<RateDiscovery>,
     pub timeline: Vec<Second>,
@@ -219,6 +223,13 @@ pub fn table(s: &Summary) -> String {
     );
     if let Some(c) = &s.consumed {
         let _ = writeln!(out, "consume    {:>12.0} records/s {:>8.1} MB/s", c.records_per_sec, c.bytes_per_sec / 1e6);
+    }
+    if let (Some(b), Some(c)) = (s.cpu_broker_cores, s.cpu_client_cores) {
+        let per_core = if c > 0.0 { s.produce.records_per_sec / c } else { 0.0 };
+        let _ = writeln!(
+            out,
+            "cpu        broker {b:.2} cores, load generator {c:.2} cores ({per_core:.0} records/s per load generator core)"
+        );
     }
     if let Some(r) = &s.replay {
         let _ = writeln!(

@@ -50,10 +50,18 @@ fn an_embedded_run_reports_every_record_produced_and_consumed() {
         ],
         &report,
     );
-    assert_eq!(s["version"], 2);
+    assert_eq!(s["version"], 3);
+    assert_eq!(s["mode"], "client+broker");
     assert_eq!(s["produce"]["records"], 20000, "{s}");
     assert_eq!(s["produce_errors"], 0);
     assert_eq!(s["produce_latency"]["count"], 20000);
+    // The split covers every measured record, and its parts fit in the whole.
+    assert_eq!(s["produce_queue_latency"]["count"], 20000);
+    assert_eq!(s["produce_request_latency"]["count"], 20000);
+    let us = |k: &str, q: &str| s[k][q].as_u64().unwrap();
+    assert!(us("produce_request_latency", "max_us") <= us("produce_latency", "max_us") + 1, "{s}");
+    assert!(us("fetch_latency", "count") > 0 && us("replay_fetch_latency", "count") > 0, "fetches are timed: {s}");
+    assert!(s["cpu_broker_cores"].as_f64().unwrap() > 0.0 && s["cpu_client_cores"].as_f64().unwrap() > 0.0, "{s}");
     assert_eq!(s["consumed"]["records"], 20000, "the tail consumers read everything: {s}");
     assert_eq!(s["end_to_end_latency"]["count"], 20000);
     assert_eq!(s["replay"]["records"], 20000, "the replay reads everything: {s}");
@@ -69,6 +77,71 @@ fn an_embedded_run_reports_every_record_produced_and_consumed() {
     assert!(hgrm.contains("Total count    =        20000"), "{hgrm}");
     // No temporary broker directory is left behind.
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+}
+
+#[test]
+fn broker_only_mode_sends_prebuilt_batches_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let s = run(
+        &[
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--broker-only",
+            "--records",
+            "50000",
+            "--duration",
+            "1m",
+            "--warmup",
+            "0ms",
+        ],
+        &report,
+    );
+    assert_eq!(s["mode"], "broker-only");
+    assert_eq!(s["produce_errors"], 0, "{s}");
+    // Whole requests: the last one may carry the limit past 50,000.
+    let records = s["produce"]["records"].as_u64().unwrap();
+    assert!(records >= 50_000, "{s}");
+    assert_eq!(s["produce_latency"]["count"].as_u64().unwrap(), records);
+}
+
+#[test]
+fn rate_discovery_reports_its_trials_and_the_highest_rate_under_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let s = run(
+        &[
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--find-max-rate",
+            "--p99-max",
+            "1s",
+            "--trials",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0ms",
+            "--flush",
+            "never",
+        ],
+        &report,
+    );
+    let d = &s["rate_discovery"];
+    let trials = d["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "{s}");
+    let ceiling = d["closed_loop_records_per_sec"].as_f64().unwrap();
+    assert!(ceiling > 0.0);
+    let first = trials[0]["rate"].as_f64().unwrap();
+    assert!((first - 0.9 * ceiling).abs() < 1.0, "the first trial runs at 90 % of the closed loop: {s}");
+    let best = trials.iter().filter(|t| t["passed"] == true).map(|t| t["rate"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!((d["max_rate"].as_f64().unwrap() - best).abs() < 1e-6, "{s}");
+    for t in trials.iter().filter(|t| t["passed"] == true) {
+        assert!(t["p99_us"].as_u64().unwrap() <= 1_000_000);
+    }
+    if best > 0.0 {
+        assert!((s["rate"].as_f64().unwrap() - best).abs() < 1e-6, "the summary is the best passing trial's");
+    }
 }
 
 #[test]
