@@ -50,7 +50,7 @@ fn producer_cost(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("producer");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    for size in [100usize, 1000] {
+    for size in [100usize, 1024] {
         let value = vec![b'x'; size];
         group.throughput(Throughput::Elements(CHUNK as u64));
         group.bench_function(format!("send_all/{size}B"), |b| {

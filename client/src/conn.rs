@@ -21,7 +21,7 @@ use crate::error::{ClientError, Result};
 /// The largest response frame accepted; a fetch is bounded by its `max_bytes`.
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Pieces of a frame at least this long skip the write buffer.
-const DIRECT_WRITE_BYTES_MIN: usize = 16 << 10;
+const DIRECT_WRITE_BYTES_MIN: usize = 64 << 10;
 /// Frames queued for the writer before `send` waits.
 const WRITE_QUEUE_FRAMES: usize = 1024;
 

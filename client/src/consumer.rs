@@ -68,7 +68,7 @@ pub enum StartFrom {
 /// A shard, and which of its fetches (its share of the shard's partitions).
 type Lane = (Option<u32>, usize);
 
-type FetchDone = (Lane, Vec<(u32, Offset)>, Duration, Result<Response>);
+type FetchDone = ((Lane, u64), Vec<(u32, Offset)>, Duration, Result<Response>);
 
 /// Fetch latencies kept for [`Consumer::drain_fetch_latencies`] at most.
 const FETCH_LATENCIES_MAX: usize = 1 << 16;
@@ -81,8 +81,12 @@ pub struct Consumer {
     positions: BTreeMap<u32, Offset>,
     buffered: VecDeque<ConsumerRecord>,
     in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = FetchDone> + Send>>>,
-    /// Lanes with a fetch in flight.
-    busy: HashSet<Lane>,
+    /// Lanes with a fetch in flight for the current positions. A seek
+    /// starts a new generation: fetches sent before it no longer hold
+    /// their lanes (their answers are discarded where stale), so the new
+    /// positions are fetched at once, not after a long poll ends.
+    busy: HashSet<(Lane, u64)>,
+    generation: u64,
     /// Request-to-response time of fetches answered since the last drain.
     fetch_latencies: Vec<Duration>,
     /// Rotates which partition comes first in a fetch, so a response that
@@ -113,6 +117,7 @@ impl Consumer {
             buffered: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
             busy: HashSet::new(),
+            generation: 0,
             fetch_latencies: Vec::new(),
             rotation: 0,
         };
@@ -144,6 +149,7 @@ impl Consumer {
             self.positions.insert(p, o);
         }
         self.buffered.clear();
+        self.generation += 1;
         Ok(())
     }
 
@@ -151,6 +157,7 @@ impl Consumer {
         assert!(self.positions.contains_key(&partition), "partition {partition} is not assigned");
         self.positions.insert(partition, offset);
         self.buffered.retain(|r| r.partition != partition);
+        self.generation += 1;
     }
 
     /// Records available now, or after a fetch that waits up to `fetch_wait_max`
@@ -171,7 +178,7 @@ impl Consumer {
     }
 
     /// How long each fetch answered since the last call took, request to
-    /// response (the most recent 65,536 at most).
+    /// response (at most 65,536: past that the list starts over).
     pub fn drain_fetch_latencies(&mut self) -> std::vec::Drain<'_, Duration> {
         self.fetch_latencies.drain(..)
     }
@@ -187,19 +194,19 @@ impl Consumer {
         for (shard, parts) in shards {
             let lanes = lanes_max.min(parts.len());
             for lane in 0..lanes {
-                if !self.busy.insert((shard, lane)) {
+                if !self.busy.insert(((shard, lane), self.generation)) {
                     continue;
                 }
                 let mut parts: Vec<(u32, Offset)> =
                     parts.iter().enumerate().filter(|(i, _)| i % lanes == lane).map(|(_, &p)| p).collect();
                 let turn = self.rotation % parts.len();
                 parts.rotate_left(turn);
-                self.start_fetch((shard, lane), parts);
+                self.start_fetch(((shard, lane), self.generation), parts);
             }
         }
     }
 
-    fn start_fetch(&mut self, lane: Lane, parts: Vec<(u32, Offset)>) {
+    fn start_fetch(&mut self, lane: (Lane, u64), parts: Vec<(u32, Offset)>) {
         let config = &self.config;
         let request = Request::Fetch(FetchRequest {
             max_wait_ms: config.fetch_wait_max.as_millis().min(u128::from(u32::MAX)) as u32,
@@ -220,7 +227,7 @@ impl Consumer {
         let client = self.client.clone();
         self.in_flight.push(Box::pin(async move {
             let started = std::time::Instant::now();
-            let response = match client.connection_for(lane.0).await {
+            let response = match client.connection_for(lane.0.0).await {
                 Ok(c) => c.call(&request).await,
                 Err(e) => Err(e),
             };

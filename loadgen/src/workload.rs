@@ -303,7 +303,7 @@ async fn send_chunk(
             ..Record::default()
         })
         .collect();
-    producer.send_all(topic, records).await
+    Ok(producer.send_all(topic, records).await?)
 }
 
 /// The pacer's shortest sleep.

@@ -118,3 +118,49 @@ async fn the_buffer_bound_is_in_encoded_bytes_and_a_full_buffer_waits_for_acknow
     }
     last.wait().await.unwrap();
 }
+
+/// A batch that ships before it fills (here `linger = 0`, one record
+/// at a time) moves unkeyed records on to the next partition, as a full
+/// one does: they spread, not pile onto the first partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_records_spread_over_partitions_when_batches_ship_by_linger() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("spread", 4, TopicConfig::default()).await.unwrap();
+    let config = ProducerConfig { linger: std::time::Duration::ZERO, ..ProducerConfig::default() };
+    let producer = Producer::new(client.clone(), config);
+    let mut partitions = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let delivery = producer.send(ProducerRecord::new("spread", None::<Bytes>, format!("r{i}"))).await.unwrap();
+        partitions.insert(delivery.wait().await.unwrap().partition);
+    }
+    assert_eq!(partitions.len(), 4, "unkeyed records went to {partitions:?} only");
+}
+
+/// A consumer sends its next fetch (a long poll) as soon as a poll
+/// returns; a seek must not wait for that poll to end before the new
+/// position is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_is_served_at_once_though_a_prefetch_is_long_polling() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("rewind", 1, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    let deliveries = producer.send_all("rewind", values.iter().map(|v| Record::value(v.as_bytes()))).await.unwrap();
+    assert!(deliveries.wait().await.iter().all(|d| d.metadata.is_ok()));
+    let config = ConsumerConfig { fetch_wait_max: std::time::Duration::from_mins(1), ..ConsumerConfig::default() };
+    let mut consumer = Consumer::assign(client.clone(), config, "rewind", &[], StartFrom::Earliest).await.unwrap();
+    let mut read = 0;
+    while read < 10 {
+        read += consumer.poll().await.unwrap().len();
+    }
+    // The prefetch from offset 10 now waits up to a minute for data.
+    consumer.seek(0, Offset(3));
+    let again = tokio::time::timeout(std::time::Duration::from_secs(20), consumer.poll())
+        .await
+        .expect("the seek waited for the long poll")
+        .unwrap();
+    assert_eq!(again.first().map(|r| r.offset), Some(Offset(3)));
+    assert_eq!(again.first().and_then(|r| r.value.as_deref()), Some(&b"v3"[..]));
+}

@@ -16,6 +16,10 @@ use protocol::types::Timestamp;
 use super::{BatchSlot, Record};
 use crate::error::ClientError;
 
+/// The buffer a batch starts with when the open batches' buffers would not
+/// fit in the buffer bound at full size.
+const BATCH_START_BYTES: usize = 16 << 10;
+
 /// A partition's batch that still takes records.
 pub(super) struct OpenBatch {
     pub encoder: BatchEncoder,
@@ -42,6 +46,8 @@ pub(super) struct TopicBuffers {
     pub in_flight: Vec<u32>,
     /// The partition unkeyed records stick to until its batch closes.
     sticky: Option<u32>,
+    /// A produce failed with a metadata error: learn the partitions again.
+    pub stale: bool,
 }
 
 /// Where one pushed record went.
@@ -80,6 +86,11 @@ pub(super) struct Accumulator {
     pub buffered_bytes: usize,
     /// Requests in flight per broker shard (`None`: the bootstrap connection).
     pub shard_in_flight: HashMap<Option<u32>, usize>,
+    /// Batches open to records (they hold buffers of their own).
+    open_count: usize,
+    /// A send is waiting for buffer space: every open batch is due now,
+    /// whatever its linger (Kafka's "exhausted" pool).
+    pub exhausted: bool,
     next_sticky: u32,
     batch_bytes_max: usize,
     buffer_bytes_max: usize,
@@ -96,20 +107,35 @@ impl Accumulator {
             unsettled: BTreeSet::new(),
             buffered_bytes: 0,
             shard_in_flight: HashMap::new(),
+            open_count: 0,
+            exhausted: false,
             next_sticky: 0,
             batch_bytes_max,
             buffer_bytes_max,
         }
     }
 
+    /// The topic's index, unless it is unknown or its partitions must be
+    /// learned again.
     pub fn topic(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.by_name.get(name).copied().filter(|&t| !self.topics[t].stale)
     }
 
-    /// Registers a topic with its partition count, or updates the count.
+    /// A produce to this topic failed with a metadata error.
+    pub fn mark_stale(&mut self, name: &str) {
+        if let Some(&t) = self.by_name.get(name) {
+            self.topics[t].stale = true;
+        }
+    }
+
+    /// Registers a topic with its partition count (at least 1), or updates
+    /// the count. Partitions are only ever added, so a count below the one
+    /// known is a stale answer and keeps the known one.
     pub fn set_topic(&mut self, name: &str, partitions: u32) -> usize {
+        assert!(partitions > 0, "the caller refuses a topic without partitions");
         if let Some(&t) = self.by_name.get(name) {
             let topic = &mut self.topics[t];
+            topic.stale = false;
             if partitions > topic.partitions {
                 topic.partitions = partitions;
                 topic.open.resize_with(partitions as usize, || None);
@@ -124,6 +150,7 @@ impl Accumulator {
             open: (0..partitions).map(|_| None).collect(),
             in_flight: vec![0; partitions as usize],
             sticky: None,
+            stale: false,
         });
         self.by_name.insert(name, self.topics.len() - 1);
         self.topics.len() - 1
@@ -147,6 +174,7 @@ impl Accumulator {
         let size = BatchEncoder::record_bytes(&encoded);
         // One record larger than the whole buffer still goes, alone.
         if self.buffered_bytes > 0 && self.buffered_bytes + size > self.buffer_bytes_max {
+            self.exhausted = true;
             return Err(Refused::Full);
         }
         let mut partition = self.partition_for(t, record)?;
@@ -161,15 +189,20 @@ impl Accumulator {
             wake = true;
             partition = self.partition_for(t, record)?;
         }
-        if self.topics[t].open[partition as usize].is_none() {
+        let opened = self.topics[t].open[partition as usize].is_none();
+        if opened {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.unsettled.insert(seq);
-            // A batch allocated whole never copies itself while it grows;
-            // with more open batches than the buffer holds, start small.
-            let open = self.closed.len() + 1;
-            let capacity =
-                if open * self.batch_bytes_max <= 4 * self.buffer_bytes_max { self.batch_bytes_max } else { 16 << 10 };
+            // A batch allocated whole never copies itself while it grows,
+            // as long as the open batches' buffers stay within the buffer
+            // bound; past that, they start small and grow.
+            self.open_count += 1;
+            let capacity = if self.open_count * self.batch_bytes_max <= self.buffer_bytes_max {
+                self.batch_bytes_max
+            } else {
+                BATCH_START_BYTES
+            };
             self.topics[t].open[partition as usize] = Some(OpenBatch {
                 encoder: BatchEncoder::new(capacity),
                 slot: Arc::new(BatchSlot::new(Instant::now())),
@@ -180,7 +213,16 @@ impl Accumulator {
         }
         let open = self.topics[t].open[partition as usize].as_mut().expect("just ensured");
         let index = open.encoder.len() as u32;
-        open.encoder.push(&encoded).map_err(|e| Refused::Invalid(ClientError::InvalidArgument(e.to_string())))?;
+        if let Err(e) = open.encoder.push(&encoded) {
+            // The refused record leaves nothing behind: a batch opened for
+            // it alone is removed again (a batch is never empty).
+            if opened {
+                let batch = self.topics[t].open[partition as usize].take().expect("just opened");
+                self.open_count -= 1;
+                self.unsettled.remove(&batch.seq);
+            }
+            return Err(Refused::Invalid(ClientError::InvalidArgument(e.to_string())));
+        }
         open.buffered_bytes += size;
         self.buffered_bytes += size;
         let seq = open.seq;
@@ -216,15 +258,25 @@ impl Accumulator {
         })
     }
 
-    /// Closes a partition's open batch; unkeyed records move on to another
-    /// partition (Kafka's sticky partitioner: big batches, even spread).
+    /// Closes a partition's open batch, if it has one, into the queue of
+    /// closed batches.
     pub fn close(&mut self, t: usize, partition: u32) {
+        if let Some(batch) = self.take_open(t, partition) {
+            self.closed.push_back(ClosedBatch { topic: t, partition, batch });
+        }
+    }
+
+    /// Takes a partition's open batch (to close it, or to send it now);
+    /// unkeyed records move on to another partition (Kafka's sticky
+    /// partitioner: big batches, even spread).
+    pub fn take_open(&mut self, t: usize, partition: u32) -> Option<OpenBatch> {
         let topic = &mut self.topics[t];
-        let Some(batch) = topic.open[partition as usize].take() else { return };
+        let batch = topic.open[partition as usize].take()?;
+        self.open_count -= 1;
         if topic.sticky == Some(partition) {
             topic.sticky = None;
         }
-        self.closed.push_back(ClosedBatch { topic: t, partition, batch });
+        Some(batch)
     }
 
     /// Every open batch, for the sender's scan: (topic, partition, batch).
@@ -240,6 +292,7 @@ impl Accumulator {
         for topic in &mut self.topics {
             all.extend(topic.open.iter_mut().filter_map(Option::take));
         }
+        self.open_count = 0;
         all
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! Two ways in: [`Producer::send`] takes one record and returns a
 //! [`Delivery`] per record, for services; [`Producer::send_all`] takes any
-//! number of borrowed records of one topic under one lock and one clock
-//! read, and returns one [`Deliveries`] that resolves per batch, for
-//! throughput. Either way a batch completes once, for all its records.
+//! number of borrowed records of one topic with one clock read and one
+//! lock per 64 records, and returns one [`Deliveries`] that resolves per
+//! batch, for throughput. Either way a batch completes once, for all its
+//! records.
 //!
 //! Partitioning: an explicit partition wins; a keyed record goes to
 //! `protocol::partitioner::partition_for_key` (Kafka's murmur2 rule, so one
@@ -24,17 +25,19 @@
 //! sent. Retriable failures are retried with exponential backoff. As in
 //! Kafka without idempotence, a retried batch may land twice if the first
 //! attempt's acknowledgement was lost; with `requests_in_flight_max` above 1
-//! it may also land after a later batch of the same partition (the default,
-//! 1, keeps order across retries).
+//! it may also land after a later batch of the same partition. The default,
+//! 1, keeps order across retries: a request carries at most one batch of a
+//! partition, and a partition's next batch waits for it to settle.
 //!
 //! Memory is bounded in bytes (`buffer_bytes_max`, Kafka's `buffer.memory`):
 //! a send waits while the records taken and not yet acknowledged hold that
 //! many encoded bytes. The bound is also the queueing delay a saturated
 //! producer adds: records wait behind at most `buffer_bytes_max` bytes, so
 //! the default (1.5 MiB) keeps that to a few milliseconds at the rates one
-//! broker takes (p99 7 ms at 3 M records/s of 100 B, fsync on every
-//! acknowledgement; docs/benchmarks.md), where Kafka's 32 MiB would be
-//! tens of milliseconds to seconds. Queue time (batch opened →
+//! broker takes (docs/benchmarks.md: p99 under 10 ms at about 3 M records/s
+//! of 100 B, fsync before every acknowledgement), where Kafka's 32 MiB
+//! would be tens of milliseconds to seconds. While a send waits for space,
+//! every open batch is due, whatever its linger. Queue time (batch opened →
 //! request sent) and request time (sent → acknowledged) are reported apart,
 //! per record in [`RecordMetadata`] and in total by [`Producer::stats`].
 //! Dropping the last handle fails the records not yet sent with `Closed`.
@@ -230,14 +233,20 @@ struct Part {
     records: u32,
 }
 
-/// The pending acknowledgements of a `send_all` call, one per batch its
-/// records went into.
+/// The pending acknowledgements of a `send_all` call: one per run of the
+/// call's records that went into the same batch, in the call's order.
 pub struct Deliveries {
     parts: Vec<Part>,
 }
 
-/// What a `send_all` call's records in one batch became: `records`
-/// consecutive offsets from `metadata.offset`, in the order given.
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliveries").field("records", &self.len()).field("parts", &self.parts.len()).finish()
+    }
+}
+
+/// What a run of a `send_all` call's records in one batch became:
+/// `records` consecutive offsets from `metadata.offset`, in the order given.
 #[derive(Debug, Clone)]
 pub struct BatchDelivery {
     pub records: u32,
@@ -254,8 +263,9 @@ impl Deliveries {
         self.parts.is_empty()
     }
 
-    /// Waits for every batch; one result per batch, in the order the
-    /// call's records first reached each.
+    /// Waits for every batch; one result per run of consecutive records in
+    /// one batch, in the call's order (so the runs' `records` add up to the
+    /// call's records, in order).
     pub async fn wait(self) -> Vec<BatchDelivery> {
         let mut out = Vec::with_capacity(self.parts.len());
         for part in self.parts {
@@ -266,6 +276,31 @@ impl Deliveries {
         out
     }
 }
+
+/// `send_all` stopped at a record it could not take.
+#[derive(Debug)]
+pub struct PartialSend {
+    pub error: ClientError,
+    /// The records of the call taken before it: queued, and tracked here.
+    pub queued: Deliveries,
+}
+
+impl std::fmt::Display for PartialSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (after {} records were queued)", self.error, self.queued.len())
+    }
+}
+
+impl std::error::Error for PartialSend {}
+
+impl From<PartialSend> for ClientError {
+    fn from(p: PartialSend) -> ClientError {
+        p.error
+    }
+}
+
+/// Records pulled from a `send_all` iterator per lock.
+const PUSH_CHUNK_RECORDS: usize = 64;
 
 /// Totals since the producer started, for averages (Kafka's
 /// `record-queue-time-avg` and `request-latency-avg`).
@@ -310,10 +345,19 @@ struct Inner {
     stats: Stats,
 }
 
+impl Inner {
+    /// The accumulator. Its state is consistent between any two of its
+    /// calls, so a panic elsewhere while it was held (a caller's iterator
+    /// cannot: it runs outside) leaves nothing to repair.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Accumulator> {
+        self.acc.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl Drop for Inner {
     /// The last handle is gone: nothing will send what is still queued.
     fn drop(&mut self) {
-        let acc = self.acc.get_mut().expect("not poisoned");
+        let acc = self.acc.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         for batch in acc.drain_all() {
             batch.slot.complete(Err(ClientError::Closed), None);
         }
@@ -349,16 +393,27 @@ impl Producer {
     }
 
     /// The topic's index in the accumulator, learning its partitions first
-    /// if this producer has not sent to it yet.
+    /// if this producer has not sent to it yet (or a produce to it failed
+    /// with a metadata error since).
     async fn topic(&self, topic: &str) -> Result<usize> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        if let Some(t) = self.inner.acc.lock().expect("not poisoned").topic(topic) {
+        if let Some(t) = self.lock().topic(topic) {
             return Ok(t);
         }
         let partitions = self.inner.client.partitions(topic).await?;
-        Ok(self.inner.acc.lock().expect("not poisoned").set_topic(topic, partitions))
+        if partitions == 0 {
+            return Err(ClientError::InvalidArgument(format!("topic {topic} has no partitions")));
+        }
+        Ok(self.lock().set_topic(topic, partitions))
+    }
+
+    /// The accumulator. Its state is consistent between any two of its
+    /// calls (each record is taken whole or not at all), so a panic
+    /// elsewhere while it was held leaves nothing to repair.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Accumulator> {
+        self.inner.lock()
     }
 
     /// Queues a record; the returned [`Delivery`] resolves once the broker
@@ -381,25 +436,37 @@ impl Producer {
         Ok(delivery.expect("one record was taken"))
     }
 
-    /// Queues records of one topic, in order, under one lock and one clock
-    /// read (the timestamp of records that have none); waits while the
-    /// buffer is full. The records are copied into their batches before
-    /// this returns. On an error, the records before the one refused are
-    /// queued and the rest are not.
-    pub async fn send_all<'r>(&self, topic: &str, records: impl IntoIterator<Item = Record<'r>>) -> Result<Deliveries> {
+    /// Queues records of one topic, in order, with one clock read (the
+    /// timestamp of records that have none) and one lock per 64 records;
+    /// waits while the buffer is full. The records are copied into their
+    /// batches before this returns. On an error, the records before the
+    /// one refused are queued and [`PartialSend::queued`] tracks them; the
+    /// rest are not. Dropping the future while it waits for space leaves
+    /// the records taken so far queued, untracked.
+    pub async fn send_all<'r>(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record<'r>>,
+    ) -> std::result::Result<Deliveries, PartialSend> {
         let mut parts: Vec<Part> = Vec::new();
-        self.push_each(topic, records, |p| match (parts.last_mut(), p.slot) {
-            (Some(part), None) => part.records += 1,
-            (_, Some(slot)) => parts.push(Part { slot, partition: p.partition, first_index: p.index, records: 1 }),
-            (None, None) => unreachable!("the first record of a call gets its batch's slot"),
-        })
-        .await?;
-        Ok(Deliveries { parts })
+        let outcome = self
+            .push_each(topic, records, |p| match (parts.last_mut(), p.slot) {
+                (Some(part), None) => part.records += 1,
+                (_, Some(slot)) => parts.push(Part { slot, partition: p.partition, first_index: p.index, records: 1 }),
+                (None, None) => unreachable!("the first record of a call gets its batch's slot"),
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(Deliveries { parts }),
+            Err(error) => Err(PartialSend { error, queued: Deliveries { parts } }),
+        }
     }
 
     /// The one path in: takes each record into its batch and tells
     /// `placed` where it went (with the batch's slot when it differs from
     /// the previous record's), waiting for buffer space when there is none.
+    /// Records are pulled from the caller's iterator 64 at a time outside
+    /// the lock, so a slow or panicking iterator never holds up the sender.
     async fn push_each<'r>(
         &self,
         topic: &str,
@@ -408,23 +475,41 @@ impl Producer {
     ) -> Result<()> {
         let t = self.topic(topic).await?;
         let inner = &self.inner;
-        let timestamp = now();
-        let mut records = records.into_iter().peekable();
+        let mut records = records.into_iter();
+        let mut chunk = [Record::default(); PUSH_CHUNK_RECORDS];
+        // chunk[at..len] is still to be taken.
+        let (mut at, mut len) = (0, 0);
+        let mut timestamp = None;
+        // The batch of the previous record: a record in the same batch
+        // extends its part, no slot clone.
         let mut known = None;
-        while records.peek().is_some() {
+        loop {
+            if at == len {
+                (at, len) = (0, 0);
+                for r in records.by_ref().take(PUSH_CHUNK_RECORDS) {
+                    chunk[len] = r;
+                    len += 1;
+                }
+                if len == 0 {
+                    return Ok(());
+                }
+            }
+            if timestamp.is_none() && chunk[at..len].iter().any(|r| r.timestamp.is_none()) {
+                timestamp = Some(now());
+            }
+            let stand_in = timestamp.unwrap_or(Timestamp(0));
             let space = inner.space.notified();
             let mut wake = false;
             let mut refused = None;
             {
-                let mut acc = inner.acc.lock().expect("not poisoned");
-                while let Some(record) = records.peek() {
-                    match acc.push(t, record, timestamp, known) {
+                let mut acc = self.lock();
+                while at < len {
+                    match acc.push(t, &chunk[at], stand_in, known) {
                         Ok(p) => {
                             wake |= p.wake;
-                            let seq = p.seq;
+                            known = Some(p.seq);
                             placed(p);
-                            known = Some(seq);
-                            records.next();
+                            at += 1;
                         }
                         Err(r) => {
                             refused = Some(r);
@@ -433,35 +518,46 @@ impl Producer {
                     }
                 }
             }
-            if wake {
-                inner.wake.notify_one();
-            }
             match refused {
                 None => {}
-                Some(Refused::Invalid(e)) => return Err(e),
+                Some(Refused::Invalid(e)) => {
+                    if wake {
+                        inner.wake.notify_one();
+                    }
+                    return Err(e);
+                }
                 Some(Refused::Full) => {
+                    // Every open batch is due now: the sender ships them so
+                    // their acknowledgements free the space this waits for.
+                    inner.wake.notify_one();
                     if inner.closed.load(Ordering::Acquire) {
                         return Err(ClientError::Closed);
                     }
                     space.await;
+                    // Others may have joined the batch meanwhile: what
+                    // follows starts a part of its own.
+                    known = None;
+                    continue;
                 }
             }
+            if wake {
+                inner.wake.notify_one();
+            }
         }
-        Ok(())
     }
 
     /// Sends everything queued so far and waits until each of those records
     /// is acknowledged or failed (records sent meanwhile do not hold it up).
     pub async fn flush(&self) {
         let below = {
-            let mut acc = self.inner.acc.lock().expect("not poisoned");
+            let mut acc = self.lock();
             acc.flush_below = acc.unsettled.last().map_or(0, |s| s + 1).max(acc.flush_below);
             acc.flush_below
         };
         self.inner.wake.notify_one();
         loop {
             let settled = self.inner.settled.notified();
-            if self.inner.acc.lock().expect("not poisoned").unsettled.first().is_none_or(|&s| s >= below) {
+            if self.lock().unsettled.first().is_none_or(|&s| s >= below) {
                 return;
             }
             settled.await;

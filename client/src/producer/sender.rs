@@ -14,7 +14,7 @@ use bytes::Bytes;
 use protocol::api::{Acks, ProducePartition, ProduceRequest, ProduceTopic, Request, Response};
 use protocol::types::Offset;
 
-use super::accumulator::{Accumulator, ClosedBatch, OpenBatch};
+use super::accumulator::{Accumulator, OpenBatch};
 use super::{BatchSlot, Inner};
 use crate::client::{is_metadata_error, unexpected};
 use crate::conn::PendingCall;
@@ -40,10 +40,12 @@ type ShardBatches = (Option<u32>, Vec<ReadyBatch>);
 pub(super) async fn run(weak: Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let (groups, next) = {
-            let mut acc = inner.acc.lock().expect("not poisoned");
+        let (taken, next) = {
+            let mut acc = inner.lock();
             take_due(&inner, &mut acc)
         };
+        // Encoding ends outside the lock: sends go on meanwhile.
+        let groups: Vec<ShardBatches> = taken.into_iter().filter_map(|t| encode_group(&inner, t)).collect();
         if groups.is_empty() {
             // `notify_one` leaves a permit when no one waits: no wake-up (a
             // batch opened or closed, a flush, a freed slot) is lost between
@@ -75,27 +77,50 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 let outcomes = finish(&inner, &batches, started).await;
                 let slots: Vec<(usize, u32)> = batches.iter().map(|b| (b.topic_index, b.partition)).collect();
                 retry_failed(&inner, batches, outcomes).await;
-                {
-                    let mut acc = inner.acc.lock().expect("not poisoned");
-                    if let Some(n) = acc.shard_in_flight.get_mut(&shard) {
-                        *n -= 1;
-                    }
-                    for (t, p) in slots {
-                        acc.topics[t].in_flight[p as usize] -= 1;
-                    }
-                }
-                inner.wake.notify_one();
+                release(&inner, shard, &slots);
             });
         }
     }
 }
 
+/// Gives back a request's send slots: its shard's, and its partitions'.
+fn release(inner: &Inner, shard: Option<u32>, partitions: &[(usize, u32)]) {
+    {
+        let mut acc = inner.lock();
+        if let Some(n) = acc.shard_in_flight.get_mut(&shard) {
+            *n -= 1;
+        }
+        for &(t, p) in partitions {
+            acc.topics[t].in_flight[p as usize] -= 1;
+        }
+    }
+    inner.wake.notify_one();
+}
+
+/// A batch taken for sending, not yet encoded.
+struct TakenBatch {
+    topic: usize,
+    name: Arc<str>,
+    partition: u32,
+    batch: OpenBatch,
+}
+
+/// One shard's request in the making.
+struct Taken {
+    shard: Option<u32>,
+    /// Encoded bytes of its batches so far.
+    bytes: usize,
+    batches: Vec<TakenBatch>,
+}
+
 /// Takes every batch that is due and whose shard and partition have a free
 /// send slot: closed ones in order, and open ones past `linger` (all of
-/// them with `linger = 0`, and those a flush waits for), oldest first.
-/// Takes the slots, and returns the batches by shard and the time the next
-/// open batch with room falls due.
-fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<ShardBatches>, Option<Instant>) {
+/// them with `linger = 0`, those a flush waits for, and every one while a
+/// send waits for buffer space), oldest first; at most one batch of a
+/// partition per request, so a retried batch never lands after a later
+/// one (with one slot per shard). Takes the slots, and returns the
+/// batches by shard and the time the next open batch with room falls due.
+fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant>) {
     let slots_max = inner.config.requests_in_flight_max as u32;
     let bytes_max = inner.config.request_bytes_max;
     let linger = inner.config.linger;
@@ -106,28 +131,37 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<ShardBatches>, Option<
     let mut shard_of = |acc: &Accumulator, t: usize, p: u32| {
         *shards.entry((t, p)).or_insert_with(|| client.shard_of(&acc.topics[t].name, p))
     };
-    let room =
-        |acc: &Accumulator, shard: Option<u32>, t: usize, p: u32, taking: &[(Option<u32>, usize, Vec<ReadyBatch>)]| {
-            let taken_here = taking.iter().any(|(s, _, _)| *s == shard);
-            let shard_busy = acc.shard_in_flight.get(&shard).copied().unwrap_or(0) as u32 + u32::from(!taken_here);
-            shard_busy <= slots_max
-                && acc.topics[t].in_flight[p as usize] < slots_max
-                && taking.iter().find(|(s, _, _)| *s == shard).is_none_or(|(_, bytes, _)| *bytes < bytes_max)
+    let mut groups: Vec<Taken> = Vec::new();
+    let room = |acc: &Accumulator, groups: &[Taken], shard: Option<u32>, t: usize, p: u32| {
+        let room_on_shard = match groups.iter().find(|g| g.shard == shard) {
+            // This pass already takes one of the shard's slots.
+            Some(g) => g.bytes < bytes_max && !g.batches.iter().any(|b| b.topic == t && b.partition == p),
+            None => (acc.shard_in_flight.get(&shard).copied().unwrap_or(0) as u32) < slots_max,
         };
-    let mut groups: Vec<(Option<u32>, usize, Vec<ReadyBatch>)> = Vec::new();
+        room_on_shard && acc.topics[t].in_flight[p as usize] < slots_max
+    };
+    let add = |groups: &mut Vec<Taken>, acc: &Accumulator, shard: Option<u32>, t: usize, p: u32, batch: OpenBatch| {
+        let i = groups.iter().position(|g| g.shard == shard).unwrap_or_else(|| {
+            groups.push(Taken { shard, bytes: 0, batches: Vec::new() });
+            groups.len() - 1
+        });
+        groups[i].bytes += batch.encoder.encoded_bytes();
+        groups[i].batches.push(TakenBatch { topic: t, name: acc.topics[t].name.clone(), partition: p, batch });
+    };
     let mut kept = VecDeque::new();
     while let Some(closed) = acc.closed.pop_front() {
         let shard = shard_of(acc, closed.topic, closed.partition);
-        if room(acc, shard, closed.topic, closed.partition, &groups) {
-            take(inner, acc, &mut groups, shard, closed);
+        if room(acc, &groups, shard, closed.topic, closed.partition) {
+            add(&mut groups, acc, shard, closed.topic, closed.partition, closed.batch);
         } else {
             kept.push_back(closed);
         }
     }
     acc.closed = kept;
+    let exhausted = std::mem::take(&mut acc.exhausted);
     let mut due: Vec<(u64, usize, u32)> = acc
         .open_batches()
-        .filter(|(_, _, b)| b.seq < acc.flush_below || now.duration_since(b.slot.opened_at) >= linger)
+        .filter(|(_, _, b)| exhausted || b.seq < acc.flush_below || now.duration_since(b.slot.opened_at) >= linger)
         .map(|(t, p, b)| (b.seq, t, p))
         .collect();
     // Oldest first, so a request cut short by its size limit takes the
@@ -135,74 +169,64 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<ShardBatches>, Option<
     due.sort_unstable();
     for (_, t, p) in due {
         let shard = shard_of(acc, t, p);
-        if room(acc, shard, t, p, &groups) {
-            let batch = acc.topics[t].open[p as usize].take().expect("listed");
-            take(inner, acc, &mut groups, shard, ClosedBatch { topic: t, partition: p, batch });
+        if room(acc, &groups, shard, t, p) {
+            let batch = acc.take_open(t, p).expect("listed");
+            add(&mut groups, acc, shard, t, p, batch);
         }
     }
     let mut next = None;
     let open: Vec<(usize, u32, Instant)> = acc.open_batches().map(|(t, p, b)| (t, p, b.slot.opened_at)).collect();
     for (t, p, opened) in open {
         let shard = shard_of(acc, t, p);
-        if room(acc, shard, t, p, &groups) {
+        if room(acc, &groups, shard, t, p) {
             next = Some(next.map_or(opened + linger, |n: Instant| n.min(opened + linger)));
         }
     }
-    if acc.closed.iter().any(|c| {
-        let shard = shard_of(acc, c.topic, c.partition);
-        room(acc, shard, c.topic, c.partition, &groups)
+    let closed: Vec<(usize, u32)> = acc.closed.iter().map(|c| (c.topic, c.partition)).collect();
+    if closed.into_iter().any(|(t, p)| {
+        let shard = shard_of(acc, t, p);
+        room(acc, &groups, shard, t, p)
     }) {
         next = Some(now);
     }
     // The slots are taken now, before the requests go out.
-    for (shard, _, batches) in &groups {
-        *acc.shard_in_flight.entry(*shard).or_insert(0) += 1;
-        for b in batches {
-            acc.topics[b.topic_index].in_flight[b.partition as usize] += 1;
+    for g in &groups {
+        *acc.shard_in_flight.entry(g.shard).or_insert(0) += 1;
+        for b in &g.batches {
+            acc.topics[b.topic].in_flight[b.partition as usize] += 1;
         }
     }
-    (groups.into_iter().filter(|(_, _, b)| !b.is_empty()).map(|(s, _, b)| (s, b)).collect(), next)
+    (groups, next)
 }
 
-/// Finishes a batch's encoding into its shard's group; a batch that cannot
-/// be encoded fails its records.
-fn take(
-    inner: &Inner,
-    acc: &mut Accumulator,
-    groups: &mut Vec<(Option<u32>, usize, Vec<ReadyBatch>)>,
-    shard: Option<u32>,
-    closed: ClosedBatch,
-) {
-    let ClosedBatch { topic, partition, batch } = closed;
-    let OpenBatch { mut encoder, slot, buffered_bytes, seq } = batch;
-    let records = encoder.len() as u32;
-    let name = acc.topics[topic].name.clone();
-    let ready = |bytes| ReadyBatch {
-        topic_index: topic,
-        topic: name.clone(),
-        partition,
-        bytes,
-        buffered_bytes,
-        records,
-        slot: slot.clone(),
-        seq,
-        sent_at: None,
-    };
-    match encoder.finish() {
-        Ok(bytes) => {
-            let batch = ready(Bytes::from(bytes));
-            let i = groups.iter().position(|(s, _, _)| *s == shard).unwrap_or_else(|| {
-                groups.push((shard, 0, Vec::new()));
-                groups.len() - 1
-            });
-            groups[i].1 += batch.bytes.len();
-            groups[i].2.push(batch);
-        }
-        Err(e) => {
-            let batch = ready(Bytes::new());
-            settle_locked(inner, acc, &batch, Err(ClientError::InvalidArgument(e.to_string())));
+/// Finishes the encoding of a shard's taken batches; a batch that cannot
+/// be encoded fails its records and gives its partition's slot back.
+/// `None`, with the shard's slot given back, when no batch is left to send.
+fn encode_group(inner: &Inner, taken: Taken) -> Option<ShardBatches> {
+    let Taken { shard, batches, .. } = taken;
+    let mut ready = Vec::with_capacity(batches.len());
+    for TakenBatch { topic: topic_index, name: topic, partition, batch } in batches {
+        let OpenBatch { mut encoder, slot, buffered_bytes, seq } = batch;
+        let records = encoder.len() as u32;
+        let (bytes, error) = match encoder.finish() {
+            Ok(bytes) => (Bytes::from(bytes), None),
+            Err(e) => (Bytes::new(), Some(e)),
+        };
+        let batch =
+            ReadyBatch { topic_index, topic, partition, bytes, buffered_bytes, records, slot, seq, sent_at: None };
+        match error {
+            None => ready.push(batch),
+            Some(e) => {
+                settle(inner, &batch, Err(ClientError::InvalidArgument(e.to_string())));
+                inner.lock().topics[topic_index].in_flight[partition as usize] -= 1;
+            }
         }
     }
+    if ready.is_empty() {
+        release(inner, shard, &[]);
+        return None;
+    }
+    Some((shard, ready))
 }
 
 fn max(a: &AtomicU64, v: u64) {
@@ -211,13 +235,11 @@ fn max(a: &AtomicU64, v: u64) {
 
 /// Completes a batch: its records resolve, its bytes leave the buffer.
 fn settle(inner: &Inner, batch: &ReadyBatch, result: Result<Option<Offset>>) {
-    let mut acc = inner.acc.lock().expect("not poisoned");
-    settle_locked(inner, &mut acc, batch, result);
-}
-
-fn settle_locked(inner: &Inner, acc: &mut Accumulator, batch: &ReadyBatch, result: Result<Option<Offset>>) {
-    acc.buffered_bytes -= batch.buffered_bytes;
-    acc.unsettled.remove(&batch.seq);
+    {
+        let mut acc = inner.lock();
+        acc.buffered_bytes -= batch.buffered_bytes;
+        acc.unsettled.remove(&batch.seq);
+    }
     batch.slot.complete(result, batch.sent_at);
     let s = &inner.stats;
     s.batches.fetch_add(1, Ordering::Relaxed);
@@ -247,6 +269,7 @@ async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outc
                 Err(e) => {
                     if is_metadata_error(&e) {
                         inner.client.forget_topic(&batch.topic);
+                        inner.lock().mark_stale(&batch.topic);
                     }
                     settle(inner, &batch, Err(e));
                 }

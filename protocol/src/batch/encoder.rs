@@ -8,7 +8,7 @@
 //! first (key bytes, value bytes, header strings and values, the header
 //! array), in record order, then the array of 38-byte archived records,
 //! then the 8-byte root vector. The array is written by [`finish`], when the
-//! data's end is known; until then a record is a 40-byte [`Entry`].
+//! data's end is known; until then a record is a 48-byte [`Entry`].
 //!
 //! [`finish`]: BatchEncoder::finish
 
@@ -131,11 +131,19 @@ impl BatchEncoder {
         if self.version == BATCH_VERSION_V1 { BATCH_HEADER_BYTES_V1 } else { BATCH_HEADER_BYTES }
     }
 
+    /// Empty again; the next batch's buffer is allocated by its first
+    /// record, so a finished encoder that is dropped costs nothing.
     fn reset(&mut self) {
-        let header = self.header_bytes();
-        self.buf = Vec::with_capacity(self.capacity_bytes.max(header));
-        self.buf.resize(header, 0);
+        self.buf = Vec::new();
         self.entries.clear();
+    }
+
+    fn start(&mut self) {
+        if self.buf.is_empty() {
+            let header = self.header_bytes();
+            self.buf.reserve(self.capacity_bytes.max(header));
+            self.buf.resize(header, 0);
+        }
     }
 
     /// Marks the batch as coming from an idempotent producer.
@@ -156,7 +164,7 @@ impl BatchEncoder {
     /// The batch's length if it were finished now, header included.
     #[must_use]
     pub fn encoded_bytes(&self) -> usize {
-        self.buf.len() + self.entries.len() * ARCHIVED_RECORD_BYTES + ROOT_BYTES
+        self.buf.len().max(self.header_bytes()) + self.entries.len() * ARCHIVED_RECORD_BYTES + ROOT_BYTES
     }
 
     /// What `record` adds to [`encoded_bytes`](Self::encoded_bytes).
@@ -198,6 +206,7 @@ impl BatchEncoder {
         if record.headers.iter().any(|h| h.key.len() > STRING_BYTES_MAX) {
             return Err(BatchError::InvalidRecords { reason: "a header key is longer than 2^30 - 1 bytes".into() });
         }
+        self.start();
         if self.entries.is_empty() {
             self.first_timestamp = record.timestamp;
             self.max_timestamp = record.timestamp;
@@ -269,9 +278,12 @@ impl BatchEncoder {
 
     /// Writes the records array, the root, the header and the CRCs, and
     /// returns the batch (base offset 0: the log assigns the real one).
-    /// The encoder is left empty, ready for the next batch.
+    /// The encoder is left empty, ready for the next batch. A batch holds
+    /// at least one record: finishing an empty one is refused.
     pub fn finish(&mut self) -> Result<Vec<u8>, BatchError> {
-        assert!(!self.entries.is_empty(), "a batch holds at least one record");
+        if self.entries.is_empty() {
+            return Err(BatchError::BadRecordCount { record_count: 0, last_offset_delta: 0 });
+        }
         let length = self.encoded_bytes();
         let batch_length = u32::try_from(length).map_err(|_| BatchError::BadLength { batch_length: u32::MAX })?;
         let mut out = std::mem::take(&mut self.buf);
@@ -393,8 +405,16 @@ mod tests {
     }
 
     #[test]
+    fn the_layout_constants_are_what_the_module_docs_say() {
+        assert_eq!(ARCHIVED_RECORD_BYTES, 38);
+        assert_eq!(ARCHIVED_HEADER_BYTES, 16);
+        assert_eq!(size_of::<Entry>(), 48);
+    }
+
+    #[test]
     fn a_finished_encoder_starts_the_next_batch_empty() {
         let mut encoder = BatchEncoder::new(0);
+        assert!(encoder.finish().is_err(), "an empty batch is refused, not built");
         let r = RecordRef { key: Some(b"k"), value: Some(b"one"), headers: &[], timestamp: Timestamp(5) };
         encoder.push(&r).unwrap();
         let one = encoder.finish().unwrap();
