@@ -117,9 +117,9 @@ struct RunArgs {
     /// Load before measuring: `500ms`, `2s`, or plain seconds
     #[arg(long, default_value = "2", value_parser = parse_seconds, value_name = "DURATION")]
     warmup: f64,
-    /// Producer batch size in encoded bytes
-    #[arg(long, default_value_t = 256 << 10)]
-    batch_bytes: usize,
+    /// Producer batch size in encoded bytes (default: the client's)
+    #[arg(long)]
+    batch_bytes: Option<usize>,
     /// The producer's buffer bound in bytes (default: the client's)
     #[arg(long)]
     buffer_bytes: Option<usize>,
@@ -218,7 +218,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     if args.rate.is_some_and(|r| !(r.is_finite() && r >= 0.001)) {
         return Err("--rate is records per second, at least 0.001".into());
     }
-    if args.batch_bytes == 0 {
+    if args.batch_bytes == Some(0) {
         return Err("--batch-bytes must be at least 1".into());
     }
     let sizes = SizeRange::parse(&args.record_bytes)?;
@@ -419,11 +419,12 @@ async fn drive(
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
     };
+    let batch_bytes = args.batch_bytes.unwrap_or(ProducerConfig::default().batch_bytes_max);
     let producer_config = ProducerConfig {
         acks,
         linger: args.linger.unwrap_or(Duration::from_millis(args.linger_ms)),
-        batch_bytes_max: args.batch_bytes,
-        buffer_bytes_max: args.buffer_bytes.unwrap_or(ProducerConfig::default().buffer_bytes_max).max(args.batch_bytes),
+        batch_bytes_max: batch_bytes,
+        buffer_bytes_max: args.buffer_bytes.unwrap_or(ProducerConfig::default().buffer_bytes_max).max(batch_bytes),
         requests_in_flight_max: args.requests_in_flight.max(1),
         request_bytes_max: args.request_bytes.unwrap_or(ProducerConfig::default().request_bytes_max),
         ..ProducerConfig::default()
@@ -468,7 +469,7 @@ async fn drive(
         };
         if args.broker_only {
             let how = prebuilt::BrokerOnly {
-                batch_bytes: args.batch_bytes,
+                batch_bytes,
                 request_bytes: producer_config.request_bytes_max,
                 requests_in_flight: producer_config.requests_in_flight_max,
                 acks,

@@ -64,7 +64,11 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// How long a batch waits for more records before it ships.
     pub linger: Duration,
-    /// A partition's batch closes once it holds this many encoded bytes.
+    /// A partition's batch closes once it holds this many encoded bytes
+    /// (header included): at most the broker's `limits.batch_bytes_max`
+    /// (1 MiB by default). A request carries at most one batch of a
+    /// partition (so a retry keeps order), so few partitions need big
+    /// batches for big requests.
     pub batch_bytes_max: usize,
     /// Encoded bytes of records taken and not yet acknowledged before a
     /// send waits (Kafka's `buffer.memory`). Also the most a saturated
@@ -89,7 +93,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             acks: Acks::Leader,
             linger: Duration::from_millis(5),
-            batch_bytes_max: 256 << 10,
+            batch_bytes_max: 1 << 20,
             buffer_bytes_max: 3 << 19,
             request_bytes_max: 1 << 20,
             requests_in_flight_max: 1,
