@@ -129,9 +129,9 @@ struct RunArgs {
     /// How long a batch waits for more records: `5ms`, `1s` (or --linger-ms N)
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with = "linger_ms")]
     linger: Option<Duration>,
-    /// --linger in milliseconds
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// --linger in milliseconds (default 5, or 0 with --find-max-rate)
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// Requests each producer keeps in flight per broker shard
     #[arg(long, default_value_t = 1)]
     requests_in_flight: usize,
@@ -309,6 +309,9 @@ async fn find_max_rate(
     let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
     let mut trial_args = args.clone();
     trial_args.replay = false;
+    // The trials are plain runs: they keep the linger rate discovery defaults to.
+    trial_args.linger = Some(args.linger.or(args.linger_ms.map(Duration::from_millis)).unwrap_or(Duration::ZERO));
+    trial_args.linger_ms = None;
     trial_args.find_max_rate = false;
     trial_args.topic = format!("{}-max", args.topic);
     let (closed, closed_h) = drive(&trial_args, target, sizes, disk_dir.clone()).await?;
@@ -419,10 +422,21 @@ async fn drive(
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
     };
-    let batch_bytes = args.batch_bytes.unwrap_or(ProducerConfig::default().batch_bytes_max);
+    // Broker-only batches are iggy-bench sized unless asked otherwise.
+    let batch_bytes = args.batch_bytes.unwrap_or(if args.broker_only {
+        prebuilt::BATCH_BYTES_DEFAULT
+    } else {
+        ProducerConfig::default().batch_bytes_max
+    });
     let producer_config = ProducerConfig {
         acks,
-        linger: args.linger.unwrap_or(Duration::from_millis(args.linger_ms)),
+        // Rate discovery is about latency: batches do not wait for more
+        // records unless asked to.
+        linger: args.linger.or(args.linger_ms.map(Duration::from_millis)).unwrap_or(if args.find_max_rate {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(5)
+        }),
         batch_bytes_max: batch_bytes,
         buffer_bytes_max: args.buffer_bytes.unwrap_or(ProducerConfig::default().buffer_bytes_max).max(batch_bytes),
         requests_in_flight_max: args.requests_in_flight.max(1),

@@ -19,6 +19,11 @@ use protocol::types::Timestamp;
 use crate::keys::RecordMaker;
 use crate::workload::{ProduceResult, ProduceSpec, Progress};
 
+/// Batch size when none is asked for: about iggy-bench's 1000 messages of
+/// 100 B a batch, twice over (the producer's own default, 1 MiB, makes
+/// fewer, longer requests, and with one in flight per lane, less overlap).
+pub const BATCH_BYTES_DEFAULT: usize = 256 << 10;
+
 /// Distinct batches built per partition; requests cycle through them.
 const BATCHES_PER_PARTITION: usize = 4;
 

@@ -44,6 +44,10 @@ pub(super) struct TopicBuffers {
     pub open: Vec<Option<OpenBatch>>,
     /// Batches of each partition in flight (sent, not yet settled).
     pub in_flight: Vec<u32>,
+    /// Encoded bytes of each partition's last batch: the next one's buffer
+    /// starts that big, so a loaded partition's batch never copies itself
+    /// while it grows and a light one does not hold a buffer it never fills.
+    last_bytes: Vec<u32>,
     /// The partition unkeyed records stick to until its batch closes.
     sticky: Option<u32>,
     /// A produce failed with a metadata error: learn the partitions again.
@@ -140,6 +144,7 @@ impl Accumulator {
                 topic.partitions = partitions;
                 topic.open.resize_with(partitions as usize, || None);
                 topic.in_flight.resize(partitions as usize, 0);
+                topic.last_bytes.resize(partitions as usize, 0);
             }
             return t;
         }
@@ -149,6 +154,7 @@ impl Accumulator {
             partitions,
             open: (0..partitions).map(|_| None).collect(),
             in_flight: vec![0; partitions as usize],
+            last_bytes: vec![0; partitions as usize],
             sticky: None,
             stale: false,
         });
@@ -194,14 +200,15 @@ impl Accumulator {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.unsettled.insert(seq);
-            // A batch allocated whole never copies itself while it grows,
-            // as long as the open batches' buffers stay within the buffer
-            // bound; past that, they start small and grow.
+            // As big as the partition's last batch (rounded up), while the
+            // open batches' buffers stay within the buffer bound; past
+            // that, batches start small and grow.
             self.open_count += 1;
+            let last = self.topics[t].last_bytes[partition as usize] as usize;
             let capacity = if self.open_count * self.batch_bytes_max <= self.buffer_bytes_max {
-                self.batch_bytes_max
+                last.next_power_of_two().max(BATCH_START_BYTES).min(self.batch_bytes_max)
             } else {
-                BATCH_START_BYTES
+                BATCH_START_BYTES.min(self.batch_bytes_max)
             };
             self.topics[t].open[partition as usize] = Some(OpenBatch {
                 encoder: BatchEncoder::new(capacity),
@@ -272,6 +279,7 @@ impl Accumulator {
     pub fn take_open(&mut self, t: usize, partition: u32) -> Option<OpenBatch> {
         let topic = &mut self.topics[t];
         let batch = topic.open[partition as usize].take()?;
+        topic.last_bytes[partition as usize] = batch.encoder.encoded_bytes() as u32;
         self.open_count -= 1;
         if topic.sticky == Some(partition) {
             topic.sticky = None;
