@@ -20,7 +20,7 @@ use crate::keys::RecordMaker;
 use crate::workload::{ProduceResult, ProduceSpec, Progress};
 
 /// Batch size when none is asked for: about iggy-bench's 1000 messages of
-/// 100 B a batch, twice over (the producer's own default, 1 MiB, makes
+/// 100 B a batch, twice over (the producer's own default, 512 KiB, makes
 /// fewer, longer requests, and with one in flight per lane, less overlap).
 pub const BATCH_BYTES_DEFAULT: usize = 256 << 10;
 

@@ -93,7 +93,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             acks: Acks::Leader,
             linger: Duration::from_millis(5),
-            batch_bytes_max: 1 << 20,
+            batch_bytes_max: 512 << 10,
             buffer_bytes_max: 3 << 19,
             request_bytes_max: 1 << 20,
             requests_in_flight_max: 1,
