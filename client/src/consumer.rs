@@ -245,8 +245,15 @@ impl Consumer {
     }
 
     async fn apply_next(&mut self) -> Result<()> {
-        let Some((lane, requested, took, response)) = self.in_flight.next().await else { return Ok(()) };
-        self.busy.remove(&lane);
+        // A fetch sent before the last seek is stale: its lane was freed
+        // and fetched again, so wait for the fetches of this generation.
+        let (requested, took, response) = loop {
+            let Some((lane, requested, took, response)) = self.in_flight.next().await else { return Ok(()) };
+            self.busy.remove(&lane);
+            if lane.1 == self.generation {
+                break (requested, took, response);
+            }
+        };
         if self.fetch_latencies.len() >= FETCH_LATENCIES_MAX {
             self.fetch_latencies.clear();
         }

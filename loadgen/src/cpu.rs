@@ -4,19 +4,22 @@
 //! Read at the start and end of the measured window, in cores (1.0 is one
 //! core busy for the whole window): the process's total from
 //! `/proc/self/stat` (which keeps the time of threads that have exited),
-//! the broker's from its live threads in `/proc/self/task/*/stat`, the
-//! load generator's the difference. An io_uring worker that exited within
-//! the window counts as the load generator's: a small error, in its
-//! disfavour.
+//! the broker's from its threads in `/proc/self/task/*/stat` (what each
+//! thread alive at the end used since the start, or since it was born),
+//! the load generator's the difference. What a broker thread that exited
+//! within the window used there counts as the load generator's: an error
+//! in the broker's favour, small since io_uring workers live for seconds.
 
 use std::time::Instant;
 
-/// CPU seconds used so far by the broker's threads and by the others.
-#[derive(Debug, Clone, Copy)]
+/// CPU used so far: the whole process's, and each live broker thread's
+/// (clock ticks).
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
-    pub broker_s: f64,
-    pub client_s: f64,
+    total: u64,
+    broker: std::collections::HashMap<String, u64>,
+    ticks_per_s: f64,
 }
 
 fn is_broker_thread(comm: &str) -> bool {
@@ -38,29 +41,34 @@ fn ticks_of(stat: &str) -> Option<(&str, u64)> {
 /// One reading; `None` where `/proc` is not there.
 pub fn sample() -> Option<Sample> {
     // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (_, total) = ticks_of(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
-    let mut broker = 0u64;
+    let mut broker = std::collections::HashMap::new();
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let Ok(task) = task else { continue };
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
         if let Some((comm, used)) = ticks_of(&stat)
             && is_broker_thread(comm)
         {
-            broker += used;
+            broker.insert(task.file_name().to_string_lossy().into_owned(), used);
         }
     }
-    Some(Sample {
-        at: Instant::now(),
-        broker_s: broker as f64 / ticks,
-        client_s: total.saturating_sub(broker) as f64 / ticks,
-    })
+    Some(Sample { at: Instant::now(), total, broker, ticks_per_s })
+}
+
+/// CPU seconds between two samples: (broker, load generator).
+pub fn seconds(from: &Sample, to: &Sample) -> (f64, f64) {
+    let broker: u64 =
+        to.broker.iter().map(|(tid, &t)| t.saturating_sub(from.broker.get(tid).copied().unwrap_or(0))).sum();
+    let total = to.total.saturating_sub(from.total);
+    (broker as f64 / to.ticks_per_s, total.saturating_sub(broker) as f64 / to.ticks_per_s)
 }
 
 /// Cores used between two samples: (broker, load generator).
 pub fn cores(from: &Sample, to: &Sample) -> (f64, f64) {
-    let seconds = to.at.saturating_duration_since(from.at).as_secs_f64().max(1e-9);
-    ((to.broker_s - from.broker_s) / seconds, (to.client_s - from.client_s) / seconds)
+    let elapsed = to.at.saturating_duration_since(from.at).as_secs_f64().max(1e-9);
+    let (broker, client) = seconds(from, to);
+    (broker / elapsed, client / elapsed)
 }
 
 #[cfg(test)]
@@ -86,8 +94,7 @@ mod tests {
         }
         std::hint::black_box(x);
         let after = sample().expect("/proc is mounted");
-        let client = after.client_s - before.client_s;
-        let broker = after.broker_s - before.broker_s;
+        let (broker, client) = seconds(&before, &after);
         // Clock ticks are 10 ms: allow two of them either way.
         assert!(client >= 0.28, "300 ms of CPU on this thread, {client} s counted");
         assert!(broker.abs() < 1e-9, "no broker thread ran: {broker} s");

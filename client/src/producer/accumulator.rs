@@ -92,9 +92,7 @@ pub(super) struct Accumulator {
     pub shard_in_flight: HashMap<Option<u32>, usize>,
     /// Batches open to records (they hold buffers of their own).
     open_count: usize,
-    /// A send is waiting for buffer space: every open batch is due now,
-    /// whatever its linger (Kafka's "exhausted" pool).
-    pub exhausted: bool,
+
     next_sticky: u32,
     batch_bytes_max: usize,
     buffer_bytes_max: usize,
@@ -112,7 +110,6 @@ impl Accumulator {
             buffered_bytes: 0,
             shard_in_flight: HashMap::new(),
             open_count: 0,
-            exhausted: false,
             next_sticky: 0,
             batch_bytes_max,
             buffer_bytes_max,
@@ -180,7 +177,6 @@ impl Accumulator {
         let size = BatchEncoder::record_bytes(&encoded);
         // One record larger than the whole buffer still goes, alone.
         if self.buffered_bytes > 0 && self.buffered_bytes + size > self.buffer_bytes_max {
-            self.exhausted = true;
             return Err(Refused::Full);
         }
         let mut partition = self.partition_for(t, record)?;

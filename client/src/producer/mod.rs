@@ -41,11 +41,15 @@
 //! request sent) and request time (sent → acknowledged) are reported apart,
 //! per record in [`RecordMetadata`] and in total by [`Producer::stats`].
 //! Dropping the last handle fails the records not yet sent with `Closed`.
+//!
+//! A topic's partition count is learned at its first send and again after
+//! a produce fails with a metadata error; it only ever grows (a topic
+//! deleted and created again with fewer partitions needs a new producer).
 
 mod accumulator;
 mod sender;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,7 +78,8 @@ pub struct ProducerConfig {
     /// send waits (Kafka's `buffer.memory`). Also the most a saturated
     /// producer queues: at 300 MB/s, 1.5 MiB is 5 ms of waiting.
     pub buffer_bytes_max: usize,
-    /// One request carries at most this many bytes of batches.
+    /// A request takes no more batches once it holds this many bytes (so
+    /// it may pass the mark by one batch).
     pub request_bytes_max: usize,
     /// Requests in flight at once per broker shard. 1, the default, keeps
     /// each partition's batches in order even across retries, and batches
@@ -303,6 +308,23 @@ impl From<PartialSend> for ClientError {
     }
 }
 
+/// Counts a send waiting for space for as long as it waits (also when its
+/// future is dropped meanwhile).
+struct SpaceWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> SpaceWaiter<'a> {
+    fn new(count: &'a AtomicUsize) -> SpaceWaiter<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        SpaceWaiter(count)
+    }
+}
+
+impl Drop for SpaceWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Records pulled from a `send_all` iterator per lock.
 const PUSH_CHUNK_RECORDS: usize = 64;
 
@@ -343,6 +365,9 @@ struct Inner {
     wake: Arc<Notify>,
     /// Buffer space was freed.
     space: Notify,
+    /// Sends waiting for buffer space: while any does, every open batch is
+    /// due (Kafka's "exhausted" pool).
+    space_waiters: AtomicUsize,
     /// A batch settled (for `flush`).
     settled: Notify,
     closed: AtomicBool,
@@ -388,6 +413,7 @@ impl Producer {
             config,
             wake: Arc::new(Notify::new()),
             space: Notify::new(),
+            space_waiters: AtomicUsize::new(0),
             settled: Notify::new(),
             closed: AtomicBool::new(false),
             stats: Stats::default(),
@@ -447,6 +473,10 @@ impl Producer {
     /// one refused are queued and [`PartialSend::queued`] tracks them; the
     /// rest are not. Dropping the future while it waits for space leaves
     /// the records taken so far queued, untracked.
+    ///
+    /// In a task that must be `Send` (`tokio::spawn`), pass a `Vec` of
+    /// records rather than a `map` over borrowed data: today's compiler
+    /// cannot prove such a closure's future `Send` (rust-lang/rust#64552).
     pub async fn send_all<'r>(
         &self,
         topic: &str,
@@ -497,6 +527,10 @@ impl Producer {
                 if len == 0 {
                     return Ok(());
                 }
+                // The lock was let go since the last record: others may
+                // have joined its batch, so this chunk starts a part of
+                // its own (one slot clone per chunk at most).
+                known = None;
             }
             if timestamp.is_none() && chunk[at..len].iter().any(|r| r.timestamp.is_none()) {
                 timestamp = Some(now());
@@ -531,12 +565,13 @@ impl Producer {
                     return Err(e);
                 }
                 Some(Refused::Full) => {
-                    // Every open batch is due now: the sender ships them so
-                    // their acknowledgements free the space this waits for.
-                    inner.wake.notify_one();
                     if inner.closed.load(Ordering::Acquire) {
                         return Err(ClientError::Closed);
                     }
+                    // While this waits, every open batch is due: the sender
+                    // ships them so their acknowledgements free the space.
+                    let _waiting = SpaceWaiter::new(&inner.space_waiters);
+                    inner.wake.notify_one();
                     space.await;
                     // Others may have joined the batch meanwhile: what
                     // follows starts a part of its own.

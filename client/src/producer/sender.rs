@@ -74,12 +74,29 @@ pub(super) async fn run(weak: Weak<Inner>) {
             let started = start_by_shard(&inner, &batches).await;
             let inner = inner.clone();
             tokio::spawn(async move {
+                // The slots go back however this task ends.
+                let _slots = Slots {
+                    inner: inner.clone(),
+                    shard,
+                    partitions: batches.iter().map(|b| (b.topic_index, b.partition)).collect(),
+                };
                 let outcomes = finish(&inner, &batches, started).await;
-                let slots: Vec<(usize, u32)> = batches.iter().map(|b| (b.topic_index, b.partition)).collect();
                 retry_failed(&inner, batches, outcomes).await;
-                release(&inner, shard, &slots);
             });
         }
+    }
+}
+
+/// A request's send slots, given back when dropped.
+struct Slots {
+    inner: Arc<Inner>,
+    shard: Option<u32>,
+    partitions: Vec<(usize, u32)>,
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        release(&self.inner, self.shard, &self.partitions);
     }
 }
 
@@ -158,7 +175,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
         }
     }
     acc.closed = kept;
-    let exhausted = std::mem::take(&mut acc.exhausted);
+    let exhausted = inner.space_waiters.load(Ordering::Acquire) > 0;
     let mut due: Vec<(u64, usize, u32)> = acc
         .open_batches()
         .filter(|(_, _, b)| exhausted || b.seq < acc.flush_below || now.duration_since(b.slot.opened_at) >= linger)
