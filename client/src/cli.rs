@@ -17,8 +17,8 @@ use crate::{
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about = "Cairn command line: topics, produce, consume, offsets")]
 pub struct Cli {
-    /// Broker address
-    #[arg(long, global = true, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    /// Broker addresses, comma-separated (the first that answers is used)
+    #[arg(long, global = true, default_value = "127.0.0.1:7070", value_name = "ADDR[,ADDR...]")]
     pub bootstrap: String,
     #[command(subcommand)]
     pub command: Command,

@@ -1,6 +1,11 @@
-//! The entry point: a handle on one broker (the bootstrap address) that
-//! (re)connects on demand, caches which shard owns each partition, and
-//! offers the admin API. Producers and consumers are built from it.
+//! The entry point: a handle on a broker (one of the bootstrap addresses)
+//! that (re)connects on demand, caches which shard owns each partition,
+//! and offers the admin API. Producers and consumers are built from it.
+//!
+//! The bootstrap is a comma-separated list of `host:port`, as in Kafka's
+//! `bootstrap.servers`: a connection tries the address that worked last,
+//! then the others in order, so a client outlives any broker of the list
+//! it does not need.
 //!
 //! Partition traffic goes straight to the owning shard when the broker
 //! announces shard ports (one connection per shard, opened on first use);
@@ -24,7 +29,7 @@ use crate::error::{ClientError, Result};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of the broker.
+    /// `host:port` of the brokers, comma-separated (`a:7070,b:7070`).
     pub bootstrap: String,
     /// Sent in the handshake; shows in the broker's logs.
     pub client_name: String,
@@ -42,6 +47,23 @@ impl ClientConfig {
     }
 }
 
+/// The addresses of a bootstrap list: comma-separated `host:port`,
+/// spaces around them ignored.
+fn bootstrap_addrs(list: &str) -> Result<Vec<String>> {
+    let addrs: Vec<String> = list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+    if addrs.is_empty() {
+        return Err(ClientError::InvalidArgument(format!(
+            "bootstrap {list:?} names no broker: use host:port[,host:port...]"
+        )));
+    }
+    if let Some(bad) =
+        addrs.iter().find(|a| a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
+    {
+        return Err(ClientError::InvalidArgument(format!("bootstrap address {bad:?} is not host:port")));
+    }
+    Ok(addrs)
+}
+
 /// A shard's direct connection, or when the last attempt failed.
 #[derive(Clone)]
 enum Direct {
@@ -54,6 +76,10 @@ const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 struct Inner {
     config: ClientConfig,
+    /// The bootstrap list, parsed.
+    addrs: Vec<String>,
+    /// The address of `addrs` the last connection was made to.
+    current: Mutex<usize>,
     conn: AsyncMutex<Option<Connection>>,
     /// Shard ports from the last handshake.
     shard_ports: Mutex<Vec<u16>>,
@@ -73,9 +99,12 @@ pub struct Client {
 impl Client {
     /// Connects to the broker (and fails if it cannot).
     pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let addrs = bootstrap_addrs(&config.bootstrap)?;
         let client = Client {
             inner: Arc::new(Inner {
                 config,
+                addrs,
+                current: Mutex::new(0),
                 conn: AsyncMutex::new(None),
                 shard_ports: Mutex::new(Vec::new()),
                 direct: Mutex::new(HashMap::new()),
@@ -99,13 +128,27 @@ impl Client {
             return Ok(c.clone());
         }
         let config = &self.inner.config;
-        let fresh =
-            tokio::time::timeout(config.connect_timeout, Connection::connect(&config.bootstrap, &config.client_name))
-                .await
-                .map_err(|_| ClientError::Connect { addr: config.bootstrap.clone(), reason: "timed out".into() })??;
-        fresh.shard_ports.clone_into(&mut self.inner.shard_ports.lock().expect("not poisoned"));
-        *conn = Some(fresh.clone());
-        Ok(fresh)
+        let addrs = &self.inner.addrs;
+        let first = *self.inner.current.lock().expect("not poisoned");
+        let mut failures = Vec::new();
+        for i in (0..addrs.len()).map(|k| (first + k) % addrs.len()) {
+            let addr = &addrs[i];
+            match tokio::time::timeout(config.connect_timeout, Connection::connect(addr, &config.client_name)).await {
+                Ok(Ok(fresh)) => {
+                    *self.inner.current.lock().expect("not poisoned") = i;
+                    fresh.shard_ports.clone_into(&mut self.inner.shard_ports.lock().expect("not poisoned"));
+                    *conn = Some(fresh.clone());
+                    return Ok(fresh);
+                }
+                // A broker that answers with an error (not a dead address)
+                // is not tried around: its refusal is the answer.
+                Ok(Err(e @ ClientError::Broker { .. })) => return Err(e),
+                Ok(Err(ClientError::Connect { reason, .. })) => failures.push(format!("{addr}: {reason}")),
+                Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+                Err(_) => failures.push(format!("{addr}: timed out")),
+            }
+        }
+        Err(ClientError::Connect { addr: config.bootstrap.clone(), reason: failures.join("; ") })
     }
 
     /// A connection to `shard` (its own port), falling back to the bootstrap
@@ -124,7 +167,8 @@ impl Client {
             _ => {}
         }
         let config = &self.inner.config;
-        let host = config.bootstrap.rsplit_once(':').map_or(config.bootstrap.as_str(), |(h, _)| h);
+        let bootstrap = &self.inner.addrs[*self.inner.current.lock().expect("not poisoned")];
+        let host = bootstrap.rsplit_once(':').map_or(bootstrap.as_str(), |(h, _)| h);
         let addr = format!("{host}:{port}");
         match tokio::time::timeout(config.connect_timeout, Connection::connect(&addr, &config.client_name)).await {
             Ok(Ok(c)) => {
@@ -283,4 +327,18 @@ pub(crate) fn unexpected(r: &Response) -> ClientError {
 /// Whether an error means the topic's partition count may have changed.
 pub(crate) fn is_metadata_error(e: &ClientError) -> bool {
     matches!(e.code(), Some(ErrorCode::UNKNOWN_TOPIC | ErrorCode::UNKNOWN_PARTITION))
+}
+
+#[cfg(test)]
+mod bootstrap_tests {
+    use super::bootstrap_addrs;
+
+    #[test]
+    fn a_bootstrap_list_is_comma_separated_host_ports() {
+        assert_eq!(bootstrap_addrs("a:1, b:2 ,,c:3").unwrap(), vec!["a:1", "b:2", "c:3"]);
+        assert_eq!(bootstrap_addrs("[::1]:7070").unwrap(), vec!["[::1]:7070"]);
+        for bad in ["", " , ", "a", "a:", ":7070", "a:port", "a:70000"] {
+            assert!(bootstrap_addrs(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 }

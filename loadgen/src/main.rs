@@ -54,8 +54,8 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches, each its own flag
 struct RunArgs {
-    /// A running broker
-    #[arg(long, value_name = "ADDR", conflicts_with = "embedded")]
+    /// Running brokers, comma-separated (the first that answers is used)
+    #[arg(long, value_name = "ADDR[,ADDR...]", conflicts_with = "embedded")]
     bootstrap: Option<String>,
     /// Start a broker in this process on a temporary directory
     #[arg(long)]

@@ -495,3 +495,16 @@ async fn metrics_count_produce_and_fetch_per_partition_and_time_the_syncs() {
         .sum();
     assert!(connections >= 1.0, "this test's connections are counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_list_skips_a_dead_address_and_names_every_failure() {
+    let broker = Broker::start(&[]);
+    // Port 1 refuses at once: nothing listens there.
+    let list = format!("127.0.0.1:1,{}", broker.addr);
+    let client = Client::connect(ClientConfig::new(list)).await.expect("the second address answers");
+    client.create_topic("listed", 1, TopicConfig::default()).await.unwrap();
+    assert_eq!(client.list_topics().await.unwrap().len(), 1);
+    let dead = Client::connect(ClientConfig::new("127.0.0.1:1,127.0.0.1:2")).await.err().expect("nothing listens");
+    let text = dead.to_string();
+    assert!(text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"), "{text}");
+}
