@@ -1,0 +1,15 @@
+//! Replication, as state machines that do no I/O: the partition's core (or
+//! the simulator) feeds them what happened and carries out what they say.
+//! So one set of rules runs in production and under the seeded simulator,
+//! and every rule can be tested without a disk or a network.
+//!
+//! Today: the leader epoch cache ([`epochs`]) and how a follower finds
+//! where its log parted from the leader's ([`reconcile`]), Kafka's answer
+//! to the log divergence of KIP-101/279. The per-partition Raft machine
+//! that uses them follows (docs/replication.md).
+
+pub mod epochs;
+pub mod reconcile;
+
+pub use epochs::{EpochCache, EpochEnd, EpochError};
+pub use reconcile::{FetchPosition, check_fetch, truncation_point};
