@@ -37,6 +37,16 @@ newtype!(
     LeaderEpoch(u32)
 );
 newtype!(
+    /// A broker of a cluster; 0 is "none" on the wire.
+    NodeId(u32)
+);
+newtype!(
+    /// Who a replica is beyond its node: chosen at random when its hard
+    /// state is created, so a replica that lost its disk comes back as
+    /// another one. 0 is "unbound" (only in a partition's initial config).
+    Incarnation(u64)
+);
+newtype!(
     /// Milliseconds since the Unix epoch.
     Timestamp(i64)
 );

@@ -252,12 +252,8 @@ fn max(a: &AtomicU64, v: u64) {
 
 /// Completes a batch: its records resolve, its bytes leave the buffer.
 fn settle(inner: &Inner, batch: &ReadyBatch, result: Result<Option<Offset>>) {
-    {
-        let mut acc = inner.lock();
-        acc.buffered_bytes -= batch.buffered_bytes;
-        acc.unsettled.remove(&batch.seq);
-    }
-    batch.slot.complete(result, batch.sent_at);
+    // In this order: whoever sees the batch complete (a delivery) or
+    // settled (a flush) also sees it in the stats.
     let s = &inner.stats;
     s.batches.fetch_add(1, Ordering::Relaxed);
     s.records.fetch_add(u64::from(batch.records), Ordering::Relaxed);
@@ -268,6 +264,12 @@ fn settle(inner: &Inner, batch: &ReadyBatch, result: Result<Option<Offset>>) {
         s.request_time_us.fetch_add(request, Ordering::Relaxed);
         max(&s.queue_time_us_max, queued);
         max(&s.request_time_us_max, request);
+    }
+    batch.slot.complete(result, batch.sent_at);
+    {
+        let mut acc = inner.lock();
+        acc.buffered_bytes -= batch.buffered_bytes;
+        acc.unsettled.remove(&batch.seq);
     }
     inner.space.notify_waiters();
     inner.settled.notify_waiters();
