@@ -61,7 +61,10 @@ fn an_embedded_run_reports_every_record_produced_and_consumed() {
     let us = |k: &str, q: &str| s[k][q].as_u64().unwrap();
     assert!(us("produce_request_latency", "max_us") <= us("produce_latency", "max_us") + 1, "{s}");
     assert!(us("fetch_latency", "count") > 0 && us("replay_fetch_latency", "count") > 0, "fetches are timed: {s}");
-    assert!(s["cpu_broker_cores"].as_f64().unwrap() > 0.0 && s["cpu_client_cores"].as_f64().unwrap() > 0.0, "{s}");
+    // Clock ticks are 10 ms and this run is short: the split is there, and
+    // together it is some CPU.
+    let (broker, client) = (s["cpu_broker_cores"].as_f64().unwrap(), s["cpu_client_cores"].as_f64().unwrap());
+    assert!(broker >= 0.0 && client >= 0.0 && broker + client > 0.0, "{s}");
     assert_eq!(s["consumed"]["records"], 20000, "the tail consumers read everything: {s}");
     assert_eq!(s["end_to_end_latency"]["count"], 20000);
     assert_eq!(s["replay"]["records"], 20000, "the replay reads everything: {s}");
@@ -117,9 +120,9 @@ fn rate_discovery_reports_its_trials_and_the_highest_rate_under_the_bound() {
             "--p99-max",
             "1s",
             "--trials",
-            "2",
+            "3",
             "--duration",
-            "500ms",
+            "1s",
             "--warmup",
             "0ms",
             "--flush",
@@ -129,7 +132,7 @@ fn rate_discovery_reports_its_trials_and_the_highest_rate_under_the_bound() {
     );
     let d = &s["rate_discovery"];
     let trials = d["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 2, "{s}");
+    assert_eq!(trials.len(), 3, "{s}");
     let ceiling = d["closed_loop_records_per_sec"].as_f64().unwrap();
     assert!(ceiling > 0.0);
     let first = trials[0]["rate"].as_f64().unwrap();
@@ -139,7 +142,8 @@ fn rate_discovery_reports_its_trials_and_the_highest_rate_under_the_bound() {
     for t in trials.iter().filter(|t| t["passed"] == true) {
         assert!(t["p99_us"].as_u64().unwrap() <= 1_000_000);
     }
-    // The second trial runs at 45 % of the closed loop under a 1 s bound: it passes.
+    // The second and third trials run at 45 % and 22 % (or 67 %) of the
+    // closed loop under a 1 s bound: one of them passes.
     assert!(best > 0.0, "{s}");
     assert!((s["rate"].as_f64().unwrap() - best).abs() < 1e-6, "the summary is the best passing trial's");
 }
