@@ -20,7 +20,8 @@ use crate::error::{ClientError, Result};
 
 /// The largest response frame accepted; a fetch is bounded by its `max_bytes`.
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
-/// Pieces of a frame at least this long skip the write buffer.
+/// The write buffer: small frames gather in it; a piece at least this
+/// long skips it.
 const DIRECT_WRITE_BYTES_MIN: usize = 64 << 10;
 /// Frames queued for the writer before `send` waits.
 const WRITE_QUEUE_FRAMES: usize = 1024;
@@ -195,24 +196,16 @@ impl Drop for PendingCall {
 }
 
 async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<Bytes>>, shared: Arc<Shared>) {
-    let mut w = BufWriter::with_capacity(256 << 10, write);
+    let mut w = BufWriter::with_capacity(DIRECT_WRITE_BYTES_MIN, write);
     while let Some(frame) = rx.recv().await {
         let mut next = Some(frame);
         let mut result = Ok(());
         while let Some(frame) = next {
             for piece in frame {
-                // Large pieces (record batches) go to the socket as they
-                // are, behind what is buffered: copying them into the
-                // buffer first would touch every record byte once more.
-                let written = if piece.len() >= DIRECT_WRITE_BYTES_MIN {
-                    match w.flush().await {
-                        Ok(()) => w.get_mut().write_all(&piece).await,
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    w.write_all(&piece).await
-                };
-                if let Err(e) = written {
+                // A piece at least as big as the buffer (a record batch)
+                // goes to the socket as it is, behind what is buffered
+                // (`BufWriter` does that): never copied in first.
+                if let Err(e) = w.write_all(&piece).await {
                     result = Err(e);
                     break;
                 }

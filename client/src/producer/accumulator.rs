@@ -216,7 +216,7 @@ impl Accumulator {
         }
         let open = self.topics[t].open[partition as usize].as_mut().expect("just ensured");
         let index = open.encoder.len() as u32;
-        if let Err(e) = open.encoder.push(&encoded) {
+        if let Err(e) = open.encoder.push_sized(&encoded, size) {
             // The refused record leaves nothing behind: a batch opened for
             // it alone is removed again (a batch is never empty).
             if opened {

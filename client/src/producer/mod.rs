@@ -429,21 +429,14 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        if let Some(t) = self.lock().topic(topic) {
+        if let Some(t) = self.inner.lock().topic(topic) {
             return Ok(t);
         }
         let partitions = self.inner.client.partitions(topic).await?;
         if partitions == 0 {
             return Err(ClientError::InvalidArgument(format!("topic {topic} has no partitions")));
         }
-        Ok(self.lock().set_topic(topic, partitions))
-    }
-
-    /// The accumulator. Its state is consistent between any two of its
-    /// calls (each record is taken whole or not at all), so a panic
-    /// elsewhere while it was held leaves nothing to repair.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Accumulator> {
-        self.inner.lock()
+        Ok(self.inner.lock().set_topic(topic, partitions))
     }
 
     /// Queues a record; the returned [`Delivery`] resolves once the broker
@@ -540,7 +533,7 @@ impl Producer {
             let mut wake = false;
             let mut refused = None;
             {
-                let mut acc = self.lock();
+                let mut acc = self.inner.lock();
                 while at < len {
                     match acc.push(t, &chunk[at], stand_in, known) {
                         Ok(p) => {
@@ -589,14 +582,14 @@ impl Producer {
     /// is acknowledged or failed (records sent meanwhile do not hold it up).
     pub async fn flush(&self) {
         let below = {
-            let mut acc = self.lock();
+            let mut acc = self.inner.lock();
             acc.flush_below = acc.unsettled.last().map_or(0, |s| s + 1).max(acc.flush_below);
             acc.flush_below
         };
         self.inner.wake.notify_one();
         loop {
             let settled = self.inner.settled.notified();
-            if self.lock().unsettled.first().is_none_or(|&s| s >= below) {
+            if self.inner.lock().unsettled.first().is_none_or(|&s| s >= below) {
                 return;
             }
             settled.await;

@@ -45,7 +45,7 @@ pub(super) async fn run(weak: Weak<Inner>) {
             take_due(&inner, &mut acc)
         };
         // Encoding ends outside the lock: sends go on meanwhile.
-        let groups: Vec<ShardBatches> = taken.into_iter().filter_map(|t| encode_group(&inner, t)).collect();
+        let groups: Vec<ShardBatches> = taken.into_iter().map(encode_group).collect();
         if groups.is_empty() {
             // `notify_one` leaves a permit when no one waits: no wake-up (a
             // batch opened or closed, a flush, a freed slot) is lost between
@@ -216,34 +216,21 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
     (groups, next)
 }
 
-/// Finishes the encoding of a shard's taken batches; a batch that cannot
-/// be encoded fails its records and gives its partition's slot back.
-/// `None`, with the shard's slot given back, when no batch is left to send.
-fn encode_group(inner: &Inner, taken: Taken) -> Option<ShardBatches> {
+/// Finishes the encoding of a shard's taken batches. It cannot fail: a
+/// batch is never empty (a refused record takes a batch opened for it
+/// away again) and `push` keeps it within what 32-bit pointers reach.
+fn encode_group(taken: Taken) -> ShardBatches {
     let Taken { shard, batches, .. } = taken;
-    let mut ready = Vec::with_capacity(batches.len());
-    for TakenBatch { topic: topic_index, name: topic, partition, batch } in batches {
-        let OpenBatch { mut encoder, slot, buffered_bytes, seq } = batch;
-        let records = encoder.len() as u32;
-        let (bytes, error) = match encoder.finish() {
-            Ok(bytes) => (Bytes::from(bytes), None),
-            Err(e) => (Bytes::new(), Some(e)),
-        };
-        let batch =
-            ReadyBatch { topic_index, topic, partition, bytes, buffered_bytes, records, slot, seq, sent_at: None };
-        match error {
-            None => ready.push(batch),
-            Some(e) => {
-                settle(inner, &batch, Err(ClientError::InvalidArgument(e.to_string())));
-                inner.lock().topics[topic_index].in_flight[partition as usize] -= 1;
-            }
-        }
-    }
-    if ready.is_empty() {
-        release(inner, shard, &[]);
-        return None;
-    }
-    Some((shard, ready))
+    let ready = batches
+        .into_iter()
+        .map(|TakenBatch { topic: topic_index, name: topic, partition, batch }| {
+            let OpenBatch { mut encoder, slot, buffered_bytes, seq } = batch;
+            let records = encoder.len() as u32;
+            let bytes = Bytes::from(encoder.finish().expect("a batch is never empty, and never past 2 GiB"));
+            ReadyBatch { topic_index, topic, partition, bytes, buffered_bytes, records, slot, seq, sent_at: None }
+        })
+        .collect();
+    (shard, ready)
 }
 
 fn max(a: &AtomicU64, v: u64) {

@@ -98,9 +98,8 @@ pub(crate) async fn recover<S: Storage>(
     {
         file.close().await.map_err(io_err("close", &log_path(dir, last)))?;
         for path in [log_path(dir, last), index_path(dir, previous)] {
-            match storage.remove(&path).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", &path, e)),
-                _ => report.removed_files += 1,
+            if storage.remove_if_exists(&path).await.map_err(|e| LogError::io("remove", &path, e))? {
+                report.removed_files += 1;
             }
         }
         storage.sync_dir(dir).await.map_err(io_err("sync", dir))?;
@@ -218,10 +217,7 @@ pub(crate) async fn recover<S: Storage>(
     // The active segment's index lives in memory; a file from a clean
     // close is stale from the first append on.
     let index_file = index_path(dir, active_base);
-    match storage.remove(&index_file).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", &index_file, e)),
-        _ => {}
-    }
+    storage.remove_if_exists(&index_file).await.map_err(|e| LogError::io("remove", &index_file, e))?;
     let tail = read_tail_block(&file, valid_bytes).await.map_err(io_err("read", &path))?;
     let active = ActiveSegment::new(
         Rc::new(file),

@@ -88,10 +88,7 @@ impl<S: Storage> PartitionLog<S> {
             move |source| LogError::Io { op, path, source }
         };
         let index = index_path(&self.dir, active_base);
-        match self.storage.remove(&index).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &index)(e)),
-            _ => {}
-        }
+        self.storage.remove_if_exists(&index).await.map_err(io("remove", &index))?;
         let new = log_path(&self.dir, new_base);
         match self.storage.open_dma(&new, crate::rt::OpenMode::Existing).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

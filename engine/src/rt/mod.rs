@@ -104,6 +104,15 @@ pub trait Storage: Clone + 'static {
     /// Reads a small file whole; `None` if it does not exist.
     async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     async fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Removes a file if it is there: `true` if it was, `false` if there
+    /// was nothing to remove.
+    async fn remove_if_exists(&self, path: &Path) -> io::Result<bool> {
+        match self.remove(path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
     /// Renames a file or directory (atomically replacing `to`); durable once
     /// the parent directories are synced.
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;

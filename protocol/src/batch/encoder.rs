@@ -182,11 +182,17 @@ impl BatchEncoder {
 
     /// Adds a record at the next offset.
     pub fn push(&mut self, record: &RecordRef<'_>) -> Result<(), BatchError> {
+        self.push_sized(record, Self::record_bytes(record))
+    }
+
+    /// [`push`](Self::push) for a caller that has measured the record
+    /// already (`record_bytes`): a producer accounts its buffer with it.
+    pub fn push_sized(&mut self, record: &RecordRef<'_>, record_bytes: usize) -> Result<(), BatchError> {
         let delta = match self.entries.last() {
             None => 0,
             Some(e) => e.offset_delta.checked_add(1).ok_or(BatchError::BadOffsets)?,
         };
-        self.push_at(delta, record)
+        self.push_at_sized(delta, record, record_bytes)
     }
 
     /// Adds a record at `offset_delta`, above the last one's: a compacted
@@ -195,12 +201,23 @@ impl BatchEncoder {
     /// reach, or a header key longer than 2^30 bytes, is refused and the
     /// batch is left as it was.
     pub fn push_at(&mut self, offset_delta: u32, record: &RecordRef<'_>) -> Result<(), BatchError> {
+        self.push_at_sized(offset_delta, record, Self::record_bytes(record))
+    }
+
+    fn push_at_sized(
+        &mut self,
+        offset_delta: u32,
+        record: &RecordRef<'_>,
+        record_bytes: usize,
+    ) -> Result<(), BatchError> {
+        debug_assert_eq!(record_bytes, Self::record_bytes(record), "the size given is the record's");
         assert!(
             self.entries.last().is_none_or(|e| offset_delta > e.offset_delta),
             "offset deltas increase within a batch"
         );
         let too_large = || BatchError::TooLarge { batch_length: u32::MAX, batch_bytes_max: ARCHIVE_BYTES_MAX as u32 };
-        if self.encoded_bytes() + Self::record_bytes(record) + ROOT_BYTES > ARCHIVE_BYTES_MAX {
+        // `encoded_bytes` counts the root already.
+        if self.encoded_bytes() + record_bytes > ARCHIVE_BYTES_MAX {
             return Err(too_large());
         }
         if record.headers.iter().any(|h| h.key.len() > STRING_BYTES_MAX) {

@@ -14,7 +14,7 @@ mod record;
 mod view;
 
 pub use builder::{BatchBuilder, RecordInput};
-pub use encoder::{ARCHIVED_RECORD_BYTES, BatchEncoder, HeaderRef, RecordRef};
+pub use encoder::{BatchEncoder, HeaderRef, RecordRef};
 pub use error::BatchError;
 pub use header::{
     Attributes, BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_MIN, BATCH_HEADER_BYTES_V1, BATCH_MAGIC, BATCH_VERSION,

@@ -179,67 +179,65 @@ impl Collector for Snapshots {
             })
             .collect();
         histogram_family(&mut encoder, "cairn_fdatasync_latency_seconds", "fdatasync of partition logs", &fsync)?;
-        let per_partition_counter = |f: &dyn Fn(&PartitionSnapshot) -> u64| per_partition(&self.0, f);
-        let per_partition_gauge = |f: &dyn Fn(&PartitionSnapshot) -> i64| per_partition(&self.0, f);
         counter_family(
             &mut encoder,
             "cairn_produce_records",
             "Records appended",
-            &per_partition_counter(&|p| p.produce_records),
+            &per_partition(&self.0, |p| p.produce_records),
         )?;
         counter_family(
             &mut encoder,
             "cairn_produce_bytes",
             "Batch bytes appended",
-            &per_partition_counter(&|p| p.produce_bytes),
+            &per_partition(&self.0, |p| p.produce_bytes),
         )?;
         counter_family(
             &mut encoder,
             "cairn_fetch_records",
             "Records served to fetches",
-            &per_partition_counter(&|p| p.fetch_records),
+            &per_partition(&self.0, |p| p.fetch_records),
         )?;
         counter_family(
             &mut encoder,
             "cairn_fetch_bytes",
             "Batch bytes served to fetches",
-            &per_partition_counter(&|p| p.fetch_bytes),
+            &per_partition(&self.0, |p| p.fetch_bytes),
         )?;
         gauge_family(
             &mut encoder,
             "cairn_log_start_offset",
             "First offset of the log",
-            &per_partition_gauge(&|p| p.log_start_offset as i64),
+            &per_partition(&self.0, |p| p.log_start_offset as i64),
         )?;
         gauge_family(
             &mut encoder,
             "cairn_high_watermark",
             "Offsets below this are readable",
-            &per_partition_gauge(&|p| p.high_watermark as i64),
+            &per_partition(&self.0, |p| p.high_watermark as i64),
         )?;
         gauge_family(
             &mut encoder,
             "cairn_log_end_offset",
             "The next offset to assign",
-            &per_partition_gauge(&|p| p.log_end_offset as i64),
+            &per_partition(&self.0, |p| p.log_end_offset as i64),
         )?;
         gauge_family(
             &mut encoder,
             "cairn_log_size_bytes",
             "Bytes of stored batches",
-            &per_partition_gauge(&|p| p.size_bytes as i64),
+            &per_partition(&self.0, |p| p.size_bytes as i64),
         )?;
         gauge_family(
             &mut encoder,
             "cairn_log_disk_bytes",
             "Bytes the log's files take, pre-allocated space included",
-            &per_partition_gauge(&|p| p.disk_bytes as i64),
+            &per_partition(&self.0, |p| p.disk_bytes as i64),
         )?;
         gauge_family(
             &mut encoder,
             "cairn_partition_available",
             "1 if the partition serves requests, 0 if its storage failed",
-            &per_partition_gauge(&|p| i64::from(p.available)),
+            &per_partition(&self.0, |p| i64::from(p.available)),
         )?;
         Ok(())
     }

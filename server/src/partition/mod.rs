@@ -373,17 +373,14 @@ impl<R: Runtime> Partition<R> {
             // create no directory again.
             *self.state.borrow_mut() =
                 LogState::Unavailable(ServiceError::PartitionUnavailable("the partition is closed".into()));
-            return Err(ServiceError::PartitionUnavailable("the partition was closed during recovery".into()));
+            return Err(closed_during_recovery());
         }
         self.open_log().await;
         if self.closing.get() {
             self.close().await;
-            return Err(ServiceError::PartitionUnavailable("the partition was closed during recovery".into()));
+            return Err(closed_during_recovery());
         }
-        match self.log() {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.log().map(|_| ())
     }
 
     /// Closes the log cleanly (sync, indexes, clean-shutdown marker). A
@@ -411,4 +408,8 @@ impl<R: Runtime> Partition<R> {
             tracing::error!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "closing a partition failed");
         }
     }
+}
+
+fn closed_during_recovery() -> ServiceError {
+    ServiceError::PartitionUnavailable("the partition was closed during recovery".into())
 }
