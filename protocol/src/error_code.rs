@@ -71,6 +71,16 @@ codes! {
     INVALID_CONFIG = 22, "a topic setting is unknown or out of range", false;
     LOG_TRUNCATED = 23, "the append was removed by a log truncation before it was acknowledged; send it again", true;
     INVALID_TIMESTAMP = 24, "a record's timestamp is outside the topic's accepted range", false;
+    NOT_LEADER = 25, "this broker is not the partition's leader; the response names the leader it knows and its epoch", true;
+    LEADER_NOT_AVAILABLE = 26, "the partition has no serving leader yet (an election is on, or the new leader has not committed its first batch)", true;
+    NOT_CONTROLLER = 27, "the call reached a broker that is not the controller; the response names the one it knows", true;
+    FENCED_EPOCH = 28, "the request's leader epoch is older than the receiver's", true;
+    UNKNOWN_REPLICA = 29, "the sender is no replica of the partition (removed, or never assigned)", false;
+    CLUSTER_MISMATCH = 30, "the peer belongs to another cluster", false;
+    INVALID_REPLICATION_FACTOR = 31, "the replication factor is 0 or above the live brokers that can take replicas", false;
+    REASSIGNMENT_IN_PROGRESS = 32, "the partition is already moving", true;
+    UNKNOWN_BROKER = 33, "no broker has that id", false;
+    BROKER_ID_IN_USE = 34, "a live broker holds that node id under another incarnation", false;
 }
 
 impl ErrorCode {
@@ -108,6 +118,8 @@ mod tests {
         assert_eq!(ErrorCode::UNKNOWN_TOPIC.0, 8);
         assert_eq!(ErrorCode::OFFSET_OUT_OF_RANGE.0, 13);
         assert_eq!(ErrorCode::STORAGE_ERROR.0, 14);
+        assert_eq!(ErrorCode::NOT_LEADER.0, 25);
+        assert_eq!(ErrorCode::BROKER_ID_IN_USE.0, 34);
         assert_eq!(ErrorCode(999).name(), "UNKNOWN");
     }
 }

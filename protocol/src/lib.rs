@@ -12,6 +12,7 @@ pub mod error_code;
 pub mod frame;
 pub mod names;
 pub mod partitioner;
+pub mod replica;
 pub mod types;
 
 pub use error_code::ErrorCode;

@@ -14,7 +14,7 @@ pub mod epochs;
 pub mod hard_state;
 pub mod reconcile;
 
-pub use config::{Config, ReplicaKey};
+pub use config::{Config, ConfigExt, ReplicaKey};
 pub use epochs::{EpochCache, EpochEnd, EpochError};
 pub use hard_state::{HardState, HardStateError};
 pub use reconcile::{FetchPosition, check_fetch, truncation_point};
