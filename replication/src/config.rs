@@ -86,8 +86,8 @@ mod tests {
         let at = |k: &ReplicaKey| Some(Offset([5, 9, 7][k.node.0 as usize - 1]));
         assert_eq!(majority_offset(&set, at), Offset(7));
         // A voter that does not count holds nothing.
-        assert_eq!(majority_offset(&set, |k| (k.node != NodeId(3)).then(|| Offset(9))), Offset(9));
-        assert_eq!(majority_offset(&set, |k| (k.node == NodeId(3)).then(|| Offset(9))), Offset(0));
+        assert_eq!(majority_offset(&set, |k| (k.node != NodeId(3)).then_some(Offset(9))), Offset(9));
+        assert_eq!(majority_offset(&set, |k| (k.node == NodeId(3)).then_some(Offset(9))), Offset(0));
     }
 
     #[test]

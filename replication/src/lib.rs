@@ -13,6 +13,9 @@ pub mod config;
 pub mod epochs;
 pub mod hard_state;
 pub mod reconcile;
+pub mod replica;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 pub use config::{Config, ConfigExt, ReplicaKey};
 pub use epochs::{EpochCache, EpochEnd, EpochError};

@@ -57,13 +57,19 @@ pub fn check_fetch(
 }
 
 /// Where a follower whose log is `[.., log_end)` with epochs `follower`
-/// truncates after the leader said `diverging`: the end of that epoch in
-/// its own log or in the leader's, whichever comes first. `None`: it has
-/// no epoch at or below the leader's answer, and starts over.
+/// truncates after the leader said `diverging`. If it has the leader's
+/// epoch: that epoch's end in its own log or in the leader's, whichever
+/// comes first (the logs agree up to there). If it does not: the end of
+/// its own largest epoch below the leader's, an intermediate cut after
+/// which it fetches again (Kafka's follower does the same); taking the
+/// leader's end there would keep a record the leader does not have, and
+/// could cut inside a batch. `None`: it has no epoch at or below the
+/// leader's answer, and all of its log parts from the leader's.
 #[must_use]
 pub fn truncation_point(follower: &EpochCache, log_end: Offset, diverging: EpochEnd) -> Option<Offset> {
     let own = follower.end_of(diverging.epoch, log_end)?;
-    Some(own.end_offset.min(diverging.end_offset).min(log_end))
+    let point = if own.epoch == diverging.epoch { own.end_offset.min(diverging.end_offset) } else { own.end_offset };
+    Some(point.min(log_end))
 }
 
 #[cfg(test)]
@@ -130,6 +136,14 @@ mod tests {
                         let point = truncation_point(&fc, fetch, d).map_or(0, |o| o.0 as usize);
                         prop_assert!(point < follower.len(), "a divergence that cuts nothing: no progress");
                         prop_assert!(point >= common, "cut to {} below the common prefix {}", point, common);
+                        // A cut lands where batches can end: at an epoch
+                        // change of the follower's log, or inside a run of
+                        // an epoch both logs have there.
+                        if point > 0 && point < follower.len() {
+                            let boundary = follower[point - 1] != follower[point];
+                            let shared = leader.get(point - 1) == Some(&follower[point - 1]);
+                            prop_assert!(boundary || shared, "cut at {} inside a batch only the follower has", point);
+                        }
                         follower.truncate(point);
                     }
                     FetchPosition::StartOver { log_start } => {

@@ -1,0 +1,201 @@
+//! A follower's side: one data fetch outstanding to its leader, built from
+//! machine state alone; batches placed as they come (the next fetch goes
+//! at once, not after the write or its fdatasync); durable progress
+//! reported on its own; a diverged log cut exactly where the leader's
+//! epochs say (docs/replication.md §2, Follower fetch).
+
+use protocol::ErrorCode;
+use protocol::replica::{FetchAnswer, FetchRequest, PeerMessage, ReplicaBatch};
+use protocol::types::{LeaderEpoch, NodeId, Offset};
+
+use super::{Output, Replica, Role};
+use crate::epochs::{EpochCache, EpochEnd};
+use crate::reconcile::truncation_point;
+
+impl Replica {
+    fn fetch_request(&self, max_bytes: u32) -> FetchRequest {
+        FetchRequest {
+            incarnation: self.hard.incarnation,
+            epoch: self.hard.epoch,
+            fetch_offset: self.log_end,
+            last_fetched_epoch: self.last_epoch(),
+            durable_offset: self.durable_for_commit(),
+            high_watermark: self.hw,
+            max_bytes,
+        }
+    }
+
+    /// Sends the data fetch if one is due: a follower that knows its
+    /// leader, has none outstanding and is not cutting its log.
+    pub(super) fn maybe_fetch(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        if self.role != Role::Follower || self.truncating || self.fetch_in_flight.is_some() {
+            return;
+        }
+        let Some(leader) = self.leader else { return };
+        let request = self.fetch_request(self.params.fetch_bytes_max);
+        self.fetch_in_flight = Some((now_ms, self.log_end));
+        self.send(leader, PeerMessage::Fetch(request), out);
+    }
+
+    pub(super) fn on_durable(&mut self, offset: Offset, out: &mut Vec<Output>) {
+        let offset = offset.min(self.log_end);
+        if offset <= self.durable {
+            return;
+        }
+        self.durable = offset;
+        match self.role {
+            Role::Leader => self.leader_durable(out),
+            // A report: the leader counts it at once, whatever the data
+            // fetch is waiting for.
+            Role::Follower if self.fetch_in_flight.is_some() => {
+                if let Some(leader) = self.leader {
+                    let report = self.fetch_request(0);
+                    self.send(leader, PeerMessage::Fetch(report), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn truncate(&mut self, to: Offset, out: &mut Vec<Output>) {
+        assert!(to <= self.log_end && to >= self.log_start, "a truncation point outside the log");
+        self.truncating = true;
+        self.log_end = to;
+        self.durable = self.durable.min(to);
+        self.epochs.truncate_to(to);
+        if self.forget_from(to) {
+            self.persist(out);
+        }
+        self.emit(Output::Truncate { to }, out);
+    }
+
+    fn reset(&mut self, log_start: Offset, snapshot: Option<protocol::replica::Config>, out: &mut Vec<Output>) {
+        self.truncating = true;
+        self.log_start = log_start;
+        self.log_end = log_start;
+        self.durable = log_start;
+        self.epochs = EpochCache::new();
+        if let Some(config) = snapshot {
+            self.hard.configs = vec![(log_start, LeaderEpoch(0), config)];
+        } else {
+            self.forget_from(Offset(0));
+        }
+        self.persist(out);
+        self.emit(Output::Reset { log_start }, out);
+    }
+
+    pub(super) fn on_truncated(&mut self, now_ms: u64, log_end: Offset, out: &mut Vec<Output>) {
+        if !self.truncating {
+            return;
+        }
+        assert_eq!(log_end, self.log_end, "the log was cut elsewhere than asked");
+        self.truncating = false;
+        self.fetch_in_flight = None;
+        self.maybe_fetch(now_ms, out);
+    }
+
+    pub(super) fn on_fetch_answer(&mut self, now_ms: u64, from: NodeId, answer: FetchAnswer, out: &mut Vec<Output>) {
+        if answer.epoch > self.hard.epoch {
+            // Only an answer from the epoch's leader names it for sure.
+            let leader = answer.leader.filter(|&l| l != self.me());
+            self.adopt_epoch(now_ms, answer.epoch, leader, out);
+            return;
+        }
+        if answer.epoch < self.hard.epoch || self.role == Role::Leader {
+            return;
+        }
+        let from_leader = answer.error == ErrorCode::NONE || answer.error == ErrorCode::OFFSET_OUT_OF_RANGE;
+        if from_leader {
+            if self.leader != Some(from) {
+                if self.leader.is_some() {
+                    // Two leaders in one epoch cannot be; a stale or wrong
+                    // answer is dropped.
+                    return;
+                }
+                self.become_follower(now_ms, Some(from), out);
+            }
+            self.leader_contact_ms = Some(now_ms);
+            self.reset_election_timer(now_ms);
+        }
+        if answer.report {
+            if answer.error == ErrorCode::NONE && answer.diverging.is_none() {
+                self.follow_high_watermark(answer.high_watermark, answer.fetch_offset, out);
+            }
+            return;
+        }
+        let current = self.fetch_in_flight.is_some_and(|(_, at)| at == answer.fetch_offset)
+            && answer.fetch_offset == self.log_end
+            && !self.truncating;
+        if self.fetch_in_flight.is_some_and(|(_, at)| at == answer.fetch_offset) {
+            self.fetch_in_flight = None;
+        }
+        match (answer.error, answer.diverging) {
+            (ErrorCode::NONE, None) => {
+                let shared = if current {
+                    self.place(&answer, out);
+                    self.log_end
+                } else {
+                    answer.fetch_offset.min(self.log_end)
+                };
+                self.follow_high_watermark(answer.high_watermark, shared, out);
+            }
+            (ErrorCode::NONE, Some((epoch, end))) if current => {
+                // Where the logs part (ADR 24): the only way a replica cuts
+                // its log. No epoch at or below the leader's answer: all of
+                // it parts.
+                let to = truncation_point(&self.epochs, self.log_end, EpochEnd { epoch, end_offset: end })
+                    .unwrap_or(self.log_start);
+                assert!(to < self.log_end, "a diverging answer always cuts something");
+                self.truncate(to, out);
+            }
+            (ErrorCode::OFFSET_OUT_OF_RANGE, _) if current => self.reset(answer.log_start, answer.snapshot, out),
+            (ErrorCode::NOT_LEADER, _) if self.role == Role::Follower && self.leader.is_none_or(|l| l == from) => {
+                let hint = answer.leader.filter(|&l| l != from && l != self.me());
+                self.set_role(Role::Follower, hint, out);
+            }
+            _ => {}
+        }
+        self.maybe_fetch(now_ms, out);
+    }
+
+    /// Places a valid answer's batches after checking they continue the
+    /// log; an answer that does not is dropped whole.
+    fn place(&mut self, answer: &FetchAnswer, out: &mut Vec<Output>) {
+        if answer.batches.is_empty() || answer.diverging.is_some() {
+            return;
+        }
+        let mut at = self.log_end;
+        let mut epoch = self.epochs.latest().map_or(LeaderEpoch(0), |(e, _)| e);
+        for batch in &answer.batches {
+            if batch.base < at || batch.end <= batch.base || batch.epoch < epoch || batch.epoch > answer.epoch {
+                return;
+            }
+            at = batch.end;
+            epoch = batch.epoch;
+        }
+        let mut persist = false;
+        for batch in &answer.batches {
+            self.epochs.assign(batch.epoch, batch.base).expect("checked above");
+            if let Some(control) = &batch.control {
+                persist |= self.take_config(batch.base, batch.epoch, control, out);
+            }
+        }
+        self.log_end = at;
+        if persist {
+            self.persist(out);
+        }
+        let batches: Vec<ReplicaBatch> = answer.batches.clone();
+        self.emit(Output::Append { batches, proposal: None }, out);
+    }
+
+    /// A follower's commit point: the leader's, but never past what this
+    /// log is known to share with the leader's.
+    fn follow_high_watermark(&mut self, leader_hw: Offset, shared: Offset, out: &mut Vec<Output>) {
+        let hw = leader_hw.min(shared);
+        if hw > self.hw && !self.truncating {
+            self.hw = hw;
+            self.trim_configs();
+            out.push(Output::HighWatermark { offset: hw });
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The model simulator (docs/replication.md §9): three to five replicas of
+//! one partition, driven directly, over model disks and a model network
+//! that lose, duplicate, delay and reorder messages, cut links one way,
+//! crash nodes with power loss, pause them and slow their fsyncs. One seed
+//! is one run: every event is folded into a trace hash, and each seed
+//! draws its own mix of faults (swarm testing).
+//!
+//! The invariants (I1–I7) are checked against ground truth after every
+//! event ([`check`]): the disks' durable bytes, not the replicas' beliefs.
+//! A run ends with the faults healed and a liveness check: the cluster
+//! must commit again.
+
+mod check;
+mod disk;
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use protocol::replica::{Config, PeerMessage, ReplicaKey};
+use protocol::types::{Incarnation, LeaderEpoch, NodeId, Offset};
+
+pub use self::check::Violation;
+use self::check::Checker;
+use self::disk::Disk;
+use crate::hard_state::HardState;
+use crate::replica::rng::SplitMix;
+use crate::replica::{Acks, Input, Mutation, Output, Params, ProposalId, ProposeError, ReadMode, Replica, Role};
+
+/// What one run is allowed to do; [`Faults::draw`] picks a mix per seed.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Per message, in thousandths.
+    pub loss_permille: u64,
+    pub duplicate_permille: u64,
+    pub delay_max_ms: u64,
+    /// Mean time between crashes (power loss), between pauses, between
+    /// link cuts; 0: never.
+    pub crash_every_ms: u64,
+    pub pause_every_ms: u64,
+    pub cut_every_ms: u64,
+    /// fdatasync and hard-state write latencies, uniform up to these.
+    pub fsync_max_ms: u64,
+    pub persist_max_ms: u64,
+    /// Batches of the model are this many bytes; fetches take 1–4.
+    pub fetch_batches_max: u32,
+}
+
+impl Faults {
+    /// A seed's own mix: some runs are calm, some hostile in one way.
+    #[must_use]
+    pub(crate) fn draw(rng: &mut SplitMix) -> Faults {
+        let pick = |rng: &mut SplitMix, options: &[u64]| options[usize::try_from(rng.below(options.len() as u64)).expect("small")];
+        Faults {
+            loss_permille: pick(rng, &[0, 0, 10, 50, 200]),
+            duplicate_permille: pick(rng, &[0, 0, 10, 100]),
+            delay_max_ms: pick(rng, &[1, 5, 20, 50]),
+            crash_every_ms: pick(rng, &[0, 3_000, 1_500, 700]),
+            pause_every_ms: pick(rng, &[0, 0, 4_000, 2_000]),
+            cut_every_ms: pick(rng, &[0, 0, 3_000, 1_000]),
+            fsync_max_ms: pick(rng, &[1, 5, 20, 200]),
+            persist_max_ms: pick(rng, &[1, 5, 30]),
+            fetch_batches_max: u32::try_from(1 + rng.below(4)).expect("small"),
+        }
+    }
+}
+
+/// The bytes a model batch stands for.
+const BATCH_BYTES: u32 = 100;
+/// Batches the leader's cache holds (older reads go to "disk").
+const CACHE_BATCHES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct SimSpec {
+    pub seed: u64,
+    pub nodes: u32,
+    /// Virtual time with faults, then healed time for the liveness check.
+    pub faulty_ms: u64,
+    pub healed_ms: u64,
+    pub mutation: Option<Mutation>,
+    /// Prints every event and output (for replaying a failing seed).
+    pub verbose: bool,
+}
+
+impl SimSpec {
+    #[must_use]
+    pub fn new(seed: u64) -> SimSpec {
+        SimSpec { seed, nodes: 3 + u32::try_from(seed % 3).expect("small"), faulty_ms: 20_000, healed_ms: 30_000, mutation: None, verbose: false }
+    }
+}
+
+/// What a run did, for the tests' own sanity checks.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    pub trace: u64,
+    pub events: u64,
+    pub proposals: u64,
+    pub acked_all: u64,
+    pub elections: u64,
+    pub crashes: u64,
+    pub truncations: u64,
+}
+
+#[derive(Debug)]
+enum EventKind {
+    Deliver { from: NodeId, message: PeerMessage },
+    Tick,
+    FsyncDone { target: usize, round: u64 },
+    PersistDone { state: Box<HardState> },
+    TruncateDone { log_end: Offset },
+    DiskReadDone { token: crate::replica::ReadToken, from: Offset, bytes_max: u32 },
+    Crash,
+    Restart,
+    Pause,
+    Propose,
+    Cut,
+}
+
+struct Event {
+    at_ms: u64,
+    seq: u64,
+    node: usize,
+    /// The node's life this event belongs to (a crash ends one).
+    life: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_ms, self.seq) == (other.at_ms, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // A max-heap: the earliest event first.
+        (other.at_ms, other.seq).cmp(&(self.at_ms, self.seq))
+    }
+}
+
+struct Node {
+    id: NodeId,
+    replica: Option<Replica>,
+    life: u64,
+    disk: Disk,
+    paused_until_ms: u64,
+    tick_at_ms: u64,
+    /// Hard-state writes complete in order: the last one's completion.
+    persist_done_ms: u64,
+    /// Disk completions that came while the process was stopped.
+    deferred: Vec<Input>,
+}
+
+pub struct Sim {
+    spec: SimSpec,
+    faults: Faults,
+    rng: SplitMix,
+    now_ms: u64,
+    seq: u64,
+    events: BinaryHeap<Event>,
+    nodes: Vec<Node>,
+    config: Config,
+    /// Directed links cut until then.
+    cuts: BTreeMap<(usize, usize), u64>,
+    checker: Checker,
+    trace: std::collections::hash_map::DefaultHasher,
+    stats: RunStats,
+    next_proposal: u64,
+    /// Proposals in flight: id → (payload, acks).
+    proposals: BTreeMap<ProposalId, (u64, Acks)>,
+    /// The node the client tries first.
+    client_guess: usize,
+    healed: bool,
+}
+
+impl Sim {
+    #[must_use]
+    pub fn new(spec: SimSpec) -> Sim {
+        let mut rng = SplitMix::new(spec.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5eed);
+        let faults = Faults::draw(&mut rng);
+        let keys: Vec<ReplicaKey> = (1..=spec.nodes)
+            .map(|n| ReplicaKey { node: NodeId(n), incarnation: Incarnation(1000 + u64::from(n)) })
+            .collect();
+        let config = Config { voters: keys.clone(), joint: None, learners: vec![] };
+        let nodes = keys
+            .iter()
+            .map(|k| {
+                let hard = HardState {
+                    epoch: LeaderEpoch(0),
+                    voted_for: None,
+                    incarnation: k.incarnation,
+                    initial: true,
+                    configs: vec![(Offset(0), LeaderEpoch(0), config.clone())],
+                    sequence: 0,
+                };
+                Node {
+                    id: k.node,
+                    replica: None,
+                    life: 0,
+                    disk: Disk::new(hard),
+                    paused_until_ms: 0,
+                    tick_at_ms: u64::MAX,
+                    persist_done_ms: 0,
+                    deferred: Vec::new(),
+                }
+            })
+            .collect();
+        let checker = Checker::new(spec.nodes as usize);
+        Sim {
+            spec,
+            faults,
+            rng,
+            now_ms: 0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            nodes,
+            config,
+            cuts: BTreeMap::new(),
+            checker,
+            trace: std::collections::hash_map::DefaultHasher::new(),
+            stats: RunStats::default(),
+            next_proposal: 0,
+            proposals: BTreeMap::new(),
+            client_guess: 0,
+            healed: false,
+        }
+    }
+
+    #[must_use]
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn schedule(&mut self, after_ms: u64, node: usize, kind: EventKind) {
+        self.seq += 1;
+        let life = self.nodes[node].life;
+        self.events.push(Event { at_ms: self.now_ms + after_ms, seq: self.seq, node, life, kind });
+    }
+
+    fn uniform(&mut self, max: u64) -> u64 {
+        self.rng.below(max + 1)
+    }
+
+    fn chance(&mut self, permille: u64) -> bool {
+        permille > 0 && self.rng.below(1000) < permille
+    }
+
+    fn every(&mut self, mean_ms: u64) -> u64 {
+        mean_ms / 2 + self.uniform(mean_ms)
+    }
+
+    /// Runs the whole seed: faults, then healing and the liveness check.
+    pub fn run(mut self) -> Result<RunStats, Violation> {
+        for n in 0..self.nodes.len() {
+            self.start_node(n)?;
+        }
+        self.schedule(10, 0, EventKind::Propose);
+        if self.faults.crash_every_ms > 0 {
+            let after = self.every(self.faults.crash_every_ms);
+            self.schedule(after, 0, EventKind::Crash);
+        }
+        if self.faults.pause_every_ms > 0 {
+            let after = self.every(self.faults.pause_every_ms);
+            self.schedule(after, 0, EventKind::Pause);
+        }
+        if self.faults.cut_every_ms > 0 {
+            let after = self.every(self.faults.cut_every_ms);
+            self.schedule(after, 0, EventKind::Cut);
+        }
+        let end_ms = self.spec.faulty_ms + self.spec.healed_ms;
+        let mut committed_at_heal = None;
+        while let Some(event) = self.events.pop() {
+            if event.at_ms > end_ms {
+                break;
+            }
+            self.now_ms = event.at_ms;
+            if !self.healed && self.now_ms >= self.spec.faulty_ms {
+                self.heal();
+                committed_at_heal = Some(self.checker.committed_end());
+            }
+            self.handle(event)?;
+            self.checker.check_epochs(&self.nodes)?;
+            if self.stats.events.is_multiple_of(500) {
+                Checker::check_log_matching(&self.nodes)?;
+            }
+        }
+        Checker::check_log_matching(&self.nodes)?;
+        let before = committed_at_heal.unwrap_or(Offset(0));
+        if self.checker.committed_end() <= before {
+            return Err(Violation::new(
+                "liveness",
+                format!("nothing committed in {} ms after healing (committed end {before})", self.spec.healed_ms),
+            ));
+        }
+        self.stats.trace = self.trace.finish();
+        Ok(self.stats)
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        self.cuts.clear();
+        for n in 0..self.nodes.len() {
+            self.nodes[n].paused_until_ms = 0;
+            if self.nodes[n].replica.is_none() {
+                self.schedule(0, n, EventKind::Restart);
+            }
+        }
+        self.faults.loss_permille = 0;
+        self.faults.duplicate_permille = 0;
+    }
+
+    fn params(&self, node: NodeId) -> Params {
+        let mut params = Params::new(node, self.spec.seed);
+        params.fetch_bytes_max = BATCH_BYTES * self.faults.fetch_batches_max;
+        params.mutation = self.spec.mutation;
+        params
+    }
+
+    fn start_node(&mut self, n: usize) -> Result<(), Violation> {
+        let params = self.params(self.nodes[n].id);
+        let (hard, view) = self.nodes[n].disk.recover();
+        let mut out = Vec::new();
+        let replica = Replica::open(params, hard, view, self.now_ms, &mut out);
+        self.checker.restarted(n, &replica)?;
+        self.nodes[n].replica = Some(replica);
+        self.nodes[n].tick_at_ms = u64::MAX;
+        self.carry_out(n, out)
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        let n = event.node;
+        self.stats.events += 1;
+        (event.at_ms, n, std::mem::discriminant(&event.kind)).hash(&mut self.trace);
+        if self.spec.verbose {
+            eprintln!("{:>6} node {} <- {:?}", event.at_ms, n + 1, event.kind);
+        }
+        match event.kind {
+            EventKind::Propose => return self.propose(),
+            EventKind::Crash => {
+                self.crash();
+                return Ok(());
+            }
+            EventKind::Pause => {
+                self.pause();
+                return Ok(());
+            }
+            EventKind::Cut => {
+                self.cut();
+                return Ok(());
+            }
+            _ => {}
+        }
+        if event.life != self.nodes[n].life {
+            return Ok(()); // of a life a crash ended
+        }
+        if let EventKind::Restart = event.kind {
+            return if self.nodes[n].replica.is_none() { self.start_node(n) } else { Ok(()) };
+        }
+        // The disk's side happens whatever the process does.
+        let input = match event.kind {
+            EventKind::FsyncDone { target, round } => match self.nodes[n].disk.fsync_done(target, round) {
+                Some(durable) => {
+                    if let Some(next) = self.nodes[n].disk.start_fsync() {
+                        let latency = 1 + self.uniform(self.faults.fsync_max_ms);
+                        self.schedule(latency, n, EventKind::FsyncDone { target: next.0, round: next.1 });
+                    }
+                    Input::Durable { offset: durable }
+                }
+                None => return Ok(()),
+            },
+            EventKind::PersistDone { state } => {
+                let sequence = state.sequence;
+                self.nodes[n].disk.hard = *state;
+                Input::Persisted { sequence }
+            }
+            EventKind::TruncateDone { log_end } => Input::Truncated { log_end },
+            EventKind::DiskReadDone { token, from, bytes_max } => {
+                let result = self.nodes[n].disk.read(from, bytes_max, usize::MAX);
+                Input::ReadDone { token, result }
+            }
+            EventKind::Deliver { from, message } => Input::Message { from, message },
+            EventKind::Tick => {
+                if self.nodes[n].tick_at_ms != event.at_ms {
+                    return Ok(());
+                }
+                self.nodes[n].tick_at_ms = u64::MAX;
+                Input::Tick
+            }
+            EventKind::Propose | EventKind::Crash | EventKind::Pause | EventKind::Cut | EventKind::Restart => {
+                unreachable!("handled above")
+            }
+        };
+        if self.nodes[n].replica.is_none() {
+            return Ok(());
+        }
+        if self.now_ms < self.nodes[n].paused_until_ms {
+            // The process is stopped: it sees this when it runs again.
+            let wait = self.nodes[n].paused_until_ms - self.now_ms;
+            let kind = match input {
+                Input::Message { from, message } => EventKind::Deliver { from, message },
+                Input::Tick => {
+                    self.nodes[n].tick_at_ms = self.nodes[n].paused_until_ms;
+                    EventKind::Tick
+                }
+                other => {
+                    self.nodes[n].deferred.push(other);
+                    self.wake_later(n, wait);
+                    return Ok(());
+                }
+            };
+            self.schedule(wait, n, kind);
+            return Ok(());
+        }
+        self.step(n, input)
+    }
+
+    fn wake_later(&mut self, n: usize, wait: u64) {
+        self.nodes[n].tick_at_ms = self.now_ms + wait;
+        self.schedule(wait, n, EventKind::Tick);
+    }
+
+    fn step(&mut self, n: usize, input: Input) -> Result<(), Violation> {
+        let mut inputs = std::mem::take(&mut self.nodes[n].deferred);
+        inputs.push(input);
+        for input in inputs {
+            let mut out = Vec::new();
+            let replica = self.nodes[n].replica.as_mut().expect("a live node");
+            replica.step(self.now_ms, input, &mut out);
+            self.carry_out(n, out)?;
+        }
+        Ok(())
+    }
+
+    /// Carries out a step's outputs in order, as the driver contract says;
+    /// cache reads are answered at once, as the core's batch cache would.
+    fn carry_out(&mut self, n: usize, out: Vec<Output>) -> Result<(), Violation> {
+        let mut queue: std::collections::VecDeque<Output> = out.into();
+        while let Some(output) = queue.pop_front() {
+            if self.spec.verbose {
+                eprintln!("{:>6} node {} -> {output:?}", self.now_ms, n + 1);
+            }
+            self.checker.output(n, &output, &self.nodes)?;
+            match output {
+                Output::PersistHardState { state } => {
+                    let latency = 1 + self.uniform(self.faults.persist_max_ms);
+                    let done = (self.now_ms + latency).max(self.nodes[n].persist_done_ms);
+                    self.nodes[n].persist_done_ms = done;
+                    let after = done - self.now_ms;
+                    self.schedule(after, n, EventKind::PersistDone { state: Box::new(state) });
+                }
+                Output::Append { batches, proposal: _ } => {
+                    self.nodes[n].disk.append(&batches).map_err(|e| Violation::new("I2", format!("node {}: {e}", n + 1)))?;
+                    if let Some((target, round)) = self.nodes[n].disk.start_fsync() {
+                        let latency = 1 + self.uniform(self.faults.fsync_max_ms);
+                        self.schedule(latency, n, EventKind::FsyncDone { target, round });
+                    }
+                }
+                Output::Truncate { to } => {
+                    self.stats.truncations += 1;
+                    self.nodes[n].disk.truncate(to);
+                    let after = 1 + self.uniform(3);
+                    self.schedule(after, n, EventKind::TruncateDone { log_end: to });
+                }
+                Output::Reset { log_start } => {
+                    self.stats.truncations += 1;
+                    self.nodes[n].disk.reset(log_start);
+                    let after = 1 + self.uniform(3);
+                    self.schedule(after, n, EventKind::TruncateDone { log_end: log_start });
+                }
+                Output::Read { token, from, bytes_max, mode } => match mode {
+                    ReadMode::CacheOnly => {
+                        let result = self.nodes[n].disk.read(from, bytes_max, CACHE_BATCHES);
+                        let mut more = Vec::new();
+                        let replica = self.nodes[n].replica.as_mut().expect("a live node");
+                        replica.step(self.now_ms, Input::ReadDone { token, result }, &mut more);
+                        for o in more.into_iter().rev() {
+                            queue.push_front(o);
+                        }
+                    }
+                    ReadMode::Disk => {
+                        let after = 1 + self.uniform(20);
+                        self.schedule(after, n, EventKind::DiskReadDone { token, from, bytes_max });
+                    }
+                },
+                Output::Send { to, message } => self.send(n, to, &message),
+                Output::Ack { proposal, base } => {
+                    if let Some((payload, Acks::All)) = self.proposals.remove(&proposal) {
+                        self.stats.acked_all += 1;
+                        self.checker.acked(payload, base)?;
+                    }
+                }
+                Output::Fail { proposal, error } => {
+                    self.proposals.remove(&proposal);
+                    if let ProposeError::NotLeader { leader: Some(l), .. } = error {
+                        self.client_guess = (l.0 - 1) as usize;
+                    } else {
+                        self.client_guess = usize::try_from(self.rng.below(self.nodes.len() as u64)).expect("small");
+                    }
+                }
+                Output::RoleChanged { role, .. } => {
+                    if role == Role::Leader {
+                        self.stats.elections += 1;
+                        self.client_guess = n;
+                    }
+                }
+                Output::HighWatermark { .. } | Output::ConfigChanged { .. } => {}
+            }
+        }
+        let deadline = self.nodes[n].replica.as_ref().map_or(u64::MAX, Replica::next_deadline_ms);
+        if deadline < self.nodes[n].tick_at_ms {
+            let at = deadline.max(self.now_ms + 1);
+            self.nodes[n].tick_at_ms = at;
+            self.schedule(at - self.now_ms, n, EventKind::Tick);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, n: usize, to: NodeId, message: &PeerMessage) {
+        let dest = (to.0 - 1) as usize;
+        if self.cuts.get(&(n, dest)).is_some_and(|&until| until > self.now_ms) {
+            return;
+        }
+        let copies = if self.chance(self.faults.duplicate_permille) { 2 } else { 1 };
+        for _ in 0..copies {
+            if self.chance(self.faults.loss_permille) {
+                continue;
+            }
+            let delay = self.uniform(self.faults.delay_max_ms);
+            let from = self.nodes[n].id;
+            self.schedule(delay, dest, EventKind::Deliver { from, message: message.clone() });
+        }
+    }
+
+    fn propose(&mut self) -> Result<(), Violation> {
+        let after = 5 + self.uniform(25);
+        self.schedule(after, 0, EventKind::Propose);
+        let n = self.client_guess;
+        if self.nodes[n].replica.is_none() || self.now_ms < self.nodes[n].paused_until_ms {
+            self.client_guess = usize::try_from(self.rng.below(self.nodes.len() as u64)).expect("small");
+            return Ok(());
+        }
+        self.stats.proposals += 1;
+        self.next_proposal += 1;
+        let payload = self.next_proposal;
+        let acks = match self.rng.below(4) {
+            0 => Acks::None,
+            1 => Acks::Leader,
+            _ => Acks::All,
+        };
+        let id = ProposalId(payload);
+        self.proposals.insert(id, (payload, acks));
+        let records = u32::try_from(1 + self.rng.below(3)).expect("small");
+        let batch = Bytes::copy_from_slice(&payload.to_le_bytes());
+        self.step(n, Input::Propose { id, batch, records, acks })
+    }
+
+    fn random_node(&mut self) -> usize {
+        usize::try_from(self.rng.below(self.nodes.len() as u64)).expect("small")
+    }
+
+    fn crash(&mut self) {
+        if self.healed {
+            return;
+        }
+        let after = self.every(self.faults.crash_every_ms);
+        self.schedule(after, 0, EventKind::Crash);
+        let n = self.random_node();
+        if self.nodes[n].replica.is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        let keep = self.rng.next();
+        self.nodes[n].disk.power_loss(keep);
+        self.nodes[n].replica = None;
+        self.nodes[n].life += 1;
+        self.nodes[n].paused_until_ms = 0;
+        self.nodes[n].persist_done_ms = 0;
+        self.nodes[n].deferred.clear();
+        self.checker.crashed(n);
+        let down = 50 + self.uniform(2_000);
+        self.schedule(down, n, EventKind::Restart);
+    }
+
+    fn pause(&mut self) {
+        if self.healed {
+            return;
+        }
+        let after = self.every(self.faults.pause_every_ms);
+        self.schedule(after, 0, EventKind::Pause);
+        let n = self.random_node();
+        let for_ms = 150 + self.uniform(1_800);
+        self.nodes[n].paused_until_ms = self.now_ms + for_ms;
+    }
+
+    fn cut(&mut self) {
+        if self.healed {
+            return;
+        }
+        let after = self.every(self.faults.cut_every_ms);
+        self.schedule(after, 0, EventKind::Cut);
+        let a = self.random_node();
+        let until = self.now_ms + 500 + self.uniform(4_000);
+        if self.rng.below(2) == 0 {
+            // One way.
+            let b = (a + 1 + self.random_node() % (self.nodes.len() - 1)) % self.nodes.len();
+            self.cuts.insert((a, b), until);
+        } else {
+            // Isolated both ways.
+            for b in 0..self.nodes.len() {
+                if b != a {
+                    self.cuts.insert((a, b), until);
+                    self.cuts.insert((b, a), until);
+                }
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests;
