@@ -29,6 +29,11 @@ newtype!(
     Offset(u64)
 );
 newtype!(
+    /// A topic, for as long as it lives: given when it is created, never
+    /// reused. 0 is the cluster's metadata partition (docs/replication.md §6).
+    TopicId(u64)
+);
+newtype!(
     /// A partition of a stream.
     PartitionId(u32)
 );
@@ -62,6 +67,32 @@ newtype!(
     /// Per-producer, per-partition sequence number of a batch's first record.
     Sequence(i32)
 );
+
+/// One partition of one topic: two integers, so a lookup hashes no string.
+/// On the replication wire it is `topic_id u64, partition u32` (`tp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TopicPartition {
+    pub topic: TopicId,
+    pub partition: PartitionId,
+}
+
+impl TopicPartition {
+    #[must_use]
+    pub const fn new(topic: u64, partition: u32) -> TopicPartition {
+        TopicPartition { topic: TopicId(topic), partition: PartitionId(partition) }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+impl TopicId {
+    /// The metadata partition's topic (the controller, ADR 25).
+    pub const METADATA: TopicId = TopicId(0);
+}
 
 impl Offset {
     #[must_use]

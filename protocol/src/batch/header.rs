@@ -99,13 +99,27 @@ impl BrokerFlags {
     /// Every record's timestamp is the batch's append time
     /// (`message.timestamp.type = LogAppendTime`).
     pub const LOG_APPEND_TIME: u8 = 1 << 0;
-    pub const KNOWN: u8 = Self::LOG_APPEND_TIME;
+    /// A control batch of replication (docs/replication.md §3): one record
+    /// whose key is the control type, never served to clients. Set only by
+    /// [`stamp_control`], never by [`stamp`], so a producer cannot make one.
+    pub const CONTROL: u8 = 1 << 1;
+    /// Every bit this build reads; a batch with any other is refused
+    /// ([`BatchError::UnsupportedFlags`]).
+    pub const KNOWN: u8 = Self::LOG_APPEND_TIME | Self::CONTROL;
 
     #[must_use]
     pub fn log_append_time(self) -> bool {
         self.0 & Self::LOG_APPEND_TIME != 0
     }
+
+    #[must_use]
+    pub fn control(self) -> bool {
+        self.0 & Self::CONTROL != 0
+    }
 }
+
+/// `broker_flags` bit 1: a control batch ([`BrokerFlags::CONTROL`]).
+pub const BROKER_FLAG_CONTROL: u8 = BrokerFlags::CONTROL;
 
 /// What follows the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -208,6 +222,12 @@ impl BatchHeader {
     #[must_use]
     pub fn next_offset(&self) -> Offset {
         self.last_offset().next()
+    }
+
+    /// Whether this is a control batch of replication (version 2 only).
+    #[must_use]
+    pub fn is_control(&self) -> bool {
+        self.version == BATCH_VERSION && self.broker_flags.control()
     }
 
     /// Whether every record's timestamp is the append time.
@@ -453,6 +473,19 @@ pub fn stamp(bytes: &mut [u8], stamp: &Stamp) {
         bytes[v2::BROKER_FLAGS] = if stamp.log_append_time { BrokerFlags::LOG_APPEND_TIME } else { 0 };
         reseal_header(bytes);
     }
+}
+
+/// Stamps a version 2 batch as [`stamp`] does and marks it as a control
+/// batch ([`BrokerFlags::CONTROL`]): for control batches the broker builds
+/// itself (`replica::control::build_batch`), never for a producer's.
+pub fn stamp_control(bytes: &mut [u8], stamp: &Stamp) {
+    assert!(bytes.len() >= BATCH_HEADER_BYTES && u16_at(bytes, VERSION) == BATCH_VERSION, "a version 2 batch");
+    put(bytes, BASE_OFFSET, &stamp.base_offset.0.to_le_bytes());
+    put(bytes, LEADER_EPOCH, &stamp.leader_epoch.0.to_le_bytes());
+    put(bytes, v2::APPEND_TIME, &stamp.append_time.0.to_le_bytes());
+    let time = if stamp.log_append_time { BrokerFlags::LOG_APPEND_TIME } else { 0 };
+    bytes[v2::BROKER_FLAGS] = time | BrokerFlags::CONTROL;
+    reseal_header(bytes);
 }
 
 /// Sets only the base offset (and, in version 2, the header CRC): for

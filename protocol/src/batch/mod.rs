@@ -18,8 +18,8 @@ pub use encoder::{BatchEncoder, HeaderRef, RecordRef};
 pub use error::BatchError;
 pub use header::{
     Attributes, BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_MIN, BATCH_HEADER_BYTES_V1, BATCH_MAGIC, BATCH_VERSION,
-    BATCH_VERSION_V1, BatchHeader, BrokerFlags, NOT_APPENDED, PayloadFormat, Stamp, header_bytes_of, patch_base_offset,
-    stamp,
+    BATCH_VERSION_V1, BROKER_FLAG_CONTROL, BatchHeader, BrokerFlags, NOT_APPENDED, PayloadFormat, Stamp,
+    header_bytes_of, patch_base_offset, stamp, stamp_control,
 };
 pub use record::{ArchivedRecord, ArchivedRecordHeader, Record, RecordHeader};
 pub use view::{BatchView, RecordStats, validate_batch, validate_records};

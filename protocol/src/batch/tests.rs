@@ -224,3 +224,52 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_control_flag_is_read_and_every_other_unknown_flag_still_refused() {
+    let reseal = |bytes: &mut Vec<u8>| {
+        let crc = crc32c::crc32c(&bytes[..36]);
+        bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+    };
+    for flags in [BROKER_FLAG_CONTROL, BROKER_FLAG_CONTROL | BrokerFlags::LOG_APPEND_TIME] {
+        let mut bytes = golden_batch();
+        bytes[23] = flags;
+        reseal(&mut bytes);
+        let header = validate_batch(&bytes).unwrap().header;
+        assert!(header.is_control());
+        assert_eq!(header.log_append_time(), flags & BrokerFlags::LOG_APPEND_TIME != 0);
+    }
+    for bit in 2..8 {
+        let mut bytes = golden_batch();
+        bytes[23] = BROKER_FLAG_CONTROL | 1 << bit;
+        reseal(&mut bytes);
+        let e = validate_batch(&bytes).unwrap_err();
+        assert_eq!(e, BatchError::UnsupportedFlags { flags: BROKER_FLAG_CONTROL | 1 << bit });
+        assert!(e.is_unknown_format(), "an intact batch of a newer broker, never cut by recovery");
+    }
+    assert!(!validate_batch(&golden_batch()).unwrap().header.is_control());
+}
+
+#[test]
+fn only_stamp_control_makes_a_control_batch() {
+    let s = Stamp {
+        base_offset: Offset(9),
+        leader_epoch: LeaderEpoch(2),
+        append_time: Timestamp(7),
+        log_append_time: false,
+    };
+    // A producer that sets the flag itself: the log's stamp clears it.
+    let mut bytes = golden_batch();
+    bytes[23] = BROKER_FLAG_CONTROL;
+    stamp(&mut bytes, &s);
+    assert!(!validate_batch(&bytes).unwrap().header.is_control());
+    stamp_control(&mut bytes, &s);
+    let header = validate_batch(&bytes).unwrap().header;
+    assert!(header.is_control() && !header.log_append_time());
+    assert_eq!(
+        (header.base_offset, header.leader_epoch, header.append_time),
+        (Offset(9), LeaderEpoch(2), Timestamp(7))
+    );
+    assert_eq!(bytes[32..36], golden_batch()[32..36], "the body CRC is untouched");
+    assert_eq!(bytes[40..], golden_batch()[40..], "the body is untouched");
+}

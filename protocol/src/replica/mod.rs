@@ -5,11 +5,49 @@
 //! ever sees its own partition's entry, so these types carry no topic,
 //! partition or frame fields. `last_fetched_epoch`, `last_epoch` and
 //! `diverging` are `Option`s here and `-1` on the wire.
+//!
+//! The wire codec of §4 is in the submodules: [`frame`] (the 24-byte
+//! header, [`Kind`], [`frame::split`]), the bodies of each kind carrying
+//! many partitions' entries ([`FetchFrame`], [`FetchResponseFrame`],
+//! [`VoteFrame`], [`VoteResponseFrame`], [`EpochFrame`], [`Handshake`],
+//! [`ControllerCall`], [`FetchSnapshot`]), [`Frame`] and [`Body`] over
+//! them, and [`control`] (control batches and their bodies, §3).
 
 use bytes::Bytes;
 
 use crate::ErrorCode;
 use crate::types::{Incarnation, LeaderEpoch, NodeId, Offset};
+
+mod body;
+pub mod control;
+mod controller;
+mod epoch;
+mod error;
+mod fetch;
+pub mod frame;
+mod handshake;
+mod snapshot;
+mod vote;
+mod wire;
+
+pub use body::{Body, Frame, FrameDecodeError};
+pub use controller::{ControllerCall, ControllerCallResponse};
+pub use epoch::{BeginEpochFrame, EPOCH_ENTRY_BYTES, EpochFrame, StartElectionFrame};
+pub use error::{BatchesError, BodyError, ControlError};
+pub use fetch::{
+    FETCH_ANSWER_ENTRY_BYTES_MIN, FETCH_ENTRY_BYTES, FETCH_FLAG_REPORT, FetchFrame, FetchResponseFrame, read_batches,
+};
+pub use frame::{
+    FRAME_BYTES_MAX, FRAME_ENTRIES_MAX, FRAME_HEADER_BYTES, FrameError, FrameHeader, FramingLost, Kind, Split,
+};
+pub use handshake::{CLUSTER_ID_BYTES, Handshake};
+pub use snapshot::{FetchSnapshot, FetchSnapshotResponse};
+pub use vote::{
+    PreVoteFrame, PreVoteResponseFrame, VOTE_ANSWER_ENTRY_BYTES, VOTE_ENTRY_BYTES, VoteFrame, VoteResponseFrame,
+};
+
+#[cfg(test)]
+mod tests;
 
 /// A replica: its node and the incarnation of its state there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
