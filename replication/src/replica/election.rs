@@ -37,7 +37,8 @@ impl Replica {
 
     fn voter_peers(&self) -> Vec<NodeId> {
         let me = self.me();
-        let mut peers: Vec<NodeId> = self.config().voter_sets().flatten().map(|k| k.node).filter(|&n| n != me).collect();
+        let mut peers: Vec<NodeId> =
+            self.config().voter_sets().flatten().map(|k| k.node).filter(|&n| n != me).collect();
         peers.sort_unstable();
         peers.dedup();
         peers
@@ -82,7 +83,13 @@ impl Replica {
     }
 
     fn vote_answer(&self, asked: LeaderEpoch, granted: bool) -> VoteAnswer {
-        VoteAnswer { error: ErrorCode::NONE, epoch: self.hard.epoch, asked, incarnation: self.hard.incarnation, granted }
+        VoteAnswer {
+            error: ErrorCode::NONE,
+            epoch: self.hard.epoch,
+            asked,
+            incarnation: self.hard.incarnation,
+            granted,
+        }
     }
 
     pub(super) fn on_pre_vote(&mut self, now_ms: u64, from: NodeId, request: VoteRequest, out: &mut Vec<Output>) {

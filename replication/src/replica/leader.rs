@@ -11,7 +11,6 @@ use protocol::ErrorCode;
 use protocol::replica::{Control, FetchAnswer, FetchRequest, PeerMessage, ReplicaBatch};
 use protocol::types::{Incarnation, NodeId, Offset};
 
-
 use super::{Acks, Mutation, Output, ProposalId, ProposeError, ReadMode, ReadResult, ReadToken, Replica, Role};
 use crate::config::ConfigExt;
 use crate::reconcile::{FetchPosition, check_fetch};
@@ -84,7 +83,8 @@ impl Replica {
             transfer: None,
         });
         self.set_role(Role::Leader, Some(self.me()), out);
-        let control = Control::LeaderChange { epoch: self.hard.epoch, leader: self.me(), config: self.config().clone() };
+        let control =
+            Control::LeaderChange { epoch: self.hard.epoch, leader: self.me(), config: self.config().clone() };
         let batch = ReplicaBatch {
             base: epoch_start,
             end: epoch_start.next(),
@@ -137,7 +137,9 @@ impl Replica {
     ) {
         assert!(records > 0, "a batch takes at least one offset");
         let refusal = match &self.leading {
-            _ if self.role != Role::Leader => Some(ProposeError::NotLeader { leader: self.leader, epoch: self.hard.epoch }),
+            _ if self.role != Role::Leader => {
+                Some(ProposeError::NotLeader { leader: self.leader, epoch: self.hard.epoch })
+            }
             Some(l) if l.transfer.is_some() => {
                 Some(ProposeError::NotLeader { leader: l.transfer.map(|t| t.0), epoch: self.hard.epoch })
             }
@@ -255,13 +257,8 @@ impl Replica {
             self.send(from, PeerMessage::FetchAnswer(answer), out);
             return;
         }
-        let position = check_fetch(
-            &self.epochs,
-            self.log_start,
-            self.log_end,
-            request.fetch_offset,
-            request.last_fetched_epoch,
-        );
+        let position =
+            check_fetch(&self.epochs, self.log_start, self.log_end, request.fetch_offset, request.last_fetched_epoch);
         match position {
             FetchPosition::Valid => {}
             FetchPosition::Diverging(end) => {

@@ -90,10 +90,17 @@ fn a_single_voter_leads_once_its_vote_is_durable_and_commits_only_durable_offset
 fn a_vote_answer_waits_for_the_vote_to_be_durable() {
     let (mut r, _) = open(2, 3, LogView::default());
     let mut out = Vec::new();
-    let request =
-        VoteRequest { epoch: LeaderEpoch(1), incarnation: key(1).incarnation, last_epoch: None, log_end: Offset(0), transfer: false };
+    let request = VoteRequest {
+        epoch: LeaderEpoch(1),
+        incarnation: key(1).incarnation,
+        last_epoch: None,
+        log_end: Offset(0),
+        transfer: false,
+    };
     r.step(5, Input::Message { from: NodeId(1), message: PeerMessage::Vote(request) }, &mut out);
-    assert!(matches!(out.iter().rev().find(|o| matches!(o, Output::PersistHardState { .. })), Some(Output::PersistHardState { state }) if state.voted_for == Some(NodeId(1))));
+    assert!(
+        matches!(out.iter().rev().find(|o| matches!(o, Output::PersistHardState { .. })), Some(Output::PersistHardState { state }) if state.voted_for == Some(NodeId(1)))
+    );
     assert!(sends(&out).is_empty(), "a vote left before it was durable: {out:?}");
     out.clear();
     persisted_all(&mut r, 6, &mut out);
@@ -132,8 +139,13 @@ fn one_vote_per_epoch_and_only_for_a_log_at_least_as_complete() {
 fn a_pre_vote_changes_nothing_durable() {
     let (mut r, _) = open(2, 3, LogView::default());
     let mut out = Vec::new();
-    let request =
-        VoteRequest { epoch: LeaderEpoch(1), incarnation: key(1).incarnation, last_epoch: None, log_end: Offset(0), transfer: false };
+    let request = VoteRequest {
+        epoch: LeaderEpoch(1),
+        incarnation: key(1).incarnation,
+        last_epoch: None,
+        log_end: Offset(0),
+        transfer: false,
+    };
     r.step(5, Input::Message { from: NodeId(1), message: PeerMessage::PreVote(request) }, &mut out);
     assert_eq!(r.epoch(), LeaderEpoch(0));
     assert!(!out.iter().any(|o| matches!(o, Output::PersistHardState { .. })));
@@ -144,7 +156,11 @@ fn a_pre_vote_changes_nothing_durable() {
 fn follower(batches: &[ReplicaBatch], epoch: u32) -> Replica {
     let (mut r, _) = open(2, 3, view_of(batches));
     let mut out = Vec::new();
-    r.step(1, Input::Message { from: NodeId(1), message: PeerMessage::BeginEpoch { epoch: LeaderEpoch(epoch) } }, &mut out);
+    r.step(
+        1,
+        Input::Message { from: NodeId(1), message: PeerMessage::BeginEpoch { epoch: LeaderEpoch(epoch) } },
+        &mut out,
+    );
     persisted_all(&mut r, 2, &mut out);
     r
 }
@@ -179,7 +195,9 @@ fn a_diverged_follower_cuts_where_the_epochs_part_not_at_its_high_watermark() {
     assert!(sends(&out).is_empty(), "{out:?}");
     out.clear();
     r.step(4, Input::Truncated { log_end: Offset(6) }, &mut out);
-    assert!(matches!(&sends(&out)[..], [(NodeId(1), PeerMessage::Fetch(f))] if f.fetch_offset == Offset(6) && f.last_fetched_epoch == Some(LeaderEpoch(2))));
+    assert!(
+        matches!(&sends(&out)[..], [(NodeId(1), PeerMessage::Fetch(f))] if f.fetch_offset == Offset(6) && f.last_fetched_epoch == Some(LeaderEpoch(2)))
+    );
 }
 
 #[test]

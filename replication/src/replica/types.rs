@@ -64,21 +64,40 @@ pub enum Admin {
 pub enum Input {
     /// Time passed; the machine's timers run.
     Tick,
-    Message { from: NodeId, message: PeerMessage },
+    Message {
+        from: NodeId,
+        message: PeerMessage,
+    },
     /// A producer's batch of `records` offsets, not yet stamped.
-    Propose { id: ProposalId, batch: Bytes, records: u32, acks: Acks },
+    Propose {
+        id: ProposalId,
+        batch: Bytes,
+        records: u32,
+        acks: Acks,
+    },
     /// The log's durable offset advanced (the flush policy holds it).
-    Durable { offset: Offset },
+    Durable {
+        offset: Offset,
+    },
     /// A `Truncate` or `Reset` finished; the log ends at `log_end`.
-    Truncated { log_end: Offset },
-    ReadDone { token: ReadToken, result: ReadResult },
+    Truncated {
+        log_end: Offset,
+    },
+    ReadDone {
+        token: ReadToken,
+        result: ReadResult,
+    },
     /// The hard state of that sequence (and every one before) is durable.
-    Persisted { sequence: u64 },
+    Persisted {
+        sequence: u64,
+    },
     /// The log is poisoned or closed: nothing of it can be trusted to
     /// progress until it reopens.
     LogFailed,
     /// Recovery ran again after a failure.
-    LogReopened { view: LogView },
+    LogReopened {
+        view: LogView,
+    },
     Admin(Admin),
 }
 
@@ -107,23 +126,55 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Write `raft.state`, then give `Persisted { sequence }`.
-    PersistHardState { state: HardState },
+    PersistHardState {
+        state: HardState,
+    },
     /// Place these batches at their offsets, stamped with their epochs,
     /// in this order. A leader's proposals and control batches are built
     /// here, a follower's come from its leader.
-    Append { batches: Vec<ReplicaBatch>, proposal: Option<ProposalId> },
+    Append {
+        batches: Vec<ReplicaBatch>,
+        proposal: Option<ProposalId>,
+    },
     /// Cut the log to end at `to`, then give `Truncated`.
-    Truncate { to: Offset },
+    Truncate {
+        to: Offset,
+    },
     /// Empty the log and start it at `log_start`, then give `Truncated`.
-    Reset { log_start: Offset },
-    Read { token: ReadToken, from: Offset, bytes_max: u32, mode: ReadMode },
-    Send { to: NodeId, message: PeerMessage },
+    Reset {
+        log_start: Offset,
+    },
+    Read {
+        token: ReadToken,
+        from: Offset,
+        bytes_max: u32,
+        mode: ReadMode,
+    },
+    Send {
+        to: NodeId,
+        message: PeerMessage,
+    },
     /// The commit point advanced (consumers may read below it).
-    HighWatermark { offset: Offset },
-    Ack { proposal: ProposalId, base: Offset },
-    Fail { proposal: ProposalId, error: ProposeError },
-    RoleChanged { role: Role, epoch: LeaderEpoch, leader: Option<NodeId> },
-    ConfigChanged { config: Config, committed: bool },
+    HighWatermark {
+        offset: Offset,
+    },
+    Ack {
+        proposal: ProposalId,
+        base: Offset,
+    },
+    Fail {
+        proposal: ProposalId,
+        error: ProposeError,
+    },
+    RoleChanged {
+        role: Role,
+        epoch: LeaderEpoch,
+        leader: Option<NodeId>,
+    },
+    ConfigChanged {
+        config: Config,
+        committed: bool,
+    },
 }
 
 /// Known bugs the simulator must catch (docs/replication.md §9,

@@ -77,7 +77,12 @@ impl Checker {
         if replica.epoch() < self.sent_epoch[n] {
             return Err(Violation::new(
                 "I2",
-                format!("node {} reopened at epoch {} after sending in epoch {}", n + 1, replica.epoch(), self.sent_epoch[n]),
+                format!(
+                    "node {} reopened at epoch {} after sending in epoch {}",
+                    n + 1,
+                    replica.epoch(),
+                    self.sent_epoch[n]
+                ),
             ));
         }
         Ok(())
@@ -115,7 +120,10 @@ impl Checker {
                 if let Some(&other) = self.leaders.get(epoch)
                     && other != n
                 {
-                    return Err(Violation::new("I1", format!("nodes {} and {} both lead epoch {epoch}", other + 1, n + 1)));
+                    return Err(Violation::new(
+                        "I1",
+                        format!("nodes {} and {} both lead epoch {epoch}", other + 1, n + 1),
+                    ));
                 }
                 self.leaders.insert(*epoch, n);
             }
@@ -208,7 +216,10 @@ impl Checker {
     pub(super) fn acked(&self, payload: u64, base: Offset) -> Result<(), Violation> {
         match self.committed.get(&base) {
             Some(b) if b.bytes.as_ref() == payload.to_le_bytes() => Ok(()),
-            _ => Err(Violation::new("I7", format!("proposal {payload} acknowledged at {base}, which is not committed there"))),
+            _ => Err(Violation::new(
+                "I7",
+                format!("proposal {payload} acknowledged at {base}, which is not committed there"),
+            )),
         }
     }
 
@@ -218,15 +229,17 @@ impl Checker {
         for a in 0..nodes.len() {
             for b in a + 1..nodes.len() {
                 let (x, y) = (&nodes[a].disk.batches, &nodes[b].disk.batches);
-                let Some(last) = x.iter().rev().find(|bx| find(y, bx.base).is_some_and(|by| by.epoch == bx.epoch)) else {
+                let Some(last) = x.iter().rev().find(|bx| find(y, bx.base).is_some_and(|by| by.epoch == bx.epoch))
+                else {
                     continue;
                 };
                 let start = nodes[a].disk.log_start.max(nodes[b].disk.log_start);
-                let below = |v: &[ReplicaBatch]| -> Vec<ReplicaBatch> {
-                    v.iter().filter(|t| t.base >= start && t.base <= last.base).cloned().collect()
+                let range = |v: &[ReplicaBatch]| {
+                    let from = v.partition_point(|t| t.base < start);
+                    from..v.partition_point(|t| t.base <= last.base).max(from)
                 };
-                let (px, py) = (below(x), below(y));
-                if px.len() != py.len() || px.iter().zip(&py).any(|(p, q)| !same(p, q)) {
+                let (px, py) = (&x[range(x)], &y[range(y)]);
+                if px.len() != py.len() || px.iter().zip(py).any(|(p, q)| !same(p, q)) {
                     return Err(Violation::new(
                         "I3",
                         format!(

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use protocol::replica::{Config, PeerMessage, ReplicaKey};
 use protocol::types::{Incarnation, LeaderEpoch, NodeId, Offset};
 
-pub use self::check::Violation;
 use self::check::Checker;
+pub use self::check::Violation;
 use self::disk::Disk;
 use crate::hard_state::HardState;
 use crate::replica::rng::SplitMix;
@@ -50,7 +50,9 @@ impl Faults {
     /// A seed's own mix: some runs are calm, some hostile in one way.
     #[must_use]
     pub(crate) fn draw(rng: &mut SplitMix) -> Faults {
-        let pick = |rng: &mut SplitMix, options: &[u64]| options[usize::try_from(rng.below(options.len() as u64)).expect("small")];
+        let pick = |rng: &mut SplitMix, options: &[u64]| {
+            options[usize::try_from(rng.below(options.len() as u64)).expect("small")]
+        };
         Faults {
             loss_permille: pick(rng, &[0, 0, 10, 50, 200]),
             duplicate_permille: pick(rng, &[0, 0, 10, 100]),
@@ -67,6 +69,8 @@ impl Faults {
 
 /// The bytes a model batch stands for.
 const BATCH_BYTES: u32 = 100;
+/// The liveness budget after healing, per offset not yet committed.
+const CATCH_UP_MS_PER_OFFSET: u64 = 150;
 /// Batches the leader's cache holds (older reads go to "disk").
 const CACHE_BATCHES: usize = 8;
 
@@ -85,7 +89,14 @@ pub struct SimSpec {
 impl SimSpec {
     #[must_use]
     pub fn new(seed: u64) -> SimSpec {
-        SimSpec { seed, nodes: 3 + u32::try_from(seed % 3).expect("small"), faulty_ms: 20_000, healed_ms: 30_000, mutation: None, verbose: false }
+        SimSpec {
+            seed,
+            nodes: 3 + u32::try_from(seed % 3).expect("small"),
+            faulty_ms: 20_000,
+            healed_ms: 30_000,
+            mutation: None,
+            verbose: false,
+        }
     }
 }
 
@@ -272,7 +283,7 @@ impl Sim {
             let after = self.every(self.faults.cut_every_ms);
             self.schedule(after, 0, EventKind::Cut);
         }
-        let end_ms = self.spec.faulty_ms + self.spec.healed_ms;
+        let mut end_ms = self.spec.faulty_ms + self.spec.healed_ms;
         let mut committed_at_heal = None;
         while let Some(event) = self.events.pop() {
             if event.at_ms > end_ms {
@@ -282,6 +293,11 @@ impl Sim {
             if !self.healed && self.now_ms >= self.spec.faulty_ms {
                 self.heal();
                 committed_at_heal = Some(self.checker.committed_end());
+                // A backlog to replicate first: small fetches move one batch
+                // per round trip (≤ 50 ms each way, a disk read, a tick).
+                let log_end_max = self.nodes.iter().map(|n| n.disk.end().0).max().unwrap_or(0);
+                let backlog = log_end_max.saturating_sub(self.checker.committed_end().0);
+                end_ms += backlog * CATCH_UP_MS_PER_OFFSET;
             }
             self.handle(event)?;
             self.checker.check_epochs(&self.nodes)?;
@@ -294,7 +310,10 @@ impl Sim {
         if self.checker.committed_end() <= before {
             return Err(Violation::new(
                 "liveness",
-                format!("nothing committed in {} ms after healing (committed end {before})", self.spec.healed_ms),
+                format!(
+                    "nothing committed in {} ms after healing (committed end {before})",
+                    end_ms - self.spec.faulty_ms
+                ),
             ));
         }
         self.stats.trace = self.trace.finish();
@@ -454,7 +473,10 @@ impl Sim {
                     self.schedule(after, n, EventKind::PersistDone { state: Box::new(state) });
                 }
                 Output::Append { batches, proposal: _ } => {
-                    self.nodes[n].disk.append(&batches).map_err(|e| Violation::new("I2", format!("node {}: {e}", n + 1)))?;
+                    self.nodes[n]
+                        .disk
+                        .append(&batches)
+                        .map_err(|e| Violation::new("I2", format!("node {}: {e}", n + 1)))?;
                     if let Some((target, round)) = self.nodes[n].disk.start_fsync() {
                         let latency = 1 + self.uniform(self.faults.fsync_max_ms);
                         self.schedule(latency, n, EventKind::FsyncDone { target, round });

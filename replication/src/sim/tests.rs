@@ -20,7 +20,7 @@ fn run(seed: u64, mutation: Option<Mutation>) -> Result<super::RunStats, Violati
 #[test]
 fn every_seed_keeps_the_invariants_and_commits_again_after_healing() {
     let (mut acked, mut elections, mut crashes, mut truncations) = (0, 0, 0, 0);
-    for seed in seeds(0..48) {
+    for seed in seeds(0..500) {
         let result = std::panic::catch_unwind(|| run(seed, None)).unwrap_or_else(|_| panic!("seed {seed} panicked"));
         match result {
             Ok(stats) => {
@@ -34,7 +34,10 @@ fn every_seed_keeps_the_invariants_and_commits_again_after_healing() {
     }
     // The runs did what they are for: commits, failovers, crashes and
     // logs that had to be cut.
-    assert!(acked > 1_000 && elections > 48 && crashes > 20 && truncations > 0, "{acked} {elections} {crashes} {truncations}");
+    assert!(
+        acked > 1_000 && elections > 500 && crashes > 200 && truncations > 0,
+        "{acked} {elections} {crashes} {truncations}"
+    );
 }
 
 #[test]
@@ -53,7 +56,10 @@ fn same_seed_same_trace() {
 fn caught(mutation: Mutation, invariants: &[&str], seeds_max: u64) {
     for seed in 0..seeds_max {
         if let Err(v) = run(seed, Some(mutation)) {
-            assert!(invariants.contains(&v.invariant), "{mutation:?} broke {v} (seed {seed}), not one of {invariants:?}");
+            assert!(
+                invariants.contains(&v.invariant),
+                "{mutation:?} broke {v} (seed {seed}), not one of {invariants:?}"
+            );
             eprintln!("{mutation:?} caught at seed {seed}: {v}");
             return;
         }
@@ -63,22 +69,22 @@ fn caught(mutation: Mutation, invariants: &[&str], seeds_max: u64) {
 
 #[test]
 fn truncating_to_the_high_watermark_is_caught() {
-    caught(Mutation::TruncateToHighWatermark, &["I6", "I7"], 200);
+    caught(Mutation::TruncateToHighWatermark, &["I6", "I7"], 500);
 }
 
 #[test]
 fn acknowledging_before_fsync_is_caught() {
-    caught(Mutation::AckBeforeFsync, &["I4", "I7"], 200);
+    caught(Mutation::AckBeforeFsync, &["I4", "I7"], 500);
 }
 
 #[test]
 fn voting_before_persisting_the_vote_is_caught() {
-    caught(Mutation::VoteBeforePersist, &["I1", "I2"], 200);
+    caught(Mutation::VoteBeforePersist, &["I1", "I2"], 500);
 }
 
 #[test]
 fn committing_an_earlier_epoch_by_counting_is_caught() {
-    caught(Mutation::CommitPriorEpochByCount, &["I4", "I5", "I6", "I7"], 200);
+    caught(Mutation::CommitPriorEpochByCount, &["I4", "I5", "I6", "I7"], 500);
 }
 
 #[test]
