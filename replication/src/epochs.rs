@@ -53,6 +53,21 @@ impl EpochCache {
         EpochCache::default()
     }
 
+    /// The cache of a log `[log_start, log_end)` from entries written
+    /// earlier (the hard state's table): entries at or past the log end
+    /// describe batches that never landed or were cut, and go.
+    #[must_use]
+    pub fn from_entries(entries: &[(LeaderEpoch, Offset)], log_start: Offset, log_end: Offset) -> EpochCache {
+        let mut cache = EpochCache::new();
+        for &(epoch, start) in entries.iter().filter(|(_, s)| *s < log_end) {
+            if cache.assign(epoch, start).is_err() {
+                break;
+            }
+        }
+        cache.advance_start(log_start);
+        cache
+    }
+
     /// The latest epoch that wrote to the log, and where it started.
     #[must_use]
     pub fn latest(&self) -> Option<(LeaderEpoch, Offset)> {

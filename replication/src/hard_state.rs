@@ -11,7 +11,7 @@ use crate::config::{Config, ReplicaKey};
 
 /// `b"CRNS"`.
 pub const HARD_STATE_MAGIC: [u8; 4] = *b"CRNS";
-pub const HARD_STATE_VERSION: u16 = 1;
+pub const HARD_STATE_VERSION: u16 = 2;
 /// The newest committed config and those after it, at most.
 pub const HARD_STATE_CONFIGS_MAX: usize = 4;
 /// Fixed fields before the configs.
@@ -20,6 +20,8 @@ const CRC_BYTES: usize = 4;
 /// Replicas in one set, at most (a bound on what a damaged count can ask for).
 const SET_REPLICAS_MAX: u32 = 255;
 const FLAG_INITIAL: u8 = 1;
+/// `(leader_epoch u32, start_offset u64)`.
+const EPOCH_ENTRY_BYTES: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HardState {
@@ -33,6 +35,10 @@ pub struct HardState {
     pub configs: Vec<(Offset, LeaderEpoch, Config)>,
     /// Bumped by every write; the driver's `Persisted` names it.
     pub sequence: u64,
+    /// The leader epoch cache, written before the first batch of a new
+    /// epoch lands, so a restart knows every batch's epoch without reading
+    /// the log (entries at or past the recovered log end are dropped).
+    pub epochs: Vec<(LeaderEpoch, Offset)>,
 }
 
 /// Why a `raft.state` was not taken. Every one means "lost hard state" to
@@ -109,6 +115,11 @@ impl HardState {
             }
             put_set(&mut out, &config.learners);
         }
+        out.extend_from_slice(&(self.epochs.len() as u32).to_le_bytes());
+        for (epoch, start) in &self.epochs {
+            out.extend_from_slice(&epoch.0.to_le_bytes());
+            out.extend_from_slice(&start.0.to_le_bytes());
+        }
         let length = (out.len() + CRC_BYTES) as u32;
         out[8..12].copy_from_slice(&length.to_le_bytes());
         let crc = crc32c::crc32c(&out);
@@ -172,10 +183,19 @@ impl HardState {
             let learners = r.set()?;
             configs.push((offset, config_epoch, Config { voters, joint, learners }));
         }
-        if r.at != body.len() {
-            return Err(HardStateError::Malformed { reason: "bytes after the last config" });
+        let epoch_count = r.u32()? as usize;
+        if epoch_count * EPOCH_ENTRY_BYTES != body.len() - r.at {
+            return Err(HardStateError::Malformed { reason: "the epoch table does not fill the rest of the file" });
         }
-        Ok(HardState { epoch, voted_for, incarnation, initial: flags & FLAG_INITIAL != 0, configs, sequence })
+        let mut epochs: Vec<(LeaderEpoch, Offset)> = Vec::with_capacity(epoch_count);
+        for _ in 0..epoch_count {
+            let entry = (LeaderEpoch(r.u32()?), Offset(r.u64()?));
+            if epochs.last().is_some_and(|last| entry.0 <= last.0 || entry.1 <= last.1) {
+                return Err(HardStateError::Malformed { reason: "epoch table out of order" });
+            }
+            epochs.push(entry);
+        }
+        Ok(HardState { epoch, voted_for, incarnation, initial: flags & FLAG_INITIAL != 0, configs, sequence, epochs })
     }
 }
 
@@ -224,7 +244,7 @@ mod tests {
 
     use super::*;
 
-    const GOLDEN: &[u8] = include_bytes!("golden/raft_state_v1.bin");
+    const GOLDEN: &[u8] = include_bytes!("golden/raft_state_v2.bin");
 
     fn key(node: u32, incarnation: u64) -> ReplicaKey {
         ReplicaKey { node: NodeId(node), incarnation: Incarnation(incarnation) }
@@ -244,6 +264,7 @@ mod tests {
             initial: true,
             configs: vec![(Offset(100), LeaderEpoch(5), old), (Offset(250), LeaderEpoch(7), moving)],
             sequence: 42,
+            epochs: vec![(LeaderEpoch(1), Offset(0)), (LeaderEpoch(5), Offset(100)), (LeaderEpoch(7), Offset(250))],
         }
     }
 
@@ -251,7 +272,7 @@ mod tests {
     fn golden_hard_state_bytes_are_stable() {
         let bytes = golden_state().encode(NodeId(2));
         if std::env::var_os("CAIRN_BLESS").is_some() {
-            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/golden/raft_state_v1.bin"), &bytes).unwrap();
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/golden/raft_state_v2.bin"), &bytes).unwrap();
         }
         assert_eq!(bytes, GOLDEN, "the raft.state format changed: bump its version and docs/replication.md");
         assert_eq!(&bytes[..4], b"CRNS");
@@ -288,6 +309,7 @@ mod tests {
             incarnation in 1u64..,
             initial in any::<bool>(),
             sequence in any::<u64>(),
+            epoch_steps in proptest::collection::vec((1u32..5, 1u64..1000), 0..20),
             sets in proptest::collection::vec(
                 (proptest::collection::vec((1u32..9, any::<u64>()), 0..5), proptest::option::of(proptest::collection::vec((1u32..9, any::<u64>()), 0..5))),
                 0..=4,
@@ -304,6 +326,10 @@ mod tests {
                 initial,
                 configs,
                 sequence,
+                epochs: epoch_steps.iter().scan((0u32, 0u64), |at, &(de, ds)| {
+                    *at = (at.0 + de, at.1 + ds);
+                    Some((LeaderEpoch(at.0), Offset(at.1)))
+                }).collect(),
             };
             prop_assert_eq!(HardState::decode(&state.encode(NodeId(9)), NodeId(9)).unwrap(), state);
         }

@@ -62,8 +62,12 @@ impl Replica {
         self.truncating = true;
         self.log_end = to;
         self.durable = self.durable.min(to);
+        let epochs_before = self.epochs.entries().len();
         self.epochs.truncate_to(to);
-        if self.forget_from(to) {
+        // Before anything lands where the cut was, the hard state forgets
+        // the epochs and configs that started there.
+        let cut_epochs = self.epochs.entries().len() != epochs_before;
+        if self.forget_from(to) || cut_epochs {
             self.persist(out);
         }
         self.emit(Output::Truncate { to }, out);
@@ -173,6 +177,7 @@ impl Replica {
             at = batch.end;
             epoch = batch.epoch;
         }
+        let epochs_before = self.epochs.entries().len();
         let mut persist = false;
         for batch in &answer.batches {
             self.epochs.assign(batch.epoch, batch.base).expect("checked above");
@@ -181,6 +186,8 @@ impl Replica {
             }
         }
         self.log_end = at;
+        // A new epoch is in the hard state before its first batch lands.
+        persist |= self.epochs.entries().len() != epochs_before;
         if persist {
             self.persist(out);
         }

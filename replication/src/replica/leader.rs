@@ -104,11 +104,12 @@ impl Replica {
     fn place_own(&mut self, batch: ReplicaBatch, proposal: Option<ProposalId>, out: &mut Vec<Output>) {
         assert_eq!(batch.base, self.log_end, "a leader appends at its log end");
         assert_eq!(batch.epoch, self.hard.epoch, "a leader appends in its own epoch");
+        let epochs_before = self.epochs.entries().len();
         self.epochs.assign(batch.epoch, batch.base).expect("a leader's epoch is its log's newest");
         self.log_end = batch.end;
-        if let Some(control) = batch.control.clone()
-            && self.take_config(batch.base, batch.epoch, &control, out)
-        {
+        let new_config = batch.control.clone().is_some_and(|c| self.take_config(batch.base, batch.epoch, &c, out));
+        // A new epoch (or config) is in the hard state before its batch lands.
+        if new_config || self.epochs.entries().len() != epochs_before {
             self.persist(out);
         }
         self.emit(Output::Append { batches: vec![batch], proposal }, out);

@@ -264,6 +264,7 @@ impl Replica {
     /// emitted after this waits for its `Persisted`.
     fn persist(&mut self, out: &mut Vec<Output>) {
         self.hard.sequence += 1;
+        self.hard.epochs = self.epochs.entries().to_vec();
         out.push(Output::PersistHardState { state: self.hard.clone() });
     }
 

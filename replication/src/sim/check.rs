@@ -8,6 +8,7 @@ use protocol::replica::{PeerMessage, ReplicaBatch};
 use protocol::types::{LeaderEpoch, Offset};
 
 use super::Node;
+use crate::epochs::EpochCache;
 use crate::replica::{Output, Replica, Role};
 
 #[derive(Debug, Clone)]
@@ -71,9 +72,26 @@ impl Checker {
 
     /// I2 across a restart: the epoch at open is at least every epoch the
     /// replica spoke for before.
-    pub(super) fn restarted(&mut self, n: usize, replica: &Replica) -> Result<(), Violation> {
+    pub(super) fn restarted(&mut self, n: usize, replica: &Replica, log: &[ReplicaBatch]) -> Result<(), Violation> {
         self.hw[n] = replica.high_watermark();
         self.epoch[n] = replica.epoch();
+        // The epochs a replica reopens with (from its hard state) are its
+        // log's, batch by batch.
+        let mut truth = EpochCache::new();
+        for batch in log {
+            truth.assign(batch.epoch, batch.base).expect("a disk's epochs only grow");
+        }
+        if replica.epochs().entries() != truth.entries() {
+            return Err(Violation::new(
+                "I2",
+                format!(
+                    "node {} reopened with epochs {:?}, its log has {:?}",
+                    n + 1,
+                    replica.epochs().entries(),
+                    truth.entries()
+                ),
+            ));
+        }
         if replica.epoch() < self.sent_epoch[n] {
             return Err(Violation::new(
                 "I2",

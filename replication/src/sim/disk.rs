@@ -123,10 +123,8 @@ impl Disk {
     /// What recovery gives the replica at a restart.
     pub(super) fn recover(&mut self) -> (HardState, LogView) {
         self.durable = self.batches.len();
-        let mut epochs = EpochCache::new();
-        for batch in &self.batches {
-            epochs.assign(batch.epoch, batch.base).expect("the disk's epochs only grow");
-        }
+        // As production does: the epochs from the hard state, not the log.
+        let epochs = EpochCache::from_entries(&self.hard.epochs, self.log_start, self.end());
         let view = LogView { log_start: self.log_start, log_end: self.end(), durable: self.end(), epochs };
         (self.hard.clone(), view)
     }

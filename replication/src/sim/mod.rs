@@ -208,6 +208,7 @@ impl Sim {
                     initial: true,
                     configs: vec![(Offset(0), LeaderEpoch(0), config.clone())],
                     sequence: 0,
+                    epochs: vec![],
                 };
                 Node {
                     id: k.node,
@@ -345,7 +346,7 @@ impl Sim {
         let (hard, view) = self.nodes[n].disk.recover();
         let mut out = Vec::new();
         let replica = Replica::open(params, hard, view, self.now_ms, &mut out);
-        self.checker.restarted(n, &replica)?;
+        self.checker.restarted(n, &replica, &self.nodes[n].disk.batches)?;
         self.nodes[n].replica = Some(replica);
         self.nodes[n].tick_at_ms = u64::MAX;
         self.carry_out(n, out)
