@@ -16,13 +16,16 @@ pub struct ConsumerRecord {
     pub headers: Vec<(String, Bytes)>,
 }
 
-/// The records of one stored batch at or after `from`, CRC- and bytechecked.
+/// The records of one stored batch at or after `from`, CRC- and bytechecked
+/// (none of a control batch).
 /// Each record keeps its producer's timestamp, unless the topic stamps
 /// log-append time (then every record has the batch's append time).
 pub fn decode_batch(partition: u32, batch: &Bytes, from: Offset) -> Result<Vec<ConsumerRecord>, BatchError> {
     let view = validate_batch(batch)?;
     let header = view.header;
-    if header.last_offset() < from {
+    // A control batch (a replicated partition's leader change) is the
+    // broker's own: it takes an offset, which the consumer steps over.
+    if header.last_offset() < from || header.is_control() {
         return Ok(Vec::new());
     }
     let records = view.records()?;

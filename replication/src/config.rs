@@ -7,6 +7,16 @@
 pub use protocol::replica::{Config, ReplicaKey};
 use protocol::types::{NodeId, Offset};
 
+/// Whether a config's `named` key names the replica `key`: the same node
+/// and incarnation, or the node under incarnation 0, "any incarnation"
+/// (a partition created before its replicas' incarnations are known, as
+/// every partition is until incarnation binding exists; such a config
+/// does not tell a replica that lost its disk from the one that voted).
+#[must_use]
+pub fn names(named: &ReplicaKey, key: &ReplicaKey) -> bool {
+    named.node == key.node && (named.incarnation == key.incarnation || named.incarnation.0 == 0)
+}
+
 /// The offset a majority of `set` holds, given each member's offset
 /// (`None`: nothing counts for it).
 #[must_use]
@@ -29,7 +39,7 @@ impl ConfigExt for Config {
     }
 
     fn is_voter(&self, key: &ReplicaKey) -> bool {
-        self.voter_sets().any(|set| set.contains(key))
+        self.voter_sets().flatten().any(|named| names(named, key))
     }
 
     fn member(&self, node: NodeId) -> Option<ReplicaKey> {

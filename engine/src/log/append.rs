@@ -15,7 +15,7 @@ use super::segment::{Room, log_path};
 use super::{AppendInfo, FlushPolicy, LogError, PartitionLog, State, TimestampType};
 use crate::batch::{BATCH_VERSION_V1, BatchError, BatchHeader, Stamp, validate_batch, validate_records};
 use crate::rt::{BLOCK_BYTES, DmaFile, Storage, align_up};
-use crate::types::{Offset, Timestamp};
+use crate::types::{LeaderEpoch, Offset, Timestamp};
 
 /// Who chooses the batch's offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +83,8 @@ struct Prepared<S: Storage, L: Deref<Target = PartitionLog<S>>> {
     batch: Vec<u8>,
     header: BatchHeader,
     placement: Placement,
+    /// The epoch to stamp (a replicated leader's), else the log's.
+    epoch: Option<LeaderEpoch>,
     ticket: Ticket<S, L>,
 }
 
@@ -122,6 +124,39 @@ impl<S: Storage> PartitionLog<S> {
         batch: Vec<u8>,
     ) -> impl Future<Output = Result<AppendInfo, LogError>> + 'static {
         let prepared = Self::prepare(self.clone(), batch, Placement::Assign);
+        async move {
+            let prepared = prepared?;
+            let log = prepared.ticket.log.clone();
+            log.append_prepared(prepared).await
+        }
+    }
+
+    /// [`PartitionLog::append_owned`] stamped with `epoch` rather than the
+    /// log's: a replicated leader's batch carries the epoch it was proposed
+    /// in, even if the log has since heard of a newer one.
+    pub fn append_in_epoch(
+        self: &Rc<Self>,
+        batch: Vec<u8>,
+        epoch: LeaderEpoch,
+    ) -> impl Future<Output = Result<AppendInfo, LogError>> + 'static {
+        let prepared = Self::prepare(self.clone(), batch, Placement::Assign).map(|mut p| {
+            p.epoch = Some(epoch);
+            p
+        });
+        async move {
+            let prepared = prepared?;
+            let log = prepared.ticket.log.clone();
+            log.append_prepared(prepared).await
+        }
+    }
+
+    /// [`PartitionLog::append_at`] for a log behind an `Rc`, taking its place
+    /// in line now.
+    pub fn append_at_owned(
+        self: &Rc<Self>,
+        batch: Vec<u8>,
+    ) -> impl Future<Output = Result<AppendInfo, LogError>> + 'static {
+        let prepared = Self::prepare(self.clone(), batch, Placement::Keep);
         async move {
             let prepared = prepared?;
             let log = prepared.ticket.log.clone();
@@ -180,11 +215,11 @@ impl<S: Storage> PartitionLog<S> {
             s.tickets_next += 1;
             number
         };
-        Ok(Prepared { batch, header, placement, ticket: Ticket { log, number, served: false } })
+        Ok(Prepared { batch, header, placement, epoch: None, ticket: Ticket { log, number, served: false } })
     }
 
     async fn append_prepared<L: Deref<Target = Self>>(&self, p: Prepared<S, L>) -> Result<AppendInfo, LogError> {
-        let Prepared { mut batch, header, placement, mut ticket } = p;
+        let Prepared { mut batch, header, placement, epoch: stamp_epoch, mut ticket } = p;
         let (info, epoch) = loop {
             let step = {
                 let mut s = self.state.borrow_mut();
@@ -217,8 +252,14 @@ impl<S: Storage> PartitionLog<S> {
                     }
                     match self.next_step(&mut s, base, &header, batch.len()) {
                         None => {
-                            let info =
-                                self.append_in_memory(&mut s, std::mem::take(&mut batch), &header, base, placement);
+                            let info = self.append_in_memory(
+                                &mut s,
+                                std::mem::take(&mut batch),
+                                &header,
+                                base,
+                                placement,
+                                stamp_epoch,
+                            );
                             ticket.served = true;
                             s.advance_tickets();
                             let waiting = s.tickets_next != s.tickets_serving;
@@ -289,6 +330,7 @@ impl<S: Storage> PartitionLog<S> {
         header: &BatchHeader,
         base: Offset,
         placement: Placement,
+        epoch: Option<LeaderEpoch>,
     ) -> AppendInfo {
         let next = base.plus(u64::from(header.last_offset_delta) + 1);
         let now = Timestamp(self.storage.now_ms());
@@ -296,7 +338,12 @@ impl<S: Storage> PartitionLog<S> {
             let log_append_time = self.cfg().timestamp_type == TimestampType::LogAppendTime;
             crate::batch::stamp(
                 &mut batch,
-                &Stamp { base_offset: base, leader_epoch: s.leader_epoch, append_time: now, log_append_time },
+                &Stamp {
+                    base_offset: base,
+                    leader_epoch: epoch.unwrap_or(s.leader_epoch),
+                    append_time: now,
+                    log_append_time,
+                },
             );
             let stamped = BatchHeader::decode(&batch).expect("a checked batch stays valid when stamped");
             (stamped.effective_max_timestamp(), now)

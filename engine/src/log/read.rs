@@ -61,6 +61,55 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// What a replicated leader sends a follower from memory: whole batches
+    /// from `from` up to the log end, placed but perhaps not yet written or
+    /// durable, if the core's cache holds them. `None`: a cold read.
+    pub fn read_cached(&self, from: Offset, bytes_max: usize) -> Option<Vec<Bytes>> {
+        let s = self.state.borrow();
+        if s.is_closed || from < s.log_start || from >= s.next_offset {
+            return None;
+        }
+        self.pool.cache_read(self.id, from, s.next_offset, bytes_max)
+    }
+
+    /// A replicated leader's read for a follower: past the high watermark,
+    /// up to what is written (the cache first, then the disk).
+    pub async fn read_replica(&self, from: Offset, bytes_max: usize) -> Result<Vec<Bytes>, LogError> {
+        if let Some(batches) = self.read_cached(from, bytes_max) {
+            return Ok(batches);
+        }
+        loop {
+            let (epoch, end) = {
+                let s = self.state.borrow();
+                if s.is_closed {
+                    return Err(LogError::Closed);
+                }
+                if from < s.log_start || from > s.written_offset {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: from,
+                        log_start: s.log_start,
+                        high_watermark: self.hw(&s),
+                    });
+                }
+                if from == s.written_offset {
+                    return Ok(Vec::new());
+                }
+                (s.truncations, s.written_offset)
+            };
+            let mut at = from;
+            let result = loop {
+                match self.read_cold(at, from, end, bytes_max).await {
+                    Ok(Cold::Batches(batches)) => break Ok(batches),
+                    Ok(Cold::PastSegment(next)) => at = next,
+                    Err(e) => break Err(e),
+                }
+            };
+            if self.state.borrow().truncations == epoch {
+                return result;
+            }
+        }
+    }
+
     async fn read_once(&self, from: Offset, bytes_max: usize) -> Result<ReadResult, LogError> {
         let (hw, log_start) = {
             let s = self.state.borrow();

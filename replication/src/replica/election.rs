@@ -8,7 +8,7 @@ use protocol::replica::{PeerMessage, ReplicaKey, VoteAnswer, VoteRequest};
 use protocol::types::{LeaderEpoch, NodeId};
 
 use super::{Mutation, Output, Replica, Role};
-use crate::config::ConfigExt;
+use crate::config::{ConfigExt, names};
 
 impl Replica {
     fn vote_request(&self, epoch: LeaderEpoch, transfer: bool) -> VoteRequest {
@@ -50,7 +50,7 @@ impl Replica {
         self.set_role(Role::PreCandidate, None, out);
         self.granted = vec![self.key()];
         self.reset_election_timer(now_ms);
-        if self.config().is_quorum(|k| self.granted.contains(k)) {
+        if self.config().is_quorum(|k| self.granted.iter().any(|g| names(k, g))) {
             self.start_election(now_ms, false, out);
             return;
         }
@@ -72,7 +72,7 @@ impl Replica {
         self.granted = vec![self.key()];
         self.transfer_campaign = transfer;
         self.reset_election_timer(now_ms);
-        if self.config().is_quorum(|k| self.granted.contains(k)) {
+        if self.config().is_quorum(|k| self.granted.iter().any(|g| names(k, g))) {
             self.become_leader(now_ms, out);
             return;
         }
@@ -114,7 +114,7 @@ impl Replica {
         if !self.granted.contains(&key) {
             self.granted.push(key);
         }
-        if self.config().is_quorum(|k| self.granted.contains(k)) {
+        if self.config().is_quorum(|k| self.granted.iter().any(|g| names(k, g))) {
             self.start_election(now_ms, false, out);
         }
     }
@@ -160,7 +160,7 @@ impl Replica {
         if !self.granted.contains(&key) {
             self.granted.push(key);
         }
-        if self.config().is_quorum(|k| self.granted.contains(k)) {
+        if self.config().is_quorum(|k| self.granted.iter().any(|g| names(k, g))) {
             self.become_leader(now_ms, out);
         }
     }

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use protocol::ErrorCode;
-use protocol::replica::{Control, FetchAnswer, FetchRequest, PeerMessage, ReplicaBatch};
+use protocol::replica::{Control, FetchAnswer, FetchRequest, PeerMessage, ReplicaBatch, ReplicaKey};
 use protocol::types::{Incarnation, NodeId, Offset};
 
 use super::{Acks, Mutation, Output, ProposalId, ProposeError, ReadMode, ReadResult, ReadToken, Replica, Role};
-use crate::config::ConfigExt;
+use crate::config::{ConfigExt, names};
 use crate::reconcile::{FetchPosition, check_fetch};
 
 /// What the leader knows of one other replica, this epoch.
@@ -189,10 +189,12 @@ impl Replica {
         let Some(leading) = self.leading.as_ref() else { return };
         let candidate = self.config().quorum_offset(|k| {
             if k.node == me.node {
-                (k.incarnation == me.incarnation).then_some(own)
+                names(k, &me).then_some(own)
             } else {
                 let p = leading.peers.get(&k.node)?;
-                (p.matched.is_some() && p.incarnation == Some(k.incarnation)).then_some(p.durable)
+                (p.matched.is_some()
+                    && p.incarnation.is_some_and(|i| names(k, &ReplicaKey { node: k.node, incarnation: i })))
+                .then_some(p.durable)
             }
         });
         let epoch_start = leading.epoch_start;
@@ -280,7 +282,7 @@ impl Replica {
         }
         // The fetch names its incarnation: only the one the config names
         // counts towards commit.
-        let counts = request.incarnation == key.incarnation;
+        let counts = names(&key, &ReplicaKey { node: from, incarnation: request.incarnation });
         self.touch(now_ms, from, counts.then_some(&request));
         self.advance_commit(out);
         self.transfer_if_caught_up(from, out);

@@ -197,7 +197,12 @@ impl Sim {
         let keys: Vec<ReplicaKey> = (1..=spec.nodes)
             .map(|n| ReplicaKey { node: NodeId(n), incarnation: Incarnation(1000 + u64::from(n)) })
             .collect();
-        let config = Config { voters: keys.clone(), joint: None, learners: vec![] };
+        // Odd seeds name the voters as the broker does today, by node under
+        // incarnation 0 ("any"); even seeds by exact incarnation.
+        let named = |k: &ReplicaKey| {
+            if spec.seed % 2 == 1 { ReplicaKey { node: k.node, incarnation: Incarnation(0) } } else { *k }
+        };
+        let config = Config { voters: keys.iter().map(named).collect(), joint: None, learners: vec![] };
         let nodes = keys
             .iter()
             .map(|k| {
