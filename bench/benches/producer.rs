@@ -34,6 +34,7 @@ fn producer_cost(c: &mut Criterion) {
             cores: Some(1),
             flush: Some("never".into()),
             metrics_listen: Some("off".into()),
+            ..server::config::Overrides::default()
         },
     )
     .expect("valid configuration");

@@ -240,6 +240,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
                 cores: Some(args.cores),
                 flush: Some(args.flush.clone()),
                 metrics_listen: Some(args.metrics_listen.clone()),
+                ..server::config::Overrides::default()
             },
         )?;
         config.log.retention_check_ms = 3_600_000;

@@ -183,8 +183,12 @@ pub enum ConfigOp {
 pub enum Acks {
     /// No response: the producer learns nothing, not even errors (Kafka's `acks=0`).
     None = 0,
-    /// Answered once the partition's flush policy holds for the batch.
+    /// Answered once the partition's flush policy holds for the batch on
+    /// its leader.
     Leader = 1,
+    /// Answered once a majority of the partition's replicas holds it
+    /// durably (committed); on a broker without replication, as `Leader`.
+    All = 2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,6 +441,7 @@ impl Request {
                 let acks = match r.u8()? {
                     0 => Acks::None,
                     1 => Acks::Leader,
+                    2 => Acks::All,
                     v => return Err(DecodeError::Invalid { what: "acks", value: i64::from(v) }),
                 };
                 let timeout_ms = r.u32()?;

@@ -187,9 +187,19 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     }
     let retry = Duration::from_millis(config.bind_retry_ms);
     // Shard ports follow the port asked for: after it, or free ones for port 0.
-    let shard_base = config.listen;
+    // In a cluster the brokers of one machine sit on neighbouring ports
+    // (7071, 7072, ...): there the system picks them, and the handshake
+    // tells clients.
+    let cluster = config.cluster_config();
+    let mut shard_base = config.listen;
+    if cluster.is_some() {
+        shard_base.set_port(0);
+    }
     let (listen, reservation) = reserve_port(config.listen, retry)?;
-    if config.shard_ports && config.listen.port() != 0 {
+    if let Some(c) = &cluster {
+        wait_port_free(c.replication_listen, retry)?;
+    }
+    if config.shard_ports && shard_base.port() != 0 {
         for id in 0..shards {
             wait_port_free(shard_port(listen, id), retry)?;
         }

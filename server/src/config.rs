@@ -32,6 +32,39 @@ pub struct ServerConfig {
     pub log: LogSettings,
     pub memory: MemorySettings,
     pub limits: Limits,
+    pub cluster: ClusterSettings,
+}
+
+/// Cluster mode: this broker's id, its replication address and every
+/// broker of the cluster. Without `peers` the broker is a one-node
+/// cluster and behaves exactly as a standalone broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// This broker's id, one of `peers` (`--node-id`).
+    pub node_id: u32,
+    /// Where the other brokers reach this one (`--replication-listen`);
+    /// default: this node's address in `peers`.
+    pub replication_listen: Option<SocketAddr>,
+    /// Every broker, `ID=ADDRESS` separated by commas (`--peers`), its own
+    /// included: `1=127.0.0.1:8071,2=127.0.0.1:8072,3=127.0.0.1:8073`.
+    pub peers: String,
+    /// A follower that hears nothing from its leader for a random time in
+    /// this range starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            node_id: 0,
+            replication_listen: None,
+            peers: String::new(),
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+        }
+    }
 }
 
 /// What each shard (core) may hold in buffers and caches, over all the
@@ -116,6 +149,7 @@ impl Default for ServerConfig {
             log: LogSettings::default(),
             memory: MemorySettings::default(),
             limits: Limits::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -178,9 +212,54 @@ pub struct Overrides {
     pub cores: Option<usize>,
     pub flush: Option<String>,
     pub metrics_listen: Option<String>,
+    pub node_id: Option<u32>,
+    pub replication_listen: Option<SocketAddr>,
+    pub peers: Option<String>,
 }
 
 impl ServerConfig {
+    /// Cluster mode's settings, checked; `None` for a standalone broker.
+    pub fn cluster_config(&self) -> Option<crate::cluster::ClusterConfig> {
+        let peers = crate::cluster::parse_peers(&self.cluster.peers).ok()?;
+        if peers.is_empty() {
+            return None;
+        }
+        let node = protocol::types::NodeId(self.cluster.node_id);
+        let replication_listen = self.cluster.replication_listen.or_else(|| peers.get(&node).copied())?;
+        Some(crate::cluster::ClusterConfig {
+            node,
+            replication_listen,
+            peers,
+            election_timeout_min_ms: self.cluster.election_timeout_min_ms,
+            election_timeout_max_ms: self.cluster.election_timeout_max_ms,
+        })
+    }
+
+    fn validate_cluster(&self) -> Result<(), String> {
+        let peers = crate::cluster::parse_peers(&self.cluster.peers)?;
+        if peers.is_empty() {
+            if self.cluster.node_id != 0 || self.cluster.replication_listen.is_some() {
+                return Err("--node-id and --replication-listen need --peers (every broker of the cluster)".into());
+            }
+            return Ok(());
+        }
+        let node = protocol::types::NodeId(self.cluster.node_id);
+        if !peers.contains_key(&node) {
+            return Err(format!(
+                "--node-id {} is not one of --peers ({})",
+                self.cluster.node_id,
+                peers.keys().map(|n| n.0.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let c = &self.cluster;
+        if c.election_timeout_min_ms < 10 || c.election_timeout_max_ms < c.election_timeout_min_ms {
+            return Err(
+                "cluster.election_timeout_min_ms must be at least 10 and at most election_timeout_max_ms".into()
+            );
+        }
+        Ok(())
+    }
+
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<ServerConfig, String> {
         let mut config = match file {
             Some(path) => {
@@ -204,6 +283,24 @@ impl ServerConfig {
         }
         if let Some(m) = &overrides.metrics_listen {
             config.metrics_listen.clone_from(m);
+        }
+        if let Some(n) = overrides.node_id {
+            config.cluster.node_id = n;
+        }
+        if let Some(r) = overrides.replication_listen {
+            config.cluster.replication_listen = Some(r);
+        }
+        if let Some(p) = &overrides.peers {
+            config.cluster.peers.clone_from(p);
+        }
+        // Three brokers on one machine would share the default metrics
+        // port: in a cluster it follows the node id (9644 for node 1).
+        if overrides.metrics_listen.is_none()
+            && config.metrics_listen == ServerConfig::default().metrics_listen
+            && !config.cluster.peers.trim().is_empty()
+            && config.cluster.node_id > 0
+        {
+            config.metrics_listen = format!("127.0.0.1:{}", 9643 + config.cluster.node_id.min(1000));
         }
         config.validate()?;
         Ok(config)
@@ -270,6 +367,7 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.flush_policy()?;
+        self.validate_cluster()?;
         if self.log.flush == "interval" && self.log.flush_interval_ms == 0 {
             return Err("log.flush_interval_ms must be at least 1".into());
         }

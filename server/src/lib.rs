@@ -6,6 +6,7 @@
 //! [`sim::SimBroker`] runs the same shards on the simulator.
 
 mod broker;
+pub mod cluster;
 pub mod config;
 pub mod frontend;
 pub mod ids;

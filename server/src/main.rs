@@ -37,6 +37,16 @@ struct Args {
     /// Serve Prometheus metrics at `http://ADDR/metrics`, or `off` [default: 127.0.0.1:9644]
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// This broker's id in the cluster (one of --peers)
+    #[arg(long, value_name = "N")]
+    node_id: Option<u32>,
+    /// Where the other brokers reach this one [default: this node's address in --peers]
+    #[arg(long, value_name = "ADDR")]
+    replication_listen: Option<SocketAddr>,
+    /// Every broker of the cluster, this one included: ID=ADDR,ID=ADDR,...
+    /// (their replication addresses). Without it the broker runs alone.
+    #[arg(long, value_name = "LIST")]
+    peers: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +58,9 @@ fn main() -> ExitCode {
         cores: args.cores,
         flush: args.flush,
         metrics_listen: args.metrics_listen,
+        node_id: args.node_id,
+        replication_listen: args.replication_listen,
+        peers: args.peers,
     };
     let config = match ServerConfig::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,

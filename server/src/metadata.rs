@@ -44,6 +44,10 @@ pub struct TopicMeta {
     pub config: TopicOverrides,
     /// The topic's directory, relative to the data directory.
     pub dir: String,
+    /// Cluster mode: each partition's replicas, by node id (the first is
+    /// the preferred leader). Absent on a broker without `--peers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<Vec<u32>>>,
 }
 
 /// A deleted topic whose directory may still be on disk.
@@ -227,7 +231,10 @@ fn migrate_v1(file: FileV1) -> Metadata {
         }
         // Version 1 kept each topic in a directory of its name.
         let dir = format!("{TOPICS_DIR}/{}", t.name);
-        metadata.topics.insert(t.name.clone(), TopicMeta { id, name: t.name, partitions: t.partitions, config, dir });
+        metadata.topics.insert(
+            t.name.clone(),
+            TopicMeta { id, name: t.name, partitions: t.partitions, config, dir, replicas: None },
+        );
     }
     metadata
 }
@@ -286,7 +293,10 @@ async fn rebuild<S: Storage>(storage: &S, data_dir: &Path) -> Result<Metadata, S
         let id = TopicId(metadata.next_topic_id);
         metadata.next_topic_id += 1;
         let dir = format!("{TOPICS_DIR}/{name}");
-        metadata.topics.insert(name.clone(), TopicMeta { id, name, partitions, config: TopicOverrides::new(), dir });
+        metadata.topics.insert(
+            name.clone(),
+            TopicMeta { id, name, partitions, config: TopicOverrides::new(), dir, replicas: None },
+        );
     }
     Ok(metadata)
 }
@@ -360,6 +370,7 @@ mod tests {
             partitions,
             config: TopicOverrides::new(),
             dir: topic_dir(name, TopicId(id)),
+            replicas: None,
         }
     }
 

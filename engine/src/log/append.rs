@@ -133,21 +133,20 @@ impl<S: Storage> PartitionLog<S> {
 
     /// [`PartitionLog::append_owned`] stamped with `epoch` rather than the
     /// log's: a replicated leader's batch carries the epoch it was proposed
-    /// in, even if the log has since heard of a newer one.
+    /// in, even if the log has since heard of a newer one. The checks run
+    /// (and the place in line is taken) now, and a batch they refuse is an
+    /// error now, before replication counts it in.
     pub fn append_in_epoch(
         self: &Rc<Self>,
         batch: Vec<u8>,
         epoch: LeaderEpoch,
-    ) -> impl Future<Output = Result<AppendInfo, LogError>> + 'static {
-        let prepared = Self::prepare(self.clone(), batch, Placement::Assign).map(|mut p| {
-            p.epoch = Some(epoch);
-            p
-        });
-        async move {
-            let prepared = prepared?;
+    ) -> Result<impl Future<Output = Result<AppendInfo, LogError>> + 'static, LogError> {
+        let mut prepared = Self::prepare(self.clone(), batch, Placement::Assign)?;
+        prepared.epoch = Some(epoch);
+        Ok(async move {
             let log = prepared.ticket.log.clone();
             log.append_prepared(prepared).await
-        }
+        })
     }
 
     /// [`PartitionLog::append_at`] for a log behind an `Rc`, taking its place

@@ -423,6 +423,7 @@ impl Replica {
         let me = self.key();
         let epoch = self.hard.epoch;
         let tick = self.params.tick_interval_ms;
+        let silent_ms = self.params.fetch_wait_max_ms + self.params.request_timeout_ms;
         let config = self.config().clone();
         let leading = self.leading.as_mut().expect("only a leader ticks as one");
         if now_ms < leading.next_tick_ms {
@@ -435,7 +436,9 @@ impl Replica {
             if let Some((request, _)) = progress.parked.take_if(|(_, until)| *until <= now_ms) {
                 expired.push((node, request));
             }
-            if progress.last_fetch_ms.is_none() {
+            // Not heard from lately (a replica that restarted knows no
+            // leader, and waits to be told): the epoch again.
+            if progress.last_fetch_ms.is_none_or(|t| t + silent_ms <= now_ms) {
                 unheard.push(node);
             }
         }

@@ -66,6 +66,10 @@ impl Checker {
         self.committed.values().next_back().map_or(Offset(0), |b| b.end)
     }
 
+    pub(super) fn hw_of(&self, n: usize) -> Offset {
+        self.hw[n]
+    }
+
     pub(super) fn crashed(&mut self, n: usize) {
         self.hw[n] = Offset(0);
     }

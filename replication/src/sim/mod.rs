@@ -313,6 +313,14 @@ impl Sim {
         }
         Checker::check_log_matching(&self.nodes)?;
         let before = committed_at_heal.unwrap_or(Offset(0));
+        // Every replica is back: each one's commit point passed what was
+        // committed when the faults stopped.
+        if let Some(n) = (0..self.nodes.len()).find(|&n| self.checker.hw_of(n) < before) {
+            return Err(Violation::new(
+                "liveness",
+                format!("node {} did not catch up after healing: hw {} < {before}", n + 1, self.checker.hw_of(n)),
+            ));
+        }
         if self.checker.committed_end() <= before {
             return Err(Violation::new(
                 "liveness",

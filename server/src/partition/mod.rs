@@ -18,9 +18,11 @@ use engine::rt::Runtime;
 use engine::types::{Offset, Timestamp};
 use engine::{FlushPolicy, LogConfig, LogError, MemoryPool, PartitionLog, ReadResult};
 
+use crate::cluster::driver::Driver;
 use crate::ids::{ShardId, TopicPartition};
 use crate::metrics::PartitionMetrics;
 use crate::service::ServiceError;
+pub use replication::replica::Acks;
 
 pub type Log<R> = PartitionLog<<R as Runtime>::Storage>;
 
@@ -50,6 +52,11 @@ pub struct Partition<R: Runtime> {
     /// Set by `close`: a recovery in progress closes what it opened.
     closing: Cell<bool>,
     pub metrics: Rc<PartitionMetrics>,
+    /// A replicated partition's replica (cluster mode): appends go through
+    /// it, and readers see what it knows committed.
+    driver: RefCell<Option<Rc<Driver<R>>>>,
+    /// Replicated: without its driver it takes no appends.
+    replicated: Cell<bool>,
 }
 
 /// How soon a partition stopped by a full disk first tries to come back;
@@ -109,6 +116,8 @@ impl<R: Runtime> Partition<R> {
             disk_full_retry_at: Cell::new(None),
             closing: Cell::new(false),
             metrics: Rc::new(PartitionMetrics::default()),
+            driver: RefCell::new(None),
+            replicated: Cell::new(false),
         });
         partition.open_log().await;
         partition
@@ -161,6 +170,22 @@ impl<R: Runtime> Partition<R> {
         }));
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn mark_replicated(&self) {
+        self.replicated.set(true);
+    }
+
+    pub fn set_driver(&self, driver: Rc<Driver<R>>) {
+        *self.driver.borrow_mut() = Some(driver);
+    }
+
+    pub fn driver(&self) -> Option<Rc<Driver<R>>> {
+        self.driver.borrow().clone()
+    }
+
     /// The open log, or why there is none.
     pub fn log(&self) -> Result<Rc<Log<R>>, ServiceError> {
         match &*self.state.borrow() {
@@ -178,6 +203,33 @@ impl<R: Runtime> Partition<R> {
     /// in a task of its own: an append cancelled half-way would poison the
     /// log, so nothing that drops the returned future can cancel it.
     pub fn append(
+        self: &Rc<Self>,
+        batch: &Bytes,
+        acks: Acks,
+    ) -> impl Future<Output = Result<Offset, ServiceError>> + 'static + use<R> {
+        if let Some(driver) = self.driver() {
+            let reply = driver.append(batch, acks);
+            let metrics = self.metrics.clone();
+            let bytes = batch.len() as u64;
+            let records = protocol::batch::BatchHeader::decode(batch).map_or(0, |h| u64::from(h.record_count));
+            return futures::future::Either::Left(async move {
+                let base = reply.await?;
+                metrics.produce_records.set(metrics.produce_records.get() + records);
+                metrics.produce_bytes.set(metrics.produce_bytes.get() + bytes);
+                Ok(base)
+            });
+        }
+        if self.replicated.get() {
+            let e = ServiceError::PartitionUnavailable(format!(
+                "partition {}/{}'s replica is not running",
+                self.topic, self.tp.partition
+            ));
+            return futures::future::Either::Right(futures::future::Either::Left(std::future::ready(Err(e))));
+        }
+        futures::future::Either::Right(futures::future::Either::Right(self.append_local(batch)))
+    }
+
+    fn append_local(
         self: &Rc<Self>,
         batch: &Bytes,
     ) -> impl Future<Output = Result<Offset, ServiceError>> + 'static + use<R> {
@@ -243,6 +295,17 @@ impl<R: Runtime> Partition<R> {
     /// always the first (so a batch larger than `bytes_max` still goes out).
     pub async fn read(&self, offset: Offset, bytes_max: usize) -> Result<ReadResult, ServiceError> {
         let log = self.log()?;
+        let hw = log.high_watermark();
+        if self.driver.borrow().is_some() && offset > hw && offset <= log.log_end_offset() {
+            // A replica that has the offset but has not seen it committed
+            // yet (after a restart its high watermark starts at zero):
+            // nothing to read yet, not out of range.
+            return Ok(ReadResult {
+                batches: Vec::new(),
+                high_watermark: hw,
+                log_start_offset: log.log_start_offset(),
+            });
+        }
         let read = log.read(offset, bytes_max).await?;
         let records: u64 = read
             .batches
@@ -258,8 +321,13 @@ impl<R: Runtime> Partition<R> {
 
     /// Whether a read at `offset` has something to return now (or must fail).
     pub fn ready_at(&self, offset: Offset) -> bool {
+        let replicated = self.driver.borrow().is_some();
         match self.log() {
-            Ok(log) => log.has_data_at(offset) || offset < log.log_start_offset() || offset > log.high_watermark(),
+            Ok(log) => {
+                log.has_data_at(offset)
+                    || offset < log.log_start_offset()
+                    || (offset > log.high_watermark() && !(replicated && offset <= log.log_end_offset()))
+            }
             Err(_) => true,
         }
     }
@@ -387,6 +455,9 @@ impl<R: Runtime> Partition<R> {
     /// recovery under way closes what it opens.
     pub async fn close(&self) {
         self.closing.set(true);
+        if let Some(driver) = self.driver.borrow_mut().take() {
+            driver.stop();
+        }
         let log = {
             let mut state = self.state.borrow_mut();
             let previous = std::mem::replace(

@@ -44,6 +44,10 @@ pub struct ConfigChange {
     pub delete: Vec<String>,
 }
 
+/// The create-topic setting that is no topic setting: how many replicas
+/// each partition has (cluster mode; default min(3, brokers)).
+pub const REPLICATION_FACTOR: &str = "replication.factor";
+
 fn store_error(what: &str, e: &std::io::Error) -> ServiceError {
     let message = format!("{what}: {e}");
     if engine::is_enospc(e) { ServiceError::DiskFull(message) } else { ServiceError::Storage(message) }
@@ -105,9 +109,39 @@ impl<R: Runtime> Shard<R> {
         self: &Rc<Self>,
         name: String,
         partitions: u32,
-        config: BTreeMap<String, String>,
+        mut config: BTreeMap<String, String>,
     ) -> Result<(), ServiceError> {
-        protocol::names::validate_topic_name(&name).map_err(ServiceError::InvalidTopicName)?;
+        let replication_factor = config.remove(REPLICATION_FACTOR);
+        if self.cluster().is_some() {
+            return self.cluster_create(name, partitions, config, replication_factor).await;
+        }
+        if replication_factor.as_deref().is_some_and(|rf| rf != "1") {
+            return Err(ServiceError::InvalidReplicationFactor(
+                "a broker without --peers holds one replica of each partition: the replication factor is 1".into(),
+            ));
+        }
+        let meta = self.decide_create(&name, partitions, &config, None)?;
+        let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        {
+            let mut m = self.controller().metadata.borrow_mut();
+            if m.topics.contains_key(&name) {
+                return Err(ServiceError::TopicExists(name));
+            }
+            m.next_topic_id = meta.id.0 + 1;
+        }
+        self.install_topic(meta).await
+    }
+
+    /// Checks a topic creation and gives the topic its id (the next one
+    /// free) and, in a cluster, its replicas.
+    pub(crate) fn decide_create(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &BTreeMap<String, String>,
+        replicas: Option<Vec<Vec<u32>>>,
+    ) -> Result<TopicMeta, ServiceError> {
+        protocol::names::validate_topic_name(name).map_err(ServiceError::InvalidTopicName)?;
         let limits = &self.config.limits;
         if partitions == 0 || partitions > limits.topic_partitions_max {
             return Err(ServiceError::InvalidPartitions(format!(
@@ -116,24 +150,31 @@ impl<R: Runtime> Shard<R> {
             )));
         }
         let config =
-            topic_config::merge(&self.config, &BTreeMap::new(), &config, &[]).map_err(ServiceError::InvalidConfig)?;
-        let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        let meta = {
+            topic_config::merge(&self.config, &BTreeMap::new(), config, &[]).map_err(ServiceError::InvalidConfig)?;
+        let m = self.controller().metadata.borrow();
+        if m.topics.contains_key(name) {
+            return Err(ServiceError::TopicExists(name.to_owned()));
+        }
+        let total: u64 = m.topics.values().map(|t| u64::from(t.partitions)).sum::<u64>() + u64::from(partitions);
+        if total > u64::from(limits.partitions_max) {
+            return Err(ServiceError::InvalidPartitions(format!(
+                "the broker would hold {total} partitions; limits.partitions_max is {}",
+                limits.partitions_max
+            )));
+        }
+        let id = TopicId(m.next_topic_id.max(1));
+        Ok(TopicMeta { id, dir: metadata::topic_dir(name, id), name: name.to_owned(), partitions, config, replicas })
+    }
+
+    /// Writes a decided topic and opens it on every shard; the caller holds
+    /// the controller's turn.
+    pub(crate) async fn install_topic(self: &Rc<Self>, meta: TopicMeta) -> Result<(), ServiceError> {
+        let name = meta.name.clone();
+        let partitions = meta.partitions;
+        {
             let mut m = self.controller().metadata.borrow_mut();
-            if m.topics.contains_key(&name) {
-                return Err(ServiceError::TopicExists(name));
-            }
-            let total: u64 = m.topics.values().map(|t| u64::from(t.partitions)).sum::<u64>() + u64::from(partitions);
-            if total > u64::from(limits.partitions_max) {
-                return Err(ServiceError::InvalidPartitions(format!(
-                    "the broker would hold {total} partitions; limits.partitions_max is {}",
-                    limits.partitions_max
-                )));
-            }
-            let id = TopicId(m.next_topic_id.max(1));
-            m.next_topic_id = id.0 + 1;
-            TopicMeta { id, dir: metadata::topic_dir(&name, id), name: name.clone(), partitions, config }
-        };
+            m.next_topic_id = m.next_topic_id.max(meta.id.0 + 1);
+        }
         // The topic's own copy first (it creates the directory), then the
         // metadata: once that is written, the topic exists.
         let written = async {
@@ -158,7 +199,15 @@ impl<R: Runtime> Shard<R> {
     }
 
     async fn controller_delete(self: &Rc<Self>, name: String) -> Result<(), ServiceError> {
+        if self.cluster().is_some() {
+            return self.cluster_delete(name).await;
+        }
         let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        self.remove_topic(name).await
+    }
+
+    /// Deletes a topic here; the caller holds the controller's turn.
+    pub(crate) async fn remove_topic(self: &Rc<Self>, name: String) -> Result<(), ServiceError> {
         let dir = {
             let m = self.controller().metadata.borrow();
             m.topics.get(&name).ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?.dir.clone()

@@ -61,6 +61,15 @@ pub enum ServiceError {
     PartitionUnavailable(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A replicated partition's request reached a broker that does not
+    /// lead it; `leader` is the node it knows leads (if any).
+    #[error("{message}")]
+    NotLeader { message: String, leader: Option<u32> },
+    /// An election is on, or the new leader has not committed its first batch.
+    #[error("{0}")]
+    LeaderNotAvailable(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
     #[error("not acknowledged within {0} ms")]
     Timeout(u64),
     #[error("the broker is shutting down")]

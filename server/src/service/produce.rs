@@ -27,6 +27,9 @@ pub struct ProduceRequest {
     /// How long the outcome may take before it is reported as a timeout
     /// (the append itself goes on and may land).
     pub timeout: Duration,
+    /// When a replicated partition answers (a single replica: once its
+    /// flush policy holds, whatever this says).
+    pub acks: crate::partition::Acks,
     pub partitions: Vec<ProducePartition>,
 }
 
@@ -44,6 +47,7 @@ impl<R: Runtime> Shard<R> {
         request: ProduceRequest,
     ) -> impl Future<Output = Vec<ProduceResult>> + 'static + use<R> {
         let mut started = Vec::with_capacity(request.partitions.len());
+        let acks = request.acks;
         for p in request.partitions {
             let pending = match self.resolve(&p.topic, p.partition) {
                 Err(e) => futures::future::Either::Left(std::future::ready(Err(e))),
@@ -51,7 +55,7 @@ impl<R: Runtime> Shard<R> {
                     let batch = p.batch;
                     let reply = self
                         .start_on(owner, move |shard| {
-                            let append = shard.partition(tp).map(|partition| partition.append(&batch));
+                            let append = shard.partition(tp).map(|partition| partition.append(&batch, acks));
                             async move {
                                 match append {
                                     Ok(append) => append.await,

@@ -80,6 +80,8 @@ pub struct Shard<R: Runtime> {
     /// Fired once the initial topic table is in place (or failed to be).
     booted: Rc<Signal>,
     boot_error: RefCell<Option<String>>,
+    /// Cluster mode: the transport and replicas (built on first use).
+    pub(crate) cluster_state: std::cell::OnceCell<Rc<crate::cluster::ClusterShard<R>>>,
 }
 
 impl<R: Runtime> Shard<R> {
@@ -109,6 +111,7 @@ impl<R: Runtime> Shard<R> {
             partitions: RefCell::new(BTreeMap::new()),
             booted: Signal::new(),
             boot_error: RefCell::new(None),
+            cluster_state: std::cell::OnceCell::new(),
         })
     }
 
@@ -199,6 +202,10 @@ impl<R: Runtime> Shard<R> {
         Ok((tp, self.owner_of(entry.placement, partition)))
     }
 
+    pub(crate) fn owner_of_entry(&self, entry: &TopicEntry, partition: u32) -> ShardId {
+        self.owner_of(entry.placement, partition)
+    }
+
     fn owner_of(&self, placement: u32, partition: u32) -> ShardId {
         ShardId(crate::placement::shard_for_hash(placement, partition, self.shards))
     }
@@ -244,8 +251,15 @@ impl<R: Runtime> Shard<R> {
             topics.by_name.insert(entry.meta.name.clone(), entry.clone());
             topics.by_id.insert(entry.meta.id, entry.clone());
         }
+        // In a cluster, a broker opens only the partitions it holds a
+        // replica of.
+        let node = self.config.cluster_config().map(|c| c.node.0);
+        let hosted = |p: u32| match (&entry.meta.replicas, node) {
+            (Some(replicas), Some(node)) => replicas.get(p as usize).is_some_and(|r| r.contains(&node)),
+            _ => true,
+        };
         let owned: Vec<u32> =
-            (0..entry.meta.partitions).filter(|&p| self.owner_of(entry.placement, p) == self.id).collect();
+            (0..entry.meta.partitions).filter(|&p| self.owner_of(entry.placement, p) == self.id && hosted(p)).collect();
         let opens = owned.iter().map(|&p| {
             let tp = TopicPartition { topic: entry.meta.id, partition: PartitionId(p) };
             let existing = self.partitions.borrow().get(&tp).cloned();
@@ -270,6 +284,11 @@ impl<R: Runtime> Shard<R> {
             }
         });
         for (tp, partition) in futures::future::join_all(opens).await.into_iter().flatten() {
+            if let Some(replicas) = entry.meta.replicas.as_ref().and_then(|r| r.get(tp.partition.0 as usize))
+                && self.cluster().is_some()
+            {
+                self.start_replica(&partition, replicas).await;
+            }
             self.partitions.borrow_mut().insert(tp, partition);
         }
     }

@@ -101,6 +101,10 @@ impl<R: Runtime> Shard<R> {
                 futures::future::Either::Right(_) => Err("the broker stopped while starting".into()),
             }
         };
+        let booted = match booted {
+            Ok(()) => self.start_cluster().await,
+            Err(e) => Err(e),
+        };
         let listeners = booted.and_then(|()| self.listen(&listen));
         let (common, own, metrics) = match listeners {
             Ok(l) => l,

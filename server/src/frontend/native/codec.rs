@@ -47,6 +47,9 @@ pub fn code(e: &ServiceError) -> ErrorCode {
         ServiceError::PartitionUnavailable(_) => ErrorCode::PARTITION_UNAVAILABLE,
         ServiceError::InvalidRequest(_) => ErrorCode::INVALID_REQUEST,
         ServiceError::Timeout(_) => ErrorCode::REQUEST_TIMED_OUT,
+        ServiceError::NotLeader { .. } => ErrorCode::NOT_LEADER,
+        ServiceError::LeaderNotAvailable(_) => ErrorCode::LEADER_NOT_AVAILABLE,
+        ServiceError::InvalidReplicationFactor(_) => ErrorCode::INVALID_REPLICATION_FACTOR,
         ServiceError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
     }
 }
@@ -109,7 +112,16 @@ pub async fn start<R: Runtime>(
                     partitions.push(ProducePartition { topic: topic.clone(), partition: x.partition, batch: x.batch });
                 }
             }
-            let request = ProduceRequest { timeout: Duration::from_millis(u64::from(timeout_ms)), partitions };
+            let replicated_acks = match acks {
+                Acks::None => crate::partition::Acks::None,
+                Acks::Leader => crate::partition::Acks::Leader,
+                Acks::All => crate::partition::Acks::All,
+            };
+            let request = ProduceRequest {
+                timeout: Duration::from_millis(u64::from(timeout_ms)),
+                acks: replicated_acks,
+                partitions,
+            };
             let done = shard.produce(ctx, request).await;
             drop(shard.rt.spawn(async move {
                 let mut results = done.await.into_iter();
@@ -131,7 +143,7 @@ pub async fn start<R: Runtime>(
                     })
                     .collect();
                 match acks {
-                    Acks::Leader => finish(reply, Ok(Response::Produce(topics)), permit),
+                    Acks::Leader | Acks::All => finish(reply, Ok(Response::Produce(topics)), permit),
                     Acks::None => drop(permit),
                 }
             }));

@@ -9,6 +9,7 @@
 //! [`codec`].
 
 mod codec;
+pub(crate) use codec::code;
 
 use std::cell::Cell;
 use std::future::Future;

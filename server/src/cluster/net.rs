@@ -1,0 +1,388 @@
+//! The replication transport of one shard (docs/replication.md §4–5, in
+//! its first form): one outbound connection per peer broker, over which
+//! every message this shard's replicas send that peer goes one way, many
+//! partitions' entries coalesced into one frame per kind per write; and
+//! the connections peers opened to this broker's shared replication port,
+//! whose entries go to the shard that owns each partition. A reply is a
+//! message of its own on the replier's outbound connection, so nothing
+//! waits for a response on the connection it sent on: a heartbeat never
+//! queues behind a batch going the other way.
+//!
+//! Messages are lost when a connection fails (Raft resends what matters);
+//! the outbox per peer is bounded, and a message that does not fit is
+//! dropped the same way. Owned by its shard (`Rc`, `RefCell`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use engine::rt::{Runtime, Stream as _};
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use protocol::ErrorCode;
+use protocol::replica::{
+    Body, ControllerCall, ControllerCallResponse, EpochFrame, FRAME_BYTES_MAX, FRAME_ENTRIES_MAX, FetchFrame,
+    FetchResponseFrame, Frame, FrameHeader, Handshake, Kind, PeerMessage, Split, VoteFrame, VoteResponseFrame,
+};
+use protocol::types::NodeId;
+
+use crate::ids::{PartitionId, TopicId, TopicPartition};
+
+/// Messages one shard may queue for one peer before it drops them.
+const OUTBOX_MESSAGES_MAX: usize = 65_536;
+/// A failed connection is tried again after this, doubling to a second.
+const RECONNECT_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// How long a forwarded call waits for its answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn wire_tp(tp: TopicPartition) -> protocol::types::TopicPartition {
+    protocol::types::TopicPartition::new(tp.topic.0, tp.partition.0)
+}
+
+fn local_tp(tp: protocol::types::TopicPartition) -> TopicPartition {
+    TopicPartition { topic: TopicId(tp.topic.0), partition: PartitionId(tp.partition.0) }
+}
+
+enum Item {
+    Message(TopicPartition, PeerMessage),
+    /// A whole frame (a call or its answer).
+    Frame(Frame),
+}
+
+/// What the reader hands the broker: one partition's message, a call to
+/// answer, or the answer to a call of this broker.
+pub enum Inbound {
+    Message { from: NodeId, tp: TopicPartition, message: PeerMessage },
+    Call { from: NodeId, header: FrameHeader, call: ControllerCall },
+    Answer { header: FrameHeader, answer: ControllerCallResponse },
+}
+
+pub struct Net<R: Runtime> {
+    rt: R,
+    pub me: NodeId,
+    shard: u16,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    outboxes: RefCell<BTreeMap<NodeId, mpsc::Sender<Item>>>,
+    calls: RefCell<HashMap<u32, oneshot::Sender<(ErrorCode, ControllerCallResponse)>>>,
+    next_call: Cell<u32>,
+    client_listen: String,
+}
+
+impl<R: Runtime> Net<R> {
+    pub fn new(
+        rt: R,
+        me: NodeId,
+        shard: u16,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        client_listen: String,
+    ) -> Rc<Net<R>> {
+        Rc::new(Net {
+            rt,
+            me,
+            shard,
+            peers,
+            outboxes: RefCell::new(BTreeMap::new()),
+            calls: RefCell::new(HashMap::new()),
+            next_call: Cell::new(1),
+            client_listen,
+        })
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied().filter(|&n| n != self.me)
+    }
+
+    fn outbox(self: &Rc<Self>, to: NodeId) -> Option<mpsc::Sender<Item>> {
+        if let Some(tx) = self.outboxes.borrow().get(&to) {
+            return Some(tx.clone());
+        }
+        let addr = *self.peers.get(&to)?;
+        let (tx, rx) = mpsc::channel(OUTBOX_MESSAGES_MAX);
+        self.outboxes.borrow_mut().insert(to, tx.clone());
+        drop(self.rt.spawn(writer(self.clone(), to, addr, rx)));
+        Some(tx)
+    }
+
+    fn push(self: &Rc<Self>, to: NodeId, item: Item) {
+        let Some(mut tx) = self.outbox(to) else {
+            tracing::debug!(node = to.0, "a message for a node that is no peer: dropped");
+            return;
+        };
+        if tx.try_send(item).is_err() {
+            tracing::debug!(node = to.0, "the outbox to a peer is full: a message is dropped");
+        }
+    }
+
+    /// Sends one partition's message to a peer (lost if the link fails).
+    pub fn send(self: &Rc<Self>, to: NodeId, tp: TopicPartition, message: PeerMessage) {
+        self.push(to, Item::Message(tp, message));
+    }
+
+    /// Calls `to` (api and body are the caller's), and waits for the answer.
+    pub async fn call(
+        self: &Rc<Self>,
+        to: NodeId,
+        api: u16,
+        body: Bytes,
+    ) -> Result<(ErrorCode, ControllerCallResponse), String> {
+        let id = self.next_call.get();
+        self.next_call.set(id.wrapping_add(1).max(1));
+        let (tx, rx) = oneshot::channel();
+        self.calls.borrow_mut().insert(id, tx);
+        let header = FrameHeader::request(Kind::ControllerCall, id, self.me, self.shard, 0);
+        let frame = Frame::new(header, Body::ControllerCall(ControllerCall { api, api_version: 0, body }));
+        self.push(to, Item::Frame(frame));
+        let answer = engine::rt::until(&self.rt, self.rt.now() + CALL_TIMEOUT, rx).await;
+        self.calls.borrow_mut().remove(&id);
+        match answer {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(_)) => Err(format!("the call to node {to} was dropped")),
+            None => Err(format!("node {to} did not answer within {} s", CALL_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// Answers a call that `from` made (to the shard that made it).
+    pub fn answer(self: &Rc<Self>, from: NodeId, call: &FrameHeader, error: ErrorCode, answer: ControllerCallResponse) {
+        let header = FrameHeader::response_to(call, error, self.me);
+        self.push(from, Item::Frame(Frame::new(header, Body::ControllerCallResponse(answer))));
+    }
+
+    /// An answer to one of this shard's calls arrived.
+    pub fn answered(&self, header: &FrameHeader, answer: ControllerCallResponse) {
+        if let Some(tx) = self.calls.borrow_mut().remove(&header.request_id) {
+            let _ = tx.send((header.error, answer));
+        }
+    }
+
+    fn handshake(&self) -> Handshake {
+        Handshake {
+            cluster_id: [0; protocol::replica::CLUSTER_ID_BYTES],
+            node_id: self.me,
+            broker_incarnation: 0,
+            dialed_node: None,
+            shards: 0,
+            replication_shard_ports: Vec::new(),
+            client_listen: self.client_listen.clone(),
+            client_shard_ports: Vec::new(),
+            software: concat!("cairn-server ", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Coalesces what is queued for one peer into frames: one per message kind,
+/// in the order the kinds first appear (entries of one partition keep their
+/// order within a kind).
+fn frames(me: NodeId, shard: u16, items: Vec<Item>) -> Vec<Frame> {
+    let mut out = Vec::new();
+    let mut fetch = Vec::new();
+    let mut fetch_answers = Vec::new();
+    let mut votes = Vec::new();
+    let mut vote_answers = Vec::new();
+    let mut pre_votes = Vec::new();
+    let mut pre_vote_answers = Vec::new();
+    let mut begin = Vec::new();
+    let mut start = Vec::new();
+    for item in items {
+        match item {
+            Item::Frame(f) => out.push(f),
+            Item::Message(tp, m) => {
+                let tp = wire_tp(tp);
+                match m {
+                    PeerMessage::Fetch(r) => fetch.push((tp, r)),
+                    PeerMessage::FetchAnswer(a) => fetch_answers.push((tp, a)),
+                    PeerMessage::Vote(r) => votes.push((tp, r)),
+                    PeerMessage::VoteAnswer(a) => vote_answers.push((tp, a)),
+                    PeerMessage::PreVote(r) => pre_votes.push((tp, r)),
+                    PeerMessage::PreVoteAnswer(a) => pre_vote_answers.push((tp, a)),
+                    PeerMessage::BeginEpoch { epoch } => begin.push((tp, epoch)),
+                    PeerMessage::StartElection { epoch } => start.push((tp, epoch)),
+                }
+            }
+        }
+    }
+    let one_way = |kind: Kind, response: bool| {
+        let mut h = FrameHeader::request(kind, 0, me, shard, 0);
+        h.response = response;
+        h
+    };
+    for chunk in fetch.chunks(FRAME_ENTRIES_MAX) {
+        let body = Body::Fetch(FetchFrame { max_wait_ms: 0, entries: chunk.to_vec() });
+        out.push(Frame::new(one_way(Kind::Fetch, false), body));
+    }
+    for chunk in fetch_answers.chunks(FRAME_ENTRIES_MAX) {
+        let body = Body::FetchResponse(FetchResponseFrame { entries: chunk.to_vec() });
+        out.push(Frame::new(one_way(Kind::Fetch, true), body));
+    }
+    for (list, kind, response) in [(&votes, Kind::Vote, false), (&pre_votes, Kind::PreVote, false)] {
+        for chunk in list.chunks(FRAME_ENTRIES_MAX) {
+            let frame = VoteFrame { entries: chunk.to_vec() };
+            let body = if kind == Kind::Vote { Body::Vote(frame) } else { Body::PreVote(frame) };
+            out.push(Frame::new(one_way(kind, response), body));
+        }
+    }
+    for (list, kind) in [(&vote_answers, Kind::Vote), (&pre_vote_answers, Kind::PreVote)] {
+        for chunk in list.chunks(FRAME_ENTRIES_MAX) {
+            let frame = VoteResponseFrame { entries: chunk.to_vec() };
+            let body = if kind == Kind::Vote { Body::VoteResponse(frame) } else { Body::PreVoteResponse(frame) };
+            out.push(Frame::new(one_way(kind, true), body));
+        }
+    }
+    for (list, kind) in [(&begin, Kind::BeginEpoch), (&start, Kind::StartElection)] {
+        for chunk in list.chunks(FRAME_ENTRIES_MAX) {
+            let frame = EpochFrame { entries: chunk.to_vec() };
+            let body = if kind == Kind::BeginEpoch { Body::BeginEpoch(frame) } else { Body::StartElection(frame) };
+            out.push(Frame::new(one_way(kind, false), body));
+        }
+    }
+    out
+}
+
+/// The writer of one peer's outbox: connects (again, with backoff, when
+/// the link fails) and writes what is queued, coalesced.
+async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Item>) {
+    let mut conn: Option<R::Stream> = None;
+    let mut backoff = RECONNECT_MIN;
+    while let Some(first) = rx.next().await {
+        let mut items = vec![first];
+        while items.len() < OUTBOX_MESSAGES_MAX {
+            match rx.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            match net.rt.connect(addr).await {
+                Ok(mut stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let header = FrameHeader::request(Kind::Handshake, 0, net.me, net.shard, 0);
+                    let hello = Frame::new(header, Body::Handshake(net.handshake())).encode_to_bytes();
+                    if stream.write_all(&hello).await.is_ok() {
+                        tracing::debug!(node = to.0, %addr, "replication link up");
+                        conn = Some(stream);
+                        backoff = RECONNECT_MIN;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(node = to.0, %addr, error = %e, "cannot reach a peer");
+                }
+            }
+            if conn.is_none() {
+                // What was queued is lost; Raft sends again what matters.
+                net.rt.sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        }
+        let stream = conn.as_mut().expect("connected above");
+        let mut failed = false;
+        for frame in frames(net.me, net.shard, items) {
+            for piece in frame.encode() {
+                if stream.write_all(&piece).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
+                break;
+            }
+        }
+        if !failed && stream.flush().await.is_err() {
+            failed = true;
+        }
+        if failed {
+            tracing::debug!(node = to.0, "replication link lost");
+            conn = None;
+        }
+    }
+}
+
+/// Reads one connection a peer opened: its handshake, then frames, each
+/// entry handed to `deliver`. Ends at the first framing error or when the
+/// peer closes; messages are one-way, so nothing is answered here.
+pub async fn serve<R: Runtime>(mut stream: R::Stream, known: impl Fn(NodeId) -> bool, deliver: impl Fn(Inbound)) {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut peer: Option<NodeId> = None;
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let frame = loop {
+            match protocol::replica::frame::split(&buf, FRAME_BYTES_MAX) {
+                Ok(Split::Frame(n)) => break buf.split_to(n).freeze(),
+                Ok(Split::Need(_)) => {}
+                Err(e) => {
+                    tracing::warn!(error = ?e, "replication framing lost: closing the connection");
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let frame = match Frame::decode(&frame, FRAME_BYTES_MAX) {
+            Ok(f) => f,
+            Err(e) if e.closes_connection() => {
+                tracing::warn!(error = ?e, "a bad replication frame: closing the connection");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = ?e, "a replication frame dropped");
+                continue;
+            }
+        };
+        let from = frame.header.source_node;
+        match (peer, frame.body) {
+            (None, Body::Handshake(h)) if known(h.node_id) && h.node_id == from => peer = Some(from),
+            (None, _) => {
+                tracing::warn!(node = from.0, "a replication connection without a valid handshake: closed");
+                return;
+            }
+            (Some(p), _) if p != from => {
+                tracing::warn!(
+                    node = from.0,
+                    handshake = p.0,
+                    "a frame from another node than the handshake's: closed"
+                );
+                return;
+            }
+            (Some(_), body) => dispatch(from, frame.header, body, &deliver),
+        }
+    }
+}
+
+fn dispatch(from: NodeId, header: FrameHeader, body: Body, deliver: &impl Fn(Inbound)) {
+    let message = |tp: protocol::types::TopicPartition, message: PeerMessage| Inbound::Message {
+        from,
+        tp: local_tp(tp),
+        message,
+    };
+    match body {
+        Body::Fetch(f) => f.entries.into_iter().for_each(|(tp, r)| deliver(message(tp, PeerMessage::Fetch(r)))),
+        Body::FetchResponse(f) => {
+            f.entries.into_iter().for_each(|(tp, a)| deliver(message(tp, PeerMessage::FetchAnswer(a))));
+        }
+        Body::Vote(f) => f.entries.into_iter().for_each(|(tp, r)| deliver(message(tp, PeerMessage::Vote(r)))),
+        Body::VoteResponse(f) => {
+            f.entries.into_iter().for_each(|(tp, a)| deliver(message(tp, PeerMessage::VoteAnswer(a))));
+        }
+        Body::PreVote(f) => f.entries.into_iter().for_each(|(tp, r)| deliver(message(tp, PeerMessage::PreVote(r)))),
+        Body::PreVoteResponse(f) => {
+            f.entries.into_iter().for_each(|(tp, a)| deliver(message(tp, PeerMessage::PreVoteAnswer(a))));
+        }
+        Body::BeginEpoch(f) => {
+            f.entries.into_iter().for_each(|(tp, epoch)| deliver(message(tp, PeerMessage::BeginEpoch { epoch })));
+        }
+        Body::StartElection(f) => {
+            f.entries.into_iter().for_each(|(tp, epoch)| deliver(message(tp, PeerMessage::StartElection { epoch })));
+        }
+        Body::ControllerCall(call) => deliver(Inbound::Call { from, header, call }),
+        Body::ControllerCallResponse(answer) => deliver(Inbound::Answer { header, answer }),
+        Body::Handshake(_) | Body::HandshakeResponse(_) | Body::FetchSnapshot(_) | Body::FetchSnapshotResponse(_) => {
+            tracing::debug!(node = from.0, kind = header.kind.name(), "an unexpected replication frame: ignored");
+        }
+    }
+}
