@@ -37,7 +37,9 @@ pub enum Command {
         /// Split each line at the first SEP into key and value
         #[arg(long, value_name = "SEP")]
         key_separator: Option<String>,
-        #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
+        /// `all`: once a majority of the partition's replicas holds it;
+        /// `leader`: once the leader's log does; `none`: not answered
+        #[arg(long, value_enum, default_value_t = AcksArg::All)]
         acks: AcksArg,
         /// Send every record to this partition instead of partitioning by key
         #[arg(long)]
@@ -103,6 +105,9 @@ pub enum TopicCommand {
         /// Delete the oldest segments beyond this size per partition; default: keep everything
         #[arg(long)]
         retention_bytes: Option<i64>,
+        /// Replicas of each partition, on a cluster [default: min(3, brokers)]
+        #[arg(long, value_name = "N")]
+        replication_factor: Option<u32>,
     },
     /// Change a topic's settings; they apply without a restart
     Alter {
@@ -128,6 +133,7 @@ pub enum TopicCommand {
 pub enum AcksArg {
     None,
     Leader,
+    All,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,8 +163,20 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Topic { command } => match command {
-            TopicCommand::Create { name, partitions, config, retention, retention_ms, retention_bytes } => {
+            TopicCommand::Create {
+                name,
+                partitions,
+                config,
+                retention,
+                retention_ms,
+                retention_bytes,
+                replication_factor,
+            } => {
                 let mut entries = Vec::new();
+                if let Some(rf) = replication_factor {
+                    // Carried as a create-only setting (the broker takes it out).
+                    entries.push(("replication.factor".to_string(), rf.to_string()));
+                }
                 if let Some(d) = retention {
                     let ms = humantime::parse_duration(&d)
                         .map_err(|e| format!("--retention {d}: {e} (use a duration such as 7d or 12h)"))?
@@ -328,6 +346,7 @@ async fn produce(
     let acks = match acks {
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
+        AcksArg::All => Acks::All,
     };
     let producer =
         Producer::new(client, ProducerConfig { acks, linger: Duration::from_millis(2), ..ProducerConfig::default() });

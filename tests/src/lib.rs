@@ -2,6 +2,8 @@
 //! real `cairn-server` process on a free port in a temporary directory, and
 //! the `cairn` CLI pointed at it.
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

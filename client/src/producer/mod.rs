@@ -96,7 +96,7 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            acks: Acks::Leader,
+            acks: Acks::All,
             linger: Duration::from_millis(5),
             batch_bytes_max: 512 << 10,
             buffer_bytes_max: 3 << 19,

@@ -49,6 +49,9 @@ const API_DELETE_TOPIC: u16 = 2;
 /// A produce sent on to the partition's leader.
 const API_PRODUCE: u16 = 3;
 
+/// How long a forwarded produce waits for the leader's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long a broker waits for its own copy of the metadata to catch up
 /// with a change the controller committed.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
@@ -332,7 +335,7 @@ impl<R: Runtime> Shard<R> {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(offset = header.base_offset.0, error = %e, "a metadata record cannot be read: skipped")
+                        tracing::error!(offset = header.base_offset.0, error = %e, "a metadata record cannot be read: skipped");
                     }
                 }
                 cluster.applied.set(header.next_offset());
@@ -425,7 +428,11 @@ impl<R: Runtime> Shard<R> {
                     "the cluster has no controller yet (an election is on)".into(),
                 ));
             };
-            let (code, answer) = cluster.net.call(leader, api, body).await.map_err(ServiceError::LeaderNotAvailable)?;
+            let (code, answer) = cluster
+                .net
+                .call(leader, api, body, net::CALL_TIMEOUT)
+                .await
+                .map_err(ServiceError::LeaderNotAvailable)?;
             let parsed: CallAnswer = serde_json::from_slice(&answer.body)
                 .map_err(|e| ServiceError::InvalidRequest(format!("the controller's answer: {e}")))?;
             if code != ErrorCode::NONE && parsed.error.is_none() {
@@ -548,7 +555,10 @@ pub(crate) async fn forwarded_produce<R: Runtime>(
     leader: NodeId,
     body: Bytes,
 ) -> Result<Offset, ServiceError> {
-    let (_, answer) = net.call(leader, API_PRODUCE, body).await.map_err(ServiceError::LeaderNotAvailable)?;
+    // Short: a leader that died is replaced within an election timeout,
+    // and the producer retries the retriable error this gives.
+    let (_, answer) =
+        net.call(leader, API_PRODUCE, body, FORWARD_TIMEOUT).await.map_err(ServiceError::LeaderNotAvailable)?;
     let parsed: CallAnswer = serde_json::from_slice(&answer.body)
         .map_err(|e| ServiceError::InvalidRequest(format!("the leader's answer: {e}")))?;
     match (parsed.offset, parsed.error) {

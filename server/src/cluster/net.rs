@@ -37,7 +37,7 @@ const OUTBOX_MESSAGES_MAX: usize = 65_536;
 /// A failed connection is tried again after this, doubling to a second.
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
-/// How long a forwarded call waits for its answer.
+/// How long a controller call waits for its answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn wire_tp(tp: TopicPartition) -> protocol::types::TopicPartition {
@@ -123,12 +123,15 @@ impl<R: Runtime> Net<R> {
         self.push(to, Item::Message(tp, message));
     }
 
-    /// Calls `to` (api and body are the caller's), and waits for the answer.
+    /// Calls `to` (api and body are the caller's), and waits up to
+    /// `timeout` for the answer; a call the link could not carry fails at
+    /// once.
     pub async fn call(
         self: &Rc<Self>,
         to: NodeId,
         api: u16,
         body: Bytes,
+        timeout: Duration,
     ) -> Result<(ErrorCode, ControllerCallResponse), String> {
         let id = self.next_call.get();
         self.next_call.set(id.wrapping_add(1).max(1));
@@ -137,12 +140,12 @@ impl<R: Runtime> Net<R> {
         let header = FrameHeader::request(Kind::ControllerCall, id, self.me, self.shard, 0);
         let frame = Frame::new(header, Body::ControllerCall(ControllerCall { api, api_version: 0, body }));
         self.push(to, Item::Frame(frame));
-        let answer = engine::rt::until(&self.rt, self.rt.now() + CALL_TIMEOUT, rx).await;
+        let answer = engine::rt::until(&self.rt, self.rt.now() + timeout, rx).await;
         self.calls.borrow_mut().remove(&id);
         match answer {
             Some(Ok(answer)) => Ok(answer),
-            Some(Err(_)) => Err(format!("the call to node {to} was dropped")),
-            None => Err(format!("node {to} did not answer within {} s", CALL_TIMEOUT.as_secs())),
+            Some(Err(_)) => Err(format!("node {to} cannot be reached")),
+            None => Err(format!("node {to} did not answer within {} ms", timeout.as_millis())),
         }
     }
 
@@ -150,6 +153,18 @@ impl<R: Runtime> Net<R> {
     pub fn answer(self: &Rc<Self>, from: NodeId, call: &FrameHeader, error: ErrorCode, answer: ControllerCallResponse) {
         let header = FrameHeader::response_to(call, error, self.me);
         self.push(from, Item::Frame(Frame::new(header, Body::ControllerCallResponse(answer))));
+    }
+
+    /// The calls among `items` that never left: their callers hear now.
+    fn fail_calls(&self, items: &[Item]) {
+        for item in items {
+            if let Item::Frame(f) = item
+                && !f.header.response
+            {
+                // Dropping the sender ends the caller's wait.
+                self.calls.borrow_mut().remove(&f.header.request_id);
+            }
+        }
     }
 
     /// An answer to one of this shard's calls arrived.
@@ -272,7 +287,9 @@ async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut r
                 }
             }
             if conn.is_none() {
-                // What was queued is lost; Raft sends again what matters.
+                // What was queued is lost; Raft sends again what matters,
+                // and a call learns at once.
+                net.fail_calls(&items);
                 net.rt.sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_MAX);
                 continue;
@@ -280,6 +297,13 @@ async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut r
         }
         let stream = conn.as_mut().expect("connected above");
         let mut failed = false;
+        let calls: Vec<u32> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Frame(f) if !f.header.response => Some(f.header.request_id),
+                _ => None,
+            })
+            .collect();
         for frame in frames(net.me, net.shard, items) {
             for piece in frame.encode() {
                 if stream.write_all(&piece).await.is_err() {
@@ -296,6 +320,9 @@ async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut r
         }
         if failed {
             tracing::debug!(node = to.0, "replication link lost");
+            for id in calls {
+                net.calls.borrow_mut().remove(&id);
+            }
             conn = None;
         }
     }
