@@ -20,13 +20,19 @@ async fn client(bootstrap: &str) -> Client {
     Client::connect(ClientConfig::new(bootstrap.to_owned())).await.expect("connecting")
 }
 
-/// Creates a topic, waiting out the first election of the controller.
+/// Creates a topic, waiting out the first election of the controller (a
+/// retried create whose first attempt landed finds the topic there).
 async fn create(client: &Client, topic: &str, partitions: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tried = false;
     loop {
         match client.create_topic(topic, partitions, TopicConfig::default()).await {
             Ok(()) => return,
+            Err(cairn_client::ClientError::Broker { code: protocol::ErrorCode::TOPIC_ALREADY_EXISTS, .. }) if tried => {
+                return;
+            }
             Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tried = true;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("creating {topic}: {e}"),

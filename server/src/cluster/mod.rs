@@ -324,6 +324,13 @@ impl<R: Runtime> Shard<R> {
                 if cluster.apply_again.get() {
                     continue;
                 }
+                // Committed, but not yet readable here: the log serves
+                // only what its own flush policy holds too (a quorum of
+                // followers may commit before the leader's fdatasync).
+                if driver.high_watermark() > from {
+                    let _ = driver.log().wait_for_data(from).await;
+                    continue;
+                }
                 break;
             }
             for batch in read.batches {
@@ -611,9 +618,14 @@ async fn cluster_leader<R: Runtime>(shard: &Rc<Shard<R>>) -> Option<NodeId> {
         .flatten()
 }
 
-/// An error across a controller call: its native code and message.
+/// An error across a controller call: its native code and message (for
+/// the errors that carry a topic name, the name).
 fn encode_error(e: &ServiceError) -> String {
-    format!("{}:{e}", crate::frontend::native::code(e).0)
+    let text = match e {
+        ServiceError::TopicExists(name) | ServiceError::UnknownTopic(name) => name.clone(),
+        other => other.to_string(),
+    };
+    format!("{}:{text}", crate::frontend::native::code(e).0)
 }
 
 fn decode_error(text: &str) -> ServiceError {
