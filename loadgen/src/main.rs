@@ -173,6 +173,8 @@ struct RunArgs {
 enum AcksArg {
     None,
     Leader,
+    /// Committed by a majority of the replicas (a cluster); alone, as `leader`.
+    All,
 }
 
 /// Seconds as a person types them: a plain number keeps meaning seconds,
@@ -422,6 +424,7 @@ async fn drive(
     let acks = match args.acks {
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
+        AcksArg::All => Acks::All,
     };
     // Broker-only batches are iggy-bench sized unless asked otherwise.
     let batch_bytes = args.batch_bytes.unwrap_or(if args.broker_only {

@@ -85,11 +85,14 @@ async fn converged(cluster: &Cluster, topic: &str, partitions: u32) -> BTreeMap<
     loop {
         let mut views = Vec::new();
         for broker in &cluster.brokers {
-            let c = client(&broker.addr).await;
+            // A broker that is still starting (or has not applied the
+            // topic yet) is asked again.
+            let Ok(c) = Client::connect(ClientConfig::new(broker.addr.clone())).await else { break };
             let all: Vec<u32> = (0..partitions).collect();
-            views.push(c.list_offsets(topic, &all, OffsetSpec::Latest).await.expect("offsets"));
+            let Ok(view) = c.list_offsets(topic, &all, OffsetSpec::Latest).await else { break };
+            views.push(view);
         }
-        if views.windows(2).all(|w| w[0] == w[1]) {
+        if views.len() == cluster.brokers.len() && views.windows(2).all(|w| w[0] == w[1]) {
             return views[0].iter().copied().collect();
         }
         assert!(Instant::now() < deadline, "the brokers do not converge: {views:?}");
@@ -148,7 +151,7 @@ async fn a_leader_killed_with_kill_9_loses_no_acknowledged_record_and_every_brok
             .join("\n")
     };
     assert_ne!(new_leader, leader, "ledger/0 was led by the killed broker: another must lead it now\n{}", roles());
-    cluster.brokers[leader].restart();
+    cluster.brokers[leader].restart_on_same_address().expect("the killed broker restarts");
     let latest = converged(&cluster, "ledger", 2).await;
 
     // The history: each broker's copy, read from it alone.
@@ -177,4 +180,66 @@ async fn a_leader_killed_with_kill_9_loses_no_acknowledged_record_and_every_brok
         assert!(latest[p] > mine.last().map_or(Offset(0), |m| m.1), "partition {p}: the latest offset is behind");
     }
     eprintln!("failover: the producer finished {after:?} after the kill");
+}
+
+/// The failover benchmark (docs/benchmarks.md): a closed-loop producer
+/// (one record in flight, `acks=all`) on partition 0 while its leader is
+/// killed with `kill -9`, `CAIRN_FAILOVER_TRIALS` times (default 10); the
+/// gap is the longest wait between two acknowledgements around the kill.
+/// Run it with `cargo test --release -p cairn-tests --test cluster --
+/// --ignored --nocapture failover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark"]
+async fn failover_gap_as_a_client_sees_it() {
+    let trials: usize = std::env::var("CAIRN_FAILOVER_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(10);
+    let mut cluster = Cluster::start(3, &["--flush", "always"]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "ledger", 1).await;
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        retries: 10_000,
+        retry_backoff: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(50),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(c.clone(), config);
+    let mut gaps = Vec::new();
+    for trial in 0..trials {
+        converged(&cluster, "ledger", 1).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = {
+            let (producer, stop) = (producer.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acks = vec![Instant::now()];
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut r = ProducerRecord::new("ledger", None::<Bytes>, i.to_string());
+                    r.partition = Some(0);
+                    producer.send(r).await.expect("queued").wait().await.expect("acknowledged");
+                    acks.push(Instant::now());
+                    i += 1;
+                }
+                acks
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let leader = cluster.leader_of("ledger", 0).expect("a leader");
+        let killed = Instant::now();
+        cluster.brokers[leader].kill9();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acks = run.await.expect("the producer");
+        let gap = acks
+            .windows(2)
+            .filter(|w| w[1] >= killed)
+            .map(|w| w[1] - w[0])
+            .max()
+            .expect("acknowledgements after the kill");
+        eprintln!("trial {trial}: killed broker {leader}, gap {gap:?}, {} acks", acks.len());
+        gaps.push(gap);
+        cluster.brokers[leader].restart_on_same_address().expect("the killed broker restarts");
+    }
+    gaps.sort();
+    let at = |q: f64| gaps[((gaps.len() as f64 - 1.0) * q).round() as usize];
+    eprintln!("failover gap over {trials} kills: p50 {:?}, p99 {:?}, max {:?}", at(0.5), at(0.99), gaps[gaps.len() - 1]);
 }

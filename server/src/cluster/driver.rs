@@ -33,6 +33,8 @@ use crate::service::ServiceError;
 
 /// The hard state's file, beside the segments.
 pub const HARD_STATE_FILE: &str = "raft.state";
+/// How often a forwarded produce looks whether its leader is still the one.
+const LEADER_WATCH: Duration = Duration::from_millis(10);
 /// The ticker's longest sleep: timers fire at most this late.
 const TICK_MAX: Duration = Duration::from_millis(20);
 
@@ -261,7 +263,25 @@ impl<R: Runtime> Driver<R> {
             (_, Some(leader)) => {
                 let net = self.net.clone();
                 let body = super::forward_produce_body(self.tp, acks, batch);
-                Box::pin(async move { super::forwarded_produce(&net, leader, body).await })
+                let this = self.clone();
+                Box::pin(async move {
+                    // A leader that dies with the call in flight never
+                    // answers: once this replica follows another (or none),
+                    // the producer hears at once and sends again.
+                    let moved = async {
+                        while this.status().leader == Some(leader) && !this.stopped.get() {
+                            this.rt.sleep(LEADER_WATCH).await;
+                        }
+                    };
+                    let call = std::pin::pin!(super::forwarded_produce(&net, leader, body));
+                    match futures::future::select(call, std::pin::pin!(moved)).await {
+                        futures::future::Either::Left((result, _)) => result,
+                        futures::future::Either::Right(_) => Err(ServiceError::LeaderNotAvailable(format!(
+                            "node {leader} stopped leading partition {} before it answered",
+                            this.partition.topic
+                        ))),
+                    }
+                })
             }
         }
     }
