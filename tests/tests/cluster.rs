@@ -241,5 +241,10 @@ async fn failover_gap_as_a_client_sees_it() {
     }
     gaps.sort();
     let at = |q: f64| gaps[((gaps.len() as f64 - 1.0) * q).round() as usize];
-    eprintln!("failover gap over {trials} kills: p50 {:?}, p99 {:?}, max {:?}", at(0.5), at(0.99), gaps[gaps.len() - 1]);
+    eprintln!(
+        "failover gap over {trials} kills: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        gaps[gaps.len() - 1]
+    );
 }
