@@ -54,7 +54,8 @@ impl Replica {
             self.start_election(now_ms, false, out);
             return;
         }
-        let request = self.vote_request(LeaderEpoch(self.hard.epoch.0 + 1), false);
+        let Some(next) = self.hard.epoch.0.checked_add(1) else { return };
+        let request = self.vote_request(LeaderEpoch(next), false);
         for peer in self.voter_peers() {
             self.send(peer, PeerMessage::PreVote(request), out);
         }
@@ -63,8 +64,12 @@ impl Replica {
     /// A new epoch, a vote for itself, persisted before any request
     /// leaves (the barrier holds them).
     pub(super) fn start_election(&mut self, now_ms: u64, transfer: bool, out: &mut Vec<Output>) {
+        let Some(next) = self.hard.epoch.0.checked_add(1) else {
+            // The last epoch there is: nothing can be elected after it.
+            return;
+        };
         self.step_down(None, out);
-        self.hard.epoch = LeaderEpoch(self.hard.epoch.0 + 1);
+        self.hard.epoch = LeaderEpoch(next);
         self.hard.voted_for = Some(self.me());
         self.persist(out);
         self.fetch_in_flight = None;
@@ -107,7 +112,7 @@ impl Replica {
             self.adopt_epoch(now_ms, answer.epoch, None, out);
             return;
         }
-        if self.role != Role::PreCandidate || answer.asked.0 != self.hard.epoch.0 + 1 || !answer.granted {
+        if self.role != Role::PreCandidate || Some(answer.asked.0) != self.hard.epoch.0.checked_add(1) || !answer.granted {
             return;
         }
         let key = ReplicaKey { node: from, incarnation: answer.incarnation };
@@ -167,6 +172,10 @@ impl Replica {
 
     /// The leader of `epoch` announced itself.
     pub(super) fn on_begin_epoch(&mut self, now_ms: u64, from: NodeId, epoch: LeaderEpoch, out: &mut Vec<Output>) {
+        // Only a voter of the config can have been elected.
+        if !self.config().voter_sets().flatten().any(|k| k.node == from) {
+            return;
+        }
         if epoch > self.hard.epoch {
             self.adopt_epoch(now_ms, epoch, Some(from), out);
         } else if epoch == self.hard.epoch && self.role != Role::Leader && self.leader.is_none_or(|l| l == from) {

@@ -64,12 +64,12 @@ impl Replica {
         self.durable = self.durable.min(to);
         let epochs_before = self.epochs.entries().len();
         self.epochs.truncate_to(to);
-        // Before anything lands where the cut was, the hard state forgets
-        // the epochs and configs that started there.
+        // Once the cut is done, and before anything lands where it was,
+        // the hard state forgets the epochs and configs that started
+        // there (not before: a crash between would leave the cut epoch's
+        // batches labelled with the epoch before it).
         let cut_epochs = self.epochs.entries().len() != epochs_before;
-        if self.forget_from(to) || cut_epochs {
-            self.persist(out);
-        }
+        self.persist_after_cut = self.forget_from(to) || cut_epochs;
         self.emit(Output::Truncate { to }, out);
     }
 
@@ -95,6 +95,9 @@ impl Replica {
         assert_eq!(log_end, self.log_end, "the log was cut elsewhere than asked");
         self.truncating = false;
         self.fetch_in_flight = None;
+        if std::mem::take(&mut self.persist_after_cut) {
+            self.persist(out);
+        }
         self.maybe_fetch(now_ms, out);
     }
 
@@ -149,8 +152,11 @@ impl Replica {
                 // it parts.
                 let to = truncation_point(&self.epochs, self.log_end, EpochEnd { epoch, end_offset: end })
                     .unwrap_or(self.log_start);
-                assert!(to < self.log_end, "a diverging answer always cuts something");
-                self.truncate(to, out);
+                // A true leader's answer always cuts something; one that
+                // would not is not from one, and is dropped.
+                if to < self.log_end {
+                    self.truncate(to, out);
+                }
             }
             (ErrorCode::OFFSET_OUT_OF_RANGE, _) if current => self.reset(answer.log_start, answer.snapshot, out),
             (ErrorCode::NOT_LEADER, _) if self.role == Role::Follower && self.leader.is_none_or(|l| l == from) => {

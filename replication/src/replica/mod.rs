@@ -58,6 +58,9 @@ pub struct Replica {
     /// A `Truncate` or `Reset` is under way: nothing is appended or
     /// fetched until its `Truncated`.
     truncating: bool,
+    /// The cut under way removes epochs or configs: the hard state is
+    /// written once it is done.
+    persist_after_cut: bool,
     /// The commit point as this replica knows it; volatile, never back.
     hw: Offset,
 
@@ -97,6 +100,7 @@ impl Replica {
             durable: Offset(0),
             epochs: EpochCache::new(),
             truncating: false,
+            persist_after_cut: false,
             hw: Offset(0),
             role: Role::Offline,
             leader: None,
@@ -355,6 +359,11 @@ impl Replica {
 
     fn on_message(&mut self, now_ms: u64, from: NodeId, message: PeerMessage, out: &mut Vec<Output>) {
         if matches!(self.role, Role::Offline) || from == self.me() {
+            return;
+        }
+        // A node the config does not name has no say here (its fetch is
+        // answered, `UNKNOWN_REPLICA`).
+        if self.config().member(from).is_none() && !matches!(message, PeerMessage::Fetch(_)) {
             return;
         }
         match message {

@@ -120,7 +120,9 @@ enum EventKind {
     Tick,
     FsyncDone { target: usize, round: u64 },
     PersistDone { state: Box<HardState> },
-    TruncateDone { log_end: Offset },
+    /// The cut reaches the disk (and is reported): to `log_end`, or a
+    /// reset to an empty log starting there.
+    TruncateDone { log_end: Offset, reset: bool },
     DiskReadDone { token: crate::replica::ReadToken, from: Offset, bytes_max: u32 },
     Crash,
     Restart,
@@ -413,7 +415,14 @@ impl Sim {
                 self.nodes[n].disk.hard = *state;
                 Input::Persisted { sequence }
             }
-            EventKind::TruncateDone { log_end } => Input::Truncated { log_end },
+            EventKind::TruncateDone { log_end, reset } => {
+                if reset {
+                    self.nodes[n].disk.reset(log_end);
+                } else {
+                    self.nodes[n].disk.truncate(log_end);
+                }
+                Input::Truncated { log_end }
+            }
             EventKind::DiskReadDone { token, from, bytes_max } => {
                 let result = self.nodes[n].disk.read(from, bytes_max, usize::MAX);
                 Input::ReadDone { token, result }
@@ -498,17 +507,17 @@ impl Sim {
                         self.schedule(latency, n, EventKind::FsyncDone { target, round });
                     }
                 }
+                // The cut lands later: a crash before it leaves the log
+                // (and `raft.state`) as they were.
                 Output::Truncate { to } => {
                     self.stats.truncations += 1;
-                    self.nodes[n].disk.truncate(to);
-                    let after = 1 + self.uniform(3);
-                    self.schedule(after, n, EventKind::TruncateDone { log_end: to });
+                    let after = 1 + self.uniform(20);
+                    self.schedule(after, n, EventKind::TruncateDone { log_end: to, reset: false });
                 }
                 Output::Reset { log_start } => {
                     self.stats.truncations += 1;
-                    self.nodes[n].disk.reset(log_start);
-                    let after = 1 + self.uniform(3);
-                    self.schedule(after, n, EventKind::TruncateDone { log_end: log_start });
+                    let after = 1 + self.uniform(20);
+                    self.schedule(after, n, EventKind::TruncateDone { log_end: log_start, reset: true });
                 }
                 Output::Read { token, from, bytes_max, mode } => match mode {
                     ReadMode::CacheOnly => {
