@@ -112,7 +112,10 @@ impl Replica {
             self.adopt_epoch(now_ms, answer.epoch, None, out);
             return;
         }
-        if self.role != Role::PreCandidate || Some(answer.asked.0) != self.hard.epoch.0.checked_add(1) || !answer.granted {
+        if self.role != Role::PreCandidate
+            || Some(answer.asked.0) != self.hard.epoch.0.checked_add(1)
+            || !answer.granted
+        {
             return;
         }
         let key = ReplicaKey { node: from, incarnation: answer.incarnation };

@@ -339,7 +339,8 @@ impl Replica {
         }
         progress.parked = None;
         let token = self.token();
-        let bytes_max = request.max_bytes;
+        // A follower asks for at most what this replica would ask.
+        let bytes_max = request.max_bytes.min(self.params.fetch_bytes_max);
         let from_offset = request.fetch_offset;
         let leading = self.leading.as_mut().expect("checked: leading");
         leading.reads.insert(token, (from, request, ReadMode::CacheOnly));
@@ -367,7 +368,7 @@ impl Replica {
                         out.push(Output::Read {
                             token,
                             from: request.fetch_offset,
-                            bytes_max: request.max_bytes,
+                            bytes_max: request.max_bytes.min(self.params.fetch_bytes_max),
                             mode: ReadMode::Disk,
                         });
                     }

@@ -291,5 +291,8 @@ fn a_cut_that_removes_an_epoch_is_in_the_hard_state_before_anything_lands_there(
     // Nothing is fetched (so nothing lands at 10) until that is durable.
     assert!(sends(&out).is_empty(), "{out:?}");
     persisted_all(&mut r, 5, &mut out);
-    assert!(matches!(&sends(&out)[..], [(NodeId(1), PeerMessage::Fetch(f))] if f.fetch_offset == Offset(10)), "{out:?}");
+    assert!(
+        matches!(&sends(&out)[..], [(NodeId(1), PeerMessage::Fetch(f))] if f.fetch_offset == Offset(10)),
+        "{out:?}"
+    );
 }

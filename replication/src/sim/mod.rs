@@ -116,14 +116,29 @@ pub struct RunStats {
 
 #[derive(Debug)]
 enum EventKind {
-    Deliver { from: NodeId, message: PeerMessage },
+    Deliver {
+        from: NodeId,
+        message: PeerMessage,
+    },
     Tick,
-    FsyncDone { target: usize, round: u64 },
-    PersistDone { state: Box<HardState> },
+    FsyncDone {
+        target: usize,
+        round: u64,
+    },
+    PersistDone {
+        state: Box<HardState>,
+    },
     /// The cut reaches the disk (and is reported): to `log_end`, or a
     /// reset to an empty log starting there.
-    TruncateDone { log_end: Offset, reset: bool },
-    DiskReadDone { token: crate::replica::ReadToken, from: Offset, bytes_max: u32 },
+    TruncateDone {
+        log_end: Offset,
+        reset: bool,
+    },
+    DiskReadDone {
+        token: crate::replica::ReadToken,
+        from: Offset,
+        bytes_max: u32,
+    },
     Crash,
     Restart,
     Pause,

@@ -46,6 +46,8 @@ pub struct ReplicaStatus {
     pub leader: Option<NodeId>,
     pub high_watermark: Offset,
     pub voters: Vec<NodeId>,
+    /// A leader whose epoch's first batch is committed.
+    pub serving: bool,
 }
 
 type Reply = oneshot::Sender<Result<Offset, ServiceError>>;
@@ -69,6 +71,9 @@ pub struct Driver<R: Runtime> {
     persisting: Cell<bool>,
     started: Instant,
     stopped: Cell<bool>,
+    /// Appends carried out whose outcome is not in yet: a cut waits for
+    /// them, so none lands after it at offsets the cut freed.
+    appends_in_flight: Rc<Cell<usize>>,
     status: RefCell<ReplicaStatus>,
     /// Woken at every high-watermark advance (the metadata applier).
     pub on_commit: RefCell<Option<Rc<dyn Fn()>>>,
@@ -159,6 +164,7 @@ impl<R: Runtime> Driver<R> {
             leader: machine.leader(),
             high_watermark: machine.high_watermark(),
             voters: machine.config().voters.iter().map(|k| k.node).collect(),
+            serving: machine.is_serving(),
         };
         // Followers read up to the high watermark they know, which starts
         // at zero after a restart: a replica serves nothing it has not seen
@@ -181,6 +187,7 @@ impl<R: Runtime> Driver<R> {
             persisting: Cell::new(false),
             started,
             stopped: Cell::new(false),
+            appends_in_flight: Rc::new(Cell::new(0)),
             status: RefCell::new(status),
             on_commit: RefCell::new(None),
         });
@@ -238,6 +245,7 @@ impl<R: Runtime> Driver<R> {
             leader: m.leader(),
             high_watermark: m.high_watermark(),
             voters: m.config().voters.iter().map(|k| k.node).collect(),
+            serving: m.is_serving(),
         };
     }
 
@@ -332,6 +340,7 @@ impl<R: Runtime> Driver<R> {
                 Output::Truncate { to } => {
                     let this = self.clone();
                     drop(self.rt.spawn(async move {
+                        this.appends_settled().await;
                         match this.log.truncate_to(to).await {
                             Ok(()) => this.input(Input::Truncated { log_end: to }),
                             Err(e) => this.failed(&format!("truncating to {to}: {e}")),
@@ -344,6 +353,7 @@ impl<R: Runtime> Driver<R> {
                     let this = self.clone();
                     let own_start = self.log.log_start_offset();
                     drop(self.rt.spawn(async move {
+                        this.appends_settled().await;
                         match this.log.truncate_to(own_start).await {
                             Ok(()) => this.input(Input::Truncated { log_end: log_start }),
                             Err(e) => this.failed(&format!("emptying the log: {e}")),
@@ -354,7 +364,7 @@ impl<R: Runtime> Driver<R> {
                     ReadMode::CacheOnly => {
                         let result = match self.log.read_cached(from, bytes_max as usize) {
                             Some(batches) => {
-                                ReadResult::Batches(batches.into_iter().filter_map(replica_batch).collect())
+                                ReadResult::Batches(batches.into_iter().map_while(replica_batch).collect())
                             }
                             None => ReadResult::Miss,
                         };
@@ -365,7 +375,7 @@ impl<R: Runtime> Driver<R> {
                         drop(self.rt.spawn(async move {
                             let result = match this.log.read_replica(from, bytes_max as usize).await {
                                 Ok(batches) => {
-                                    ReadResult::Batches(batches.into_iter().filter_map(replica_batch).collect())
+                                    ReadResult::Batches(batches.into_iter().map_while(replica_batch).collect())
                                 }
                                 Err(_) => ReadResult::Failed,
                             };
@@ -428,13 +438,26 @@ impl<R: Runtime> Driver<R> {
         }
         for future in futures {
             let this = self.clone();
+            self.appends_in_flight.set(self.appends_in_flight.get() + 1);
+            let in_flight = self.appends_in_flight.clone();
             drop(self.rt.spawn(async move {
-                match future.await {
+                let outcome = future.await;
+                in_flight.set(in_flight.get() - 1);
+                match outcome {
                     Ok(info) => this.input(Input::Durable { offset: info.last_offset.next() }),
                     Err(engine::LogError::Truncated { .. }) => {}
                     Err(e) => this.failed(&format!("appending: {e}")),
                 }
             }));
+        }
+    }
+
+    /// Waits until every append carried out so far has its outcome (the
+    /// machine emits no append between a cut and its `Truncated`, so this
+    /// ends).
+    async fn appends_settled(&self) {
+        while self.appends_in_flight.get() > 0 {
+            self.rt.sleep(Duration::from_millis(1)).await;
         }
     }
 

@@ -362,10 +362,13 @@ impl<R: Runtime> Shard<R> {
             MetadataRecord::TopicCreated { meta } => {
                 let known = {
                     let m = self.controller().metadata.borrow();
-                    (
-                        m.topics.values().any(|t| t.id == meta.id) || m.deleted.iter().any(|d| d.id == meta.id),
-                        m.topics.get(&meta.name).map(|t| t.id),
-                    )
+                    // An id below the next one that no topic has is one
+                    // that was deleted (its tombstone may be gone): a replay
+                    // must not bring it back.
+                    let seen = m.topics.values().any(|t| t.id == meta.id)
+                        || m.deleted.iter().any(|d| d.id == meta.id)
+                        || meta.id.0 < m.next_topic_id;
+                    (seen, m.topics.get(&meta.name).map(|t| t.id))
                 };
                 match known {
                     (true, _) => {}
@@ -477,7 +480,9 @@ impl<R: Runtime> Shard<R> {
     /// decision sees the whole topic table.
     async fn caught_up(self: &Rc<Self>, driver: &Rc<Driver<R>>) -> Result<(), ServiceError> {
         let status = driver.status();
-        if status.role != Role::Leader {
+        // Serving: its epoch's first batch is committed, so its high
+        // watermark covers everything any earlier controller committed.
+        if status.role != Role::Leader || !status.serving {
             return Err(ServiceError::LeaderNotAvailable(format!(
                 "this broker stopped being the controller; the controller is {}",
                 status.leader.map_or_else(|| "not known yet".to_owned(), |l| format!("node {l}"))

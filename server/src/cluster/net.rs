@@ -34,6 +34,9 @@ use crate::ids::{PartitionId, TopicId, TopicPartition};
 
 /// Messages one shard may queue for one peer before it drops them.
 const OUTBOX_MESSAGES_MAX: usize = 65_536;
+/// Batches one frame of fetch answers carries, at most: half the frame
+/// limit, so one answer at its largest always fits.
+const FRAME_DATA_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 /// A failed connection is tried again after this, doubling to a second.
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
@@ -229,9 +232,23 @@ fn frames(me: NodeId, shard: u16, items: Vec<Item>) -> Vec<Frame> {
         let body = Body::Fetch(FetchFrame { max_wait_ms: 0, entries: chunk.to_vec() });
         out.push(Frame::new(one_way(Kind::Fetch, false), body));
     }
-    for chunk in fetch_answers.chunks(FRAME_ENTRIES_MAX) {
-        let body = Body::FetchResponse(FetchResponseFrame { entries: chunk.to_vec() });
-        out.push(Frame::new(one_way(Kind::Fetch, true), body));
+    // Answers carry batches: a frame is closed well before the receiver's
+    // byte limit (each answer's batches are bounded by the fetch's
+    // `max_bytes`, which the leader caps).
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    for (tp, answer) in fetch_answers {
+        let size = 128 + answer.batches.iter().map(|b| b.bytes.len()).sum::<usize>();
+        if !entries.is_empty() && (bytes + size > FRAME_DATA_BYTES_MAX || entries.len() >= FRAME_ENTRIES_MAX) {
+            let body = Body::FetchResponse(FetchResponseFrame { entries: std::mem::take(&mut entries) });
+            out.push(Frame::new(one_way(Kind::Fetch, true), body));
+            bytes = 0;
+        }
+        bytes += size;
+        entries.push((tp, answer));
+    }
+    if !entries.is_empty() {
+        out.push(Frame::new(one_way(Kind::Fetch, true), Body::FetchResponse(FetchResponseFrame { entries })));
     }
     for (list, kind, response) in [(&votes, Kind::Vote, false), (&pre_votes, Kind::PreVote, false)] {
         for chunk in list.chunks(FRAME_ENTRIES_MAX) {

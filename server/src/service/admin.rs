@@ -120,15 +120,9 @@ impl<R: Runtime> Shard<R> {
                 "a broker without --peers holds one replica of each partition: the replication factor is 1".into(),
             ));
         }
-        let meta = self.decide_create(&name, partitions, &config, None)?;
+        // Decided under the turn: two creates never take one id.
         let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        {
-            let mut m = self.controller().metadata.borrow_mut();
-            if m.topics.contains_key(&name) {
-                return Err(ServiceError::TopicExists(name));
-            }
-            m.next_topic_id = meta.id.0 + 1;
-        }
+        let meta = self.decide_create(&name, partitions, &config, None)?;
         self.install_topic(meta).await
     }
 
