@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::rt::{Listener, Runtime};
+use engine::rt::Runtime;
 use engine::types::Offset;
 use futures::channel::oneshot;
 use protocol::ErrorCode;
@@ -652,14 +652,7 @@ fn decode_error(text: &str) -> ServiceError {
 /// Accepts the connections peers open to this broker's replication port.
 async fn accept_replication<R: Runtime>(shard: Rc<Shard<R>>, listener: R::Listener) {
     loop {
-        let accepted = {
-            let stop = std::pin::pin!(shard.shutdown.wait());
-            match futures::future::select(std::pin::pin!(listener.accept()), stop).await {
-                futures::future::Either::Left((r, _)) => Some(r),
-                futures::future::Either::Right(_) => None,
-            }
-        };
-        match accepted {
+        match crate::shard::run::accept_until_shutdown(&shard, &listener).await {
             None => return,
             Some(Ok((stream, _peer))) => {
                 let s = shard.clone();

@@ -188,17 +188,22 @@ impl<R: Runtime> Shard<R> {
     }
 }
 
+/// The next connection on `listener`, or `None` once the shard shuts down.
+pub(crate) async fn accept_until_shutdown<R: Runtime>(
+    shard: &Shard<R>,
+    listener: &R::Listener,
+) -> Option<std::io::Result<(R::Stream, SocketAddr)>> {
+    let stop = std::pin::pin!(shard.shutdown.wait());
+    match futures::future::select(std::pin::pin!(listener.accept()), stop).await {
+        futures::future::Either::Left((r, _)) => Some(r),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
 /// Accepts connections until the shutdown, each served in a task the gate tracks.
 async fn accept_loop<R: Runtime>(shard: Rc<Shard<R>>, listener: R::Listener, connections: Gate) {
     loop {
-        let accepted = {
-            let stop = std::pin::pin!(shard.shutdown.wait());
-            match futures::future::select(std::pin::pin!(listener.accept()), stop).await {
-                futures::future::Either::Left((r, _)) => Some(r),
-                futures::future::Either::Right(_) => None,
-            }
-        };
-        match accepted {
+        match accept_until_shutdown(&shard, &listener).await {
             None => return,
             Some(Ok((stream, peer))) => {
                 let Some(pass) = connections.enter() else { return };
