@@ -138,6 +138,10 @@ impl<R: Runtime> ClusterShard<R> {
 impl<R: Runtime> Shard<R> {
     /// This shard's cluster state, if the broker is in a cluster.
     pub fn cluster(&self) -> Option<Rc<ClusterShard<R>>> {
+        // On every replication message: parse the settings once.
+        if let Some(state) = self.cluster_state.get() {
+            return Some(state.clone());
+        }
         let config = self.config.cluster_config()?;
         Some(
             self.cluster_state

@@ -40,6 +40,8 @@ const FRAME_DATA_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 /// A failed connection is tried again after this, doubling to a second.
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// How long a connection to a peer may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a controller call waits for its answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -288,7 +290,12 @@ async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut r
             }
         }
         if conn.is_none() {
-            match net.rt.connect(addr).await {
+            // Bounded: a peer behind a partition that drops packets must
+            // not hold the link for the kernel's minutes of SYN retries.
+            let connected = engine::rt::until(&net.rt, net.rt.now() + CONNECT_TIMEOUT, net.rt.connect(addr))
+                .await
+                .unwrap_or_else(|| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")));
+            match connected {
                 Ok(mut stream) => {
                     let _ = stream.set_nodelay(true);
                     let header = FrameHeader::request(Kind::Handshake, 0, net.me, net.shard, 0);
