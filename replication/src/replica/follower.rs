@@ -101,7 +101,13 @@ impl Replica {
         self.maybe_fetch(now_ms, out);
     }
 
-    pub(super) fn on_fetch_answer(&mut self, now_ms: u64, from: NodeId, answer: FetchAnswer, out: &mut Vec<Output>) {
+    pub(super) fn on_fetch_answer(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        mut answer: FetchAnswer,
+        out: &mut Vec<Output>,
+    ) {
         if answer.epoch > self.hard.epoch {
             // Only an answer from the epoch's leader names it for sure.
             let leader = answer.leader.filter(|&l| l != self.me());
@@ -139,7 +145,7 @@ impl Replica {
         match (answer.error, answer.diverging) {
             (ErrorCode::NONE, None) => {
                 let shared = if current {
-                    self.place(&answer, out);
+                    self.place(answer.epoch, std::mem::take(&mut answer.batches), out);
                     self.log_end
                 } else {
                     answer.fetch_offset.min(self.log_end)
@@ -170,14 +176,14 @@ impl Replica {
 
     /// Places a valid answer's batches after checking they continue the
     /// log; an answer that does not is dropped whole.
-    fn place(&mut self, answer: &FetchAnswer, out: &mut Vec<Output>) {
-        if answer.batches.is_empty() || answer.diverging.is_some() {
+    fn place(&mut self, leader_epoch: LeaderEpoch, batches: Vec<ReplicaBatch>, out: &mut Vec<Output>) {
+        if batches.is_empty() {
             return;
         }
         let mut at = self.log_end;
         let mut epoch = self.epochs.latest().map_or(LeaderEpoch(0), |(e, _)| e);
-        for batch in &answer.batches {
-            if batch.base < at || batch.end <= batch.base || batch.epoch < epoch || batch.epoch > answer.epoch {
+        for batch in &batches {
+            if batch.base < at || batch.end <= batch.base || batch.epoch < epoch || batch.epoch > leader_epoch {
                 return;
             }
             at = batch.end;
@@ -185,7 +191,7 @@ impl Replica {
         }
         let epochs_before = self.epochs.entries().len();
         let mut persist = false;
-        for batch in &answer.batches {
+        for batch in &batches {
             self.epochs.assign(batch.epoch, batch.base).expect("checked above");
             if let Some(control) = &batch.control {
                 persist |= self.take_config(batch.base, batch.epoch, control, out);
@@ -197,7 +203,6 @@ impl Replica {
         if persist {
             self.persist(out);
         }
-        let batches: Vec<ReplicaBatch> = answer.batches.clone();
         self.emit(Output::Append { batches, proposal: None }, out);
     }
 

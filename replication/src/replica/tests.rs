@@ -87,17 +87,22 @@ fn a_single_voter_leads_once_its_vote_is_durable_and_commits_only_durable_offset
     assert!(out.contains(&Output::Ack { proposal: ProposalId(1), base: Offset(1) }), "{out:?}");
 }
 
-#[test]
-fn a_vote_answer_waits_for_the_vote_to_be_durable() {
-    let (mut r, _) = open(2, 3, LogView::default());
-    let mut out = Vec::new();
-    let request = VoteRequest {
+/// Node 1 asks for epoch 1 with an empty log.
+fn first_vote_of_node_1() -> VoteRequest {
+    VoteRequest {
         epoch: LeaderEpoch(1),
         incarnation: key(1).incarnation,
         last_epoch: None,
         log_end: Offset(0),
         transfer: false,
-    };
+    }
+}
+
+#[test]
+fn a_vote_answer_waits_for_the_vote_to_be_durable() {
+    let (mut r, _) = open(2, 3, LogView::default());
+    let mut out = Vec::new();
+    let request = first_vote_of_node_1();
     r.step(5, Input::Message { from: NodeId(1), message: PeerMessage::Vote(request) }, &mut out);
     assert!(
         matches!(out.iter().rev().find(|o| matches!(o, Output::PersistHardState { .. })), Some(Output::PersistHardState { state }) if state.voted_for == Some(NodeId(1)))
@@ -140,13 +145,7 @@ fn one_vote_per_epoch_and_only_for_a_log_at_least_as_complete() {
 fn a_pre_vote_changes_nothing_durable() {
     let (mut r, _) = open(2, 3, LogView::default());
     let mut out = Vec::new();
-    let request = VoteRequest {
-        epoch: LeaderEpoch(1),
-        incarnation: key(1).incarnation,
-        last_epoch: None,
-        log_end: Offset(0),
-        transfer: false,
-    };
+    let request = first_vote_of_node_1();
     r.step(5, Input::Message { from: NodeId(1), message: PeerMessage::PreVote(request) }, &mut out);
     assert_eq!(r.epoch(), LeaderEpoch(0));
     assert!(!out.iter().any(|o| matches!(o, Output::PersistHardState { .. })));

@@ -68,6 +68,8 @@ pub struct Driver<R: Runtime> {
     prepared: RefCell<HashMap<ProposalId, AppendFuture>>,
     next_proposal: Cell<u64>,
     persists: RefCell<VecDeque<HardState>>,
+    /// `raft.state` of this partition.
+    state_path: PathBuf,
     persisting: Cell<bool>,
     started: Instant,
     stopped: Cell<bool>,
@@ -121,8 +123,12 @@ impl<R: Runtime> Driver<R> {
         config: Config,
     ) -> Result<Rc<Driver<R>>, ServiceError> {
         let log = partition.log()?;
+        // Readers see up to the high watermark this replica knows, which
+        // starts at zero: it serves nothing it has not seen committed, and
+        // a replica that cannot start serves nothing at all.
+        log.set_high_watermark_limit(Some(Offset(0)));
         let node = params.node;
-        let path = partition_dir(&partition).join(HARD_STATE_FILE);
+        let path = partition.dir().join(HARD_STATE_FILE);
         let storage = rt.storage().clone();
         let stored = storage
             .read_file(&path)
@@ -166,10 +172,6 @@ impl<R: Runtime> Driver<R> {
             voters: machine.config().voters.iter().map(|k| k.node).collect(),
             serving: machine.is_serving(),
         };
-        // Followers read up to the high watermark they know, which starts
-        // at zero after a restart: a replica serves nothing it has not seen
-        // committed.
-        log.set_high_watermark_limit(Some(Offset(0)));
         let driver = Rc::new(Driver {
             tp: partition.tp,
             node,
@@ -184,6 +186,7 @@ impl<R: Runtime> Driver<R> {
             prepared: RefCell::new(HashMap::new()),
             next_proposal: Cell::new(1),
             persists: RefCell::new(VecDeque::new()),
+            state_path: path,
             persisting: Cell::new(false),
             started,
             stopped: Cell::new(false),
@@ -469,9 +472,8 @@ impl<R: Runtime> Driver<R> {
         self.persisting.set(true);
         let this = self.clone();
         drop(self.rt.spawn(async move {
-            let path = partition_dir(&this.partition).join(HARD_STATE_FILE);
             let bytes = state.encode(this.node);
-            let written = this.rt.storage().write_file_atomic(&path, &bytes).await;
+            let written = this.rt.storage().write_file_atomic(&this.state_path, &bytes).await;
             this.persisting.set(false);
             match written {
                 Ok(()) => {
@@ -479,7 +481,7 @@ impl<R: Runtime> Driver<R> {
                     this.persist_next();
                 }
                 // Never retried: what reached the disk is unknown.
-                Err(e) => this.failed(&format!("writing {}: {e}", path.display())),
+                Err(e) => this.failed(&format!("writing {}: {e}", this.state_path.display())),
             }
         }));
     }
@@ -493,10 +495,6 @@ impl<R: Runtime> Driver<R> {
     pub fn high_watermark(&self) -> Offset {
         self.status.borrow().high_watermark
     }
-}
-
-fn partition_dir<R: Runtime>(partition: &Partition<R>) -> PathBuf {
-    partition.dir().to_path_buf()
 }
 
 /// A random-enough incarnation for a new replica (never 0).
