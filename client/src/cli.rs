@@ -69,6 +69,18 @@ pub enum Command {
         #[command(subcommand)]
         command: PartitionCommand,
     },
+    /// The cluster's brokers
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Every broker: id, client and replication addresses, whether it
+    /// answers now, and which one is the controller
+    Describe,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +94,15 @@ pub enum PartitionCommand {
         /// Only this partition (repeatable); default: every partition that needs it
         #[arg(long)]
         partition: Vec<u32>,
+    },
+    /// Hand a partition's leadership to another of its replicas (a
+    /// pause of a few milliseconds for its producers)
+    ElectLeader {
+        topic: String,
+        partition: u32,
+        /// The broker (node id) to lead it
+        #[arg(long, value_name = "N")]
+        broker: u32,
     },
 }
 
@@ -120,7 +141,8 @@ pub enum TopicCommand {
         delete_config: Vec<String>,
     },
     List,
-    /// Every setting with its value and source (default, broker, topic), and each partition
+    /// Every setting with its value and source (default, broker, topic), and
+    /// each partition: its leader, epoch, replicas and which are caught up
     Describe {
         name: String,
     },
@@ -213,13 +235,29 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 for c in &d.configs {
                     writeln!(out, "{}\t{}\t{}", c.name, c.value, c.source.name()).map_err(io)?;
                 }
-                writeln!(out, "PARTITION\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS")
-                    .map_err(io)?;
+                let m = client.metadata(&[name.as_str()]).await.map_err(fail)?;
+                let leaders = m.topics.into_iter().find(|t| t.name == name).map(|t| t.partitions).unwrap_or_default();
+                writeln!(
+                    out,
+                    "PARTITION\tLEADER\tEPOCH\tREPLICAS\tCAUGHT_UP\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS"
+                )
+                .map_err(io)?;
+                let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
                 for p in d.partitions {
                     let status = if p.error.is_ok() { "ok".to_string() } else { p.error.name().to_string() };
+                    let (leader, epoch, replicas, caught_up) = match leaders.iter().find(|l| l.partition == p.partition)
+                    {
+                        Some(l) => (
+                            l.leader.map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                            l.leader_epoch.to_string(),
+                            list(&l.replicas),
+                            list(&l.caught_up),
+                        ),
+                        None => ("none".into(), "-".into(), "-".into(), "-".into()),
+                    };
                     writeln!(
                         out,
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{status}",
+                        "{}\t{leader}\t{epoch}\t{replicas}\t{caught_up}\t{}\t{}\t{}\t{}\t{}\t{status}",
                         p.partition, p.shard, p.log_start_offset, p.high_watermark, p.log_end_offset, p.size_bytes
                     )
                     .map_err(io)?;
@@ -267,6 +305,21 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(e) = failed {
                 return Err(e);
+            }
+        }
+        Command::Partition { command: PartitionCommand::ElectLeader { topic, partition, broker } } => {
+            client.elect_leader(&topic, partition, broker).await.map_err(fail)?;
+            writeln!(out, "broker {broker} leads {topic}/{partition}").map_err(io)?;
+        }
+        Command::Cluster { command: ClusterCommand::Describe } => {
+            let m = client.metadata(&[]).await.map_err(fail)?;
+            writeln!(out, "BROKER\tADDRESS\tREPLICATION\tALIVE\tCONTROLLER").map_err(io)?;
+            for b in &m.brokers {
+                let address = if b.address.is_empty() { "-" } else { b.address.as_str() };
+                let replication = if b.replication_address.is_empty() { "-" } else { b.replication_address.as_str() };
+                let alive = if b.alive { "yes" } else { "no" };
+                let controller = if m.controller == Some(b.node_id) { "yes" } else { "no" };
+                writeln!(out, "{}\t{address}\t{replication}\t{alive}\t{controller}", b.node_id).map_err(io)?;
             }
         }
         Command::Offsets { topic } => {

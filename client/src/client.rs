@@ -1,16 +1,20 @@
-//! The entry point: a handle on a broker (one of the bootstrap addresses)
-//! that (re)connects on demand, caches which shard owns each partition,
-//! and offers the admin API. Producers and consumers are built from it.
+//! The entry point: a handle on a cluster (reached through one of the
+//! bootstrap addresses) that (re)connects on demand, caches where each
+//! partition's leader is (broker and shard, from the `Metadata` API, and
+//! from the hints `NOT_LEADER` answers carry), and offers the admin API.
+//! Producers and consumers are built from it.
 //!
 //! The bootstrap is a comma-separated list of `host:port`, as in Kafka's
 //! `bootstrap.servers`: a connection tries the address that worked last,
 //! then the others in order, so a client outlives any broker of the list
 //! it does not need.
 //!
-//! Partition traffic goes straight to the owning shard when the broker
-//! announces shard ports (one connection per shard, opened on first use);
-//! otherwise, or if a shard port cannot be reached, it goes through the
-//! bootstrap connection and the broker forwards it between cores.
+//! Partition traffic goes to the partition's leader, straight to the
+//! owning shard when that broker announces shard ports (one connection per
+//! shard, opened on first use); otherwise, or if a shard port cannot be
+//! reached, through the broker's main connection, and the broker forwards
+//! it between cores. A leader that cannot be reached at all is tried
+//! through the bootstrap connection, whose answer says where to go.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use protocol::ErrorCode;
 use protocol::api::{
-    ConfigOp, CreateTopicRequest, DescribeTopicResponse, ListOffsetsTopic, OffsetSpec, RecoveredPartition, Request,
-    Response, TopicSummary,
+    ConfigOp, CreateTopicRequest, DescribeTopicResponse, ListOffsetsTopic, MetadataResponse, OffsetSpec,
+    RecoveredPartition, Request, Response, TopicSummary,
 };
 use protocol::types::Offset;
 use tokio::sync::Mutex as AsyncMutex;
@@ -35,6 +39,10 @@ pub struct ClientConfig {
     pub client_name: String,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
+    /// How long a metadata request may take before the next broker of the
+    /// bootstrap list is asked (a frozen broker answers nothing). A broker
+    /// waits up to 500 ms for its peers' reports, so keep this above 1 s.
+    pub metadata_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -43,6 +51,7 @@ impl ClientConfig {
             bootstrap: bootstrap.into(),
             client_name: format!("cairn-client/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(10),
+            metadata_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -74,101 +83,78 @@ enum Direct {
 /// How long a shard port that refused a connection is left alone.
 const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-struct Inner {
-    config: ClientConfig,
-    /// The bootstrap list, parsed.
-    addrs: Vec<String>,
-    /// The address of `addrs` the last connection was made to.
-    current: Mutex<usize>,
+/// Where a partition's requests go: the broker that leads it (by node id)
+/// and the shard that owns it there. `None`s fall back to the bootstrap
+/// connection, whose broker forwards between its cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    pub broker: Option<u32>,
+    pub shard: Option<u32>,
+}
+
+/// One partition's route and the leader epoch it was learned at (a hint
+/// from an older epoch never overwrites it).
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    route: Route,
+    epoch: u32,
+}
+
+/// The connections to one broker address: its main one, and one per shard
+/// port (opened on first use).
+struct Link {
+    addr: String,
     conn: AsyncMutex<Option<Connection>>,
     /// Shard ports from the last handshake.
     shard_ports: Mutex<Vec<u16>>,
     /// One lock per shard: a slow connect to one shard port holds up only
     /// that shard's traffic.
     direct: Mutex<HashMap<u32, Arc<AsyncMutex<Option<Direct>>>>>,
-    /// The owning shard of each partition, per topic.
-    topics: Mutex<HashMap<String, Vec<u32>>>,
 }
 
-/// A handle on a broker. Cheap to clone; share one per application.
-#[derive(Clone)]
-pub struct Client {
-    inner: Arc<Inner>,
-}
-
-impl Client {
-    /// Connects to the broker (and fails if it cannot).
-    pub async fn connect(config: ClientConfig) -> Result<Client> {
-        let addrs = bootstrap_addrs(&config.bootstrap)?;
-        let client = Client {
-            inner: Arc::new(Inner {
-                config,
-                addrs,
-                current: Mutex::new(0),
-                conn: AsyncMutex::new(None),
-                shard_ports: Mutex::new(Vec::new()),
-                direct: Mutex::new(HashMap::new()),
-                topics: Mutex::new(HashMap::new()),
-            }),
-        };
-        client.connection().await?;
-        Ok(client)
+impl Link {
+    fn new(addr: String) -> Link {
+        Link {
+            addr,
+            conn: AsyncMutex::new(None),
+            shard_ports: Mutex::new(Vec::new()),
+            direct: Mutex::new(HashMap::new()),
+        }
     }
 
-    pub fn config(&self) -> &ClientConfig {
-        &self.inner.config
-    }
-
-    /// The live connection, reconnecting if the last one died.
-    pub async fn connection(&self) -> Result<Connection> {
-        let mut conn = self.inner.conn.lock().await;
+    /// The live main connection, connecting if there is none.
+    async fn connection(&self, config: &ClientConfig) -> Result<Connection> {
+        let mut conn = self.conn.lock().await;
         if let Some(c) = conn.as_ref()
             && !c.is_dead()
         {
             return Ok(c.clone());
         }
-        let config = &self.inner.config;
-        let addrs = &self.inner.addrs;
-        let first = *self.inner.current.lock().expect("not poisoned");
-        let mut failures = Vec::new();
-        for i in (0..addrs.len()).map(|k| (first + k) % addrs.len()) {
-            let addr = &addrs[i];
-            match tokio::time::timeout(config.connect_timeout, Connection::connect(addr, &config.client_name)).await {
-                Ok(Ok(fresh)) => {
-                    *self.inner.current.lock().expect("not poisoned") = i;
-                    fresh.shard_ports.clone_into(&mut self.inner.shard_ports.lock().expect("not poisoned"));
-                    *conn = Some(fresh.clone());
-                    return Ok(fresh);
-                }
-                // A broker that answers with an error (not a dead address)
-                // is not tried around: its refusal is the answer.
-                Ok(Err(e @ ClientError::Broker { .. })) => return Err(e),
-                Ok(Err(ClientError::Connect { reason, .. })) => failures.push(format!("{addr}: {reason}")),
-                Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
-                Err(_) => failures.push(format!("{addr}: timed out")),
+        match tokio::time::timeout(config.connect_timeout, Connection::connect(&self.addr, &config.client_name)).await {
+            Ok(Ok(fresh)) => {
+                fresh.shard_ports.clone_into(&mut self.shard_ports.lock().expect("not poisoned"));
+                *conn = Some(fresh.clone());
+                Ok(fresh)
             }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Connect { addr: self.addr.clone(), reason: "timed out".into() }),
         }
-        Err(ClientError::Connect { addr: config.bootstrap.clone(), reason: failures.join("; ") })
     }
 
-    /// A connection to `shard` (its own port), falling back to the bootstrap
-    /// connection when the broker has no shard ports or the port is unreachable.
-    pub async fn connection_for(&self, shard: Option<u32>) -> Result<Connection> {
-        let port = shard.and_then(|s| self.inner.shard_ports.lock().expect("not poisoned").get(s as usize).copied());
-        let (Some(shard), Some(port)) = (shard, port) else { return self.connection().await };
-        let slot = self.inner.direct.lock().expect("not poisoned").entry(shard).or_default().clone();
+    /// A connection to `shard`'s own port, or the main connection when the
+    /// broker has no shard ports or the port is unreachable.
+    async fn shard_connection(&self, shard: u32, config: &ClientConfig) -> Result<Connection> {
+        let main = self.connection(config).await?;
+        let port = self.shard_ports.lock().expect("not poisoned").get(shard as usize).copied();
+        let Some(port) = port else { return Ok(main) };
+        let slot = self.direct.lock().expect("not poisoned").entry(shard).or_default().clone();
         let mut direct = slot.lock().await;
         match &*direct {
             Some(Direct::Up(c)) if !c.is_dead() => return Ok(c.clone()),
-            Some(Direct::FailedAt(t)) if t.elapsed() < DIRECT_RETRY_AFTER => {
-                drop(direct);
-                return self.connection().await;
-            }
+            Some(Direct::FailedAt(t)) if t.elapsed() < DIRECT_RETRY_AFTER => return Ok(main),
             _ => {}
         }
-        let config = &self.inner.config;
-        let bootstrap = &self.inner.addrs[*self.inner.current.lock().expect("not poisoned")];
-        let host = bootstrap.rsplit_once(':').map_or(bootstrap.as_str(), |(h, _)| h);
+        let host = self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(h, _)| h);
         let addr = format!("{host}:{port}");
         match tokio::time::timeout(config.connect_timeout, Connection::connect(&addr, &config.client_name)).await {
             Ok(Ok(c)) => {
@@ -180,17 +166,232 @@ impl Client {
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".into(),
                 };
-                tracing::debug!(shard, addr, reason, "shard port unreachable; using the bootstrap connection");
+                tracing::debug!(shard, addr, reason, "shard port unreachable; using the broker's main connection");
                 *direct = Some(Direct::FailedAt(Instant::now()));
-                drop(direct);
+                Ok(main)
+            }
+        }
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    /// The bootstrap list, parsed.
+    addrs: Vec<String>,
+    /// The address of `addrs` the last connection was made to.
+    current: Mutex<usize>,
+    /// One per broker address, bootstrap or learned.
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Each broker's client address, from the last metadata.
+    brokers: Mutex<HashMap<u32, String>>,
+    /// Each partition's route, per topic.
+    topics: Mutex<HashMap<String, Vec<Known>>>,
+}
+
+/// A handle on a cluster. Cheap to clone; share one per application.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// `host:port` with an unspecified host (`0.0.0.0`, `::`) made the host of
+/// `reached` (the address the client reached that broker's peer on).
+fn resolve_advertised(address: &str, reached: &str) -> String {
+    let Some((host, port)) = address.rsplit_once(':') else { return address.to_owned() };
+    if matches!(host, "0.0.0.0" | "::" | "[::]" | "") {
+        let reached_host = reached.rsplit_once(':').map_or(reached, |(h, _)| h);
+        format!("{reached_host}:{port}")
+    } else {
+        address.to_owned()
+    }
+}
+
+impl Client {
+    /// Connects to a broker of the bootstrap list (and fails if none answers).
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let addrs = bootstrap_addrs(&config.bootstrap)?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                addrs,
+                current: Mutex::new(0),
+                links: Mutex::new(HashMap::new()),
+                brokers: Mutex::new(HashMap::new()),
+                topics: Mutex::new(HashMap::new()),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    fn link(&self, addr: &str) -> Arc<Link> {
+        self.inner
+            .links
+            .lock()
+            .expect("not poisoned")
+            .entry(addr.to_owned())
+            .or_insert_with(|| Arc::new(Link::new(addr.to_owned())))
+            .clone()
+    }
+
+    fn bootstrap_link(&self) -> Arc<Link> {
+        let i = *self.inner.current.lock().expect("not poisoned");
+        self.link(&self.inner.addrs[i])
+    }
+
+    /// A live connection to a broker of the bootstrap list: the one that
+    /// worked last, then the others in order.
+    pub async fn connection(&self) -> Result<Connection> {
+        let config = &self.inner.config;
+        let addrs = &self.inner.addrs;
+        let first = *self.inner.current.lock().expect("not poisoned");
+        let mut failures = Vec::new();
+        for i in (0..addrs.len()).map(|k| (first + k) % addrs.len()) {
+            let addr = &addrs[i];
+            match self.link(addr).connection(config).await {
+                Ok(fresh) => {
+                    *self.inner.current.lock().expect("not poisoned") = i;
+                    return Ok(fresh);
+                }
+                // A broker that answers with an error (not a dead address)
+                // is not tried around: its refusal is the answer.
+                Err(e @ ClientError::Broker { .. }) => return Err(e),
+                Err(ClientError::Connect { reason, .. }) => failures.push(format!("{addr}: {reason}")),
+                Err(e) => failures.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(ClientError::Connect { addr: config.bootstrap.clone(), reason: failures.join("; ") })
+    }
+
+    /// A connection that reaches `route`: its broker (on the shard's own
+    /// port when there is one), or the bootstrap connection when the route
+    /// names no broker or its broker cannot be reached (that broker then
+    /// answers `NOT_LEADER` or forwards, and the caller learns anew).
+    pub async fn connection_for(&self, route: Route) -> Result<Connection> {
+        let config = &self.inner.config;
+        let addr = route.broker.and_then(|b| self.inner.brokers.lock().expect("not poisoned").get(&b).cloned());
+        let link = match addr {
+            Some(addr) => self.link(&addr),
+            None if route.broker.is_some() => return self.connection().await,
+            None => {
+                self.connection().await?;
+                self.bootstrap_link()
+            }
+        };
+        let reached = match route.shard {
+            Some(shard) => link.shard_connection(shard, config).await,
+            None => link.connection(config).await,
+        };
+        match reached {
+            Ok(c) => Ok(c),
+            Err(e @ ClientError::Broker { .. }) => Err(e),
+            Err(e) => {
+                tracing::debug!(broker = ?route.broker, addr = link.addr, error = %e,
+                    "a partition's leader is unreachable; using the bootstrap connection");
                 self.connection().await
             }
         }
     }
 
-    /// The shard owning `partition` of `topic`, if known.
-    pub fn shard_of(&self, topic: &str, partition: u32) -> Option<u32> {
-        self.inner.topics.lock().expect("not poisoned").get(topic).and_then(|s| s.get(partition as usize).copied())
+    /// Where `partition` of `topic`'s requests go, if known.
+    pub fn route_of(&self, topic: &str, partition: u32) -> Route {
+        self.inner
+            .topics
+            .lock()
+            .expect("not poisoned")
+            .get(topic)
+            .and_then(|s| s.get(partition as usize))
+            .map_or_else(Route::default, |k| k.route)
+    }
+
+    /// Takes a `NOT_LEADER` answer's hint: `node` leads `partition` of
+    /// `topic` in `epoch` (its shard there unknown until the next metadata).
+    pub(crate) fn learn_leader(&self, topic: &str, partition: u32, node: u32, epoch: u32) {
+        let mut topics = self.inner.topics.lock().expect("not poisoned");
+        if let Some(known) = topics.get_mut(topic).and_then(|s| s.get_mut(partition as usize))
+            && epoch >= known.epoch
+            && known.route.broker != Some(node)
+        {
+            *known = Known { route: Route { broker: Some(node), shard: None }, epoch };
+        }
+    }
+
+    /// Asks for the brokers and the leaders of `topics` (all topics when
+    /// empty), and routes by the answer from now on.
+    pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse> {
+        for t in topics {
+            check_name(t)?;
+        }
+        let request = Request::Metadata { topics: topics.iter().map(|&t| t.to_owned()).collect() };
+        let conn = self.connection().await?;
+        let reached = self.inner.addrs[*self.inner.current.lock().expect("not poisoned")].clone();
+        let timeout = self.inner.config.metadata_timeout;
+        let answer = tokio::time::timeout(timeout, conn.call(&request))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?;
+        let m = match answer? {
+            Response::Metadata(m) => m,
+            other => return Err(unexpected(&other)),
+        };
+        {
+            let mut brokers = self.inner.brokers.lock().expect("not poisoned");
+            for b in &m.brokers {
+                if !b.address.is_empty() {
+                    brokers.insert(b.node_id, resolve_advertised(&b.address, &reached));
+                }
+            }
+        }
+        let mut known = self.inner.topics.lock().expect("not poisoned");
+        for t in &m.topics {
+            if t.error.is_ok() {
+                let routes = t
+                    .partitions
+                    .iter()
+                    .map(|p| Known { route: Route { broker: p.leader, shard: p.leader_shard }, epoch: p.leader_epoch })
+                    .collect();
+                known.insert(t.name.clone(), routes);
+            } else {
+                known.remove(&t.name);
+            }
+        }
+        Ok(m)
+    }
+
+    /// Learns the routes of `topic` again (after an error that says they
+    /// moved); errors are the caller's next attempt's to meet.
+    ///
+    /// A broker cut off from the others knows no newer leader than the one
+    /// that just failed, so an answer that leaves a partition without a
+    /// leader (or fails) moves on to the next bootstrap broker, once round
+    /// the list.
+    pub(crate) async fn refresh(&self, topic: &str) {
+        let n = self.inner.addrs.len();
+        for attempt in 0..n {
+            match self.metadata(&[topic]).await {
+                Ok(m) if m.topics.iter().all(|t| t.partitions.iter().all(|p| p.leader.is_some())) => return,
+                Ok(_) => tracing::debug!(topic, attempt, "the metadata names no leader for some partition"),
+                Err(e) => tracing::debug!(topic, attempt, error = %e, "refreshing the metadata failed"),
+            }
+            let mut current = self.inner.current.lock().expect("not poisoned");
+            *current = (*current + 1) % n;
+        }
+    }
+
+    /// Hands the leadership of `partition` of `topic` to `broker`.
+    pub async fn elect_leader(&self, topic: &str, partition: u32, broker: u32) -> Result<()> {
+        check_name(topic)?;
+        let request = Request::ElectLeader { name: topic.into(), partition, broker };
+        match self.call(&request).await? {
+            Response::ElectLeader => {
+                self.refresh(topic).await;
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Sends a request on the live connection.
@@ -254,21 +455,25 @@ impl Client {
     pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse> {
         check_name(name)?;
         match self.call(&Request::DescribeTopic { name: name.into() }).await? {
-            Response::DescribeTopic(d) => {
-                let shards = d.partitions.iter().map(|p| p.shard).collect();
-                self.inner.topics.lock().expect("not poisoned").insert(name.into(), shards);
-                Ok(d)
-            }
+            Response::DescribeTopic(d) => Ok(d),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// The topic's partition count (cached after the first lookup).
+    /// The topic's partition count (cached, with the routes, after the
+    /// first lookup).
     pub async fn partitions(&self, topic: &str) -> Result<u32> {
-        if let Some(shards) = self.inner.topics.lock().expect("not poisoned").get(topic) {
-            return Ok(shards.len() as u32);
+        if let Some(routes) = self.inner.topics.lock().expect("not poisoned").get(topic) {
+            return Ok(routes.len() as u32);
         }
-        Ok(self.describe_topic(topic).await?.partitions.len() as u32)
+        let m = self.metadata(&[topic]).await?;
+        let t = m
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| ClientError::Protocol(format!("the metadata answer has no topic {topic:?}")))?;
+        check(t.error, || format!("topic {topic}"))?;
+        Ok(t.partitions.len() as u32)
     }
 
     /// Resolves `spec` for each of `partitions` (all of them when empty).
@@ -329,9 +534,24 @@ pub(crate) fn is_metadata_error(e: &ClientError) -> bool {
     matches!(e.code(), Some(ErrorCode::UNKNOWN_TOPIC | ErrorCode::UNKNOWN_PARTITION))
 }
 
+/// Whether an error means a partition's leader may have moved: its routes
+/// are learned again before the next attempt.
+pub(crate) fn is_routing_error(e: &ClientError) -> bool {
+    matches!(e, ClientError::Connect { .. } | ClientError::ConnectionLost(_) | ClientError::Timeout(_))
+        || matches!(e.code(), Some(ErrorCode::NOT_LEADER | ErrorCode::LEADER_NOT_AVAILABLE))
+}
+
 #[cfg(test)]
 mod bootstrap_tests {
     use super::bootstrap_addrs;
+
+    #[test]
+    fn an_unspecified_advertised_host_becomes_the_host_the_client_reached() {
+        use super::resolve_advertised;
+        assert_eq!(resolve_advertised("0.0.0.0:7071", "10.0.0.5:7070"), "10.0.0.5:7071");
+        assert_eq!(resolve_advertised("[::]:7071", "db1:7070"), "db1:7071");
+        assert_eq!(resolve_advertised("127.0.0.1:7071", "db1:7070"), "127.0.0.1:7071");
+    }
 
     #[test]
     fn a_bootstrap_list_is_comma_separated_host_ports() {

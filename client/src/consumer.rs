@@ -66,7 +66,7 @@ pub enum StartFrom {
 }
 
 /// A shard, and which of its fetches (its share of the shard's partitions).
-type Lane = (Option<u32>, usize);
+type Lane = (crate::client::Route, usize);
 
 type FetchDone = ((Lane, u64), Vec<(u32, Offset)>, Duration, Result<Response>);
 
@@ -185,9 +185,9 @@ impl Consumer {
 
     /// Starts a fetch for every lane without one in flight.
     fn start_fetches(&mut self) {
-        let mut shards: BTreeMap<Option<u32>, Vec<(u32, Offset)>> = BTreeMap::new();
+        let mut shards: BTreeMap<crate::client::Route, Vec<(u32, Offset)>> = BTreeMap::new();
         for (&p, &o) in &self.positions {
-            shards.entry(self.client.shard_of(&self.topic, p)).or_default().push((p, o));
+            shards.entry(self.client.route_of(&self.topic, p)).or_default().push((p, o));
         }
         self.rotation = self.rotation.wrapping_add(1);
         let lanes_max = self.config.fetches_per_shard_max.max(1);
@@ -258,13 +258,21 @@ impl Consumer {
             self.fetch_latencies.clear();
         }
         self.fetch_latencies.push(took);
-        let topics = match response? {
-            Response::Fetch(t) => t,
-            other => return Err(unexpected(&other)),
+        let topics = match response {
+            Ok(Response::Fetch(t)) => t,
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => {
+                // The leader died or moved: follow it before the next poll.
+                if crate::client::is_routing_error(&e) {
+                    self.client.refresh(&self.topic).await;
+                }
+                return Err(e);
+            }
         };
         // One partition's error does not hold back the others: their records
         // are kept for the next poll, and the first error is returned.
         let mut first_error = None;
+        let mut routing_error = false;
         for t in topics {
             for p in t.partitions {
                 let topic = &self.topic;
@@ -274,6 +282,7 @@ impl Consumer {
                     continue;
                 }
                 if let Err(e) = check(p.error, || format!("fetching {topic}/{} at offset {position}", p.partition)) {
+                    routing_error |= crate::client::is_routing_error(&e);
                     first_error.get_or_insert(e);
                     continue;
                 }
@@ -300,6 +309,9 @@ impl Consumer {
                     }
                 }
             }
+        }
+        if routing_error {
+            self.client.refresh(&self.topic).await;
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -12,7 +12,7 @@ mod error;
 mod producer;
 mod record;
 
-pub use client::{Client, ClientConfig, TopicConfig};
+pub use client::{Client, ClientConfig, Route, TopicConfig};
 pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};

@@ -76,9 +76,9 @@ pub async fn produce(client: Client, how: BrokerOnly, spec: ProduceSpec, progres
     };
     let mut maker = RecordMaker::new(spec.seed, spec.keys, spec.key_distribution, spec.zipf_exponent, spec.sizes);
     let prebuilt: Arc<Vec<Prebuilt>> = Arc::new((0..partitions).map(|_| build(&mut maker, how.batch_bytes)).collect());
-    let mut by_shard: std::collections::BTreeMap<Option<u32>, Vec<u32>> = std::collections::BTreeMap::new();
+    let mut by_shard: std::collections::BTreeMap<cairn_client::Route, Vec<u32>> = std::collections::BTreeMap::new();
     for p in 0..partitions {
-        by_shard.entry(client.shard_of(&spec.topic, p)).or_default().push(p);
+        by_shard.entry(client.route_of(&spec.topic, p)).or_default().push(p);
     }
     let sent = Arc::new(AtomicU64::new(0));
     let records_max = spec.records_max.unwrap_or(u64::MAX);

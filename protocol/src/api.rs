@@ -24,10 +24,12 @@ pub enum ApiKey {
     ListOffsets = 7,
     AlterTopicConfig = 8,
     RecoverPartitions = 9,
+    Metadata = 10,
+    ElectLeader = 11,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 10] = [
+    pub const ALL: [ApiKey; 12] = [
         ApiKey::Handshake,
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
@@ -38,6 +40,8 @@ impl ApiKey {
         ApiKey::ListOffsets,
         ApiKey::AlterTopicConfig,
         ApiKey::RecoverPartitions,
+        ApiKey::Metadata,
+        ApiKey::ElectLeader,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -47,8 +51,11 @@ impl ApiKey {
     /// The versions of this API this build speaks, inclusive.
     pub fn versions(self) -> (u16, u16) {
         match self {
-            // Version 1: settings by name (Kafka's), with their sources.
-            ApiKey::CreateTopic | ApiKey::DescribeTopic => (0, 1),
+            // CreateTopic and DescribeTopic 1: settings by name (Kafka's),
+            // with their sources. Produce 1: a partition's error names its
+            // leader and epoch, and a broker that does not lead it answers
+            // NOT_LEADER instead of forwarding the batch (docs/protocol.md).
+            ApiKey::CreateTopic | ApiKey::DescribeTopic | ApiKey::Produce => (0, 1),
             _ => (0, 0),
         }
     }
@@ -71,6 +78,8 @@ impl ApiKey {
             ApiKey::ListOffsets => "list_offsets",
             ApiKey::AlterTopicConfig => "alter_topic_config",
             ApiKey::RecoverPartitions => "recover_partitions",
+            ApiKey::Metadata => "metadata",
+            ApiKey::ElectLeader => "elect_leader",
         }
     }
 }
@@ -294,6 +303,17 @@ pub enum Request {
         name: String,
         partitions: Vec<u32>,
     },
+    /// The brokers, and the leaders of these topics' partitions (every
+    /// topic when empty).
+    Metadata {
+        topics: Vec<String>,
+    },
+    /// Hands the partition's leadership to `broker` (one of its replicas).
+    ElectLeader {
+        name: String,
+        partition: u32,
+        broker: u32,
+    },
 }
 
 impl Request {
@@ -309,6 +329,8 @@ impl Request {
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::AlterTopicConfig { .. } => ApiKey::AlterTopicConfig,
             Request::RecoverPartitions { .. } => ApiKey::RecoverPartitions,
+            Request::Metadata { .. } => ApiKey::Metadata,
+            Request::ElectLeader { .. } => ApiKey::ElectLeader,
         }
     }
 
@@ -361,6 +383,12 @@ impl Request {
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => w.string(name),
             Request::ListTopics => {}
+            Request::Metadata { topics } => w.array(topics, |w, t| w.string(t)),
+            Request::ElectLeader { name, partition, broker } => {
+                w.string(name);
+                w.u32(*partition);
+                w.u32(*broker);
+            }
             Request::Produce(p) => {
                 w.u8(p.acks as u8);
                 w.u32(p.timeout_ms);
@@ -437,6 +465,8 @@ impl Request {
             ApiKey::DeleteTopic => Request::DeleteTopic { name: r.string()? },
             ApiKey::ListTopics => Request::ListTopics,
             ApiKey::DescribeTopic => Request::DescribeTopic { name: r.string()? },
+            ApiKey::Metadata => Request::Metadata { topics: r.array("topics", 2, Reader::string)? },
+            ApiKey::ElectLeader => Request::ElectLeader { name: r.string()?, partition: r.u32()?, broker: r.u32()? },
             ApiKey::Produce => {
                 let acks = match r.u8()? {
                     0 => Acks::None,
@@ -566,6 +596,63 @@ pub struct ProducePartitionResult {
     pub error: ErrorCode,
     /// The offset given to the batch's first record (0 on error).
     pub base_offset: Offset,
+    /// With `NOT_LEADER` (version 1 on): the leader this broker knows, if
+    /// any, and its epoch; where a client sends the batch next.
+    pub leader: Option<LeaderHint>,
+}
+
+/// Who leads a partition, as the answering broker knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub node: u32,
+    pub epoch: u32,
+}
+
+/// A broker of the cluster, as `Metadata` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: u32,
+    /// Where clients connect (`host:port`); a host of `0.0.0.0` or `::`
+    /// means "the host you reached me on".
+    pub address: String,
+    /// Its replication listener (`host:port`).
+    pub replication_address: String,
+    /// It answered the broker that built this answer just now.
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    pub partition: u32,
+    pub error: ErrorCode,
+    /// `None`: no leader is known (an election is on).
+    pub leader: Option<u32>,
+    pub leader_epoch: u32,
+    /// The core owning the partition on its leader (a client connects to
+    /// that shard's port); `None` if not known.
+    pub leader_shard: Option<u32>,
+    /// The replicas, preferred leader first.
+    pub replicas: Vec<u32>,
+    /// The replicas whose logs kept up with the leader's lately (Kafka's
+    /// in-sync replicas), as the leader reports them.
+    pub caught_up: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub error: ErrorCode,
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataResponse {
+    /// The node that answered.
+    pub node_id: u32,
+    /// The controller (the metadata partition's leader), if known.
+    pub controller: Option<u32>,
+    pub brokers: Vec<BrokerInfo>,
+    pub topics: Vec<TopicMetadata>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -615,6 +702,19 @@ pub enum Response {
     ListOffsets(Vec<ListOffsetsTopicResult>),
     AlterTopicConfig,
     RecoverPartitions(Vec<RecoveredPartition>),
+    Metadata(MetadataResponse),
+    ElectLeader,
+}
+
+fn opt_u32(v: Option<u32>) -> i64 {
+    v.map_or(-1, i64::from)
+}
+
+fn read_opt_u32(r: &mut Reader, what: &'static str) -> Result<Option<u32>, DecodeError> {
+    match r.i64()? {
+        -1 => Ok(None),
+        v => u32::try_from(v).map(Some).map_err(|_| DecodeError::Invalid { what, value: v }),
+    }
 }
 
 impl Response {
@@ -645,7 +745,30 @@ impl Response {
                     w.u16(a.max);
                 });
             }
-            Response::CreateTopic | Response::DeleteTopic | Response::AlterTopicConfig => {}
+            Response::CreateTopic | Response::DeleteTopic | Response::AlterTopicConfig | Response::ElectLeader => {}
+            Response::Metadata(m) => {
+                w.u32(m.node_id);
+                w.i64(opt_u32(m.controller));
+                w.array(&m.brokers, |w, b| {
+                    w.u32(b.node_id);
+                    w.string(&b.address);
+                    w.string(&b.replication_address);
+                    w.u8(u8::from(b.alive));
+                });
+                w.array(&m.topics, |w, t| {
+                    w.string(&t.name);
+                    w.u16(t.error.0);
+                    w.array(&t.partitions, |w, p| {
+                        w.u32(p.partition);
+                        w.u16(p.error.0);
+                        w.i64(opt_u32(p.leader));
+                        w.u32(p.leader_epoch);
+                        w.i64(opt_u32(p.leader_shard));
+                        w.array(&p.replicas, |w, &n| w.u32(n));
+                        w.array(&p.caught_up, |w, &n| w.u32(n));
+                    });
+                });
+            }
             Response::RecoverPartitions(parts) => w.array(parts, |w, p| {
                 w.u32(p.partition);
                 w.u16(p.error.0);
@@ -683,6 +806,10 @@ impl Response {
                     w.u32(p.partition);
                     w.u16(p.error.0);
                     w.u64(p.base_offset.0);
+                    if version >= 1 {
+                        w.i64(opt_u32(p.leader.map(|l| l.node)));
+                        w.u32(p.leader.map_or(0, |l| l.epoch));
+                    }
                 });
             }),
             Response::Fetch(topics) => w.array(topics, |w, t| {
@@ -739,6 +866,40 @@ impl Response {
                 r.array("topics", 6, |r| Ok(TopicSummary { name: r.string()?, partitions: r.u32()? }))?,
             ),
             ApiKey::AlterTopicConfig => Response::AlterTopicConfig,
+            ApiKey::ElectLeader => Response::ElectLeader,
+            ApiKey::Metadata => Response::Metadata(MetadataResponse {
+                node_id: r.u32()?,
+                controller: read_opt_u32(r, "controller")?,
+                brokers: r.array("brokers", 9, |r| {
+                    Ok(BrokerInfo {
+                        node_id: r.u32()?,
+                        address: r.string()?,
+                        replication_address: r.string()?,
+                        alive: match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            v => return Err(DecodeError::Invalid { what: "alive", value: i64::from(v) }),
+                        },
+                    })
+                })?,
+                topics: r.array("topics", 8, |r| {
+                    Ok(TopicMetadata {
+                        name: r.string()?,
+                        error: ErrorCode(r.u16()?),
+                        partitions: r.array("partitions", 34, |r| {
+                            Ok(PartitionMetadata {
+                                partition: r.u32()?,
+                                error: ErrorCode(r.u16()?),
+                                leader: read_opt_u32(r, "leader")?,
+                                leader_epoch: r.u32()?,
+                                leader_shard: read_opt_u32(r, "leader shard")?,
+                                replicas: r.array("replicas", 4, Reader::u32)?,
+                                caught_up: r.array("caught-up replicas", 4, Reader::u32)?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
             ApiKey::RecoverPartitions => Response::RecoverPartitions(r.array("partitions", 8, |r| {
                 Ok(RecoveredPartition { partition: r.u32()?, error: ErrorCode(r.u16()?), message: r.string()? })
             })?),
@@ -778,11 +939,17 @@ impl Response {
                 Ok(ProduceTopicResult {
                     name: r.string()?,
                     partitions: r.array("partitions", 14, |r| {
-                        Ok(ProducePartitionResult {
-                            partition: r.u32()?,
-                            error: ErrorCode(r.u16()?),
-                            base_offset: Offset(r.u64()?),
-                        })
+                        let partition = r.u32()?;
+                        let error = ErrorCode(r.u16()?);
+                        let base_offset = Offset(r.u64()?);
+                        let leader = if version >= 1 {
+                            let node = read_opt_u32(r, "leader")?;
+                            let epoch = r.u32()?;
+                            node.map(|node| LeaderHint { node, epoch })
+                        } else {
+                            None
+                        };
+                        Ok(ProducePartitionResult { partition, error, base_offset, leader })
                     })?,
                 })
             })?),

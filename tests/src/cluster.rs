@@ -1,13 +1,32 @@
 //! Brokers of one cluster as processes on this machine: each on free
 //! ports (client and replication), with `--node-id` and `--peers`.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_client::{
+    Client, ClientConfig, ClientError, Consumer, ConsumerConfig, ErrorCode, Offset, OffsetSpec, Producer,
+    ProducerRecord, StartFrom, TopicConfig,
+};
 
 use crate::Broker;
+use crate::history::{Acked, Copy, Report};
+use crate::netns::Namespaces;
 
 pub struct Cluster {
     pub brokers: Vec<Broker>,
     pub peers: String,
+    /// The namespaces the brokers run in (dropped after them).
+    pub namespaces: Option<Namespaces>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The brokers go before their namespaces.
+        self.brokers.clear();
+    }
 }
 
 /// A port free now (the system's choice; released before the broker binds it).
@@ -27,7 +46,24 @@ impl Cluster {
                 Broker::start(&flags)
             })
             .collect();
-        Cluster { brokers, peers }
+        Cluster { brokers, peers, namespaces: None }
+    }
+
+    /// Starts `n` brokers each in a network namespace of its own (broker
+    /// `k` at [`Namespaces::ip`]), so the network between them can be cut;
+    /// why not, if this machine cannot make namespaces.
+    pub fn start_in_namespaces(n: usize, extra: &[&str]) -> Result<Cluster, String> {
+        let namespaces = Namespaces::create(n)?;
+        let peers = (0..n).map(|k| format!("{}={}:8070", k + 1, namespaces.ip(k))).collect::<Vec<_>>().join(",");
+        let brokers = (0..n)
+            .map(|k| {
+                let id = (k + 1).to_string();
+                let mut flags = vec!["--node-id", id.as_str(), "--peers", peers.as_str()];
+                flags.extend_from_slice(extra);
+                Broker::start_wrapped(&namespaces.exec(k), &namespaces.ip(k), &flags)
+            })
+            .collect();
+        Ok(Cluster { brokers, peers, namespaces: Some(namespaces) })
     }
 
     /// Every broker's client address, comma-separated (a `--bootstrap` list).
@@ -74,4 +110,131 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+// ------------------------------------------------ helpers of the cluster tests
+
+pub async fn client(bootstrap: &str) -> Client {
+    Client::connect(ClientConfig::new(bootstrap.to_owned())).await.expect("connecting")
+}
+
+/// Creates a topic, waiting out the first election of the controller (a
+/// retried create whose first attempt landed finds the topic there).
+pub async fn create(client: &Client, topic: &str, partitions: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tried = false;
+    loop {
+        match client.create_topic(topic, partitions, TopicConfig::default()).await {
+            Ok(()) => return,
+            Err(ClientError::Broker { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) if tried => return,
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tried = true;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("creating {topic}: {e}"),
+        }
+    }
+}
+
+/// Sends records numbered `from..from + n` to `topic` (record `i` to
+/// partition `i % partitions`) and waits for every acknowledgement.
+pub async fn produce(producer: &Producer, topic: &str, partitions: u32, from: u64, n: u64) -> Vec<Acked> {
+    let mut deliveries = Vec::new();
+    for i in from..from + n {
+        let mut r = ProducerRecord::new(topic, None::<Bytes>, i.to_string());
+        r.partition = Some((i % u64::from(partitions)) as u32);
+        deliveries.push((i, producer.send(r).await.expect("queued")));
+    }
+    let mut acked = Vec::new();
+    for (i, d) in deliveries {
+        let meta = d.wait().await.unwrap_or_else(|e| panic!("record {i} not acknowledged: {e}"));
+        acked.push(Acked { partition: meta.partition, offset: meta.offset.expect("acks=all gives offsets"), value: i });
+    }
+    acked
+}
+
+/// Every record of `partition` below the high watermark, read from the
+/// broker at `addr` alone: (offset, value).
+pub async fn read_all(addr: &str, topic: &str, partition: u32) -> Vec<(Offset, u64)> {
+    let client = client(addr).await;
+    let latest = client.list_offsets(topic, &[partition], OffsetSpec::Latest).await.expect("offsets")[0].1;
+    // Read from this broker only: its own copy, not the leader's.
+    let mut consumer =
+        Consumer::assign(client.clone(), ConsumerConfig::default(), topic, &[partition], StartFrom::Earliest)
+            .await
+            .expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    // Until the consumer's position reaches the latest offset (a trailing
+    // control batch has no record, but moves the position past it).
+    while consumer.positions().get(&partition).is_none_or(|p| *p < latest) {
+        assert!(Instant::now() < deadline, "{addr}: only {} records of {topic}/{partition} arrived", out.len());
+        for r in consumer.poll().await.expect("poll") {
+            let value =
+                std::str::from_utf8(r.value.as_deref().expect("a value")).expect("utf-8").parse().expect("a number");
+            out.push((r.offset, value));
+        }
+    }
+    out
+}
+
+/// Waits until every broker reports the same latest offsets for `topic`.
+pub async fn converged(cluster: &Cluster, topic: &str, partitions: u32) -> BTreeMap<u32, Offset> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut views = Vec::new();
+        for broker in &cluster.brokers {
+            // A broker that is still starting (or has not applied the
+            // topic yet) is asked again.
+            let Ok(c) = Client::connect(ClientConfig::new(broker.addr.clone())).await else { break };
+            let all: Vec<u32> = (0..partitions).collect();
+            let Ok(view) = c.list_offsets(topic, &all, OffsetSpec::Latest).await else { break };
+            views.push(view);
+        }
+        if views.len() == cluster.brokers.len() && views.windows(2).all(|w| w[0] == w[1]) {
+            return views[0].iter().copied().collect();
+        }
+        assert!(Instant::now() < deadline, "the brokers do not converge: {views:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each broker's copy of `topic`, read from it alone.
+pub async fn copies(cluster: &Cluster, topic: &str, partitions: u32) -> Vec<Copy> {
+    let mut copies = Vec::new();
+    for broker in &cluster.brokers {
+        let mut copy = BTreeMap::new();
+        for p in 0..partitions {
+            copy.insert(p, read_all(&broker.addr, topic, p).await);
+        }
+        copies.push(copy);
+    }
+    copies
+}
+
+/// Converges, reads every copy and checks `acked` against them; the report.
+pub async fn check_history(cluster: &Cluster, topic: &str, partitions: u32, acked: &[Acked]) -> Report {
+    let latest = converged(cluster, topic, partitions).await;
+    let copies = copies(cluster, topic, partitions).await;
+    let report = crate::history::check(acked, &copies);
+    assert!(report.is_valid(), "the history of {topic}: {report}");
+    for a in acked {
+        assert!(latest[&a.partition] > a.offset, "{topic}/{}: the latest offset is behind {a:?}", a.partition);
+    }
+    report
+}
+
+/// The partition's metadata once its leader reports every replica caught
+/// up (the first fetches of a new group take a moment).
+pub async fn settled(client: &Client, topic: &str, partition: u32) -> protocol::api::PartitionMetadata {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = client.metadata(&[topic]).await.expect("metadata");
+        let p = m.topics[0].partitions[partition as usize].clone();
+        if p.leader.is_some() && p.caught_up.len() == p.replicas.len() {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{topic}/{partition} does not settle: {p:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -3,6 +3,8 @@
 //! the `cairn` CLI pointed at it.
 
 pub mod cluster;
+pub mod history;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +48,10 @@ pub struct Broker {
     relative: bool,
     /// Somewhere else than the temporary directory.
     data_dir: Option<PathBuf>,
+    /// A command the broker runs under (`ip netns exec NS`), if any.
+    wrapper: Vec<String>,
+    /// The host it listens on for clients.
+    host: String,
 }
 
 impl Broker {
@@ -75,7 +81,19 @@ impl Broker {
             extra: extra.iter().map(|s| (*s).to_string()).collect(),
             relative,
             data_dir,
+            wrapper: Vec::new(),
+            host: "127.0.0.1".into(),
         }
+    }
+
+    /// Starts a broker under `wrapper` (such as `ip netns exec NS`),
+    /// listening for clients on `host`.
+    pub fn start_wrapped(wrapper: &[String], host: &str, extra: &[&str]) -> Broker {
+        let mut broker = Broker::unstarted(extra, false, None);
+        broker.wrapper = wrapper.to_vec();
+        host.clone_into(&mut broker.host);
+        broker.spawn();
+        broker
     }
 
     /// Starts a broker with its data in `data_dir` (a file system of the
@@ -95,7 +113,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        if let Err(e) = self.try_spawn("127.0.0.1:0") {
+        if let Err(e) = self.try_spawn(&format!("{}:0", self.host)) {
             panic!("the broker did not start: {e}");
         }
     }
@@ -106,7 +124,14 @@ impl Broker {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).expect("log file");
         let data_dir =
             if self.relative { "data".to_owned() } else { self.data_dir().to_str().expect("utf-8 path").to_owned() };
-        let mut command = Command::new(bin("cairn-server"));
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("cairn-server"));
+                c
+            }
+            None => Command::new(bin("cairn-server")),
+        };
         command
             .current_dir(self.root.path())
             .args(["--data-dir", &data_dir, "--listen", listen, "--cores", "2"])
@@ -155,7 +180,7 @@ impl Broker {
     /// Starts the broker again (new port); the reason if it does not come up.
     pub fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "stop the broker first");
-        self.try_spawn("127.0.0.1:0")
+        self.try_spawn(&format!("{}:0", self.host))
     }
 
     /// The broker's `/metrics` text.
@@ -181,6 +206,20 @@ impl Broker {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGSTOP: the process freezes, its connections stay open and silent.
+    pub fn pause(&self) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+        assert_eq!(rc, 0, "sending SIGSTOP");
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        // SAFETY: as above.
+        let rc = unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        assert_eq!(rc, 0, "sending SIGCONT");
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -5,102 +5,12 @@
 //! record lost or moved, every broker's copy the same, each producer's
 //! records in order.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_client::{
-    Client, ClientConfig, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, StartFrom,
-    TopicConfig,
-};
-use cairn_tests::cluster::Cluster;
-use protocol::api::{Acks, OffsetSpec};
-
-async fn client(bootstrap: &str) -> Client {
-    Client::connect(ClientConfig::new(bootstrap.to_owned())).await.expect("connecting")
-}
-
-/// Creates a topic, waiting out the first election of the controller (a
-/// retried create whose first attempt landed finds the topic there).
-async fn create(client: &Client, topic: &str, partitions: u32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut tried = false;
-    loop {
-        match client.create_topic(topic, partitions, TopicConfig::default()).await {
-            Ok(()) => return,
-            Err(cairn_client::ClientError::Broker { code: protocol::ErrorCode::TOPIC_ALREADY_EXISTS, .. }) if tried => {
-                return;
-            }
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tried = true;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("creating {topic}: {e}"),
-        }
-    }
-}
-
-/// Sends records `from..from + n` (record `i` to partition `i % 2`), and
-/// waits for every acknowledgement: (partition, offset, i).
-async fn produce(producer: &Producer, from: u64, n: u64) -> Vec<(u32, Offset, u64)> {
-    let mut deliveries = Vec::new();
-    for i in from..from + n {
-        let mut r = ProducerRecord::new("ledger", None::<Bytes>, i.to_string());
-        r.partition = Some((i % 2) as u32);
-        deliveries.push((i, producer.send(r).await.expect("queued")));
-    }
-    let mut acked = Vec::new();
-    for (i, d) in deliveries {
-        let meta = d.wait().await.unwrap_or_else(|e| panic!("record {i} not acknowledged: {e}"));
-        acked.push((meta.partition, meta.offset.expect("acks=all gives offsets"), i));
-    }
-    acked
-}
-
-/// Every record of `partition` below the high watermark, read from the
-/// broker at `addr` alone: (offset, value).
-async fn read_all(addr: &str, topic: &str, partition: u32) -> Vec<(Offset, u64)> {
-    let client = client(addr).await;
-    let latest = client.list_offsets(topic, &[partition], OffsetSpec::Latest).await.expect("offsets")[0].1;
-    let mut consumer =
-        Consumer::assign(client.clone(), ConsumerConfig::default(), topic, &[partition], StartFrom::Earliest)
-            .await
-            .expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_mins(1);
-    // Until the consumer's position reaches the latest offset (a trailing
-    // control batch has no record, but moves the position past it).
-    while consumer.positions().get(&partition).is_none_or(|p| *p < latest) {
-        assert!(Instant::now() < deadline, "{addr}: only {} records of {topic}/{partition} arrived", out.len());
-        for r in consumer.poll().await.expect("poll") {
-            let value =
-                std::str::from_utf8(r.value.as_deref().expect("a value")).expect("utf-8").parse().expect("a number");
-            out.push((r.offset, value));
-        }
-    }
-    out
-}
-
-/// Waits until every broker reports the same latest offsets for `topic`.
-async fn converged(cluster: &Cluster, topic: &str, partitions: u32) -> BTreeMap<u32, Offset> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut views = Vec::new();
-        for broker in &cluster.brokers {
-            // A broker that is still starting (or has not applied the
-            // topic yet) is asked again.
-            let Ok(c) = Client::connect(ClientConfig::new(broker.addr.clone())).await else { break };
-            let all: Vec<u32> = (0..partitions).collect();
-            let Ok(view) = c.list_offsets(topic, &all, OffsetSpec::Latest).await else { break };
-            views.push(view);
-        }
-        if views.len() == cluster.brokers.len() && views.windows(2).all(|w| w[0] == w[1]) {
-            return views[0].iter().copied().collect();
-        }
-        assert!(Instant::now() < deadline, "the brokers do not converge: {views:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use cairn_client::{Producer, ProducerConfig, ProducerRecord};
+use cairn_tests::cluster::{Cluster, check_history, client, converged, create, produce, settled};
+use protocol::api::Acks;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_with_kill_9_loses_no_acknowledged_record_and_every_broker_agrees() {
@@ -119,14 +29,14 @@ async fn a_leader_killed_with_kill_9_loses_no_acknowledged_record_and_every_brok
     };
     assert_eq!(ProducerConfig::default().acks, Acks::All, "acks=all is the producer's default");
     let producer = Producer::new(c.clone(), config);
-    let mut acked = produce(&producer, 0, 3_000).await;
+    let mut acked = produce(&producer, "ledger", 2, 0, 3_000).await;
 
     // Kill the leader of partition 0 while a producer sends the next
     // records: they ride through the failover (retries), none is lost.
     let leader = cluster.leader_of("ledger", 0).expect("a leader of ledger/0 in the logs");
     let during = {
         let producer = producer.clone();
-        tokio::spawn(async move { produce(&producer, 3_000, 3_000).await })
+        tokio::spawn(async move { produce(&producer, "ledger", 2, 3_000, 3_000).await })
     };
     cluster.brokers[leader].kill9();
     let killed_at = Instant::now();
@@ -153,34 +63,8 @@ async fn a_leader_killed_with_kill_9_loses_no_acknowledged_record_and_every_brok
     };
     assert_ne!(new_leader, leader, "ledger/0 was led by the killed broker: another must lead it now\n{}", roles());
     cluster.brokers[leader].restart_on_same_address().expect("the killed broker restarts");
-    let latest = converged(&cluster, "ledger", 2).await;
-
-    // The history: each broker's copy, read from it alone.
-    let mut copies = Vec::new();
-    for broker in &cluster.brokers {
-        let mut copy = BTreeMap::new();
-        for p in 0..2 {
-            copy.insert(p, read_all(&broker.addr, "ledger", p).await);
-        }
-        copies.push(copy);
-    }
-    assert!(copies.windows(2).all(|w| w[0] == w[1]), "two brokers' copies of ledger differ");
-    let copy = &copies[0];
-    for (partition, offset, value) in &acked {
-        let stored = copy[partition].iter().find(|(o, _)| o == offset).map(|(_, v)| *v);
-        assert_eq!(stored, Some(*value), "acknowledged record {value} lost or moved ({partition}/{offset})");
-    }
-    // Offsets only grow; the producer's acknowledged records keep its
-    // order in each partition (a retried batch may also land twice before
-    // its acknowledged copy: the producer is not idempotent yet).
-    for (p, records) in copy {
-        assert!(records.windows(2).all(|w| w[0].0 < w[1].0), "partition {p}: offsets out of order");
-        let mut mine: Vec<(u64, Offset)> = acked.iter().filter(|a| a.0 == *p).map(|a| (a.2, a.1)).collect();
-        mine.sort_unstable();
-        assert!(mine.windows(2).all(|w| w[0].1 < w[1].1), "partition {p}: acknowledged records out of order");
-        assert!(latest[p] > mine.last().map_or(Offset(0), |m| m.1), "partition {p}: the latest offset is behind");
-    }
-    eprintln!("failover: the producer finished {after:?} after the kill");
+    let report = check_history(&cluster, "ledger", 2, &acked).await;
+    eprintln!("failover: the producer finished {after:?} after the kill; {report}");
 }
 
 /// The failover benchmark (docs/benchmarks.md): a closed-loop producer
@@ -247,5 +131,175 @@ async fn failover_gap_as_a_client_sees_it() {
         at(0.5),
         at(0.99),
         gaps[gaps.len() - 1]
+    );
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_each_partitions_leader_and_the_brokers_and_a_leader_moves_when_asked() {
+    let mut cluster = Cluster::start(3, &[]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "moves", 2).await;
+    let before = settled(&c, "moves", 0).await;
+    let mut replicas = before.replicas.clone();
+    replicas.sort_unstable();
+    assert_eq!(replicas, vec![1, 2, 3], "three replicas: {before:?}");
+    let leader = before.leader.expect("settled");
+
+    // The brokers' own logs agree with the metadata on who leads.
+    assert_eq!(cluster.leader_of("moves", 0).map(|i| i as u32 + 1), Some(leader));
+    let m = c.metadata(&[]).await.expect("metadata");
+    assert_eq!(m.brokers.len(), 3);
+    assert!(m.brokers.iter().all(|b| b.alive), "{m:?}");
+    for b in &m.brokers {
+        assert_eq!(b.address, cluster.brokers[b.node_id as usize - 1].addr, "{b:?}");
+    }
+    let controller = m.controller.expect("a controller");
+
+    let table = stdout(&cluster.brokers[0].cli(&["cluster", "describe"], ""));
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows.iter().all(|r| r[3] == "yes"), "all alive: {table}");
+    let controllers: Vec<&str> = rows.iter().filter(|r| r[4] == "yes").map(|r| r[0]).collect();
+    assert_eq!(controllers, vec![controller.to_string().as_str()], "{table}");
+
+    let described = stdout(&cluster.brokers[1].cli(&["topic", "describe", "moves"], ""));
+    let row: Vec<&str> = described.lines().find(|l| l.starts_with("0\t")).expect("partition 0").split('\t').collect();
+    assert_eq!(row[1], leader.to_string(), "{described}");
+    assert_eq!(row[2], before.leader_epoch.to_string(), "{described}");
+    assert_eq!(row[3].split(',').count(), 3, "{described}");
+
+    // Hand partition 0 to another replica: done when the command returns.
+    let target = before.replicas.iter().copied().find(|&n| n != leader).expect("another replica");
+    let target_arg = target.to_string();
+    let moved =
+        stdout(&cluster.brokers[2].cli(&["partition", "elect-leader", "moves", "0", "--broker", &target_arg], ""));
+    assert_eq!(moved, format!("broker {target} leads moves/0\n"));
+    let after = c.metadata(&["moves"]).await.expect("metadata").topics[0].partitions[0].clone();
+    assert_eq!(after.leader, Some(target), "{after:?}");
+    assert!(after.leader_epoch > before.leader_epoch, "{before:?} then {after:?}");
+
+    // Asking for a broker that holds no replica, or none at all, fails clearly.
+    let refused = cluster.brokers[0].cli(&["partition", "elect-leader", "moves", "0", "--broker", "9"], "");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("UNKNOWN_BROKER"), "{refused:?}");
+
+    // A broker that dies is shown so.
+    let victim = (1..=3u32).find(|&n| n != controller).expect("a broker that is not the controller");
+    cluster.brokers[victim as usize - 1].kill9();
+    let survivor = (1..=3u32).find(|&n| n != victim).expect("a survivor") as usize - 1;
+    let table = stdout(&cluster.brokers[survivor].cli(&["cluster", "describe"], ""));
+    let row = table.lines().find(|l| l.starts_with(&format!("{victim}\t"))).expect("the dead broker is listed");
+    assert!(row.split('\t').nth(3) == Some("no"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_lead_answers_not_leader_naming_the_leader_and_its_epoch() {
+    let cluster = Cluster::start(3, &[]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "hints", 1).await;
+    let p = settled(&c, "hints", 0).await;
+    let leader = p.leader.expect("settled");
+    let follower = (1..=3u32).find(|&n| n != leader).expect("a follower");
+    let conn =
+        cairn_client::Connection::connect(&cluster.brokers[follower as usize - 1].addr, "test").await.expect("connect");
+    let mut b = protocol::batch::BatchBuilder::new();
+    b.push(protocol::batch::RecordInput::new(None, Some(b"x"), protocol::types::Timestamp(1)));
+    let request = protocol::api::Request::Produce(protocol::api::ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 5_000,
+        topics: vec![protocol::api::ProduceTopic {
+            name: "hints".into(),
+            partitions: vec![protocol::api::ProducePartition { partition: 0, batch: Bytes::from(b.build().unwrap()) }],
+        }],
+    });
+    let protocol::api::Response::Produce(topics) = conn.call(&request).await.expect("an answer") else {
+        panic!("not a produce answer")
+    };
+    let result = topics[0].partitions[0];
+    assert_eq!(result.error, protocol::ErrorCode::NOT_LEADER, "{result:?}");
+    assert_eq!(result.leader, Some(protocol::api::LeaderHint { node: leader, epoch: p.leader_epoch }));
+
+    // A client that knows only the follower still gets its records to the
+    // leader: it follows the hint.
+    let only_follower = client(&cluster.brokers[follower as usize - 1].addr).await;
+    let producer = Producer::new(only_follower.clone(), ProducerConfig::default());
+    let d = producer.send(ProducerRecord::new("hints", None::<Bytes>, "y")).await.expect("queued");
+    let meta = d.wait().await.expect("acknowledged");
+    assert!(meta.offset.is_some());
+    assert_eq!(only_follower.route_of("hints", 0).broker, Some(leader), "the client routes to the leader now");
+}
+
+/// The leader-transfer benchmark (docs/benchmarks.md): a closed-loop
+/// producer (one record in flight, `acks=all`) on partition 0 while its
+/// leadership is handed to another replica (`partition elect-leader`),
+/// `CAIRN_TRANSFER_TRIALS` times (default 20); the gap is the longest wait
+/// between two acknowledgements around the transfer. Run it with `cargo
+/// test --release -p cairn-tests --test cluster -- --ignored --nocapture
+/// transfer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark"]
+async fn leader_transfer_gap_as_a_client_sees_it() {
+    let trials: usize = std::env::var("CAIRN_TRANSFER_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(20);
+    let cluster = Cluster::start(3, &["--flush", "always"]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "ledger", 1).await;
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        retries: 10_000,
+        retry_backoff: Duration::from_millis(1),
+        retry_backoff_max: Duration::from_millis(10),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(c.clone(), config);
+    let mut gaps = Vec::new();
+    let mut steady = Vec::new();
+    for trial in 0..trials {
+        let before = settled(&c, "ledger", 0).await;
+        let leader = before.leader.expect("settled");
+        let target = before.replicas.iter().copied().find(|&n| n != leader).expect("another replica");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = {
+            let (producer, stop) = (producer.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acks = vec![Instant::now()];
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut r = ProducerRecord::new("ledger", None::<Bytes>, i.to_string());
+                    r.partition = Some(0);
+                    producer.send(r).await.expect("queued").wait().await.expect("acknowledged");
+                    acks.push(Instant::now());
+                    i += 1;
+                }
+                acks
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let asked = Instant::now();
+        c.elect_leader("ledger", 0, target).await.expect("elect-leader");
+        let answered = asked.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acks = run.await.expect("the producer");
+        let (around, calm): (Vec<_>, Vec<_>) = acks.windows(2).partition(|w| w[1] >= asked);
+        let gap = around.iter().map(|w| w[1] - w[0]).max().expect("acknowledgements after the transfer");
+        steady.extend(calm.iter().map(|w| w[1] - w[0]));
+        eprintln!("trial {trial}: {leader} -> {target}, answered in {answered:?}, gap {gap:?}, {} acks", acks.len());
+        gaps.push(gap);
+    }
+    gaps.sort();
+    steady.sort();
+    let at = |v: &[Duration], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    eprintln!(
+        "leader transfer gap over {trials} transfers: p50 {:?}, p99 {:?}, max {:?}; steady ack interval p50 {:?}, p99 {:?}",
+        at(&gaps, 0.5),
+        at(&gaps, 0.99),
+        gaps[gaps.len() - 1],
+        at(&steady, 0.5),
+        at(&steady, 0.99)
     );
 }

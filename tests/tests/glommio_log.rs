@@ -188,7 +188,7 @@ fn interval_flusher_makes_data_durable_without_an_explicit_sync() {
             server::partition::Partition::open(rt, tp, "t".into(), server::ids::ShardId(0), path.clone(), config, pool)
                 .await;
         let log = partition.log().unwrap();
-        partition.append(&bytes::Bytes::from(batch(1, 5)), server::partition::Acks::Leader).await.unwrap();
+        partition.append(&bytes::Bytes::from(batch(1, 5)), server::partition::Acks::Leader, false).await.unwrap();
         assert!(log.durable_offset() < log.log_end_offset(), "acknowledged before the sync");
         // Wait for the flusher's effect, not for a fixed time: poll the
         // durable offset, bounded at 10 s.

@@ -88,8 +88,8 @@ pub(super) struct Accumulator {
     pub unsettled: BTreeSet<u64>,
     /// Bytes of records taken and not yet settled (`buffer_bytes_max`).
     pub buffered_bytes: usize,
-    /// Requests in flight per broker shard (`None`: the bootstrap connection).
-    pub shard_in_flight: HashMap<Option<u32>, usize>,
+    /// Requests in flight per route (a broker's shard).
+    pub shard_in_flight: HashMap<crate::client::Route, usize>,
     /// Batches open to records (they hold buffers of their own).
     open_count: usize,
 

@@ -16,7 +16,7 @@ use protocol::types::Offset;
 
 use super::accumulator::{Accumulator, OpenBatch};
 use super::{BatchSlot, Inner};
-use crate::client::{is_metadata_error, unexpected};
+use crate::client::{Route, is_metadata_error, is_routing_error, unexpected};
 use crate::conn::PendingCall;
 use crate::error::{ClientError, Result};
 
@@ -35,7 +35,7 @@ struct ReadyBatch {
 }
 
 /// Batches bound for one shard (`None`: the bootstrap connection).
-type ShardBatches = (Option<u32>, Vec<ReadyBatch>);
+type ShardBatches = (Route, Vec<ReadyBatch>);
 
 pub(super) async fn run(weak: Weak<Inner>) {
     loop {
@@ -90,7 +90,7 @@ pub(super) async fn run(weak: Weak<Inner>) {
 /// A request's send slots, given back when dropped.
 struct Slots {
     inner: Arc<Inner>,
-    shard: Option<u32>,
+    shard: Route,
     partitions: Vec<(usize, u32)>,
 }
 
@@ -101,7 +101,7 @@ impl Drop for Slots {
 }
 
 /// Gives back a request's send slots: its shard's, and its partitions'.
-fn release(inner: &Inner, shard: Option<u32>, partitions: &[(usize, u32)]) {
+fn release(inner: &Inner, shard: Route, partitions: &[(usize, u32)]) {
     {
         let mut acc = inner.lock();
         if let Some(n) = acc.shard_in_flight.get_mut(&shard) {
@@ -124,7 +124,7 @@ struct TakenBatch {
 
 /// One shard's request in the making.
 struct Taken {
-    shard: Option<u32>,
+    shard: Route,
     /// Encoded bytes of its batches so far.
     bytes: usize,
     batches: Vec<TakenBatch>,
@@ -144,12 +144,12 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
     let now = Instant::now();
     let client = &inner.client;
     // Shards are looked up once per batch and cached for this pass.
-    let mut shards: HashMap<(usize, u32), Option<u32>> = HashMap::new();
-    let mut shard_of = |acc: &Accumulator, t: usize, p: u32| {
-        *shards.entry((t, p)).or_insert_with(|| client.shard_of(&acc.topics[t].name, p))
+    let mut shards: HashMap<(usize, u32), Route> = HashMap::new();
+    let mut route_of = |acc: &Accumulator, t: usize, p: u32| {
+        *shards.entry((t, p)).or_insert_with(|| client.route_of(&acc.topics[t].name, p))
     };
     let mut groups: Vec<Taken> = Vec::new();
-    let room = |acc: &Accumulator, groups: &[Taken], shard: Option<u32>, t: usize, p: u32| {
+    let room = |acc: &Accumulator, groups: &[Taken], shard: Route, t: usize, p: u32| {
         let room_on_shard = match groups.iter().find(|g| g.shard == shard) {
             // This pass already takes one of the shard's slots.
             Some(g) => g.bytes < bytes_max && !g.batches.iter().any(|b| b.topic == t && b.partition == p),
@@ -157,7 +157,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
         };
         room_on_shard && acc.topics[t].in_flight[p as usize] < slots_max
     };
-    let add = |groups: &mut Vec<Taken>, acc: &Accumulator, shard: Option<u32>, t: usize, p: u32, batch: OpenBatch| {
+    let add = |groups: &mut Vec<Taken>, acc: &Accumulator, shard: Route, t: usize, p: u32, batch: OpenBatch| {
         let i = groups.iter().position(|g| g.shard == shard).unwrap_or_else(|| {
             groups.push(Taken { shard, bytes: 0, batches: Vec::new() });
             groups.len() - 1
@@ -167,7 +167,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
     };
     let mut kept = VecDeque::new();
     while let Some(closed) = acc.closed.pop_front() {
-        let shard = shard_of(acc, closed.topic, closed.partition);
+        let shard = route_of(acc, closed.topic, closed.partition);
         if room(acc, &groups, shard, closed.topic, closed.partition) {
             add(&mut groups, acc, shard, closed.topic, closed.partition, closed.batch);
         } else {
@@ -185,7 +185,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
     // batches that waited longest.
     due.sort_unstable();
     for (_, t, p) in due {
-        let shard = shard_of(acc, t, p);
+        let shard = route_of(acc, t, p);
         if room(acc, &groups, shard, t, p) {
             let batch = acc.take_open(t, p).expect("listed");
             add(&mut groups, acc, shard, t, p, batch);
@@ -194,14 +194,14 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
     let mut next = None;
     let open: Vec<(usize, u32, Instant)> = acc.open_batches().map(|(t, p, b)| (t, p, b.slot.opened_at)).collect();
     for (t, p, opened) in open {
-        let shard = shard_of(acc, t, p);
+        let shard = route_of(acc, t, p);
         if room(acc, &groups, shard, t, p) {
             next = Some(next.map_or(opened + linger, |n: Instant| n.min(opened + linger)));
         }
     }
     let closed: Vec<(usize, u32)> = acc.closed.iter().map(|c| (c.topic, c.partition)).collect();
     if closed.into_iter().any(|(t, p)| {
-        let shard = shard_of(acc, t, p);
+        let shard = route_of(acc, t, p);
         room(acc, &groups, shard, t, p)
     }) {
         next = Some(now);
@@ -269,9 +269,15 @@ async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outc
     for attempt in 1..=config.retries + 1 {
         let last = attempt > config.retries;
         let mut retry = Vec::new();
+        let mut moved: Vec<Arc<str>> = Vec::new();
         for (batch, outcome) in batches.into_iter().zip(outcomes) {
             match outcome {
-                Err(e) if !last && e.is_retriable() => retry.push(batch),
+                Err(e) if !last && e.is_retriable() => {
+                    if is_routing_error(&e) && !moved.contains(&batch.topic) {
+                        moved.push(batch.topic.clone());
+                    }
+                    retry.push(batch);
+                }
                 Err(e) => {
                     if is_metadata_error(&e) {
                         inner.client.forget_topic(&batch.topic);
@@ -289,6 +295,10 @@ async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outc
         inner.stats.retries.fetch_add(retry.len() as u64, Ordering::Relaxed);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(config.retry_backoff_max);
+        // A leader moved or died: learn where the partitions are now.
+        for topic in &moved {
+            inner.client.refresh(topic).await;
+        }
         batches = retry;
         let started = start_by_shard(inner, &batches).await;
         outcomes = finish(inner, &batches, started).await;
@@ -305,9 +315,9 @@ enum Started {
 
 /// Queues one produce request per owning shard, on that shard's connection.
 async fn start_by_shard(inner: &Inner, batches: &[ReadyBatch]) -> Vec<(Vec<usize>, Started)> {
-    let mut groups: Vec<(Option<u32>, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
     for (i, b) in batches.iter().enumerate() {
-        let shard = inner.client.shard_of(&b.topic, b.partition);
+        let shard = inner.client.route_of(&b.topic, b.partition);
         match groups.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, v)) => v.push(i),
             None => groups.push((shard, vec![i])),
@@ -352,7 +362,9 @@ async fn finish(
     batches: &[ReadyBatch],
     started: Vec<(Vec<usize>, Started)>,
 ) -> Vec<Result<Option<Offset>>> {
-    let wait = inner.config.request_timeout + Duration::from_secs(5);
+    // A little past the broker's own bound (it answers REQUEST_TIMED_OUT
+    // then), but not much: a frozen broker answers nothing.
+    let wait = inner.config.request_timeout + Duration::from_millis(500);
     let answers = futures::future::join_all(started.into_iter().map(|(idx, s)| async move {
         let outcome = match s {
             Started::Failed(e) => Err(e),
@@ -393,6 +405,9 @@ async fn finish(
                 let mut results: HashMap<(&str, u32), VecDeque<(protocol::ErrorCode, Offset)>> = HashMap::new();
                 for t in &topics {
                     for p in &t.partitions {
+                        if let Some(hint) = p.leader {
+                            inner.client.learn_leader(&t.name, p.partition, hint.node, hint.epoch);
+                        }
                         results.entry((t.name.as_str(), p.partition)).or_default().push_back((p.error, p.base_offset));
                     }
                 }

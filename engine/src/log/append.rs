@@ -355,6 +355,7 @@ impl<S: Storage> PartitionLog<S> {
         s.active.index.on_append(base, next, max_timestamp, append_time, position, batch.len() as u64, interval);
         s.next_offset = next;
         self.pool.cache_push(self.id, base, next, Bytes::from(batch));
+        self.placed.notify_all();
         AppendInfo { base_offset: base, last_offset: Offset(next.0 - 1) }
     }
 

@@ -130,6 +130,8 @@ pub struct PartitionLog<S: Storage> {
     config: RefCell<LogConfig>,
     state: RefCell<State<S::File>>,
     io_done: Notify,
+    /// Woken when a batch is placed in memory (the log end moves).
+    placed: Notify,
     recovery: RecoveryReport,
     pool: MemoryPool,
     id: LogId,
@@ -232,6 +234,7 @@ impl<S: Storage> PartitionLog<S> {
             config: RefCell::new(config),
             state: RefCell::new(state),
             io_done: Notify::default(),
+            placed: Notify::default(),
             recovery: recovered.report,
             pool,
             id,

@@ -72,6 +72,28 @@ impl<S: Storage> PartitionLog<S> {
         self.pool.cache_read(self.id, from, s.next_offset, bytes_max)
     }
 
+    /// Completes once the log ends past `offset` (a batch appended there
+    /// is placed in memory, so [`PartitionLog::read_cached`] has it), or
+    /// the log is closed. A leader's append takes its place in line at
+    /// once but is placed when its task runs; a follower's fetch for it
+    /// waits here rather than a whole fetch wait. Callers bound the wait
+    /// (a truncation can make it never come).
+    pub async fn wait_placed(&self, offset: Offset) -> Result<(), LogError> {
+        loop {
+            let placed = self.placed.notified();
+            {
+                let s = self.state.borrow();
+                if s.is_closed {
+                    return Err(LogError::Closed);
+                }
+                if s.next_offset > offset {
+                    return Ok(());
+                }
+            }
+            placed.await;
+        }
+    }
+
     /// A replicated leader's read for a follower: past the high watermark,
     /// up to what is written (the cache first, then the disk).
     pub async fn read_replica(&self, from: Offset, bytes_max: usize) -> Result<Vec<Bytes>, LogError> {

@@ -83,6 +83,9 @@ fn every_request_round_trips() {
             name: "orders".into(),
             partitions: vec![(0, OffsetSpec::Earliest), (1, OffsetSpec::Latest), (2, OffsetSpec::Timestamp(99))],
         }]),
+        Request::Metadata { topics: vec![] },
+        Request::Metadata { topics: vec!["orders".into(), "payments".into()] },
+        Request::ElectLeader { name: "orders".into(), partition: 2, broker: 3 },
     ];
     for r in &requests {
         assert_eq!(&request_round_trip(r), r);
@@ -128,11 +131,20 @@ fn every_response_round_trips() {
             ApiKey::Produce,
             Response::Produce(vec![ProduceTopicResult {
                 name: "a".into(),
-                partitions: vec![ProducePartitionResult {
-                    partition: 2,
-                    error: ErrorCode::UNKNOWN_PARTITION,
-                    base_offset: Offset(0),
-                }],
+                partitions: vec![
+                    ProducePartitionResult {
+                        partition: 2,
+                        error: ErrorCode::UNKNOWN_PARTITION,
+                        base_offset: Offset(0),
+                        leader: None,
+                    },
+                    ProducePartitionResult {
+                        partition: 3,
+                        error: ErrorCode::NOT_LEADER,
+                        base_offset: Offset(0),
+                        leader: Some(LeaderHint { node: 2, epoch: 7 }),
+                    },
+                ],
             }]),
         ),
         (
@@ -161,6 +173,8 @@ fn every_response_round_trips() {
         ),
     ];
     cases.push((ApiKey::AlterTopicConfig, Response::AlterTopicConfig));
+    cases.push((ApiKey::ElectLeader, Response::ElectLeader));
+    cases.push((ApiKey::Metadata, Response::Metadata(metadata_response())));
     cases.push((
         ApiKey::RecoverPartitions,
         Response::RecoverPartitions(vec![RecoveredPartition {
@@ -171,6 +185,125 @@ fn every_response_round_trips() {
     ));
     for (api, r) in &cases {
         assert_eq!(&response_round_trip(*api, r), r);
+    }
+}
+
+fn metadata_response() -> MetadataResponse {
+    MetadataResponse {
+        node_id: 2,
+        controller: Some(1),
+        brokers: vec![
+            BrokerInfo {
+                node_id: 1,
+                address: "127.0.0.1:7071".into(),
+                replication_address: "127.0.0.1:8071".into(),
+                alive: true,
+            },
+            BrokerInfo {
+                node_id: 2,
+                address: "0.0.0.0:7072".into(),
+                replication_address: "127.0.0.1:8072".into(),
+                alive: false,
+            },
+        ],
+        topics: vec![
+            TopicMetadata {
+                name: "orders".into(),
+                error: ErrorCode::NONE,
+                partitions: vec![
+                    PartitionMetadata {
+                        partition: 0,
+                        error: ErrorCode::NONE,
+                        leader: Some(1),
+                        leader_epoch: 4,
+                        leader_shard: Some(1),
+                        replicas: vec![1, 2, 3],
+                        caught_up: vec![1, 3],
+                    },
+                    PartitionMetadata {
+                        partition: 1,
+                        error: ErrorCode::LEADER_NOT_AVAILABLE,
+                        leader: None,
+                        leader_epoch: 0,
+                        leader_shard: None,
+                        replicas: vec![2, 3, 1],
+                        caught_up: vec![],
+                    },
+                ],
+            },
+            TopicMetadata { name: "gone".into(), error: ErrorCode::UNKNOWN_TOPIC, partitions: vec![] },
+        ],
+    }
+}
+
+/// The layout of `Metadata` v0, byte by byte (docs/protocol.md): a change
+/// here is a change of the wire format.
+#[test]
+fn the_metadata_response_layout_is_fixed() {
+    let response = MetadataResponse {
+        node_id: 2,
+        controller: None,
+        brokers: vec![BrokerInfo { node_id: 1, address: "h:1".into(), replication_address: "h:2".into(), alive: true }],
+        topics: vec![TopicMetadata {
+            name: "t".into(),
+            error: ErrorCode::NONE,
+            partitions: vec![PartitionMetadata {
+                partition: 0,
+                error: ErrorCode::NONE,
+                leader: Some(1),
+                leader_epoch: 3,
+                leader_shard: Some(0),
+                replicas: vec![1],
+                caught_up: vec![1],
+            }],
+        }],
+    };
+    let mut w = Writer::new();
+    Response::Metadata(response).encode_body(&mut w, 0);
+    let mut expected = Vec::new();
+    expected.extend(2u32.to_le_bytes()); // node_id
+    expected.extend((-1i64).to_le_bytes()); // controller: none
+    expected.extend(1u32.to_le_bytes()); // brokers: 1
+    expected.extend(1u32.to_le_bytes()); // node_id
+    expected.extend([3, 0, b'h', b':', b'1']); // address
+    expected.extend([3, 0, b'h', b':', b'2']); // replication_address
+    expected.push(1); // alive
+    expected.extend(1u32.to_le_bytes()); // topics: 1
+    expected.extend([1, 0, b't']); // name
+    expected.extend(0u16.to_le_bytes()); // error
+    expected.extend(1u32.to_le_bytes()); // partitions: 1
+    expected.extend(0u32.to_le_bytes()); // partition
+    expected.extend(0u16.to_le_bytes()); // error
+    expected.extend(1i64.to_le_bytes()); // leader
+    expected.extend(3u32.to_le_bytes()); // leader_epoch
+    expected.extend(0i64.to_le_bytes()); // leader_shard
+    expected.extend(1u32.to_le_bytes()); // replicas: 1
+    expected.extend(1u32.to_le_bytes());
+    expected.extend(1u32.to_le_bytes()); // caught_up: 1
+    expected.extend(1u32.to_le_bytes());
+    assert_eq!(w.into_bytes(), Bytes::from(expected));
+}
+
+#[test]
+fn a_version_0_produce_answer_has_no_leader_and_version_1_names_it() {
+    let result = |leader| {
+        Response::Produce(vec![ProduceTopicResult {
+            name: "a".into(),
+            partitions: vec![ProducePartitionResult {
+                partition: 0,
+                error: ErrorCode::NOT_LEADER,
+                base_offset: Offset(0),
+                leader,
+            }],
+        }])
+    };
+    let hinted = result(Some(LeaderHint { node: 3, epoch: 9 }));
+    for (version, expected) in [(0, result(None)), (1, hinted.clone())] {
+        let mut w = Writer::new();
+        hinted.encode_body(&mut w, version);
+        let body = w.into_bytes();
+        assert_eq!(body.len(), 4 + 3 + 4 + 4 + 2 + 8 + if version == 1 { 12 } else { 0 });
+        assert_eq!(Response::decode_version(ApiKey::Produce, version, body).unwrap(), expected);
     }
 }
 

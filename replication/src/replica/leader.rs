@@ -24,6 +24,14 @@ pub(super) struct Progress {
     /// Its durable offset, capped at `matched`.
     durable: Offset,
     last_fetch_ms: Option<u64>,
+    /// Kafka's `lastCaughtUpTimeMs`: the newest time at which its log
+    /// reached the leader's log end of that time (a valid fetch at the
+    /// log end then, or at the log end of its previous fetch).
+    caught_up_ms: Option<u64>,
+    /// The leader's log end when its previous valid fetch came.
+    log_end_at_last_fetch: Offset,
+    /// When its previous valid fetch came.
+    previous_fetch_ms: Option<u64>,
     /// A fetch at the log end (or waiting on a disk read), and until when.
     parked: Option<(FetchRequest, u64)>,
     /// A background read's batches, for the fetch at that offset.
@@ -284,6 +292,7 @@ impl Replica {
         // counts towards commit.
         let counts = names(&key, &ReplicaKey { node: from, incarnation: request.incarnation });
         self.touch(now_ms, from, counts.then_some(&request));
+        self.note_caught_up(now_ms, from, request.fetch_offset);
         self.advance_commit(out);
         self.transfer_if_caught_up(from, out);
         if request.is_report() {
@@ -314,6 +323,42 @@ impl Replica {
             progress.matched = Some(progress.matched.map_or(request.fetch_offset, |m| m.max(request.fetch_offset)));
             progress.durable = progress.durable.max(request.durable_offset.min(request.fetch_offset));
         }
+    }
+
+    /// Kafka's rule for "in sync", measured by time rather than offsets so
+    /// a steady stream of appends never makes a healthy follower lag.
+    fn note_caught_up(&mut self, now_ms: u64, from: NodeId, fetch_offset: Offset) {
+        let log_end = self.log_end;
+        let leading = self.leading.as_mut().expect("only a leader records fetches");
+        let progress = leading.peers.entry(from).or_default();
+        if fetch_offset >= log_end {
+            progress.caught_up_ms = Some(now_ms);
+        } else if fetch_offset >= progress.log_end_at_last_fetch {
+            progress.caught_up_ms = progress.caught_up_ms.max(progress.previous_fetch_ms);
+        }
+        progress.log_end_at_last_fetch = log_end;
+        progress.previous_fetch_ms = Some(now_ms);
+    }
+
+    /// The voters whose logs reached this leader's log end within the last
+    /// `replica_lag_max_ms` (the leader itself among them): Kafka's ISR,
+    /// shown to operators. Empty on a replica that is not leading.
+    #[must_use]
+    pub fn caught_up(&self, now_ms: u64) -> Vec<NodeId> {
+        let Some(leading) = self.leading.as_ref() else { return Vec::new() };
+        let lag_ms = self.params.replica_lag_max_ms;
+        let mut out: Vec<NodeId> = self
+            .config()
+            .voters
+            .iter()
+            .map(|k| k.node)
+            .filter(|&n| {
+                n == self.me()
+                    || leading.peers.get(&n).and_then(|p| p.caught_up_ms).is_some_and(|t| t + lag_ms >= now_ms)
+            })
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Answers a valid data fetch from memory, or parks it until there is

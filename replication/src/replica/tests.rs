@@ -219,8 +219,9 @@ fn a_follower_takes_only_batches_that_continue_its_log() {
     assert_eq!(r.high_watermark(), Offset(4));
 }
 
-#[test]
-fn a_leader_that_a_quorum_stops_fetching_from_steps_down() {
+/// Node 1 of three, elected in epoch 1 at 10 003 ms (its `LeaderChange`
+/// batch at offset 0).
+fn elected_leader_of_three() -> Replica {
     let (mut r, _) = open(1, 3, LogView::default());
     let mut out = Vec::new();
     r.step(10_000, Input::Tick, &mut out);
@@ -246,6 +247,25 @@ fn a_leader_that_a_quorum_stops_fetching_from_steps_down() {
     };
     r.step(10_003, Input::Message { from: NodeId(2), message: PeerMessage::VoteAnswer(a) }, &mut out);
     assert_eq!(r.role(), Role::Leader);
+    r
+}
+
+fn fetch_at(n: u32, offset: u64) -> FetchRequest {
+    FetchRequest {
+        incarnation: key(n).incarnation,
+        epoch: LeaderEpoch(1),
+        fetch_offset: Offset(offset),
+        last_fetched_epoch: (offset > 0).then_some(LeaderEpoch(1)),
+        durable_offset: Offset(offset),
+        high_watermark: Offset(0),
+        max_bytes: 0,
+    }
+}
+
+#[test]
+fn a_leader_that_a_quorum_stops_fetching_from_steps_down() {
+    let mut r = elected_leader_of_three();
+    let mut out = Vec::new();
     // Node 2 fetches for a while, then nobody does.
     let fetch = FetchRequest {
         incarnation: key(2).incarnation,
@@ -294,4 +314,42 @@ fn a_cut_that_removes_an_epoch_is_in_the_hard_state_before_anything_lands_there(
         matches!(&sends(&out)[..], [(NodeId(1), PeerMessage::Fetch(f))] if f.fetch_offset == Offset(10)),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_follower_is_caught_up_while_it_keeps_reaching_the_leaders_log_end() {
+    let mut r = elected_leader_of_three();
+    let mut out = Vec::new();
+    let lag = r.params.replica_lag_max_ms;
+    assert_eq!(r.caught_up(10_004), vec![NodeId(1)], "only the leader, before any fetch");
+    // Node 2 fetches at the log end (after the LeaderChange batch), which
+    // commits the epoch's first batch.
+    let end = r.log_end().0;
+    r.step(10_005, Input::Durable { offset: Offset(end) }, &mut out);
+    r.step(10_010, Input::Message { from: NodeId(2), message: PeerMessage::Fetch(fetch_at(2, end)) }, &mut out);
+    assert!(r.is_serving());
+    assert_eq!(r.caught_up(10_010), vec![NodeId(1), NodeId(2)]);
+    // Appends keep coming; node 2 fetches where the log ended at its last
+    // fetch, never at the current end: still caught up, by time.
+    let mut now = 10_010;
+    let mut fetched = end;
+    for id in 1..40 {
+        now += lag / 10;
+        let propose = Input::Propose { id: ProposalId(id), batch: Bytes::new(), records: 1, acks: Acks::Leader };
+        r.step(now, propose, &mut out);
+        let end_now = r.log_end().0;
+        assert!(end_now > fetched, "the proposal was appended");
+        r.step(now, Input::Message { from: NodeId(2), message: PeerMessage::Fetch(fetch_at(2, fetched)) }, &mut out);
+        fetched = end_now;
+        assert!(r.caught_up(now).contains(&NodeId(2)), "node 2 dropped out at {now} ms");
+        assert!(!r.caught_up(now).contains(&NodeId(3)), "node 3 never fetched");
+        assert_eq!(r.role(), Role::Leader, "at {now} ms");
+    }
+    // Node 2 reaches the log end once more, then stops fetching: out once
+    // the lag has passed, not before.
+    let last = now + 1;
+    let end = r.log_end().0;
+    r.step(last, Input::Message { from: NodeId(2), message: PeerMessage::Fetch(fetch_at(2, end)) }, &mut out);
+    assert!(r.caught_up(last + lag).contains(&NodeId(2)));
+    assert!(!r.caught_up(last + lag + 1).contains(&NodeId(2)));
 }

@@ -213,6 +213,9 @@ pub struct Params {
     /// `max_bytes` of a follower's fetch.
     pub fetch_bytes_max: u32,
     pub leader_transfer_timeout_ms: u64,
+    /// A follower whose log has not reached the leader's log end for this
+    /// long is not caught up ([`crate::replica::Replica::caught_up`]).
+    pub replica_lag_max_ms: u64,
     /// Proposals waiting for their acknowledgement, at most.
     pub proposals_pending_max: usize,
     #[cfg(any(test, feature = "sim"))]
@@ -232,6 +235,7 @@ impl Params {
             request_timeout_ms: 250,
             fetch_bytes_max: 1 << 20,
             leader_transfer_timeout_ms: 1_000,
+            replica_lag_max_ms: 10_000,
             proposals_pending_max: 100_000,
             #[cfg(any(test, feature = "sim"))]
             mutation: None,

@@ -33,6 +33,8 @@ use crate::service::ServiceError;
 
 /// The hard state's file, beside the segments.
 pub const HARD_STATE_FILE: &str = "raft.state";
+/// How long a cache read waits for a just-proposed batch to be placed.
+const PLACED_WAIT: Duration = Duration::from_millis(20);
 /// How often a forwarded produce looks whether its leader is still the one.
 const LEADER_WATCH: Duration = Duration::from_millis(10);
 /// The ticker's longest sleep: timers fire at most this late.
@@ -77,6 +79,8 @@ pub struct Driver<R: Runtime> {
     /// them, so none lands after it at offsets the cut freed.
     appends_in_flight: Rc<Cell<usize>>,
     status: RefCell<ReplicaStatus>,
+    /// Woken once at the next change of role, epoch or leader.
+    status_watchers: RefCell<Vec<oneshot::Sender<()>>>,
     /// Woken at every high-watermark advance (the metadata applier).
     pub on_commit: RefCell<Option<Rc<dyn Fn()>>>,
 }
@@ -192,6 +196,7 @@ impl<R: Runtime> Driver<R> {
             stopped: Cell::new(false),
             appends_in_flight: Rc::new(Cell::new(0)),
             status: RefCell::new(status),
+            status_watchers: RefCell::new(Vec::new()),
             on_commit: RefCell::new(None),
         });
         driver.carry_out(out);
@@ -242,7 +247,7 @@ impl<R: Runtime> Driver<R> {
         }
         self.stepping.set(false);
         let m = self.machine.borrow();
-        *self.status.borrow_mut() = ReplicaStatus {
+        let status = ReplicaStatus {
             role: m.role(),
             epoch: m.epoch(),
             leader: m.leader(),
@@ -250,6 +255,35 @@ impl<R: Runtime> Driver<R> {
             voters: m.config().voters.iter().map(|k| k.node).collect(),
             serving: m.is_serving(),
         };
+        drop(m);
+        let old = self.status.replace(status.clone());
+        if (old.role, old.epoch, old.leader, old.serving) != (status.role, status.epoch, status.leader, status.serving)
+        {
+            for w in self.status_watchers.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn cached(&self, from: Offset, bytes_max: u32) -> ReadResult {
+        match self.log.read_cached(from, bytes_max as usize) {
+            Some(batches) => ReadResult::Batches(batches.into_iter().map_while(replica_batch).collect()),
+            None => ReadResult::Miss,
+        }
+    }
+
+    /// Completes at the next change of role, epoch, leader or serving.
+    pub fn status_changed(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut watchers = self.status_watchers.borrow_mut();
+        watchers.retain(|w| !w.is_canceled());
+        watchers.push(tx);
+        rx
+    }
+
+    /// The voters caught up with this leader (empty unless it leads).
+    pub fn caught_up(&self) -> Vec<u32> {
+        self.machine.borrow().caught_up(self.now()).into_iter().map(|n| n.0).collect()
     }
 
     /// A message for this partition from a peer.
@@ -257,17 +291,24 @@ impl<R: Runtime> Driver<R> {
         self.input(Input::Message { from, message });
     }
 
-    /// Appends a producer's batch: proposed here on the leader, or sent on
-    /// to the leader this replica knows (one hop: a leader that moved
-    /// meanwhile answers `NOT_LEADER`, which the producer retries).
+    /// Appends a producer's batch: proposed here on the leader, or (with
+    /// `forward`) sent on to the leader this replica knows (one hop: a
+    /// leader that moved meanwhile answers `NOT_LEADER`, which the producer
+    /// retries); without `forward` a replica that does not lead answers
+    /// `NOT_LEADER` with the leader and epoch it knows.
     pub fn append(
         self: &Rc<Self>,
         batch: &Bytes,
         acks: Acks,
+        forward: bool,
     ) -> futures::future::LocalBoxFuture<'static, Result<Offset, ServiceError>> {
         let status = self.status();
         match (status.role, status.leader) {
             (Role::Leader, _) | (_, None) => {
+                let reply = self.propose(batch, acks);
+                Box::pin(async move { reply.await.map_err(|_| ServiceError::ShuttingDown)? })
+            }
+            (_, Some(_)) if !forward => {
                 let reply = self.propose(batch, acks);
                 Box::pin(async move { reply.await.map_err(|_| ServiceError::ShuttingDown)? })
             }
@@ -364,13 +405,20 @@ impl<R: Runtime> Driver<R> {
                     }));
                 }
                 Output::Read { token, from, bytes_max, mode } => match mode {
+                    ReadMode::CacheOnly if from >= self.log.log_end_offset() => {
+                        // The batch the fetch is for was just proposed and
+                        // is not placed yet (its append task has not run):
+                        // answer once it is, not a fetch wait later.
+                        let this = self.clone();
+                        drop(self.rt.spawn(async move {
+                            let deadline = this.rt.now() + PLACED_WAIT;
+                            let _ = engine::rt::until(&this.rt, deadline, this.log.wait_placed(from)).await;
+                            let result = this.cached(from, bytes_max);
+                            this.input(Input::ReadDone { token, result });
+                        }));
+                    }
                     ReadMode::CacheOnly => {
-                        let result = match self.log.read_cached(from, bytes_max as usize) {
-                            Some(batches) => {
-                                ReadResult::Batches(batches.into_iter().map_while(replica_batch).collect())
-                            }
-                            None => ReadResult::Miss,
-                        };
+                        let result = self.cached(from, bytes_max);
                         self.inbox.borrow_mut().push_back(Input::ReadDone { token, result });
                     }
                     ReadMode::Disk => {
@@ -517,6 +565,7 @@ pub fn not_leader(tp: TopicPartition, leader: Option<NodeId>, epoch: LeaderEpoch
             leader.map_or_else(|| "not known yet".to_owned(), |l| format!("node {l}"))
         ),
         leader: leader.map(|l| l.0),
+        epoch: epoch.0,
     }
 }
 

@@ -10,6 +10,7 @@
 //! A broker without `--peers` never builds any of this.
 
 pub mod driver;
+pub mod leaders;
 pub mod net;
 pub mod records;
 
@@ -48,6 +49,10 @@ const API_CREATE_TOPIC: u16 = 1;
 const API_DELETE_TOPIC: u16 = 2;
 /// A produce sent on to the partition's leader.
 const API_PRODUCE: u16 = 3;
+/// "Which partitions do you host, and whom do they follow?" ([`leaders`]).
+const API_LEADERS: u16 = 4;
+/// Hand a partition's leadership to another replica (to its leader).
+const API_ELECT_LEADER: u16 = 5;
 
 /// How long a forwarded produce waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -98,6 +103,8 @@ pub struct ClusterShard<R: Runtime> {
     applied_waiters: RefCell<Vec<(Offset, oneshot::Sender<()>)>>,
     /// Shard 0: topic changes the controller decides, one at a time.
     decide_turn: Budget,
+    /// The client address each peer reported last ([`leaders`]).
+    client_addresses: RefCell<BTreeMap<NodeId, String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -113,6 +120,9 @@ struct CallAnswer {
     /// The record's offset in the metadata log, once committed.
     offset: Option<u64>,
     error: Option<String>,
+    /// The answer to [`API_LEADERS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    report: Option<leaders::BrokerReport>,
 }
 
 impl<R: Runtime> ClusterShard<R> {
@@ -127,6 +137,9 @@ impl<R: Runtime> ClusterShard<R> {
         params.tick_interval_ms = (self.config.election_timeout_min_ms / 6).max(10);
         params.fetch_wait_max_ms = (self.config.election_timeout_min_ms / 3).max(20);
         params.request_timeout_ms = (self.config.election_timeout_min_ms * 2 / 3).max(50);
+        // Kafka's replica.lag.time.max.ms is 30 s beside a 10 s session
+        // timeout; a few election timeouts is the same spirit here.
+        params.replica_lag_max_ms = self.config.election_timeout_max_ms * 5;
         params
     }
 
@@ -162,6 +175,7 @@ impl<R: Runtime> Shard<R> {
                         apply_again: Cell::new(false),
                         applied_waiters: RefCell::new(Vec::new()),
                         decide_turn: Budget::new(1, |_| {}),
+                        client_addresses: RefCell::new(BTreeMap::new()),
                     })
                 })
                 .clone(),
@@ -275,7 +289,7 @@ impl<R: Runtime> Shard<R> {
                     let answer = shard
                         .invoke_on(CONTROLLER, move |c| async move { c.answer_call(api, body).await })
                         .await
-                        .unwrap_or_else(|e| CallAnswer { offset: None, error: Some(e.to_string()) });
+                        .unwrap_or_else(|e| CallAnswer { offset: None, error: Some(e.to_string()), report: None });
                     let Some(cluster) = shard.cluster() else { return };
                     let leader = cluster_leader(&shard).await;
                     let body = Bytes::from(serde_json::to_vec(&answer).expect("serializes"));
@@ -472,11 +486,16 @@ impl<R: Runtime> Shard<R> {
             },
             API_DELETE_TOPIC => self.decide_and_commit_delete(String::from_utf8_lossy(&body).into_owned()).await,
             API_PRODUCE => self.produce_forwarded(body).await,
+            API_LEADERS => {
+                let report = self.local_report().await;
+                return CallAnswer { offset: None, error: None, report: Some(report) };
+            }
+            API_ELECT_LEADER => self.elect_leader_here(&body).await.map(|()| Offset(0)),
             other => Err(ServiceError::InvalidRequest(format!("no controller call {other}"))),
         };
         match result {
-            Ok(offset) => CallAnswer { offset: Some(offset.0), error: None },
-            Err(e) => CallAnswer { offset: None, error: Some(encode_error(&e)) },
+            Ok(offset) => CallAnswer { offset: Some(offset.0), error: None, report: None },
+            Err(e) => CallAnswer { offset: None, error: Some(encode_error(&e)), report: None },
         }
     }
 
@@ -610,7 +629,7 @@ impl<R: Runtime> Shard<R> {
             if status.role != Role::Leader {
                 return Err(driver::not_leader(tp, status.leader, status.epoch));
             }
-            partition.append(&batch, acks).await
+            partition.append(&batch, acks, false).await
         })
         .await?
     }
@@ -649,6 +668,7 @@ fn decode_error(text: &str) -> ServiceError {
         Ok(ErrorCode::INVALID_REPLICATION_FACTOR) => ServiceError::InvalidReplicationFactor(message),
         Ok(ErrorCode::LEADER_NOT_AVAILABLE | ErrorCode::NOT_LEADER) => ServiceError::LeaderNotAvailable(message),
         Ok(ErrorCode::REQUEST_TIMED_OUT) => ServiceError::Timeout(0),
+        Ok(ErrorCode::UNKNOWN_BROKER) => ServiceError::UnknownBroker(message),
         _ => ServiceError::InvalidRequest(message),
     }
 }

@@ -206,9 +206,10 @@ impl<R: Runtime> Partition<R> {
         self: &Rc<Self>,
         batch: &Bytes,
         acks: Acks,
+        forward: bool,
     ) -> impl Future<Output = Result<Offset, ServiceError>> + 'static + use<R> {
         if let Some(driver) = self.driver() {
-            let reply = driver.append(batch, acks);
+            let reply = driver.append(batch, acks, forward);
             let metrics = self.metrics.clone();
             let bytes = batch.len() as u64;
             let records = protocol::batch::BatchHeader::decode(batch).map_or(0, |h| u64::from(h.record_count));

@@ -64,7 +64,11 @@ pub enum ServiceError {
     /// A replicated partition's request reached a broker that does not
     /// lead it; `leader` is the node it knows leads (if any).
     #[error("{message}")]
-    NotLeader { message: String, leader: Option<u32> },
+    NotLeader { message: String, leader: Option<u32>, epoch: u32 },
+    /// No broker of the cluster has that id (or it is no replica of the
+    /// partition named).
+    #[error("{0}")]
+    UnknownBroker(String),
     /// An election is on, or the new leader has not committed its first batch.
     #[error("{0}")]
     LeaderNotAvailable(String),

@@ -30,6 +30,9 @@ pub struct ProduceRequest {
     /// When a replicated partition answers (a single replica: once its
     /// flush policy holds, whatever this says).
     pub acks: crate::partition::Acks,
+    /// A replica that does not lead sends the batch on to the leader it
+    /// knows (one hop) rather than answer `NOT_LEADER`.
+    pub forward: bool,
     pub partitions: Vec<ProducePartition>,
 }
 
@@ -48,6 +51,7 @@ impl<R: Runtime> Shard<R> {
     ) -> impl Future<Output = Vec<ProduceResult>> + 'static + use<R> {
         let mut started = Vec::with_capacity(request.partitions.len());
         let acks = request.acks;
+        let forward = request.forward;
         for p in request.partitions {
             let pending = match self.resolve(&p.topic, p.partition) {
                 Err(e) => futures::future::Either::Left(std::future::ready(Err(e))),
@@ -55,7 +59,7 @@ impl<R: Runtime> Shard<R> {
                     let batch = p.batch;
                     let reply = self
                         .start_on(owner, move |shard| {
-                            let append = shard.partition(tp).map(|partition| partition.append(&batch, acks));
+                            let append = shard.partition(tp).map(|partition| partition.append(&batch, acks, forward));
                             async move {
                                 match append {
                                     Ok(append) => append.await,

@@ -7,6 +7,7 @@
 mod faults;
 mod gaps;
 mod memory;
+mod placed;
 mod retention;
 mod simulated;
 mod timestamps;

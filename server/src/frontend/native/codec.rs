@@ -48,6 +48,7 @@ pub fn code(e: &ServiceError) -> ErrorCode {
         ServiceError::InvalidRequest(_) => ErrorCode::INVALID_REQUEST,
         ServiceError::Timeout(_) => ErrorCode::REQUEST_TIMED_OUT,
         ServiceError::NotLeader { .. } => ErrorCode::NOT_LEADER,
+        ServiceError::UnknownBroker(_) => ErrorCode::UNKNOWN_BROKER,
         ServiceError::LeaderNotAvailable(_) => ErrorCode::LEADER_NOT_AVAILABLE,
         ServiceError::InvalidReplicationFactor(_) => ErrorCode::INVALID_REPLICATION_FACTOR,
         ServiceError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
@@ -120,6 +121,9 @@ pub async fn start<R: Runtime>(
             let request = ProduceRequest {
                 timeout: Duration::from_millis(u64::from(timeout_ms)),
                 acks: replicated_acks,
+                // A version 1 client follows NOT_LEADER to the leader; an
+                // older one has the batch carried there.
+                forward: reply.version == 0,
                 partitions,
             };
             let done = shard.produce(ctx, request).await;
@@ -133,10 +137,17 @@ pub async fn start<R: Runtime>(
                             .into_iter()
                             .map(|partition| {
                                 let r = results.next().expect("one result per partition");
+                                let leader = match &r {
+                                    Err(ServiceError::NotLeader { leader: Some(node), epoch, .. }) => {
+                                        Some(api::LeaderHint { node: *node, epoch: *epoch })
+                                    }
+                                    _ => None,
+                                };
                                 ProducePartitionResult {
                                     partition,
                                     error: code_of(&r),
                                     base_offset: r.unwrap_or(Offset(0)),
+                                    leader,
                                 }
                             })
                             .collect(),
@@ -198,6 +209,20 @@ pub async fn start<R: Runtime>(
                 }
                 let outcome = shard2.alter_topic_config(&ctx, name, change).await;
                 finish(reply, outcome.map(|()| Response::AlterTopicConfig), permit);
+            }));
+        }
+        Request::Metadata { topics } => {
+            let shard2 = shard.clone();
+            drop(shard.rt.spawn(async move {
+                let answer = shard2.metadata(topics).await;
+                finish(reply, Ok(Response::Metadata(answer)), permit);
+            }));
+        }
+        Request::ElectLeader { name, partition, broker } => {
+            let shard2 = shard.clone();
+            drop(shard.rt.spawn(async move {
+                let outcome = shard2.elect_leader(&name, partition, broker).await;
+                finish(reply, outcome.map(|()| Response::ElectLeader), permit);
             }));
         }
         Request::RecoverPartitions { name, partitions } => {

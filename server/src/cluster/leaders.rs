@@ -1,0 +1,356 @@
+//! Who leads which partition, put together when a client asks (the
+//! `Metadata` API) and when an operator moves a leader (`ElectLeader`).
+//!
+//! Leadership is decided inside each partition's Raft group, not by the
+//! controller, so no broker holds the whole picture. The broker a client
+//! asks assembles it then: it asks every peer at once (`API_LEADERS`,
+//! bounded by [`REPORT_WAIT`]) what its replicas know, and takes for each
+//! partition the report of the newest epoch, the leader's own first.
+//! Nothing is cached, so nothing goes stale; a broker that does not answer
+//! in time is shown not alive and its reports are missing, which the other
+//! replicas of its partitions cover. (A leader too slow to answer this is
+//! too slow for producers as well; clients retry either way.) Redpanda
+//! gossips leadership instead; asking costs one round trip per metadata
+//! request, which clients make only at start and after an error.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::rt::Runtime;
+use protocol::ErrorCode;
+use protocol::api::{BrokerInfo, MetadataResponse, PartitionMetadata, TopicMetadata};
+use protocol::types::NodeId;
+use replication::replica::{Admin, Input, Role};
+use serde::{Deserialize, Serialize};
+
+use super::{API_ELECT_LEADER, API_LEADERS, CallAnswer, cluster_leader, decode_error};
+use crate::ids::{PartitionId, TopicId, TopicPartition};
+use crate::service::ServiceError;
+use crate::shard::Shard;
+
+/// How long a metadata request waits for a peer's report.
+pub const REPORT_WAIT: Duration = Duration::from_millis(500);
+/// How long a leader transfer may take, beyond the machine's own bound.
+const ELECT_SLACK: Duration = Duration::from_secs(1);
+
+/// What one replica knows of its partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub topic: u64,
+    pub partition: u32,
+    pub leader: Option<u32>,
+    pub epoch: u32,
+    /// The reporting broker's shard that owns the partition.
+    pub shard: u32,
+    /// The reporter leads it (then `caught_up` is its view of the voters).
+    pub leading: bool,
+    pub caught_up: Vec<u32>,
+}
+
+/// One broker's answer to `API_LEADERS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerReport {
+    pub client_listen: String,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// For each partition, the best-informed view: the newest epoch that names
+/// a leader, and at that epoch the leader's own report.
+fn merge(reports: &[BrokerReport]) -> BTreeMap<(u64, u32), ReplicaView> {
+    let mut best: BTreeMap<(u64, u32), ReplicaView> = BTreeMap::new();
+    for view in reports.iter().flat_map(|r| &r.replicas) {
+        if view.leader.is_none() {
+            continue;
+        }
+        let key = (view.topic, view.partition);
+        let better = best.get(&key).is_none_or(|b| (view.epoch, view.leading) > (b.epoch, b.leading));
+        if better {
+            best.insert(key, view.clone());
+        }
+    }
+    best
+}
+
+#[derive(Serialize, Deserialize)]
+struct ElectCall {
+    topic: u64,
+    partition: u32,
+    to: u32,
+}
+
+impl<R: Runtime> Shard<R> {
+    /// The views of the replicas this shard hosts.
+    fn replica_views(&self) -> Vec<ReplicaView> {
+        self.hosted_partitions()
+            .into_iter()
+            .filter_map(|p| {
+                let driver = p.driver()?;
+                let status = driver.status();
+                let leading = status.role == Role::Leader;
+                Some(ReplicaView {
+                    topic: p.tp.topic.0,
+                    partition: p.tp.partition.0,
+                    leader: status.leader.map(|l| l.0),
+                    epoch: status.epoch.0,
+                    shard: u32::try_from(self.id.0).expect("shards fit in u32"),
+                    leading,
+                    caught_up: if leading { driver.caught_up() } else { Vec::new() },
+                })
+            })
+            .collect()
+    }
+
+    /// This broker's report: every shard's replicas.
+    pub(crate) async fn local_report(self: &Rc<Self>) -> BrokerReport {
+        let views = self.invoke_on_all(|s| async move { s.replica_views() }).await;
+        BrokerReport {
+            client_listen: self.config.listen.to_string(),
+            replicas: views.into_iter().flatten().flatten().collect(),
+        }
+    }
+
+    /// Every broker's report (this one's too); `None` for a peer that did
+    /// not answer within [`REPORT_WAIT`].
+    async fn reports(self: &Rc<Self>) -> Vec<(NodeId, Option<BrokerReport>)> {
+        let cluster = self.cluster().expect("cluster mode");
+        let me = cluster.config.node;
+        let peers: Vec<NodeId> = cluster.net.peers().collect();
+        let asks = peers.iter().map(|&peer| {
+            let net = cluster.net.clone();
+            async move {
+                let answer = net.call(peer, API_LEADERS, Bytes::new(), REPORT_WAIT).await.ok();
+                let report =
+                    answer.and_then(|(_, a)| serde_json::from_slice::<CallAnswer>(&a.body).ok()).and_then(|a| a.report);
+                (peer, report)
+            }
+        });
+        let (local, remote) = futures::future::join(self.local_report(), futures::future::join_all(asks)).await;
+        let mut out = vec![(me, Some(local))];
+        out.extend(remote);
+        for (node, report) in &out {
+            if let Some(r) = report {
+                cluster.client_addresses.borrow_mut().insert(*node, r.client_listen.clone());
+            }
+        }
+        out
+    }
+
+    /// The `Metadata` answer: brokers, controller, and the leader of each
+    /// partition of `topics` (all topics when empty).
+    pub async fn metadata(self: &Rc<Self>, topics: Vec<String>) -> MetadataResponse {
+        let names = if topics.is_empty() { self.list_topics().into_iter().map(|(n, _)| n).collect() } else { topics };
+        let Some(cluster) = self.cluster() else {
+            return self.single_node_metadata(names);
+        };
+        let reports = self.reports().await;
+        let controller = cluster_leader(self).await.map(|n| n.0);
+        let brokers = cluster
+            .config
+            .peers
+            .iter()
+            .map(|(&node, &replication)| {
+                let report = reports.iter().find(|(n, _)| *n == node).and_then(|(_, r)| r.as_ref());
+                BrokerInfo {
+                    node_id: node.0,
+                    address: cluster.client_addresses.borrow().get(&node).cloned().unwrap_or_default(),
+                    replication_address: replication.to_string(),
+                    alive: report.is_some(),
+                }
+            })
+            .collect();
+        let answered: Vec<BrokerReport> = reports.into_iter().filter_map(|(_, r)| r).collect();
+        let best = merge(&answered);
+        let topics = names
+            .into_iter()
+            .map(|name| {
+                let Some(entry) = self.topic(&name) else {
+                    return TopicMetadata { name, error: ErrorCode::UNKNOWN_TOPIC, partitions: Vec::new() };
+                };
+                let partitions = (0..entry.meta.partitions)
+                    .map(|p| {
+                        let replicas =
+                            entry.meta.replicas.as_ref().and_then(|r| r.get(p as usize).cloned()).unwrap_or_default();
+                        match best.get(&(entry.meta.id.0, p)) {
+                            Some(v) => PartitionMetadata {
+                                partition: p,
+                                error: ErrorCode::NONE,
+                                leader: v.leader,
+                                leader_epoch: v.epoch,
+                                leader_shard: v.leading.then_some(v.shard),
+                                replicas,
+                                caught_up: v.caught_up.clone(),
+                            },
+                            None => PartitionMetadata {
+                                partition: p,
+                                error: ErrorCode::LEADER_NOT_AVAILABLE,
+                                leader: None,
+                                leader_epoch: 0,
+                                leader_shard: None,
+                                replicas,
+                                caught_up: Vec::new(),
+                            },
+                        }
+                    })
+                    .collect();
+                TopicMetadata { name, error: ErrorCode::NONE, partitions }
+            })
+            .collect();
+        MetadataResponse { node_id: cluster.config.node.0, controller, brokers, topics }
+    }
+
+    /// A broker without `--peers` leads everything it has.
+    fn single_node_metadata(&self, names: Vec<String>) -> MetadataResponse {
+        let node = self.config.cluster.node_id;
+        let topics = names
+            .into_iter()
+            .map(|name| {
+                let Some(entry) = self.topic(&name) else {
+                    return TopicMetadata { name, error: ErrorCode::UNKNOWN_TOPIC, partitions: Vec::new() };
+                };
+                let partitions = (0..entry.meta.partitions)
+                    .map(|p| PartitionMetadata {
+                        partition: p,
+                        error: ErrorCode::NONE,
+                        leader: Some(node),
+                        leader_epoch: 0,
+                        leader_shard: Some(u32::try_from(self.owner_of_entry(&entry, p).0).expect("fits")),
+                        replicas: vec![node],
+                        caught_up: vec![node],
+                    })
+                    .collect();
+                TopicMetadata { name, error: ErrorCode::NONE, partitions }
+            })
+            .collect();
+        MetadataResponse {
+            node_id: node,
+            controller: Some(node),
+            brokers: vec![BrokerInfo {
+                node_id: node,
+                address: self.config.listen.to_string(),
+                replication_address: String::new(),
+                alive: true,
+            }],
+            topics,
+        }
+    }
+
+    /// Hands the leadership of `partition` of `name` to `broker`, and
+    /// returns once the old leader follows it (or why not).
+    pub async fn elect_leader(self: &Rc<Self>, name: &str, partition: u32, broker: u32) -> Result<(), ServiceError> {
+        let (tp, _) = self.resolve(name, partition)?;
+        let Some(cluster) = self.cluster() else {
+            let node = self.config.cluster.node_id;
+            return if broker == node {
+                Ok(())
+            } else {
+                Err(ServiceError::UnknownBroker(format!("this one-broker cluster has no broker {broker}")))
+            };
+        };
+        if !cluster.config.peers.contains_key(&NodeId(broker)) {
+            return Err(ServiceError::UnknownBroker(format!("the cluster has no broker {broker}")));
+        }
+        let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
+        let replicas =
+            entry.meta.replicas.as_ref().and_then(|r| r.get(partition as usize).cloned()).unwrap_or_default();
+        if !replicas.contains(&broker) {
+            return Err(ServiceError::UnknownBroker(format!(
+                "broker {broker} holds no replica of {name}/{partition} (its replicas: {replicas:?})"
+            )));
+        }
+        let best = merge(&self.reports().await.into_iter().filter_map(|(_, r)| r).collect::<Vec<_>>());
+        let leader = best.get(&(tp.topic.0, tp.partition.0)).and_then(|v| v.leader);
+        let call = ElectCall { topic: tp.topic.0, partition: tp.partition.0, to: broker };
+        let body = Bytes::from(serde_json::to_vec(&call).expect("serializes"));
+        match leader {
+            Some(l) if l == broker => Ok(()),
+            Some(l) if l == cluster.config.node.0 => self.elect_leader_here(&body).await,
+            Some(l) => {
+                let wait = self.transfer_wait() + REPORT_WAIT;
+                let (_, answer) = cluster
+                    .net
+                    .call(NodeId(l), API_ELECT_LEADER, body, wait)
+                    .await
+                    .map_err(ServiceError::LeaderNotAvailable)?;
+                let parsed: CallAnswer = serde_json::from_slice(&answer.body)
+                    .map_err(|e| ServiceError::InvalidRequest(format!("the leader's answer: {e}")))?;
+                parsed.error.map_or(Ok(()), |e| Err(decode_error(&e)))
+            }
+            None => Err(ServiceError::LeaderNotAvailable(format!(
+                "{name}/{partition} has no leader now (an election is on): try again"
+            ))),
+        }
+    }
+
+    fn transfer_wait(&self) -> Duration {
+        let params = self.cluster().expect("cluster mode").params(0);
+        Duration::from_millis(params.leader_transfer_timeout_ms) + ELECT_SLACK
+    }
+
+    /// The leader's side of [`Shard::elect_leader`].
+    pub(crate) async fn elect_leader_here(self: &Rc<Self>, body: &[u8]) -> Result<(), ServiceError> {
+        let call: ElectCall = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::InvalidRequest(format!("an elect-leader call: {e}")))?;
+        let tp = TopicPartition { topic: TopicId(call.topic), partition: PartitionId(call.partition) };
+        let owner = self.owner_of_tp(tp).ok_or_else(|| ServiceError::UnknownTopic(call.topic.to_string()))?;
+        let wait = self.transfer_wait();
+        self.invoke_on(owner, move |s| async move {
+            let partition = s.partition(tp)?;
+            let driver = partition
+                .driver()
+                .ok_or_else(|| ServiceError::PartitionUnavailable("the partition is not replicated here".into()))?;
+            let to = NodeId(call.to);
+            let status = driver.status();
+            if status.leader == Some(to) {
+                return Ok(());
+            }
+            if status.role != Role::Leader {
+                return Err(super::driver::not_leader(tp, status.leader, status.epoch));
+            }
+            let deadline = s.rt.now() + wait;
+            let mut changed = driver.status_changed();
+            driver.input(Input::Admin(Admin::TransferLeadership { to }));
+            loop {
+                // Registered before the look, so no change slips between.
+                if driver.status().leader == Some(to) {
+                    tracing::info!(topic = %partition.topic, partition = tp.partition.0, to = to.0,
+                        "leadership handed over");
+                    return Ok(());
+                }
+                if engine::rt::until(&s.rt, deadline, changed).await.is_none() {
+                    break;
+                }
+                changed = driver.status_changed();
+            }
+            tracing::warn!(topic = %partition.topic, partition = tp.partition.0, to = to.0,
+                leader = driver.status().leader.map(|l| l.0), "a leader transfer did not finish in time");
+            Err(ServiceError::Timeout(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)))
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(topic: u64, leader: u32, epoch: u32, leading: bool) -> ReplicaView {
+        ReplicaView { topic, partition: 0, leader: Some(leader), epoch, shard: 1, leading, caught_up: vec![] }
+    }
+
+    #[test]
+    fn the_newest_epoch_wins_and_at_one_epoch_the_leaders_own_report() {
+        let old_leader = BrokerReport { client_listen: "a".into(), replicas: vec![view(1, 1, 3, true)] };
+        let follower = BrokerReport { client_listen: "b".into(), replicas: vec![view(1, 2, 4, false)] };
+        let new_leader = BrokerReport { client_listen: "c".into(), replicas: vec![view(1, 2, 4, true)] };
+        let unsure = BrokerReport {
+            client_listen: "d".into(),
+            replicas: vec![ReplicaView { leader: None, epoch: 9, ..view(1, 0, 9, false) }],
+        };
+        let merged = merge(&[old_leader.clone(), follower.clone(), unsure.clone()]);
+        assert_eq!(merged[&(1, 0)], view(1, 2, 4, false), "a follower's newer epoch beats a deposed leader");
+        let merged = merge(&[follower, old_leader, new_leader, unsure]);
+        assert_eq!(merged[&(1, 0)], view(1, 2, 4, true), "the leader's own report is preferred");
+    }
+}
