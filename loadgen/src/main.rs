@@ -400,10 +400,14 @@ async fn drive(
     disk_dir: PathBuf,
 ) -> Result<(Summary, RunHistograms), String> {
     let client = Client::connect(ClientConfig::new(target)).await.map_err(|e| e.to_string())?;
-    match client.create_topic(&args.topic, args.partitions, TopicConfig::default()).await {
-        Ok(()) => {}
-        Err(e) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => {}
-        Err(e) => return Err(e.to_string()),
+    // An existing topic is used as it is (no controller call, which a
+    // cluster whose controller is down could not answer).
+    if client.partitions(&args.topic).await.is_err() {
+        match client.create_topic(&args.topic, args.partitions, TopicConfig::default()).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
     let partitions = client.partitions(&args.topic).await.map_err(|e| e.to_string())?;
     let (baseline, fdatasync) = if args.baseline {

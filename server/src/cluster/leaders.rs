@@ -73,6 +73,26 @@ fn merge(reports: &[BrokerReport]) -> BTreeMap<(u64, u32), ReplicaView> {
     best
 }
 
+/// Whether `reports` settle who leads each of `wanted`: a majority of its
+/// replicas answered (any leader elected since was voted for by one of
+/// them, so its epoch shows), and the newest epoch any of them reports is
+/// one that names a leader, reported by that leader itself.
+fn settled(reports: &[(NodeId, Option<BrokerReport>)], wanted: &[(TopicPartition, Vec<u32>)]) -> bool {
+    let answered: Vec<&BrokerReport> = reports.iter().filter_map(|(_, r)| r.as_ref()).collect();
+    let best = merge(&answered.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+    wanted.iter().all(|(tp, replicas)| {
+        let heard = replicas.iter().filter(|&&n| reports.iter().any(|(m, r)| m.0 == n && r.is_some())).count();
+        let newest = answered
+            .iter()
+            .flat_map(|r| &r.replicas)
+            .filter(|v| v.topic == tp.topic.0 && v.partition == tp.partition.0)
+            .map(|v| v.epoch)
+            .max();
+        let leader = best.get(&(tp.topic.0, tp.partition.0));
+        heard * 2 > replicas.len() && leader.is_some_and(|l| l.leading && Some(l.epoch) == newest)
+    })
+}
+
 #[derive(Serialize, Deserialize)]
 struct ElectCall {
     topic: u64,
@@ -112,23 +132,45 @@ impl<R: Runtime> Shard<R> {
     }
 
     /// Every broker's report (this one's too); `None` for a peer that did
-    /// not answer within [`REPORT_WAIT`].
-    async fn reports(self: &Rc<Self>) -> Vec<(NodeId, Option<BrokerReport>)> {
+    /// not answer. Returns as soon as the answers settle every partition
+    /// of `wanted` (its replicas) — see [`settled`] — unless `every_peer`,
+    /// or once every peer has answered or [`REPORT_WAIT`] has passed: a dead peer whose link
+    /// still looks up costs nothing while a majority answers.
+    async fn reports(
+        self: &Rc<Self>,
+        wanted: &[(TopicPartition, Vec<u32>)],
+        every_peer: bool,
+    ) -> Vec<(NodeId, Option<BrokerReport>)> {
+        use futures::StreamExt as _;
         let cluster = self.cluster().expect("cluster mode");
         let me = cluster.config.node;
         let peers: Vec<NodeId> = cluster.net.peers().collect();
-        let asks = peers.iter().map(|&peer| {
-            let net = cluster.net.clone();
-            async move {
-                let answer = net.call(peer, API_LEADERS, Bytes::new(), REPORT_WAIT).await.ok();
-                let report =
-                    answer.and_then(|(_, a)| serde_json::from_slice::<CallAnswer>(&a.body).ok()).and_then(|a| a.report);
-                (peer, report)
+        let mut out: Vec<(NodeId, Option<BrokerReport>)> = vec![(me, Some(self.local_report().await))];
+        let mut asks: futures::stream::FuturesUnordered<_> = peers
+            .iter()
+            .map(|&peer| {
+                let net = cluster.net.clone();
+                async move {
+                    let answer = net.call(peer, API_LEADERS, Bytes::new(), REPORT_WAIT).await.ok();
+                    let report = answer
+                        .and_then(|(_, a)| serde_json::from_slice::<CallAnswer>(&a.body).ok())
+                        .and_then(|a| a.report);
+                    (peer, report)
+                }
+            })
+            .collect();
+        while every_peer || !settled(&out, wanted) {
+            match asks.next().await {
+                Some(answer) => out.push(answer),
+                None => break,
             }
-        });
-        let (local, remote) = futures::future::join(self.local_report(), futures::future::join_all(asks)).await;
-        let mut out = vec![(me, Some(local))];
-        out.extend(remote);
+        }
+        // Those not heard from are shown not alive.
+        for peer in peers {
+            if !out.iter().any(|(n, _)| *n == peer) {
+                out.push((peer, None));
+            }
+        }
         for (node, report) in &out {
             if let Some(r) = report {
                 cluster.client_addresses.borrow_mut().insert(*node, r.client_listen.clone());
@@ -139,12 +181,27 @@ impl<R: Runtime> Shard<R> {
 
     /// The `Metadata` answer: brokers, controller, and the leader of each
     /// partition of `topics` (all topics when empty).
+    /// A request naming topics (a client's refresh) is answered as soon as
+    /// their leaders are settled; one naming none (`cluster describe`)
+    /// waits for every peer, so "alive" is every peer's answer.
     pub async fn metadata(self: &Rc<Self>, topics: Vec<String>) -> MetadataResponse {
+        let every_peer = topics.is_empty();
         let names = if topics.is_empty() { self.list_topics().into_iter().map(|(n, _)| n).collect() } else { topics };
         let Some(cluster) = self.cluster() else {
             return self.single_node_metadata(names);
         };
-        let reports = self.reports().await;
+        let wanted: Vec<(TopicPartition, Vec<u32>)> = names
+            .iter()
+            .filter_map(|name| self.topic(name))
+            .flat_map(|entry| {
+                (0..entry.meta.partitions).map(move |p| {
+                    let replicas =
+                        entry.meta.replicas.as_ref().and_then(|r| r.get(p as usize).cloned()).unwrap_or_default();
+                    (TopicPartition { topic: entry.meta.id, partition: PartitionId(p) }, replicas)
+                })
+            })
+            .collect();
+        let reports = self.reports(&wanted, every_peer).await;
         let controller = cluster_leader(self).await.map(|n| n.0);
         let brokers = cluster
             .config
@@ -259,7 +316,8 @@ impl<R: Runtime> Shard<R> {
                 "broker {broker} holds no replica of {name}/{partition} (its replicas: {replicas:?})"
             )));
         }
-        let best = merge(&self.reports().await.into_iter().filter_map(|(_, r)| r).collect::<Vec<_>>());
+        let reports = self.reports(&[(tp, replicas)], false).await;
+        let best = merge(&reports.into_iter().filter_map(|(_, r)| r).collect::<Vec<_>>());
         let leader = best.get(&(tp.topic.0, tp.partition.0)).and_then(|v| v.leader);
         let call = ElectCall { topic: tp.topic.0, partition: tp.partition.0, to: broker };
         let body = Bytes::from(serde_json::to_vec(&call).expect("serializes"));
@@ -352,5 +410,24 @@ mod tests {
         assert_eq!(merged[&(1, 0)], view(1, 2, 4, false), "a follower's newer epoch beats a deposed leader");
         let merged = merge(&[follower, old_leader, new_leader, unsure]);
         assert_eq!(merged[&(1, 0)], view(1, 2, 4, true), "the leader's own report is preferred");
+    }
+
+    #[test]
+    fn leaders_are_settled_by_a_majority_of_replicas_and_the_leaders_own_newest_report() {
+        let tp = TopicPartition { topic: TopicId(1), partition: PartitionId(0) };
+        let wanted = vec![(tp, vec![1, 2, 3])];
+        let report = |views: Vec<ReplicaView>| Some(BrokerReport { client_listen: String::new(), replicas: views });
+        let leader = (NodeId(1), report(vec![view(1, 1, 4, true)]));
+        let follower = (NodeId(2), report(vec![view(1, 1, 4, false)]));
+        assert!(!settled(std::slice::from_ref(&leader), &wanted), "one replica of three is no majority");
+        assert!(settled(&[leader.clone(), follower.clone()], &wanted));
+        // A replica that voted in a newer epoch, whose leader is not known
+        // yet: the old leader's report settles nothing.
+        let voted = (NodeId(3), report(vec![ReplicaView { leader: None, ..view(1, 0, 5, false) }]));
+        assert!(!settled(&[leader.clone(), voted.clone()], &wanted));
+        // A follower naming a leader that has not answered: not settled.
+        let hearsay = (NodeId(2), report(vec![view(1, 3, 5, false)]));
+        assert!(!settled(&[leader, hearsay, voted], &wanted));
+        assert!(!settled(&[follower, (NodeId(3), None)], &wanted), "no leader's own report");
     }
 }

@@ -456,11 +456,28 @@ impl<R: Runtime> Shard<R> {
                     "the cluster has no controller yet (an election is on)".into(),
                 ));
             };
-            let (code, answer) = cluster
-                .net
-                .call(leader, api, body, net::CALL_TIMEOUT)
-                .await
-                .map_err(ServiceError::LeaderNotAvailable)?;
+            // A controller that stops being one (it died, or froze and was
+            // replaced) may never answer: give up once another leads.
+            let moved = async {
+                loop {
+                    let changed = metadata.status_changed();
+                    if metadata.status().leader != Some(leader) {
+                        return;
+                    }
+                    if changed.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let call = std::pin::pin!(cluster.net.call(leader, api, body, net::CALL_TIMEOUT));
+            let (code, answer) = match futures::future::select(call, std::pin::pin!(moved)).await {
+                futures::future::Either::Left((answer, _)) => answer.map_err(ServiceError::LeaderNotAvailable)?,
+                futures::future::Either::Right(_) => {
+                    return Err(ServiceError::LeaderNotAvailable(format!(
+                        "the controller (node {leader}) changed before it answered: try again"
+                    )));
+                }
+            };
             let parsed: CallAnswer = serde_json::from_slice(&answer.body)
                 .map_err(|e| ServiceError::InvalidRequest(format!("the controller's answer: {e}")))?;
             if code != ErrorCode::NONE && parsed.error.is_none() {
