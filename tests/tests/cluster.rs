@@ -173,6 +173,22 @@ async fn describe_shows_each_partitions_leader_and_the_brokers_and_a_leader_move
     assert_eq!(row[2], before.leader_epoch.to_string(), "{described}");
     assert_eq!(row[3].split(',').count(), 3, "{described}");
 
+    // Settings change through the controller: every broker takes them.
+    stdout(&cluster.brokers[0].cli(&["topic", "alter", "moves", "--config", "retention.ms=1h"], ""));
+    for broker in &cluster.brokers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let d = stdout(&broker.cli(&["topic", "describe", "moves"], ""));
+            if d.lines().any(|l| l.starts_with("retention.ms\t3600000\ttopic")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: the new setting did not arrive\n{d}", broker.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let refused = cluster.brokers[1].cli(&["topic", "alter", "moves", "--config", "retention.ms=soon"], "");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("INVALID_CONFIG"), "{refused:?}");
+
     // Hand partition 0 to another replica: done when the command returns.
     let target = before.replicas.iter().copied().find(|&n| n != leader).expect("another replica");
     let target_arg = target.to_string();
@@ -302,4 +318,84 @@ async fn leader_transfer_gap_as_a_client_sees_it() {
         at(&steady, 0.5),
         at(&steady, 0.99)
     );
+}
+
+/// Every `raft.state` under `dir` (recursively).
+fn raft_states(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(raft_states(&path));
+        } else if path.file_name().is_some_and(|n| n == "raft.state") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_raft_state_keeps_its_replica_down_with_a_clear_error_until_it_is_fixed_and_recovered() {
+    let mut cluster = Cluster::start(3, &["--flush", "always"]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "damaged", 1).await;
+    let producer = Producer::new(c.clone(), ProducerConfig::default());
+    let mut acked = produce(&producer, "damaged", 1, 0, 200).await;
+    let p = settled(&c, "damaged", 0).await;
+    let victim = (1..=3u32).find(|&n| Some(n) != p.leader).expect("a follower") as usize - 1;
+
+    // The follower dies; its partition's raft.state is damaged meanwhile.
+    cluster.brokers[victim].kill9();
+    let topic_dir = cluster.brokers[victim].data_dir().join("topics");
+    let states: Vec<_> = raft_states(&topic_dir);
+    assert_eq!(states.len(), 1, "one replicated partition: {states:?}");
+    let good = std::fs::read(&states[0]).expect("raft.state");
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&states[0], &bad).expect("damaging it");
+    let files_before: Vec<(std::path::PathBuf, Vec<u8>)> = {
+        let dir = states[0].parent().expect("the partition's directory");
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    cluster.brokers[victim].restart_on_same_address().expect("the broker restarts");
+
+    // It says so, serves nothing of it, and deletes nothing.
+    let described = stdout(&cluster.brokers[victim].cli(&["topic", "describe", "damaged"], ""));
+    let row = described.lines().find(|l| l.starts_with("0\t")).expect("partition 0");
+    assert!(row.ends_with("STORAGE_ERROR"), "{described}");
+    let refused = cluster.brokers[victim].cli(&["partition", "recover", "damaged"], "");
+    assert!(!refused.status.success(), "recovery cannot guess the votes");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("raft.state"), "{refused:?}");
+    let dir = states[0].parent().unwrap();
+    // Recovery trims the active segment's pre-allocated zeros (or
+    // allocates more); every byte of data stays.
+    for (path, bytes) in &files_before {
+        let now = std::fs::read(path).unwrap_or_default();
+        let common = bytes.len().min(now.len());
+        let same = now[..common] == bytes[..common];
+        let only_zeros_gone = bytes[common..].iter().all(|&b| b == 0) && now[common..].iter().all(|&b| b == 0);
+        assert!(same && only_zeros_gone, "{} changed: {} then {} bytes", path.display(), bytes.len(), now.len());
+    }
+    assert!(dir.join("raft.state").exists());
+    // The other two go on.
+    acked.extend(produce(&producer, "damaged", 1, 200, 200).await);
+
+    // The operator puts the file back: the replica starts and catches up.
+    std::fs::write(&states[0], &good).expect("restoring it");
+    let recovered = stdout(&cluster.brokers[victim].cli(&["partition", "recover", "damaged"], ""));
+    assert_eq!(recovered, "recovered damaged/0\n");
+    acked.extend(produce(&producer, "damaged", 1, 400, 100).await);
+    check_history(&cluster, "damaged", 1, &acked).await;
 }

@@ -53,6 +53,8 @@ const API_PRODUCE: u16 = 3;
 const API_LEADERS: u16 = 4;
 /// Hand a partition's leadership to another replica (to its leader).
 const API_ELECT_LEADER: u16 = 5;
+/// Change a topic's settings.
+const API_ALTER_TOPIC: u16 = 6;
 
 /// How long a forwarded produce waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -113,6 +115,12 @@ struct CreateCall {
     partitions: u32,
     config: BTreeMap<String, String>,
     replication_factor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AlterCall {
+    name: String,
+    change: crate::service::admin::ConfigChange,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -240,8 +248,28 @@ impl<R: Runtime> Shard<R> {
         .await;
         match started {
             Ok(driver) => partition.set_driver(driver),
-            Err(e) => tracing::error!(topic = %partition.topic, partition = partition.tp.partition.0, error = %e,
-                "the partition's replica cannot start: it stays unavailable"),
+            Err(e) => {
+                tracing::error!(topic = %partition.topic, partition = partition.tp.partition.0, error = %e,
+                    "the partition's replica cannot start: it stays unavailable (`cairn partition recover` tries again)");
+                partition.set_replica_error(e);
+            }
+        }
+    }
+
+    /// Starts a replicated partition's replica again, from what is durable
+    /// (its `raft.state` and its log, reopened): after its log failed, or
+    /// after its replica could not start. The machine starts as a restart
+    /// starts it, so nothing it promised is forgotten.
+    pub(crate) async fn restart_replica(self: &Rc<Self>, partition: &Rc<Partition<R>>) -> Result<(), ServiceError> {
+        let replicas = self
+            .topic_by_id(partition.tp.topic)
+            .and_then(|t| t.meta.replicas.as_ref().and_then(|r| r.get(partition.tp.partition.0 as usize).cloned()))
+            .ok_or_else(|| ServiceError::PartitionUnavailable("the partition has no replica assignment".into()))?;
+        partition.stop_driver();
+        self.start_replica(partition, &replicas).await;
+        match partition.replica_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -405,6 +433,21 @@ impl<R: Runtime> Shard<R> {
                     tracing::error!(error = %e, "applying a topic deletion failed");
                 }
             }
+            MetadataRecord::TopicConfigChanged { id, name, config } => {
+                let current = self
+                    .controller()
+                    .metadata
+                    .borrow()
+                    .topics
+                    .get(&name)
+                    .filter(|t| t.id == id)
+                    .map(|t| t.config.clone());
+                if current.is_some_and(|c| c != config)
+                    && let Err(e) = self.set_topic_config(name, config).await
+                {
+                    tracing::error!(error = %e, "applying a topic's new settings failed");
+                }
+            }
         }
     }
 
@@ -437,6 +480,17 @@ impl<R: Runtime> Shard<R> {
         let call = CreateCall { name, partitions, config, replication_factor };
         let body = Bytes::from(serde_json::to_vec(&call).expect("serializes"));
         self.controller_call(API_CREATE_TOPIC, body).await
+    }
+
+    /// Shard 0: a topic's settings change, decided by the controller and
+    /// applied by every broker from the metadata log.
+    pub(crate) async fn cluster_alter(
+        self: &Rc<Self>,
+        name: String,
+        change: crate::service::admin::ConfigChange,
+    ) -> Result<(), ServiceError> {
+        let body = Bytes::from(serde_json::to_vec(&AlterCall { name, change }).expect("serializes"));
+        self.controller_call(API_ALTER_TOPIC, body).await
     }
 
     pub(crate) async fn cluster_delete(self: &Rc<Self>, name: String) -> Result<(), ServiceError> {
@@ -508,6 +562,10 @@ impl<R: Runtime> Shard<R> {
                 return CallAnswer { offset: None, error: None, report: Some(report) };
             }
             API_ELECT_LEADER => self.elect_leader_here(&body).await.map(|()| Offset(0)),
+            API_ALTER_TOPIC => match serde_json::from_slice::<AlterCall>(&body) {
+                Ok(c) => self.decide_and_commit_alter(c).await,
+                Err(e) => Err(ServiceError::InvalidRequest(format!("an alter call: {e}"))),
+            },
             other => Err(ServiceError::InvalidRequest(format!("no controller call {other}"))),
         };
         match result {
@@ -568,6 +626,26 @@ impl<R: Runtime> Shard<R> {
         let replicas = records::assign(&brokers, call.partitions, rf);
         let meta = self.decide_create(&call.name, call.partitions, &call.config, Some(replicas))?;
         self.commit_record(&driver, &MetadataRecord::TopicCreated { meta }).await
+    }
+
+    async fn decide_and_commit_alter(self: &Rc<Self>, call: AlterCall) -> Result<Offset, ServiceError> {
+        let cluster = self.cluster().expect("cluster mode");
+        let driver =
+            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
+        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        self.caught_up(&driver).await?;
+        let AlterCall { name, change } = call;
+        let (id, current) = self
+            .controller()
+            .metadata
+            .borrow()
+            .topics
+            .get(&name)
+            .map(|t| (t.id, t.config.clone()))
+            .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+        let config = crate::topic_config::merge(&self.config, &current, &change.set, &change.delete)
+            .map_err(ServiceError::InvalidConfig)?;
+        self.commit_record(&driver, &MetadataRecord::TopicConfigChanged { id, name, config }).await
     }
 
     async fn decide_and_commit_delete(self: &Rc<Self>, name: String) -> Result<Offset, ServiceError> {

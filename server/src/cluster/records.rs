@@ -21,6 +21,13 @@ pub enum MetadataRecord {
         id: TopicId,
         name: String,
     },
+    /// A topic's settings, all of them (the result of the change, not the
+    /// change: applying it twice is applying it once).
+    TopicConfigChanged {
+        id: TopicId,
+        name: String,
+        config: crate::topic_config::TopicOverrides,
+    },
 }
 
 impl MetadataRecord {
@@ -91,6 +98,11 @@ mod tests {
         for record in [
             MetadataRecord::TopicCreated { meta },
             MetadataRecord::TopicDeleted { id: TopicId(7), name: "orders".into() },
+            MetadataRecord::TopicConfigChanged {
+                id: TopicId(7),
+                name: "orders".into(),
+                config: [("retention.ms".to_owned(), "3600000".to_owned())].into(),
+            },
         ] {
             let batch = record.to_batch(1_000);
             assert_eq!(MetadataRecord::from_batch(&batch).unwrap(), vec![record]);

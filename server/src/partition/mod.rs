@@ -57,6 +57,9 @@ pub struct Partition<R: Runtime> {
     driver: RefCell<Option<Rc<Driver<R>>>>,
     /// Replicated: without its driver it takes no appends.
     replicated: Cell<bool>,
+    /// Why its replica could not start (a damaged `raft.state`, say):
+    /// what describe, appends and reads report until it starts.
+    replica_error: RefCell<Option<ServiceError>>,
 }
 
 /// How soon a partition stopped by a full disk first tries to come back;
@@ -118,6 +121,7 @@ impl<R: Runtime> Partition<R> {
             metrics: Rc::new(PartitionMetrics::default()),
             driver: RefCell::new(None),
             replicated: Cell::new(false),
+            replica_error: RefCell::new(None),
         });
         partition.open_log().await;
         partition
@@ -178,8 +182,30 @@ impl<R: Runtime> Partition<R> {
         self.replicated.set(true);
     }
 
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.get()
+    }
+
     pub fn set_driver(&self, driver: Rc<Driver<R>>) {
+        self.replica_error.borrow_mut().take();
         *self.driver.borrow_mut() = Some(driver);
+    }
+
+    /// The replica could not start: the partition serves nothing, and says why.
+    pub fn set_replica_error(&self, e: ServiceError) {
+        *self.replica_error.borrow_mut() = Some(e);
+    }
+
+    /// Why the replica is not running, if it is not.
+    pub fn replica_error(&self) -> Option<ServiceError> {
+        self.replica_error.borrow().clone()
+    }
+
+    /// Stops the replica (before it is started again over a reopened log).
+    pub fn stop_driver(&self) {
+        if let Some(driver) = self.driver.borrow_mut().take() {
+            driver.stop();
+        }
     }
 
     pub fn driver(&self) -> Option<Rc<Driver<R>>> {
@@ -221,10 +247,12 @@ impl<R: Runtime> Partition<R> {
             });
         }
         if self.replicated.get() {
-            let e = ServiceError::PartitionUnavailable(format!(
-                "partition {}/{}'s replica is not running",
-                self.topic, self.tp.partition
-            ));
+            let e = self.replica_error().unwrap_or_else(|| {
+                ServiceError::PartitionUnavailable(format!(
+                    "partition {}/{}'s replica is not running",
+                    self.topic, self.tp.partition
+                ))
+            });
             return futures::future::Either::Right(futures::future::Either::Left(std::future::ready(Err(e))));
         }
         futures::future::Either::Right(futures::future::Either::Right(self.append_local(batch)))
@@ -359,7 +387,7 @@ impl<R: Runtime> Partition<R> {
     pub fn state(&self) -> PartitionState {
         match self.log() {
             Ok(log) => PartitionState {
-                error: log.poisoned().map(|e| ServiceError::from(&e)),
+                error: log.poisoned().map(|e| ServiceError::from(&e)).or_else(|| self.replica_error()),
                 log_start_offset: log.log_start_offset(),
                 high_watermark: log.high_watermark(),
                 log_end_offset: log.log_end_offset(),

@@ -38,7 +38,7 @@ pub struct TopicDescription {
 }
 
 /// A change to a topic's settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigChange {
     pub set: BTreeMap<String, String>,
     pub delete: Vec<String>,
@@ -253,7 +253,31 @@ impl<R: Runtime> Shard<R> {
     }
 
     async fn controller_alter(self: &Rc<Self>, name: String, change: ConfigChange) -> Result<(), ServiceError> {
+        if self.cluster().is_some() {
+            return self.cluster_alter(name, change).await;
+        }
         let _turn = self.controller().turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        let current = self
+            .controller()
+            .metadata
+            .borrow()
+            .topics
+            .get(&name)
+            .map(|t| t.config.clone())
+            .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+        let config = topic_config::merge(&self.config, &current, &change.set, &change.delete)
+            .map_err(ServiceError::InvalidConfig)?;
+        self.set_topic_config(name, config).await
+    }
+
+    /// Gives topic `name` the settings `config` (checked already): its
+    /// directory's file, the topic table, every shard. The caller holds the
+    /// controller's turn.
+    pub(crate) async fn set_topic_config(
+        self: &Rc<Self>,
+        name: String,
+        config: topic_config::TopicOverrides,
+    ) -> Result<(), ServiceError> {
         let mut meta = self
             .controller()
             .metadata
@@ -263,8 +287,7 @@ impl<R: Runtime> Shard<R> {
             .cloned()
             .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
         let previous = meta.clone();
-        meta.config = topic_config::merge(&self.config, &meta.config, &change.set, &change.delete)
-            .map_err(ServiceError::InvalidConfig)?;
+        meta.config = config;
         metadata::store_topic_file(self.rt.storage(), &self.config.data_dir, &meta)
             .await
             .map_err(|e| store_error("writing the topic's directory", &e))?;
@@ -361,7 +384,22 @@ impl<R: Runtime> Shard<R> {
                     if all && partition.state().error.is_none() {
                         continue;
                     }
-                    out.push((tp.partition.0, partition.recover().await));
+                    // A replica whose log is healthy but which could not
+                    // start (its raft.state) only needs starting again.
+                    let log_failed = partition.log().map_or(true, |l| l.is_poisoned());
+                    let mut outcome =
+                        if log_failed || !partition.is_replicated() { partition.recover().await } else { Ok(()) };
+                    if outcome.is_ok() && partition.is_replicated() && shard.cluster().is_some() {
+                        if partition.replica_error().is_none() && !log_failed && partition.driver().is_some() {
+                            outcome = Err(ServiceError::InvalidRequest(format!(
+                                "partition {}/{} is healthy; nothing to recover",
+                                partition.topic, tp.partition
+                            )));
+                        } else {
+                            outcome = shard.restart_replica(&partition).await;
+                        }
+                    }
+                    out.push((tp.partition.0, outcome));
                 }
                 out
             })
