@@ -167,6 +167,10 @@ struct RunArgs {
     /// Seed of the key and size generators
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Print each second of the run (records acknowledged, their p99): a
+    /// failover shows as the seconds it emptied
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +282,9 @@ fn run(args: &RunArgs) -> Result<(), String> {
     drop(temp);
     let (summary, histograms) = result?;
     print!("{}", report::table(&summary));
+    if args.timeline {
+        print!("{}", report::timeline(&summary));
+    }
     if let Some(dir) = &args.report_dir {
         let h = Histograms {
             produce: &histograms.produce,

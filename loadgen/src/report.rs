@@ -279,6 +279,18 @@ pub fn table(s: &Summary) -> String {
     out
 }
 
+/// The run second by second (warm-up included): what was acknowledged in
+/// each, and its produce p99.
+pub fn timeline(s: &Summary) -> String {
+    let mut out = String::from("second      records bar                               p99 ms\n");
+    let peak = s.timeline.iter().map(|t| t.produced).max().unwrap_or(0).max(1);
+    for t in &s.timeline {
+        let bar = "#".repeat(usize::try_from(t.produced * 30 / peak).unwrap_or(30));
+        let _ = writeln!(out, "{:>6} {:>12} {bar:<31} {:>8.3}", t.second, t.produced, t.produce_p99_us as f64 / 1000.0);
+    }
+    out
+}
+
 /// Two runs side by side, with B / A ratios.
 pub fn compare(a: &Summary, b: &Summary) -> String {
     let mut out = String::new();
@@ -387,6 +399,22 @@ mod tests {
             }],
             ..Summary::default()
         }
+    }
+
+    #[test]
+    fn the_timeline_shows_a_second_that_emptied() {
+        let mut s = sample();
+        s.timeline = [900, 0, 450]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Second { second: i as u64, produced: n, produce_p99_us: 1500, ..Second::default() })
+            .collect();
+        let text = timeline(&s);
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(rows[0].contains(&"#".repeat(30)), "the peak is a full bar: {text}");
+        assert!(!rows[1].contains('#') && rows[1].split_whitespace().nth(1) == Some("0"), "{text}");
+        assert!(rows[2].contains(&"#".repeat(15)) && !rows[2].contains(&"#".repeat(16)), "{text}");
     }
 
     #[test]
