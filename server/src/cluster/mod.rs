@@ -107,6 +107,33 @@ pub struct ClusterShard<R: Runtime> {
     decide_turn: Budget,
     /// The client address each peer reported last ([`leaders`]).
     client_addresses: RefCell<BTreeMap<NodeId, String>>,
+    /// Inbound messages and calls in tasks of their own (on their way to
+    /// another shard, or being answered), at most [`INBOUND_TASKS_MAX`].
+    inbound_tasks: Rc<Cell<usize>>,
+}
+
+/// Inbound work one shard holds in tasks at once; past it, messages are
+/// dropped (Raft sends again what matters) and calls fail at the caller's
+/// timeout, so a flood from a peer cannot grow a shard's memory.
+const INBOUND_TASKS_MAX: usize = 16_384;
+
+/// Counts one inbound task while it lives.
+struct InboundTask(Rc<Cell<usize>>);
+
+impl InboundTask {
+    fn take(count: &Rc<Cell<usize>>) -> Option<InboundTask> {
+        if count.get() >= INBOUND_TASKS_MAX {
+            return None;
+        }
+        count.set(count.get() + 1);
+        Some(InboundTask(count.clone()))
+    }
+}
+
+impl Drop for InboundTask {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -184,6 +211,7 @@ impl<R: Runtime> Shard<R> {
                         applied_waiters: RefCell::new(Vec::new()),
                         decide_turn: Budget::new(1, |_| {}),
                         client_addresses: RefCell::new(BTreeMap::new()),
+                        inbound_tasks: Rc::new(Cell::new(0)),
                     })
                 })
                 .clone(),
@@ -290,6 +318,21 @@ impl<R: Runtime> Shard<R> {
     }
 
     fn deliver_inbound(self: &Rc<Self>, inbound: Inbound) {
+        let Some(cluster) = self.cluster() else { return };
+        let needs_task = match &inbound {
+            Inbound::Message { tp, .. } => self.owner_of_tp(*tp).is_some_and(|o| o != self.id),
+            Inbound::Call { .. } => true,
+            Inbound::Answer { header, .. } => usize::from(header.dest_shard) != self.id.0,
+        };
+        let task = if needs_task {
+            let Some(t) = InboundTask::take(&cluster.inbound_tasks) else {
+                tracing::debug!("too much inbound replication work in flight: a message is dropped");
+                return;
+            };
+            Some(t)
+        } else {
+            None
+        };
         match inbound {
             Inbound::Message { from, tp, message } => {
                 let Some(owner) = self.owner_of_tp(tp) else { return };
@@ -300,6 +343,7 @@ impl<R: Runtime> Shard<R> {
                 } else {
                     let shard = self.clone();
                     drop(self.rt.spawn(async move {
+                        let _task = task;
                         let _ = shard
                             .invoke_on(owner, move |s| async move {
                                 if let Some(driver) = s.driver_of(tp) {
@@ -313,6 +357,7 @@ impl<R: Runtime> Shard<R> {
             Inbound::Call { from, header, call } => {
                 let shard = self.clone();
                 drop(self.rt.spawn(async move {
+                    let _task = task;
                     let (api, body) = (call.api, call.body);
                     let answer = shard
                         .invoke_on(CONTROLLER, move |c| async move { c.answer_call(api, body).await })
@@ -334,6 +379,7 @@ impl<R: Runtime> Shard<R> {
                 } else if dest.0 < self.shards {
                     let shard = self.clone();
                     drop(self.rt.spawn(async move {
+                        let _task = task;
                         let _ = shard
                             .invoke_on(dest, move |s| async move {
                                 if let Some(c) = s.cluster() {
@@ -792,5 +838,24 @@ async fn accept_replication<R: Runtime>(shard: Rc<Shard<R>>, listener: R::Listen
                 shard.rt.sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_tasks_are_bounded_and_a_finished_one_frees_its_place() {
+        let count = Rc::new(Cell::new(0));
+        let mut held: Vec<InboundTask> =
+            (0..INBOUND_TASKS_MAX).map(|_| InboundTask::take(&count).expect("room")).collect();
+        assert!(InboundTask::take(&count).is_none(), "one past the bound");
+        held.pop();
+        let last = InboundTask::take(&count);
+        assert!(last.is_some(), "a finished task frees its place");
+        assert!(InboundTask::take(&count).is_none());
+        drop((held, last));
+        assert_eq!(count.get(), 0);
     }
 }
