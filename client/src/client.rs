@@ -348,10 +348,20 @@ impl Client {
         let mut known = self.inner.topics.lock().expect("not poisoned");
         for t in &m.topics {
             if t.error.is_ok() {
+                let old = known.remove(&t.name).unwrap_or_default();
                 let routes = t
                     .partitions
                     .iter()
-                    .map(|p| Known { route: Route { broker: p.leader, shard: p.leader_shard }, epoch: p.leader_epoch })
+                    .map(|p| {
+                        let answer =
+                            Known { route: Route { broker: p.leader, shard: p.leader_shard }, epoch: p.leader_epoch };
+                        // A hint of a newer epoch (a NOT_LEADER answer) is
+                        // not undone by a broker that knows less.
+                        match old.get(p.partition as usize) {
+                            Some(k) if k.epoch > answer.epoch && k.route.broker.is_some() => *k,
+                            _ => answer,
+                        }
+                    })
                     .collect();
                 known.insert(t.name.clone(), routes);
             } else {
@@ -372,7 +382,11 @@ impl Client {
         let n = self.inner.addrs.len();
         for attempt in 0..n {
             match self.metadata(&[topic]).await {
-                Ok(m) if m.topics.iter().all(|t| t.partitions.iter().all(|p| p.leader.is_some())) => return,
+                Ok(m)
+                    if m.topics.iter().all(|t| t.partitions.iter().all(|p| p.error.is_ok() && p.leader.is_some())) =>
+                {
+                    return;
+                }
                 Ok(_) => tracing::debug!(topic, attempt, "the metadata names no leader for some partition"),
                 Err(e) => tracing::debug!(topic, attempt, error = %e, "refreshing the metadata failed"),
             }
@@ -538,7 +552,10 @@ pub(crate) fn is_metadata_error(e: &ClientError) -> bool {
 /// are learned again before the next attempt.
 pub(crate) fn is_routing_error(e: &ClientError) -> bool {
     matches!(e, ClientError::Connect { .. } | ClientError::ConnectionLost(_) | ClientError::Timeout(_))
-        || matches!(e.code(), Some(ErrorCode::NOT_LEADER | ErrorCode::LEADER_NOT_AVAILABLE))
+        || matches!(
+            e.code(),
+            Some(ErrorCode::NOT_LEADER | ErrorCode::LEADER_NOT_AVAILABLE | ErrorCode::PARTITION_UNAVAILABLE)
+        )
 }
 
 #[cfg(test)]

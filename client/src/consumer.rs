@@ -41,6 +41,10 @@ pub struct ConsumerConfig {
     /// Fetches in flight at once per broker shard, each for its own share
     /// of the shard's assigned partitions.
     pub fetches_per_shard_max: usize,
+    /// How long a fetch may take beyond `fetch_wait_max` before the broker
+    /// is given up on (a frozen or cut-off leader answers nothing); the
+    /// consumer then learns the leader anew.
+    pub request_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -51,6 +55,7 @@ impl Default for ConsumerConfig {
             fetch_bytes_min: 1,
             fetch_wait_max: Duration::from_millis(500),
             fetches_per_shard_max: 2,
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -225,10 +230,13 @@ impl Consumer {
             }],
         });
         let client = self.client.clone();
+        let bound = config.fetch_wait_max + config.request_timeout;
         self.in_flight.push(Box::pin(async move {
             let started = std::time::Instant::now();
             let response = match client.connection_for(lane.0.0).await {
-                Ok(c) => c.call(&request).await,
+                Ok(c) => tokio::time::timeout(bound, c.call(&request))
+                    .await
+                    .unwrap_or_else(|_| Err(ClientError::Timeout(bound.as_millis() as u64))),
                 Err(e) => Err(e),
             };
             (lane, parts, started.elapsed(), response)

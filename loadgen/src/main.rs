@@ -167,8 +167,9 @@ struct RunArgs {
     /// Seed of the key and size generators
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Print each second of the run (records acknowledged, their p99): a
-    /// failover shows as the seconds it emptied
+    /// Print each second of the run: the records due in it and their
+    /// produce p99 (a record counts in the second it was due to be sent,
+    /// so a failover shows as that second's p99, not as fewer records)
     #[arg(long)]
     timeline: bool,
 }

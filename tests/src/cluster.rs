@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_client::{
-    Client, ClientConfig, ClientError, Consumer, ConsumerConfig, ErrorCode, Offset, OffsetSpec, Producer,
-    ProducerRecord, StartFrom, TopicConfig,
+    Client, ClientConfig, ClientError, ErrorCode, Offset, OffsetSpec, Producer, ProducerRecord, TopicConfig,
 };
 
 use crate::Broker;
@@ -154,25 +153,45 @@ pub async fn produce(producer: &Producer, topic: &str, partitions: u32, from: u6
 }
 
 /// Every record of `partition` below the high watermark, read from the
-/// broker at `addr` alone: (offset, value).
+/// broker at `addr` alone (raw fetches on one connection to it: a
+/// `Consumer` would follow the leader): (offset, value).
 pub async fn read_all(addr: &str, topic: &str, partition: u32) -> Vec<(Offset, u64)> {
-    let client = client(addr).await;
-    let latest = client.list_offsets(topic, &[partition], OffsetSpec::Latest).await.expect("offsets")[0].1;
-    // Read from this broker only: its own copy, not the leader's.
-    let mut consumer =
-        Consumer::assign(client.clone(), ConsumerConfig::default(), topic, &[partition], StartFrom::Earliest)
-            .await
-            .expect("assign");
+    use protocol::api::{FetchPartition, FetchRequest, FetchTopic, Request, Response};
+    let conn = cairn_client::Connection::connect(addr, "history-reader").await.expect("connect");
+    let list = Request::ListOffsets(vec![protocol::api::ListOffsetsTopic {
+        name: topic.into(),
+        partitions: vec![(partition, OffsetSpec::Latest)],
+    }]);
+    let Response::ListOffsets(offsets) = conn.call(&list).await.expect("list offsets") else { panic!("an answer") };
+    let latest = offsets[0].partitions[0].offset;
     let mut out = Vec::new();
+    let mut position = Offset(0);
     let deadline = Instant::now() + Duration::from_mins(1);
-    // Until the consumer's position reaches the latest offset (a trailing
-    // control batch has no record, but moves the position past it).
-    while consumer.positions().get(&partition).is_none_or(|p| *p < latest) {
+    while position < latest {
         assert!(Instant::now() < deadline, "{addr}: only {} records of {topic}/{partition} arrived", out.len());
-        for r in consumer.poll().await.expect("poll") {
-            let value =
-                std::str::from_utf8(r.value.as_deref().expect("a value")).expect("utf-8").parse().expect("a number");
-            out.push((r.offset, value));
+        let fetch = Request::Fetch(FetchRequest {
+            max_wait_ms: 100,
+            min_bytes: 1,
+            max_bytes: 4 << 20,
+            topics: vec![FetchTopic {
+                name: topic.into(),
+                partitions: vec![FetchPartition { partition, offset: position, max_bytes: 4 << 20 }],
+            }],
+        });
+        let Response::Fetch(topics) = conn.call(&fetch).await.expect("fetch") else { panic!("a fetch answer") };
+        let p = &topics[0].partitions[0];
+        assert!(p.error.is_ok(), "{addr}: fetching {topic}/{partition} at {position}: {}", p.error);
+        for batch in &p.batches {
+            for r in cairn_client::decode_batch(partition, batch, position).expect("a valid batch") {
+                let value = std::str::from_utf8(r.value.as_deref().expect("a value"))
+                    .expect("utf-8")
+                    .parse()
+                    .expect("a number");
+                out.push((r.offset, value));
+            }
+            // A batch may end past its last record (a control batch has none).
+            let header = protocol::batch::BatchHeader::decode(batch).expect("a header");
+            position = position.max(header.next_offset());
         }
     }
     out
@@ -231,7 +250,7 @@ pub async fn settled(client: &Client, topic: &str, partition: u32) -> protocol::
     loop {
         let m = client.metadata(&[topic]).await.expect("metadata");
         let p = m.topics[0].partitions[partition as usize].clone();
-        if p.leader.is_some() && p.caught_up.len() == p.replicas.len() {
+        if p.error.is_ok() && p.leader.is_some() && p.caught_up.len() == p.replicas.len() {
             return p;
         }
         assert!(Instant::now() < deadline, "{topic}/{partition} does not settle: {p:?}");

@@ -51,14 +51,60 @@ impl Namespaces {
         assert!(n < 200);
         ensure_tool("ip", "iproute2")?;
         ensure_tool("nft", "nftables")?;
-        // Unique per test process and per call: tests run in parallel,
-        // and interface names must stay within 15 characters.
-        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
-        let slot = (std::process::id() % 200 + serial * 7) % 250;
-        let tag = format!("c{}{slot}", std::process::id() % 1000);
-        let ns = Namespaces { tag, subnet: format!("10.201.{slot}"), n };
-        ns.set_up()?;
-        Ok(ns)
+        // A slot (subnet and names) no other run holds, claimed by creating
+        // its owner file (O_EXCL): test processes run in parallel. A slot
+        // whose owner is dead (a run killed before it could clean up) is
+        // taken down and claimed again. Interface names stay within 15
+        // characters.
+        let start = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed) * 37) % 250;
+        let mut last = String::new();
+        for k in 0..250 {
+            let slot = (start + k) % 250;
+            let ns = Namespaces { tag: format!("cairn{slot}"), subnet: format!("10.201.{slot}"), n };
+            if !ns.claim() {
+                continue;
+            }
+            ns.tear_down();
+            match ns.set_up() {
+                Ok(()) => return Ok(ns),
+                Err(e) => {
+                    ns.tear_down();
+                    let _ = std::fs::remove_file(ns.owner_file());
+                    last = e;
+                }
+            }
+        }
+        Err(format!("no free namespace slot: {last}"))
+    }
+
+    /// Takes the slot: its owner file, created new, or left by a process
+    /// that is gone.
+    fn claim(&self) -> bool {
+        let file = self.owner_file();
+        for _ in 0..2 {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
+                use std::io::Write as _;
+                return f.write_all(std::process::id().to_string().as_bytes()).is_ok();
+            }
+            let owner = std::fs::read_to_string(&file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+            // SAFETY: signal 0 only asks whether the process exists.
+            let alive = owner.is_some_and(|pid| unsafe { libc::kill(pid, 0) == 0 });
+            if alive || std::fs::remove_file(&file).is_err() {
+                return false;
+            }
+        }
+        false
+    }
+
+    fn owner_file(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}.netns-owner", self.tag))
+    }
+
+    fn tear_down(&self) {
+        for k in 0..self.n {
+            let _ = run(&["ip", "netns", "del", &self.name(k)]);
+        }
+        let _ = run(&["ip", "link", "del", &self.bridge()]);
     }
 
     fn bridge(&self) -> String {
@@ -134,9 +180,7 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        for k in 0..self.n {
-            let _ = run(&["ip", "netns", "del", &self.name(k)]);
-        }
-        let _ = run(&["ip", "link", "del", &self.bridge()]);
+        self.tear_down();
+        let _ = std::fs::remove_file(self.owner_file());
     }
 }

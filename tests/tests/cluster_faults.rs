@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_client::{Producer, ProducerConfig};
-use cairn_tests::cluster::{Cluster, check_history, client, create, produce, settled};
+use cairn_tests::cluster::{Cluster, check_history, client, converged, create, produce, settled};
 use protocol::api::Acks;
 
 fn producer_config() -> ProducerConfig {
@@ -53,9 +53,8 @@ async fn a_leader_paused_with_sigstop_is_replaced_and_nothing_acknowledged_is_lo
         acked.extend(during.await.expect("the producer task"));
         next += 2_000;
         let took = paused_at.elapsed();
-        let after = c.metadata(&["ledger"]).await.expect("metadata").topics[0].partitions[0].clone();
-        assert_ne!(after.leader, before.leader, "round {round}: the paused broker still leads: {after:?}");
-        assert!(after.leader_epoch > before.leader_epoch);
+        let after = settled_without(&cluster, leader).await;
+        assert!(after.leader_epoch > before.leader_epoch, "round {round}: {before:?} then {after:?}");
         // Thawed, the old leader finds a newer epoch and follows it.
         cluster.brokers[leader].resume();
         acked.extend(produce(&producer, "ledger", 2, next, 500).await);
@@ -91,16 +90,54 @@ async fn a_leader_cut_off_from_its_peers_acknowledges_nothing_alone_and_the_majo
         };
         acked.extend(during.await.expect("the producer task"));
         next += 2_000;
-        let after = settled_without(&c, leader as u32 + 1).await;
+        let after = settled_without(&cluster, leader).await;
         assert!(after.leader_epoch > before.leader_epoch, "round {round}: {before:?} then {after:?}");
         ns.heal(leader);
+        // Until the healed broker has everything again: a second fault
+        // while the first heals would be two faults at once.
+        acked.extend(produce(&producer, "ledger", 2, next, 500).await);
+        next += 500;
+        converged(&cluster, "ledger", 2).await;
 
-        // A one-way cut of a follower (it hears nothing from the others)
-        // stops nothing either.
-        let follower = others[0];
+        // A one-way cut of a broker that leads nothing (it hears nothing
+        // from the others) for three election timeouts: it may try to
+        // campaign, but pre-vote keeps the epochs where they are.
+        let epochs = |m: &protocol::api::MetadataResponse| {
+            m.topics[0].partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect::<Vec<_>>()
+        };
+        let before = settled_everywhere(&c, true).await;
+        let leaders: Vec<u32> = before.topics[0].partitions.iter().filter_map(|p| p.leader).collect();
+        let follower = (0..3).find(|k| !leaders.contains(&(*k as u32 + 1))).expect("two leaders, three brokers");
         ns.cut(follower, &[(follower + 1) % 3, (follower + 2) % 3], false).expect("nftables cut");
         acked.extend(produce(&producer, "ledger", 2, next, 1_000).await);
         next += 1_000;
+        // The fault's length, not a wait for anything: 3 × the 600 ms bound.
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        // Asked of a broker that is not cut (the cut one hears no peer, so
+        // it can settle nothing).
+        let uncut = client(&cluster.brokers[(follower + 1) % 3].addr).await;
+        let during_cut = settled_everywhere(&uncut, false).await;
+        if epochs(&during_cut) != epochs(&before) {
+            let roles: Vec<String> = cluster
+                .brokers
+                .iter()
+                .enumerate()
+                .flat_map(|(k, b)| {
+                    cairn_tests::cluster::strip_ansi(&b.log())
+                        .lines()
+                        .filter(|l| l.contains("topic=ledger"))
+                        .map(|l| format!("broker {}: {l}", k + 1))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "round {round}: a one-way cut of broker {} moved a leader: {:?} then {:?}\n{}",
+                follower + 1,
+                epochs(&before),
+                epochs(&during_cut),
+                roles.join("\n")
+            );
+        }
         ns.heal(follower);
         acked.extend(produce(&producer, "ledger", 2, next, 500).await);
         next += 500;
@@ -111,16 +148,42 @@ async fn a_leader_cut_off_from_its_peers_acknowledges_nothing_alone_and_the_majo
     cluster.brokers.clear();
 }
 
-/// Partition 0's metadata once a broker other than `old` leads it.
-async fn settled_without(c: &cairn_client::Client, old: u32) -> protocol::api::PartitionMetadata {
+/// Partition 0's metadata, asked of a broker other than `old` (index),
+/// once another broker leads it and its answer is settled.
+async fn settled_without(cluster: &Cluster, old: usize) -> protocol::api::PartitionMetadata {
+    let other = &cluster.brokers[(old + 1) % cluster.brokers.len()];
+    let c = client(&other.addr).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let m = c.metadata(&["ledger"]).await.expect("metadata");
-        let p = m.topics[0].partitions[0].clone();
-        if p.leader.is_some_and(|l| l != old) {
-            return p;
+        let p = match c.metadata(&["ledger"]).await {
+            Ok(m) => Some(m.topics[0].partitions[0].clone()),
+            Err(_) => None,
+        };
+        if let Some(p) = &p
+            && p.error.is_ok()
+            && p.leader.is_some_and(|l| l as usize != old + 1)
+        {
+            return p.clone();
         }
-        assert!(Instant::now() < deadline, "ledger/0 is still led by {old}: {p:?}");
+        assert!(Instant::now() < deadline, "ledger/0 is still led by broker {}: {p:?}", old + 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The metadata of `ledger` once every partition's leader is settled
+/// (and, with `caught_up`, every replica has caught up with it).
+async fn settled_everywhere(c: &cairn_client::Client, caught_up: bool) -> protocol::api::MetadataResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(m) = c.metadata(&["ledger"]).await
+            && m.topics[0]
+                .partitions
+                .iter()
+                .all(|p| p.error.is_ok() && p.leader.is_some() && (!caught_up || p.caught_up.len() == p.replicas.len()))
+        {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "the leaders of ledger do not settle");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

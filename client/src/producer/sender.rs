@@ -262,6 +262,10 @@ fn settle(inner: &Inner, batch: &ReadyBatch, result: Result<Option<Offset>>) {
     inner.settled.notify_waiters();
 }
 
+/// Attempts on which an unknown topic or partition is tried again (a
+/// leader that has not yet applied a topic's creation).
+const UNKNOWN_TOPIC_RETRIES: u32 = 5;
+
 /// Settles what succeeded or failed for good; retries the rest with backoff.
 async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outcomes: Vec<Result<Option<Offset>>>) {
     let config = &inner.config;
@@ -272,8 +276,12 @@ async fn retry_failed(inner: &Arc<Inner>, mut batches: Vec<ReadyBatch>, mut outc
         let mut moved: Vec<Arc<str>> = Vec::new();
         for (batch, outcome) in batches.into_iter().zip(outcomes) {
             match outcome {
-                Err(e) if !last && e.is_retriable() => {
-                    if is_routing_error(&e) && !moved.contains(&batch.topic) {
+                // A leader that has not applied a topic the metadata named
+                // yet says it is unknown: a few tries, then it is believed.
+                Err(e)
+                    if !last && (e.is_retriable() || (is_metadata_error(&e) && attempt <= UNKNOWN_TOPIC_RETRIES)) =>
+                {
+                    if (is_routing_error(&e) || is_metadata_error(&e)) && !moved.contains(&batch.topic) {
                         moved.push(batch.topic.clone());
                     }
                     retry.push(batch);

@@ -292,7 +292,11 @@ impl Replica {
         // counts towards commit.
         let counts = names(&key, &ReplicaKey { node: from, incarnation: request.incarnation });
         self.touch(now_ms, from, counts.then_some(&request));
-        self.note_caught_up(now_ms, from, request.fetch_offset);
+        // Only the incarnation the config names is caught up: a wiped
+        // replica fetching under a new one is not what was voted in.
+        if counts {
+            self.note_caught_up(now_ms, from, request.fetch_offset);
+        }
         self.advance_commit(out);
         self.transfer_if_caught_up(from, out);
         if request.is_report() {

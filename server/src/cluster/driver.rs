@@ -512,8 +512,21 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Completes once nothing this stopped driver started can still touch
+    /// the disk: its `raft.state` write in flight and its appends. A
+    /// replica started again over the same files waits for this, so an old
+    /// write never lands after the new replica read the file.
+    pub async fn quiesced(&self) {
+        debug_assert!(self.stopped.get(), "only a stopped driver quiesces");
+        while self.persisting.get() || self.appends_in_flight.get() > 0 {
+            self.rt.sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn persist_next(self: &Rc<Self>) {
-        if self.persisting.get() {
+        // Stopped: what is queued is dropped, as a crash before the write
+        // would (the machine sent nothing that waited for it).
+        if self.persisting.get() || self.stopped.get() {
             return;
         }
         let Some(state) = self.persists.borrow_mut().pop_front() else { return };

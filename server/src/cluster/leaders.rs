@@ -78,19 +78,31 @@ fn merge(reports: &[BrokerReport]) -> BTreeMap<(u64, u32), ReplicaView> {
 /// them, so its epoch shows), and the newest epoch any of them reports is
 /// one that names a leader, reported by that leader itself.
 fn settled(reports: &[(NodeId, Option<BrokerReport>)], wanted: &[(TopicPartition, Vec<u32>)]) -> bool {
-    let answered: Vec<&BrokerReport> = reports.iter().filter_map(|(_, r)| r.as_ref()).collect();
-    let best = merge(&answered.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
-    wanted.iter().all(|(tp, replicas)| {
-        let heard = replicas.iter().filter(|&&n| reports.iter().any(|(m, r)| m.0 == n && r.is_some())).count();
-        let newest = answered
-            .iter()
-            .flat_map(|r| &r.replicas)
-            .filter(|v| v.topic == tp.topic.0 && v.partition == tp.partition.0)
-            .map(|v| v.epoch)
-            .max();
-        let leader = best.get(&(tp.topic.0, tp.partition.0));
-        heard * 2 > replicas.len() && leader.is_some_and(|l| l.leading && Some(l.epoch) == newest)
-    })
+    let answered: Vec<BrokerReport> = reports.iter().filter_map(|(_, r)| r.clone()).collect();
+    let best = merge(&answered);
+    wanted.iter().all(|(tp, replicas)| settled_one(reports, &best, *tp, replicas))
+}
+
+/// [`settled`] for one partition, `best` being the merge of `reports`. A
+/// replica counts as heard only if its broker's report has a view of the
+/// partition (a replica that could not start, or has not opened the
+/// partition yet, knows nothing of its epochs).
+fn settled_one(
+    reports: &[(NodeId, Option<BrokerReport>)],
+    best: &BTreeMap<(u64, u32), ReplicaView>,
+    tp: TopicPartition,
+    replicas: &[u32],
+) -> bool {
+    let views: Vec<(u32, &ReplicaView)> = reports
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().map(|r| (n.0, r)))
+        .flat_map(|(n, r)| r.replicas.iter().map(move |v| (n, v)))
+        .filter(|(n, v)| v.topic == tp.topic.0 && v.partition == tp.partition.0 && replicas.contains(n))
+        .collect();
+    let heard = views.len();
+    let newest = views.iter().map(|(_, v)| v.epoch).max();
+    let leader = best.get(&(tp.topic.0, tp.partition.0));
+    heard * 2 > replicas.len() && leader.is_some_and(|l| l.leading && Some(l.epoch) == newest)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,7 +115,7 @@ struct ElectCall {
 impl<R: Runtime> Shard<R> {
     /// The views of the replicas this shard hosts.
     fn replica_views(&self) -> Vec<ReplicaView> {
-        self.hosted_partitions()
+        self.owned_partitions()
             .into_iter()
             .filter_map(|p| {
                 let driver = p.driver()?;
@@ -217,7 +229,7 @@ impl<R: Runtime> Shard<R> {
                 }
             })
             .collect();
-        let answered: Vec<BrokerReport> = reports.into_iter().filter_map(|(_, r)| r).collect();
+        let answered: Vec<BrokerReport> = reports.iter().filter_map(|(_, r)| r.clone()).collect();
         let best = merge(&answered);
         let topics = names
             .into_iter()
@@ -229,10 +241,18 @@ impl<R: Runtime> Shard<R> {
                     .map(|p| {
                         let replicas =
                             entry.meta.replicas.as_ref().and_then(|r| r.get(p as usize).cloned()).unwrap_or_default();
+                        let tp = TopicPartition { topic: entry.meta.id, partition: PartitionId(p) };
                         match best.get(&(entry.meta.id.0, p)) {
                             Some(v) => PartitionMetadata {
                                 partition: p,
-                                error: ErrorCode::NONE,
+                                // Not settled (too few replicas answered, or
+                                // the newest epoch names no leader yet): the
+                                // best guess, marked so a client asks again.
+                                error: if settled_one(&reports, &best, tp, &replicas) {
+                                    ErrorCode::NONE
+                                } else {
+                                    ErrorCode::LEADER_NOT_AVAILABLE
+                                },
                                 leader: v.leader,
                                 leader_epoch: v.epoch,
                                 leader_shard: v.leading.then_some(v.shard),
@@ -326,11 +346,10 @@ impl<R: Runtime> Shard<R> {
             Some(l) if l == cluster.config.node.0 => self.elect_leader_here(&body).await,
             Some(l) => {
                 let wait = self.transfer_wait() + REPORT_WAIT;
-                let (_, answer) = cluster
-                    .net
-                    .call(NodeId(l), API_ELECT_LEADER, body, wait)
-                    .await
-                    .map_err(ServiceError::LeaderNotAvailable)?;
+                let (_, answer) = cluster.net.call(NodeId(l), API_ELECT_LEADER, body, wait).await.map_err(|e| {
+                    tracing::debug!(leader = l, error = %e, "an elect-leader call failed");
+                    ServiceError::Timeout(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+                })?;
                 let parsed: CallAnswer = serde_json::from_slice(&answer.body)
                     .map_err(|e| ServiceError::InvalidRequest(format!("the leader's answer: {e}")))?;
                 parsed.error.map_or(Ok(()), |e| Err(decode_error(&e)))

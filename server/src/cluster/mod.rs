@@ -293,8 +293,12 @@ impl<R: Runtime> Shard<R> {
             .topic_by_id(partition.tp.topic)
             .and_then(|t| t.meta.replicas.as_ref().and_then(|r| r.get(partition.tp.partition.0 as usize).cloned()))
             .ok_or_else(|| ServiceError::PartitionUnavailable("the partition has no replica assignment".into()))?;
-        partition.stop_driver();
+        if !partition.begin_replica_restart() {
+            return Err(ServiceError::PartitionUnavailable("the replica is already being restarted".into()));
+        }
+        partition.stop_driver().await;
         self.start_replica(partition, &replicas).await;
+        partition.end_replica_restart();
         match partition.replica_error() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -808,7 +812,15 @@ fn decode_error(text: &str) -> ServiceError {
         Ok(ErrorCode::INVALID_CONFIG) => ServiceError::InvalidConfig(message),
         Ok(ErrorCode::INVALID_REPLICATION_FACTOR) => ServiceError::InvalidReplicationFactor(message),
         Ok(ErrorCode::LEADER_NOT_AVAILABLE | ErrorCode::NOT_LEADER) => ServiceError::LeaderNotAvailable(message),
-        Ok(ErrorCode::REQUEST_TIMED_OUT) => ServiceError::Timeout(0),
+        Ok(ErrorCode::REQUEST_TIMED_OUT) => {
+            ServiceError::Timeout(message.rsplit(' ').nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0))
+        }
+        Ok(ErrorCode::PARTITION_UNAVAILABLE) => ServiceError::PartitionUnavailable(message),
+        Ok(ErrorCode::STORAGE_ERROR) => ServiceError::Storage(message),
+        Ok(ErrorCode::SHUTTING_DOWN) => ServiceError::ShuttingDown,
+        Ok(ErrorCode::INVALID_BATCH) => ServiceError::InvalidBatch(message),
+        Ok(ErrorCode::BATCH_TOO_LARGE) => ServiceError::BatchTooLarge(message),
+        Ok(ErrorCode::DISK_FULL) => ServiceError::DiskFull(message),
         Ok(ErrorCode::UNKNOWN_BROKER) => ServiceError::UnknownBroker(message),
         _ => ServiceError::InvalidRequest(message),
     }

@@ -60,6 +60,8 @@ pub struct Partition<R: Runtime> {
     /// Why its replica could not start (a damaged `raft.state`, say):
     /// what describe, appends and reads report until it starts.
     replica_error: RefCell<Option<ServiceError>>,
+    /// A restart of the replica is under way.
+    replica_restarting: Cell<bool>,
 }
 
 /// How soon a partition stopped by a full disk first tries to come back;
@@ -122,6 +124,7 @@ impl<R: Runtime> Partition<R> {
             driver: RefCell::new(None),
             replicated: Cell::new(false),
             replica_error: RefCell::new(None),
+            replica_restarting: Cell::new(false),
         });
         partition.open_log().await;
         partition
@@ -201,11 +204,24 @@ impl<R: Runtime> Partition<R> {
         self.replica_error.borrow().clone()
     }
 
-    /// Stops the replica (before it is started again over a reopened log).
-    pub fn stop_driver(&self) {
-        if let Some(driver) = self.driver.borrow_mut().take() {
+    /// Stops the replica and waits until nothing it started can still
+    /// write (before it is started again over the same files).
+    pub async fn stop_driver(&self) {
+        let driver = self.driver.borrow_mut().take();
+        if let Some(driver) = driver {
             driver.stop();
+            driver.quiesced().await;
         }
+    }
+
+    /// Takes the right to restart the replica (one restart at a time);
+    /// `false` if one is under way.
+    pub fn begin_replica_restart(&self) -> bool {
+        !self.replica_restarting.replace(true)
+    }
+
+    pub fn end_replica_restart(&self) {
+        self.replica_restarting.set(false);
     }
 
     pub fn driver(&self) -> Option<Rc<Driver<R>>> {

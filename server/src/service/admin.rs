@@ -387,6 +387,11 @@ impl<R: Runtime> Shard<R> {
                     // A replica whose log is healthy but which could not
                     // start (its raft.state) only needs starting again.
                     let log_failed = partition.log().map_or(true, |l| l.is_poisoned());
+                    // A replica goes first: nothing of it may touch the log
+                    // while the log is reopened.
+                    if log_failed && partition.is_replicated() {
+                        partition.stop_driver().await;
+                    }
                     let mut outcome =
                         if log_failed || !partition.is_replicated() { partition.recover().await } else { Ok(()) };
                     if outcome.is_ok() && partition.is_replicated() && shard.cluster().is_some() {

@@ -225,11 +225,6 @@ impl<R: Runtime> Shard<R> {
     }
 
     /// A partition this shard owns.
-    /// The partitions open on this shard.
-    pub fn hosted_partitions(&self) -> Vec<Rc<Partition<R>>> {
-        self.partitions.borrow().values().cloned().collect()
-    }
-
     pub fn partition(&self, tp: TopicPartition) -> Result<Rc<Partition<R>>, ServiceError> {
         if let Some(p) = self.partitions.borrow().get(&tp) {
             return Ok(p.clone());
