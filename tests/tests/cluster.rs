@@ -67,6 +67,27 @@ async fn a_leader_killed_with_kill_9_loses_no_acknowledged_record_and_every_brok
     eprintln!("failover: the producer finished {after:?} after the kill; {report}");
 }
 
+/// A closed-loop producer on `ledger`/0 (one record in flight) until
+/// `stop`: the instants of its acknowledgements, its start first.
+fn closed_loop(
+    producer: &Producer,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Instant>> {
+    let (producer, stop) = (producer.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut acks = vec![Instant::now()];
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut r = ProducerRecord::new("ledger", None::<Bytes>, i.to_string());
+            r.partition = Some(0);
+            producer.send(r).await.expect("queued").wait().await.expect("acknowledged");
+            acks.push(Instant::now());
+            i += 1;
+        }
+        acks
+    })
+}
+
 /// The failover benchmark (docs/benchmarks.md): a closed-loop producer
 /// (one record in flight, `acks=all`) on partition 0 while its leader is
 /// killed with `kill -9`, `CAIRN_FAILOVER_TRIALS` times (default 10); the
@@ -92,21 +113,7 @@ async fn failover_gap_as_a_client_sees_it() {
     for trial in 0..trials {
         converged(&cluster, "ledger", 1).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let run = {
-            let (producer, stop) = (producer.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut acks = vec![Instant::now()];
-                let mut i = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut r = ProducerRecord::new("ledger", None::<Bytes>, i.to_string());
-                    r.partition = Some(0);
-                    producer.send(r).await.expect("queued").wait().await.expect("acknowledged");
-                    acks.push(Instant::now());
-                    i += 1;
-                }
-                acks
-            })
-        };
+        let run = closed_loop(&producer, &stop);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let leader = cluster.leader_of("ledger", 0).expect("a leader");
         let killed = Instant::now();
@@ -279,21 +286,7 @@ async fn leader_transfer_gap_as_a_client_sees_it() {
         let leader = before.leader.expect("settled");
         let target = before.replicas.iter().copied().find(|&n| n != leader).expect("another replica");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let run = {
-            let (producer, stop) = (producer.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut acks = vec![Instant::now()];
-                let mut i = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut r = ProducerRecord::new("ledger", None::<Bytes>, i.to_string());
-                    r.partition = Some(0);
-                    producer.send(r).await.expect("queued").wait().await.expect("acknowledged");
-                    acks.push(Instant::now());
-                    i += 1;
-                }
-                acks
-            })
-        };
+        let run = closed_loop(&producer, &stop);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let asked = Instant::now();
         c.elect_leader("ledger", 0, target).await.expect("elect-leader");
