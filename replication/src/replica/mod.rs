@@ -141,6 +141,9 @@ impl Replica {
         self.leading = None;
         self.set_role(Role::Follower, None, out);
         self.reset_election_timer(now_ms);
+        if let Some(first) = self.params.first_election_timeout_ms {
+            self.election_deadline_ms = now_ms + first;
+        }
     }
 
     /// The only entry point: `input` happened at `now_ms`.

@@ -353,3 +353,19 @@ fn a_follower_is_caught_up_while_it_keeps_reaching_the_leaders_log_end() {
     assert!(r.caught_up(last + lag).contains(&NodeId(2)));
     assert!(!r.caught_up(last + lag + 1).contains(&NodeId(2)));
 }
+
+#[test]
+fn a_preferred_replica_campaigns_at_its_first_timeout_and_the_others_wait_a_random_one() {
+    let mut params = Params::new(NodeId(1), 7);
+    params.first_election_timeout_ms = Some(100);
+    let mut out = Vec::new();
+    let mut preferred = Replica::open(params, hard(1, 3), LogView::default(), 0, &mut out);
+    preferred.step(99, Input::Tick, &mut out);
+    assert_eq!(preferred.role(), Role::Follower, "not before its first timeout");
+    preferred.step(100, Input::Tick, &mut out);
+    assert_eq!(preferred.role(), Role::PreCandidate);
+    let (mut other, _) = open(2, 3, LogView::default());
+    other.step(100, Input::Tick, &mut out);
+    assert_eq!(other.role(), Role::Follower, "the others wait at least the election timeout");
+    assert!(other.next_deadline_ms() >= other.params.election_timeout_min_ms);
+}

@@ -216,6 +216,11 @@ pub struct Params {
     /// A follower whose log has not reached the leader's log end for this
     /// long is not caught up ([`crate::replica::Replica::caught_up`]).
     pub replica_lag_max_ms: u64,
+    /// The first election timeout after opening, in place of a random one:
+    /// the preferred replica (its assignment's first) campaigns first, so
+    /// leaders spread as the assignment spreads them. A timing only: the
+    /// others still vote as always (and one that hears a leader refuses).
+    pub first_election_timeout_ms: Option<u64>,
     /// Proposals waiting for their acknowledgement, at most.
     pub proposals_pending_max: usize,
     #[cfg(any(test, feature = "sim"))]
@@ -236,6 +241,7 @@ impl Params {
             fetch_bytes_max: 1 << 20,
             leader_transfer_timeout_ms: 1_000,
             replica_lag_max_ms: 10_000,
+            first_election_timeout_ms: None,
             proposals_pending_max: 100_000,
             #[cfg(any(test, feature = "sim"))]
             mutation: None,

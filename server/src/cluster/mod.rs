@@ -266,14 +266,15 @@ impl<R: Runtime> Shard<R> {
         let Some(cluster) = self.cluster() else { return };
         partition.mark_replicated();
         let seed = partition.tp.topic.0.rotate_left(17) ^ u64::from(partition.tp.partition.0);
-        let started = Driver::start(
-            self.rt.clone(),
-            partition.clone(),
-            cluster.net.clone(),
-            cluster.params(seed),
-            driver::config_of(replicas),
-        )
-        .await;
+        let mut params = cluster.params(seed);
+        if replicas.first() == Some(&cluster.config.node.0) {
+            // The preferred leader campaigns first (placement spread the
+            // first replicas over the brokers, so leaders spread too).
+            params.first_election_timeout_ms = Some(cluster.config.election_timeout_min_ms / 3);
+        }
+        let started =
+            Driver::start(self.rt.clone(), partition.clone(), cluster.net.clone(), params, driver::config_of(replicas))
+                .await;
         match started {
             Ok(driver) => partition.set_driver(driver),
             Err(e) => {
