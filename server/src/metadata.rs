@@ -50,6 +50,13 @@ pub struct TopicMeta {
     pub replicas: Option<Vec<Vec<u32>>>,
 }
 
+impl TopicMeta {
+    /// The replicas of `partition` (cluster mode), preferred leader first.
+    pub fn replicas_of(&self, partition: u32) -> Option<&[u32]> {
+        self.replicas.as_ref()?.get(partition as usize).map(Vec::as_slice)
+    }
+}
+
 /// A deleted topic whose directory may still be on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {

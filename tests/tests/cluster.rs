@@ -385,6 +385,11 @@ async fn a_damaged_raft_state_keeps_its_replica_down_with_a_clear_error_until_it
     // The other two go on.
     acked.extend(produce(&producer, "damaged", 1, 200, 200).await);
 
+    // Missing beside data is no better: the votes cannot be guessed.
+    std::fs::remove_file(&states[0]).expect("removing it");
+    let refused = cluster.brokers[victim].cli(&["partition", "recover", "damaged"], "");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("missing"), "{refused:?}");
     // The operator puts the file back: the replica starts and catches up.
     std::fs::write(&states[0], &good).expect("restoring it");
     let recovered = stdout(&cluster.brokers[victim].cli(&["partition", "recover", "damaged"], ""));

@@ -89,7 +89,7 @@ pub(super) struct Accumulator {
     /// Bytes of records taken and not yet settled (`buffer_bytes_max`).
     pub buffered_bytes: usize,
     /// Requests in flight per route (a broker's shard).
-    pub shard_in_flight: HashMap<crate::client::Route, usize>,
+    pub route_in_flight: HashMap<crate::client::Route, usize>,
     /// Batches open to records (they hold buffers of their own).
     open_count: usize,
 
@@ -108,7 +108,7 @@ impl Accumulator {
             flush_below: 0,
             unsettled: BTreeSet::new(),
             buffered_bytes: 0,
-            shard_in_flight: HashMap::new(),
+            route_in_flight: HashMap::new(),
             open_count: 0,
             next_sticky: 0,
             batch_bytes_max,

@@ -34,8 +34,8 @@ struct ReadyBatch {
     sent_at: Option<Instant>,
 }
 
-/// Batches bound for one shard (`None`: the bootstrap connection).
-type ShardBatches = (Route, Vec<ReadyBatch>);
+/// Batches bound for one route (a leader's shard, or the bootstrap connection).
+type RouteBatches = (Route, Vec<ReadyBatch>);
 
 pub(super) async fn run(weak: Weak<Inner>) {
     loop {
@@ -45,7 +45,7 @@ pub(super) async fn run(weak: Weak<Inner>) {
             take_due(&inner, &mut acc)
         };
         // Encoding ends outside the lock: sends go on meanwhile.
-        let groups: Vec<ShardBatches> = taken.into_iter().map(encode_group).collect();
+        let groups: Vec<RouteBatches> = taken.into_iter().map(encode_group).collect();
         if groups.is_empty() {
             // `notify_one` leaves a permit when no one waits: no wake-up (a
             // batch opened or closed, a flush, a freed slot) is lost between
@@ -104,7 +104,7 @@ impl Drop for Slots {
 fn release(inner: &Inner, shard: Route, partitions: &[(usize, u32)]) {
     {
         let mut acc = inner.lock();
-        if let Some(n) = acc.shard_in_flight.get_mut(&shard) {
+        if let Some(n) = acc.route_in_flight.get_mut(&shard) {
             *n -= 1;
         }
         for &(t, p) in partitions {
@@ -153,7 +153,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
         let room_on_shard = match groups.iter().find(|g| g.shard == shard) {
             // This pass already takes one of the shard's slots.
             Some(g) => g.bytes < bytes_max && !g.batches.iter().any(|b| b.topic == t && b.partition == p),
-            None => (acc.shard_in_flight.get(&shard).copied().unwrap_or(0) as u32) < slots_max,
+            None => (acc.route_in_flight.get(&shard).copied().unwrap_or(0) as u32) < slots_max,
         };
         room_on_shard && acc.topics[t].in_flight[p as usize] < slots_max
     };
@@ -208,7 +208,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
     }
     // The slots are taken now, before the requests go out.
     for g in &groups {
-        *acc.shard_in_flight.entry(g.shard).or_insert(0) += 1;
+        *acc.route_in_flight.entry(g.shard).or_insert(0) += 1;
         for b in &g.batches {
             acc.topics[b.topic].in_flight[b.partition as usize] += 1;
         }
@@ -219,7 +219,7 @@ fn take_due(inner: &Inner, acc: &mut Accumulator) -> (Vec<Taken>, Option<Instant
 /// Finishes the encoding of a shard's taken batches. It cannot fail: a
 /// batch is never empty (a refused record takes a batch opened for it
 /// away again) and `push` keeps it within what 32-bit pointers reach.
-fn encode_group(taken: Taken) -> ShardBatches {
+fn encode_group(taken: Taken) -> RouteBatches {
     let Taken { shard, batches, .. } = taken;
     let ready = batches
         .into_iter()

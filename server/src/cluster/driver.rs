@@ -35,8 +35,6 @@ use crate::service::ServiceError;
 pub const HARD_STATE_FILE: &str = "raft.state";
 /// How long a cache read waits for a just-proposed batch to be placed.
 const PLACED_WAIT: Duration = Duration::from_millis(20);
-/// How often a forwarded produce looks whether its leader is still the one.
-const LEADER_WATCH: Duration = Duration::from_millis(10);
 /// The ticker's longest sleep: timers fire at most this late.
 const TICK_MAX: Duration = Duration::from_millis(20);
 
@@ -210,6 +208,8 @@ impl<R: Runtime> Driver<R> {
         for (_, reply) in self.replies.borrow_mut().drain() {
             let _ = reply.send(Err(ServiceError::ShuttingDown));
         }
+        // Whoever waits for a change hears that there will be none.
+        self.status_watchers.borrow_mut().clear();
     }
 
     pub fn status(&self) -> ReplicaStatus {
@@ -256,9 +256,10 @@ impl<R: Runtime> Driver<R> {
             serving: m.is_serving(),
         };
         drop(m);
-        let old = self.status.replace(status.clone());
-        if (old.role, old.epoch, old.leader, old.serving) != (status.role, status.epoch, status.leader, status.serving)
-        {
+        let key = |s: &ReplicaStatus| (s.role, s.epoch, s.leader, s.serving);
+        let changed = key(&self.status.borrow()) != key(&status);
+        *self.status.borrow_mut() = status;
+        if changed {
             for w in self.status_watchers.borrow_mut().drain(..) {
                 let _ = w.send(());
             }
@@ -279,6 +280,21 @@ impl<R: Runtime> Driver<R> {
         watchers.retain(|w| !w.is_canceled());
         watchers.push(tx);
         rx
+    }
+
+    /// Completes once this replica no longer takes `leader` for its leader
+    /// (it follows another, or none), or it stopped.
+    pub async fn leader_moved_from(&self, leader: NodeId) {
+        loop {
+            let changed = self.status_changed();
+            if self.stopped.get() || self.status().leader != Some(leader) {
+                return;
+            }
+            // A dropped sender: the driver stopped.
+            if changed.await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The voters caught up with this leader (empty unless it leads).
@@ -304,15 +320,7 @@ impl<R: Runtime> Driver<R> {
     ) -> futures::future::LocalBoxFuture<'static, Result<Offset, ServiceError>> {
         let status = self.status();
         match (status.role, status.leader) {
-            (Role::Leader, _) | (_, None) => {
-                let reply = self.propose(batch, acks);
-                Box::pin(async move { reply.await.map_err(|_| ServiceError::ShuttingDown)? })
-            }
-            (_, Some(_)) if !forward => {
-                let reply = self.propose(batch, acks);
-                Box::pin(async move { reply.await.map_err(|_| ServiceError::ShuttingDown)? })
-            }
-            (_, Some(leader)) => {
+            (role, Some(leader)) if forward && role != Role::Leader => {
                 let net = self.net.clone();
                 let body = super::forward_produce_body(self.tp, acks, batch);
                 let this = self.clone();
@@ -320,13 +328,9 @@ impl<R: Runtime> Driver<R> {
                     // A leader that dies with the call in flight never
                     // answers: once this replica follows another (or none),
                     // the producer hears at once and sends again.
-                    let moved = async {
-                        while this.status().leader == Some(leader) && !this.stopped.get() {
-                            this.rt.sleep(LEADER_WATCH).await;
-                        }
-                    };
                     let call = std::pin::pin!(super::forwarded_produce(&net, leader, body));
-                    match futures::future::select(call, std::pin::pin!(moved)).await {
+                    let moved = std::pin::pin!(this.leader_moved_from(leader));
+                    match futures::future::select(call, moved).await {
                         futures::future::Either::Left((result, _)) => result,
                         futures::future::Either::Right(_) => Err(ServiceError::LeaderNotAvailable(format!(
                             "node {leader} stopped leading partition {} before it answered",
@@ -334,6 +338,12 @@ impl<R: Runtime> Driver<R> {
                         ))),
                     }
                 })
+            }
+            // Leading, no leader known, or not forwarding: the machine
+            // takes it or answers `NOT_LEADER` with what it knows.
+            _ => {
+                let reply = self.propose(batch, acks);
+                Box::pin(async move { reply.await.map_err(|_| ServiceError::ShuttingDown)? })
             }
         }
     }
@@ -518,9 +528,10 @@ impl<R: Runtime> Driver<R> {
     /// write never lands after the new replica read the file.
     pub async fn quiesced(&self) {
         debug_assert!(self.stopped.get(), "only a stopped driver quiesces");
-        while self.persisting.get() || self.appends_in_flight.get() > 0 {
+        while self.persisting.get() {
             self.rt.sleep(Duration::from_millis(1)).await;
         }
+        self.appends_settled().await;
     }
 
     fn persist_next(self: &Rc<Self>) {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{API_ELECT_LEADER, API_LEADERS, CallAnswer, cluster_leader, decode_error};
 use crate::ids::{PartitionId, TopicId, TopicPartition};
 use crate::service::ServiceError;
-use crate::shard::Shard;
+use crate::shard::{Shard, TopicEntry};
 
 /// How long a metadata request waits for a peer's report.
 pub const REPORT_WAIT: Duration = Duration::from_millis(500);
@@ -56,11 +56,16 @@ pub struct BrokerReport {
     pub replicas: Vec<ReplicaView>,
 }
 
+/// The reports that came.
+fn answered(reports: &[(NodeId, Option<BrokerReport>)]) -> impl Iterator<Item = &BrokerReport> {
+    reports.iter().filter_map(|(_, r)| r.as_ref())
+}
+
 /// For each partition, the best-informed view: the newest epoch that names
 /// a leader, and at that epoch the leader's own report.
-fn merge(reports: &[BrokerReport]) -> BTreeMap<(u64, u32), ReplicaView> {
+fn merge<'a>(reports: impl IntoIterator<Item = &'a BrokerReport>) -> BTreeMap<(u64, u32), ReplicaView> {
     let mut best: BTreeMap<(u64, u32), ReplicaView> = BTreeMap::new();
-    for view in reports.iter().flat_map(|r| &r.replicas) {
+    for view in reports.into_iter().flat_map(|r| &r.replicas) {
         if view.leader.is_none() {
             continue;
         }
@@ -78,8 +83,7 @@ fn merge(reports: &[BrokerReport]) -> BTreeMap<(u64, u32), ReplicaView> {
 /// them, so its epoch shows), and the newest epoch any of them reports is
 /// one that names a leader, reported by that leader itself.
 fn settled(reports: &[(NodeId, Option<BrokerReport>)], wanted: &[(TopicPartition, Vec<u32>)]) -> bool {
-    let answered: Vec<BrokerReport> = reports.iter().filter_map(|(_, r)| r.clone()).collect();
-    let best = merge(&answered);
+    let best = merge(answered(reports));
     wanted.iter().all(|(tp, replicas)| settled_one(reports, &best, *tp, replicas))
 }
 
@@ -207,8 +211,7 @@ impl<R: Runtime> Shard<R> {
             .filter_map(|name| self.topic(name))
             .flat_map(|entry| {
                 (0..entry.meta.partitions).map(move |p| {
-                    let replicas =
-                        entry.meta.replicas.as_ref().and_then(|r| r.get(p as usize).cloned()).unwrap_or_default();
+                    let replicas = entry.meta.replicas_of(p).unwrap_or_default().to_vec();
                     (TopicPartition { topic: entry.meta.id, partition: PartitionId(p) }, replicas)
                 })
             })
@@ -229,77 +232,73 @@ impl<R: Runtime> Shard<R> {
                 }
             })
             .collect();
-        let answered: Vec<BrokerReport> = reports.iter().filter_map(|(_, r)| r.clone()).collect();
-        let best = merge(&answered);
-        let topics = names
-            .into_iter()
-            .map(|name| {
-                let Some(entry) = self.topic(&name) else {
-                    return TopicMetadata { name, error: ErrorCode::UNKNOWN_TOPIC, partitions: Vec::new() };
-                };
-                let partitions = (0..entry.meta.partitions)
-                    .map(|p| {
-                        let replicas =
-                            entry.meta.replicas.as_ref().and_then(|r| r.get(p as usize).cloned()).unwrap_or_default();
-                        let tp = TopicPartition { topic: entry.meta.id, partition: PartitionId(p) };
-                        match best.get(&(entry.meta.id.0, p)) {
-                            Some(v) => PartitionMetadata {
-                                partition: p,
-                                // Not settled (too few replicas answered, or
-                                // the newest epoch names no leader yet): the
-                                // best guess, marked so a client asks again.
-                                error: if settled_one(&reports, &best, tp, &replicas) {
-                                    ErrorCode::NONE
-                                } else {
-                                    ErrorCode::LEADER_NOT_AVAILABLE
-                                },
-                                leader: v.leader,
-                                leader_epoch: v.epoch,
-                                leader_shard: v.leading.then_some(v.shard),
-                                replicas,
-                                caught_up: v.caught_up.clone(),
-                            },
-                            None => PartitionMetadata {
-                                partition: p,
-                                error: ErrorCode::LEADER_NOT_AVAILABLE,
-                                leader: None,
-                                leader_epoch: 0,
-                                leader_shard: None,
-                                replicas,
-                                caught_up: Vec::new(),
-                            },
-                        }
-                    })
-                    .collect();
-                TopicMetadata { name, error: ErrorCode::NONE, partitions }
-            })
-            .collect();
+        let best = merge(answered(&reports));
+        let topics = self.topics_metadata(names, |entry, p| {
+            let replicas = entry.meta.replicas_of(p).unwrap_or_default().to_vec();
+            let tp = TopicPartition { topic: entry.meta.id, partition: PartitionId(p) };
+            match best.get(&(entry.meta.id.0, p)) {
+                Some(v) => PartitionMetadata {
+                    partition: p,
+                    // Not settled (too few replicas answered, or
+                    // the newest epoch names no leader yet): the
+                    // best guess, marked so a client asks again.
+                    error: if settled_one(&reports, &best, tp, &replicas) {
+                        ErrorCode::NONE
+                    } else {
+                        ErrorCode::LEADER_NOT_AVAILABLE
+                    },
+                    leader: v.leader,
+                    leader_epoch: v.epoch,
+                    leader_shard: v.leading.then_some(v.shard),
+                    replicas,
+                    caught_up: v.caught_up.clone(),
+                },
+                None => PartitionMetadata {
+                    partition: p,
+                    error: ErrorCode::LEADER_NOT_AVAILABLE,
+                    leader: None,
+                    leader_epoch: 0,
+                    leader_shard: None,
+                    replicas,
+                    caught_up: Vec::new(),
+                },
+            }
+        });
         MetadataResponse { node_id: cluster.config.node.0, controller, brokers, topics }
+    }
+
+    /// Each of `names`, its partitions described by `partition` (an
+    /// unknown name: `UNKNOWN_TOPIC`).
+    fn topics_metadata(
+        &self,
+        names: Vec<String>,
+        partition: impl Fn(&TopicEntry, u32) -> PartitionMetadata,
+    ) -> Vec<TopicMetadata> {
+        names
+            .into_iter()
+            .map(|name| match self.topic(&name) {
+                Some(entry) => TopicMetadata {
+                    name,
+                    error: ErrorCode::NONE,
+                    partitions: (0..entry.meta.partitions).map(|p| partition(&entry, p)).collect(),
+                },
+                None => TopicMetadata { name, error: ErrorCode::UNKNOWN_TOPIC, partitions: Vec::new() },
+            })
+            .collect()
     }
 
     /// A broker without `--peers` leads everything it has.
     fn single_node_metadata(&self, names: Vec<String>) -> MetadataResponse {
         let node = self.config.cluster.node_id;
-        let topics = names
-            .into_iter()
-            .map(|name| {
-                let Some(entry) = self.topic(&name) else {
-                    return TopicMetadata { name, error: ErrorCode::UNKNOWN_TOPIC, partitions: Vec::new() };
-                };
-                let partitions = (0..entry.meta.partitions)
-                    .map(|p| PartitionMetadata {
-                        partition: p,
-                        error: ErrorCode::NONE,
-                        leader: Some(node),
-                        leader_epoch: 0,
-                        leader_shard: Some(u32::try_from(self.owner_of_entry(&entry, p).0).expect("fits")),
-                        replicas: vec![node],
-                        caught_up: vec![node],
-                    })
-                    .collect();
-                TopicMetadata { name, error: ErrorCode::NONE, partitions }
-            })
-            .collect();
+        let topics = self.topics_metadata(names, |entry, p| PartitionMetadata {
+            partition: p,
+            error: ErrorCode::NONE,
+            leader: Some(node),
+            leader_epoch: 0,
+            leader_shard: Some(u32::try_from(self.owner_of_entry(entry, p).0).expect("fits")),
+            replicas: vec![node],
+            caught_up: vec![node],
+        });
         MetadataResponse {
             node_id: node,
             controller: Some(node),
@@ -329,15 +328,14 @@ impl<R: Runtime> Shard<R> {
             return Err(ServiceError::UnknownBroker(format!("the cluster has no broker {broker}")));
         }
         let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;
-        let replicas =
-            entry.meta.replicas.as_ref().and_then(|r| r.get(partition as usize).cloned()).unwrap_or_default();
+        let replicas = entry.meta.replicas_of(partition).unwrap_or_default().to_vec();
         if !replicas.contains(&broker) {
             return Err(ServiceError::UnknownBroker(format!(
                 "broker {broker} holds no replica of {name}/{partition} (its replicas: {replicas:?})"
             )));
         }
         let reports = self.reports(&[(tp, replicas)], false).await;
-        let best = merge(&reports.into_iter().filter_map(|(_, r)| r).collect::<Vec<_>>());
+        let best = merge(answered(&reports));
         let leader = best.get(&(tp.topic.0, tp.partition.0)).and_then(|v| v.leader);
         let call = ElectCall { topic: tp.topic.0, partition: tp.partition.0, to: broker };
         let body = Bytes::from(serde_json::to_vec(&call).expect("serializes"));

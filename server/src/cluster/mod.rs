@@ -108,33 +108,15 @@ pub struct ClusterShard<R: Runtime> {
     /// The client address each peer reported last ([`leaders`]).
     client_addresses: RefCell<BTreeMap<NodeId, String>>,
     /// Inbound messages and calls in tasks of their own (on their way to
-    /// another shard, or being answered), at most [`INBOUND_TASKS_MAX`].
-    inbound_tasks: Rc<Cell<usize>>,
+    /// another shard, or being answered), one unit each, at most
+    /// [`INBOUND_TASKS_MAX`].
+    inbound_tasks: Budget,
 }
 
 /// Inbound work one shard holds in tasks at once; past it, messages are
 /// dropped (Raft sends again what matters) and calls fail at the caller's
 /// timeout, so a flood from a peer cannot grow a shard's memory.
-const INBOUND_TASKS_MAX: usize = 16_384;
-
-/// Counts one inbound task while it lives.
-struct InboundTask(Rc<Cell<usize>>);
-
-impl InboundTask {
-    fn take(count: &Rc<Cell<usize>>) -> Option<InboundTask> {
-        if count.get() >= INBOUND_TASKS_MAX {
-            return None;
-        }
-        count.set(count.get() + 1);
-        Some(InboundTask(count.clone()))
-    }
-}
-
-impl Drop for InboundTask {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
+const INBOUND_TASKS_MAX: u64 = 16_384;
 
 #[derive(Serialize, Deserialize)]
 struct CreateCall {
@@ -211,7 +193,7 @@ impl<R: Runtime> Shard<R> {
                         applied_waiters: RefCell::new(Vec::new()),
                         decide_turn: Budget::new(1, |_| {}),
                         client_addresses: RefCell::new(BTreeMap::new()),
-                        inbound_tasks: Rc::new(Cell::new(0)),
+                        inbound_tasks: Budget::new(INBOUND_TASKS_MAX, |_| {}),
                     })
                 })
                 .clone(),
@@ -292,7 +274,7 @@ impl<R: Runtime> Shard<R> {
     pub(crate) async fn restart_replica(self: &Rc<Self>, partition: &Rc<Partition<R>>) -> Result<(), ServiceError> {
         let replicas = self
             .topic_by_id(partition.tp.topic)
-            .and_then(|t| t.meta.replicas.as_ref().and_then(|r| r.get(partition.tp.partition.0 as usize).cloned()))
+            .and_then(|t| t.meta.replicas_of(partition.tp.partition.0).map(<[u32]>::to_vec))
             .ok_or_else(|| ServiceError::PartitionUnavailable("the partition has no replica assignment".into()))?;
         if !partition.begin_replica_restart() {
             return Err(ServiceError::PartitionUnavailable("the replica is already being restarted".into()));
@@ -330,7 +312,7 @@ impl<R: Runtime> Shard<R> {
             Inbound::Answer { header, .. } => usize::from(header.dest_shard) != self.id.0,
         };
         let task = if needs_task {
-            let Some(t) = InboundTask::take(&cluster.inbound_tasks) else {
+            let Some(t) = cluster.inbound_tasks.try_acquire(1) else {
                 tracing::debug!("too much inbound replication work in flight: a message is dropped");
                 return;
             };
@@ -563,19 +545,9 @@ impl<R: Runtime> Shard<R> {
             };
             // A controller that stops being one (it died, or froze and was
             // replaced) may never answer: give up once another leads.
-            let moved = async {
-                loop {
-                    let changed = metadata.status_changed();
-                    if metadata.status().leader != Some(leader) {
-                        return;
-                    }
-                    if changed.await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
             let call = std::pin::pin!(cluster.net.call(leader, api, body, net::CALL_TIMEOUT));
-            let (code, answer) = match futures::future::select(call, std::pin::pin!(moved)).await {
+            let moved = std::pin::pin!(metadata.leader_moved_from(leader));
+            let (code, answer) = match futures::future::select(call, moved).await {
                 futures::future::Either::Left((answer, _)) => answer.map_err(ServiceError::LeaderNotAvailable)?,
                 futures::future::Either::Right(_) => {
                     return Err(ServiceError::LeaderNotAvailable(format!(
@@ -851,24 +823,5 @@ async fn accept_replication<R: Runtime>(shard: Rc<Shard<R>>, listener: R::Listen
                 shard.rt.sleep(Duration::from_millis(10)).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inbound_tasks_are_bounded_and_a_finished_one_frees_its_place() {
-        let count = Rc::new(Cell::new(0));
-        let mut held: Vec<InboundTask> =
-            (0..INBOUND_TASKS_MAX).map(|_| InboundTask::take(&count).expect("room")).collect();
-        assert!(InboundTask::take(&count).is_none(), "one past the bound");
-        held.pop();
-        let last = InboundTask::take(&count);
-        assert!(last.is_some(), "a finished task frees its place");
-        assert!(InboundTask::take(&count).is_none());
-        drop((held, last));
-        assert_eq!(count.get(), 0);
     }
 }

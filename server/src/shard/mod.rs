@@ -284,7 +284,7 @@ impl<R: Runtime> Shard<R> {
             }
         });
         for (tp, partition) in futures::future::join_all(opens).await.into_iter().flatten() {
-            if let Some(replicas) = entry.meta.replicas.as_ref().and_then(|r| r.get(tp.partition.0 as usize))
+            if let Some(replicas) = entry.meta.replicas_of(tp.partition.0)
                 && self.cluster().is_some()
             {
                 self.start_replica(&partition, replicas).await;

@@ -62,6 +62,18 @@ impl Budget {
         Acquire { inner: self.inner.clone(), bytes, ticket, queued: false }
     }
 
+    /// Takes `bytes` now if they are free and nobody waits for them first;
+    /// `None` otherwise (a caller that cannot wait drops its work).
+    pub fn try_acquire(&self, bytes: u64) -> Option<Permit> {
+        let inner = &self.inner;
+        if inner.closed.get() || !inner.waiters.borrow().is_empty() || inner.available.get() < bytes {
+            return None;
+        }
+        inner.available.set(inner.available.get() - bytes);
+        (inner.on_change)(bytes as i64);
+        Some(Permit { inner: inner.clone(), bytes })
+    }
+
     /// Refuses every waiting and future acquire.
     pub fn close(&self) {
         self.inner.closed.set(true);
@@ -131,6 +143,27 @@ mod tests {
     use super::*;
     use futures::executor::LocalPool;
     use futures::task::LocalSpawnExt;
+
+    #[test]
+    fn try_acquire_takes_only_what_is_free_and_never_jumps_the_queue() {
+        let budget = Budget::new(2, |_| {});
+        let a = budget.try_acquire(1).expect("free");
+        let b = budget.try_acquire(1).expect("free");
+        assert!(budget.try_acquire(1).is_none(), "spent");
+        drop(a);
+        let c = budget.try_acquire(1).expect("given back");
+        drop((b, c));
+        // Someone waits for both units: a taker may not slip in first.
+        let held = budget.try_acquire(1).expect("free");
+        let mut waiting = Box::pin(budget.acquire(2));
+        let waker = futures::task::noop_waker();
+        assert!(waiting.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(budget.try_acquire(1).is_none(), "a waiter is first");
+        drop(held);
+        assert!(waiting.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+        budget.close();
+        assert!(budget.try_acquire(1).is_none(), "closed");
+    }
 
     #[test]
     fn acquirers_wait_their_turn_and_bytes_come_back() {
