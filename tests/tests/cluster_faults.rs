@@ -25,6 +25,16 @@ fn producer_config() -> ProducerConfig {
     }
 }
 
+/// A client, a producer and `ledger` (two partitions) with its first
+/// 1,000 records acknowledged.
+async fn ledger(cluster: &Cluster) -> (cairn_client::Client, Producer, Vec<cairn_tests::history::Acked>) {
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "ledger", 2).await;
+    let producer = Producer::new(c.clone(), producer_config());
+    let acked = produce(&producer, "ledger", 2, 0, 1_000).await;
+    (c, producer, acked)
+}
+
 /// The rounds of the long runs (`CAIRN_FAULT_ROUNDS`, default 1).
 fn rounds() -> usize {
     std::env::var("CAIRN_FAULT_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1)
@@ -33,10 +43,7 @@ fn rounds() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_with_sigstop_is_replaced_and_nothing_acknowledged_is_lost() {
     let cluster = Cluster::start(3, &["--flush", "always"]);
-    let c = client(&cluster.bootstrap()).await;
-    create(&c, "ledger", 2).await;
-    let producer = Producer::new(c.clone(), producer_config());
-    let mut acked = produce(&producer, "ledger", 2, 0, 1_000).await;
+    let (c, producer, mut acked) = ledger(&cluster).await;
     let mut next = 1_000;
     for round in 0..rounds() {
         let before = settled(&c, "ledger", 0).await;
@@ -71,10 +78,7 @@ async fn a_leader_cut_off_from_its_peers_acknowledges_nothing_alone_and_the_majo
         Ok(c) => c,
         Err(e) => panic!("this test needs root and network namespaces (as CI has): {e}"),
     };
-    let c = client(&cluster.bootstrap()).await;
-    create(&c, "ledger", 2).await;
-    let producer = Producer::new(c.clone(), producer_config());
-    let mut acked = produce(&producer, "ledger", 2, 0, 1_000).await;
+    let (c, producer, mut acked) = ledger(&cluster).await;
     let mut next = 1_000;
     for round in 0..rounds() {
         let before = settled(&c, "ledger", 0).await;
