@@ -104,6 +104,21 @@ pub enum PartitionCommand {
         #[arg(long, value_name = "N")]
         broker: u32,
     },
+    /// Move a partition's replicas to other brokers while it serves (new
+    /// replicas catch up as learners, then the voters switch)
+    Reassign {
+        topic: String,
+        partition: u32,
+        /// The brokers (node ids) to hold it, the first its preferred leader: 1,2,4
+        #[arg(long, value_name = "IDS", value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        /// Return once the move is under way, not when it is done
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the move to finish
+        #[arg(long, default_value = "120s", value_name = "DURATION")]
+        timeout: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,6 +320,22 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(e) = failed {
                 return Err(e);
+            }
+        }
+        Command::Partition { command: PartitionCommand::Reassign { topic, partition, replicas, no_wait, timeout } } => {
+            let timeout = humantime::parse_duration(&timeout)
+                .map_err(|e| format!("--timeout {timeout}: {e} (use a duration such as 120s)"))?;
+            client.reassign_partition(&topic, partition, &replicas).await.map_err(fail)?;
+            let list = replicas.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            if no_wait {
+                writeln!(out, "{topic}/{partition} is moving to {list}").map_err(io)?;
+            } else if client.wait_reassigned(&topic, partition, &replicas, timeout).await {
+                writeln!(out, "{topic}/{partition} moved to {list}").map_err(io)?;
+            } else {
+                return Err(format!(
+                    "{topic}/{partition} is still moving to {list} after {} (it goes on; see `cairn topic describe {topic}`)",
+                    humantime::format_duration(timeout)
+                ));
             }
         }
         Command::Partition { command: PartitionCommand::ElectLeader { topic, partition, broker } } => {

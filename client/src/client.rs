@@ -408,6 +408,43 @@ impl Client {
         }
     }
 
+    /// Starts moving `partition` of `topic` to `replicas` (the first its
+    /// preferred leader); the move finishes in the background
+    /// ([`Client::wait_reassigned`]).
+    pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: &[u32]) -> Result<()> {
+        check_name(topic)?;
+        let request = Request::ReassignPartition { name: topic.into(), partition, replicas: replicas.to_vec() };
+        match self.call(&request).await? {
+            Response::ReassignPartition => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits until the cluster's metadata names `replicas` as the
+    /// partition's replicas, led by one of them; `false` if `timeout`
+    /// passed first.
+    pub async fn wait_reassigned(&self, topic: &str, partition: u32, replicas: &[u32], timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(m) = self.metadata(&[topic]).await {
+                let done = m.topics.iter().filter(|t| t.name == topic).flat_map(|t| &t.partitions).any(|p| {
+                    p.partition == partition
+                        && p.replicas == replicas
+                        && p.leader.is_some_and(|l| replicas.contains(&l))
+                });
+                if done {
+                    self.refresh(topic).await;
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // A poll of the metadata; a move takes seconds.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Sends a request on the live connection.
     pub async fn call(&self, request: &Request) -> Result<Response> {
         self.connection().await?.call(request).await

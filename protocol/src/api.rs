@@ -26,10 +26,11 @@ pub enum ApiKey {
     RecoverPartitions = 9,
     Metadata = 10,
     ElectLeader = 11,
+    ReassignPartition = 12,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 12] = [
+    pub const ALL: [ApiKey; 13] = [
         ApiKey::Handshake,
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
@@ -42,6 +43,7 @@ impl ApiKey {
         ApiKey::RecoverPartitions,
         ApiKey::Metadata,
         ApiKey::ElectLeader,
+        ApiKey::ReassignPartition,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -80,6 +82,7 @@ impl ApiKey {
             ApiKey::RecoverPartitions => "recover_partitions",
             ApiKey::Metadata => "metadata",
             ApiKey::ElectLeader => "elect_leader",
+            ApiKey::ReassignPartition => "reassign_partition",
         }
     }
 }
@@ -314,6 +317,13 @@ pub enum Request {
         partition: u32,
         broker: u32,
     },
+    /// Moves the partition's replicas to `replicas` (the first preferred
+    /// leader); answered once the move is under way.
+    ReassignPartition {
+        name: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
 }
 
 impl Request {
@@ -331,6 +341,7 @@ impl Request {
             Request::RecoverPartitions { .. } => ApiKey::RecoverPartitions,
             Request::Metadata { .. } => ApiKey::Metadata,
             Request::ElectLeader { .. } => ApiKey::ElectLeader,
+            Request::ReassignPartition { .. } => ApiKey::ReassignPartition,
         }
     }
 
@@ -388,6 +399,11 @@ impl Request {
                 w.string(name);
                 w.u32(*partition);
                 w.u32(*broker);
+            }
+            Request::ReassignPartition { name, partition, replicas } => {
+                w.string(name);
+                w.u32(*partition);
+                w.array(replicas, |w, r| w.u32(*r));
             }
             Request::Produce(p) => {
                 w.u8(p.acks as u8);
@@ -467,6 +483,11 @@ impl Request {
             ApiKey::DescribeTopic => Request::DescribeTopic { name: r.string()? },
             ApiKey::Metadata => Request::Metadata { topics: r.array("topics", 2, Reader::string)? },
             ApiKey::ElectLeader => Request::ElectLeader { name: r.string()?, partition: r.u32()?, broker: r.u32()? },
+            ApiKey::ReassignPartition => Request::ReassignPartition {
+                name: r.string()?,
+                partition: r.u32()?,
+                replicas: r.array("replicas", 4, Reader::u32)?,
+            },
             ApiKey::Produce => {
                 let acks = match r.u8()? {
                     0 => Acks::None,
@@ -704,6 +725,7 @@ pub enum Response {
     RecoverPartitions(Vec<RecoveredPartition>),
     Metadata(MetadataResponse),
     ElectLeader,
+    ReassignPartition,
 }
 
 fn opt_u32(v: Option<u32>) -> i64 {
@@ -745,7 +767,11 @@ impl Response {
                     w.u16(a.max);
                 });
             }
-            Response::CreateTopic | Response::DeleteTopic | Response::AlterTopicConfig | Response::ElectLeader => {}
+            Response::CreateTopic
+            | Response::DeleteTopic
+            | Response::AlterTopicConfig
+            | Response::ElectLeader
+            | Response::ReassignPartition => {}
             Response::Metadata(m) => {
                 w.u32(m.node_id);
                 w.i64(opt_u32(m.controller));
@@ -867,6 +893,7 @@ impl Response {
             ),
             ApiKey::AlterTopicConfig => Response::AlterTopicConfig,
             ApiKey::ElectLeader => Response::ElectLeader,
+            ApiKey::ReassignPartition => Response::ReassignPartition,
             ApiKey::Metadata => Response::Metadata(MetadataResponse {
                 node_id: r.u32()?,
                 controller: read_opt_u32(r, "controller")?,

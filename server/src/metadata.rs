@@ -48,12 +48,28 @@ pub struct TopicMeta {
     /// the preferred leader). Absent on a broker without `--peers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<Vec<u32>>>,
+    /// Cluster mode: partitions being moved, and the replicas each moves
+    /// to (docs/replication.md §8, Reassign).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moving: BTreeMap<u32, Vec<u32>>,
 }
 
 impl TopicMeta {
     /// The replicas of `partition` (cluster mode), preferred leader first.
     pub fn replicas_of(&self, partition: u32) -> Option<&[u32]> {
         self.replicas.as_ref()?.get(partition as usize).map(Vec::as_slice)
+    }
+
+    /// The replicas `partition` is moving to, if it is moving.
+    pub fn target_of(&self, partition: u32) -> Option<&[u32]> {
+        self.moving.get(&partition).map(Vec::as_slice)
+    }
+
+    /// Whether `node` holds (or is to hold) a replica of `partition`: one
+    /// of its replicas, or of those it moves to.
+    pub fn hosts(&self, partition: u32, node: u32) -> bool {
+        self.replicas_of(partition).is_some_and(|r| r.contains(&node))
+            || self.target_of(partition).is_some_and(|t| t.contains(&node))
     }
 }
 
@@ -240,7 +256,15 @@ fn migrate_v1(file: FileV1) -> Metadata {
         let dir = format!("{TOPICS_DIR}/{}", t.name);
         metadata.topics.insert(
             t.name.clone(),
-            TopicMeta { id, name: t.name, partitions: t.partitions, config, dir, replicas: None },
+            TopicMeta {
+                id,
+                name: t.name,
+                partitions: t.partitions,
+                config,
+                dir,
+                replicas: None,
+                moving: BTreeMap::new(),
+            },
         );
     }
     metadata
@@ -302,7 +326,15 @@ async fn rebuild<S: Storage>(storage: &S, data_dir: &Path) -> Result<Metadata, S
         let dir = format!("{TOPICS_DIR}/{name}");
         metadata.topics.insert(
             name.clone(),
-            TopicMeta { id, name, partitions, config: TopicOverrides::new(), dir, replicas: None },
+            TopicMeta {
+                id,
+                name,
+                partitions,
+                config: TopicOverrides::new(),
+                dir,
+                replicas: None,
+                moving: BTreeMap::new(),
+            },
         );
     }
     Ok(metadata)
@@ -378,6 +410,7 @@ mod tests {
             config: TopicOverrides::new(),
             dir: topic_dir(name, TopicId(id)),
             replicas: None,
+            moving: BTreeMap::new(),
         }
     }
 

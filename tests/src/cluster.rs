@@ -28,9 +28,28 @@ impl Drop for Cluster {
     }
 }
 
-/// A port free now (the system's choice; released before the broker binds it).
+/// Replication ports come from below the system's ephemeral range
+/// (`ip_local_port_range` starts at 32768): a port the system chose for us
+/// and we released would be handed out again to the next `bind(0)` or
+/// outgoing connection (another broker's client listener, say) before the
+/// broker that was to listen there comes up.
+const REPLICATION_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A replication port free now, never handed out twice by this process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(REPLICATION_PORTS.end - REPLICATION_PORTS.start);
+    // Test processes of one run start apart in the range.
+    let start = std::process::id() * 97 % span;
+    for _ in 0..span {
+        let k = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = REPLICATION_PORTS.start + u16::try_from(k).expect("within the range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {REPLICATION_PORTS:?}");
 }
 
 impl Cluster {

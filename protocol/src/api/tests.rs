@@ -86,6 +86,7 @@ fn every_request_round_trips() {
         Request::Metadata { topics: vec![] },
         Request::Metadata { topics: vec!["orders".into(), "payments".into()] },
         Request::ElectLeader { name: "orders".into(), partition: 2, broker: 3 },
+        Request::ReassignPartition { name: "orders".into(), partition: 1, replicas: vec![1, 2, 4] },
     ];
     for r in &requests {
         assert_eq!(&request_round_trip(r), r);
@@ -174,6 +175,7 @@ fn every_response_round_trips() {
     ];
     cases.push((ApiKey::AlterTopicConfig, Response::AlterTopicConfig));
     cases.push((ApiKey::ElectLeader, Response::ElectLeader));
+    cases.push((ApiKey::ReassignPartition, Response::ReassignPartition));
     cases.push((ApiKey::Metadata, Response::Metadata(metadata_response())));
     cases.push((
         ApiKey::RecoverPartitions,

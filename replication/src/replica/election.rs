@@ -173,10 +173,18 @@ impl Replica {
         }
     }
 
-    /// The leader of `epoch` announced itself.
+    /// The leader of `epoch` announced itself. Only a leader sends this,
+    /// so it is taken whoever sends it: a replica whose config is behind
+    /// (it missed a move) may not know its leader as a voter yet.
     pub(super) fn on_begin_epoch(&mut self, now_ms: u64, from: NodeId, epoch: LeaderEpoch, out: &mut Vec<Output>) {
-        // Only a voter of the config can have been elected.
-        if !self.config().voter_sets().flatten().any(|k| k.node == from) {
+        if epoch < self.hard.epoch && self.role != Role::Leader && self.leader.is_none() {
+            // A leader of an older epoch is alive while this replica sits
+            // in a newer one it could not win (its campaign was refused,
+            // as a replica the config left out is): a report tells the
+            // leader the newer epoch, it steps down, and the next
+            // election, of an epoch after this one, takes this replica in.
+            let report = self.fetch_request(0);
+            self.send(from, PeerMessage::Fetch(report), out);
             return;
         }
         if epoch > self.hard.epoch {

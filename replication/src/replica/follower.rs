@@ -10,10 +10,11 @@ use protocol::types::{LeaderEpoch, NodeId, Offset};
 
 use super::{Output, Replica, Role};
 use crate::epochs::{EpochCache, EpochEnd};
+use crate::hard_state::HARD_STATE_CONFIGS_MAX;
 use crate::reconcile::truncation_point;
 
 impl Replica {
-    fn fetch_request(&self, max_bytes: u32) -> FetchRequest {
+    pub(super) fn fetch_request(&self, max_bytes: u32) -> FetchRequest {
         FetchRequest {
             incarnation: self.hard.incarnation,
             epoch: self.hard.epoch,
@@ -31,18 +32,27 @@ impl Replica {
         if self.role != Role::Follower || self.truncating || self.fetch_in_flight.is_some() {
             return;
         }
+        // No room for another config: the fsync under way may make one
+        // go (else the next answer's commit point may).
+        if self.hard.configs.len() >= HARD_STATE_CONFIGS_MAX && self.durable < self.log_end {
+            return;
+        }
         let Some(leader) = self.leader else { return };
         let request = self.fetch_request(self.params.fetch_bytes_max);
         self.fetch_in_flight = Some((now_ms, self.log_end));
         self.send(leader, PeerMessage::Fetch(request), out);
     }
 
-    pub(super) fn on_durable(&mut self, offset: Offset, out: &mut Vec<Output>) {
+    pub(super) fn on_durable(&mut self, now_ms: u64, offset: Offset, out: &mut Vec<Output>) {
         let offset = offset.min(self.log_end);
         if offset <= self.durable {
             return;
         }
         self.durable = offset;
+        if self.hard.configs.len() >= HARD_STATE_CONFIGS_MAX {
+            self.trim_configs();
+            self.maybe_fetch(now_ms, out);
+        }
         match self.role {
             Role::Leader => self.leader_durable(out),
             // A report: the leader counts it at once, whatever the data
@@ -145,7 +155,7 @@ impl Replica {
         match (answer.error, answer.diverging) {
             (ErrorCode::NONE, None) => {
                 let shared = if current {
-                    self.place(answer.epoch, std::mem::take(&mut answer.batches), out);
+                    self.place(answer.epoch, answer.high_watermark, std::mem::take(&mut answer.batches), out);
                     self.log_end
                 } else {
                     answer.fetch_offset.min(self.log_end)
@@ -165,6 +175,12 @@ impl Replica {
                 }
             }
             (ErrorCode::OFFSET_OUT_OF_RANGE, _) if current => self.reset(answer.log_start, answer.snapshot, out),
+            // Removed from the config (or never in it): nothing to fetch
+            // until a leader names this replica again (`BeginEpoch`).
+            (ErrorCode::UNKNOWN_REPLICA, _) if self.role == Role::Follower && self.leader == Some(from) => {
+                self.set_role(Role::Observer, None, out);
+                return;
+            }
             (ErrorCode::NOT_LEADER, _) if self.role == Role::Follower && self.leader.is_none_or(|l| l == from) => {
                 let hint = answer.leader.filter(|&l| l != from && l != self.me());
                 self.set_role(Role::Follower, hint, out);
@@ -176,7 +192,34 @@ impl Replica {
 
     /// Places a valid answer's batches after checking they continue the
     /// log; an answer that does not is dropped whole.
-    fn place(&mut self, leader_epoch: LeaderEpoch, batches: Vec<ReplicaBatch>, out: &mut Vec<Output>) {
+    fn place(
+        &mut self,
+        leader_epoch: LeaderEpoch,
+        leader_hw: Offset,
+        mut batches: Vec<ReplicaBatch>,
+        out: &mut Vec<Output>,
+    ) {
+        // `raft.state` keeps a bounded number of configs not yet both
+        // committed and durable here: an answer's batches past the config
+        // that would overflow it wait for the next fetch (after fsync).
+        let mut room = HARD_STATE_CONFIGS_MAX - self.hard.configs.len();
+        let mut newest = self.config().clone();
+        let fits = batches
+            .iter()
+            .position(|b| {
+                let Some(config) = b.control.as_ref().map(protocol::replica::Control::config) else { return false };
+                if *config == newest {
+                    return false;
+                }
+                if room == 0 {
+                    return true;
+                }
+                room -= 1;
+                newest = config.clone();
+                false
+            })
+            .unwrap_or(batches.len());
+        batches.truncate(fits);
         if batches.is_empty() {
             return;
         }
@@ -194,7 +237,9 @@ impl Replica {
         for batch in &batches {
             self.epochs.assign(batch.epoch, batch.base).expect("checked above");
             if let Some(control) = &batch.control {
-                persist |= self.take_config(batch.base, batch.epoch, control, out);
+                // Below the leader's commit point (and in this log, which
+                // matches the leader's up to `at`): committed.
+                persist |= self.take_config(batch.base, batch.epoch, control, leader_hw.min(at), out);
             }
         }
         self.log_end = at;

@@ -47,7 +47,7 @@ pub(super) struct LeaderState {
     pub(super) serving: bool,
     since_ms: u64,
     next_tick_ms: u64,
-    peers: BTreeMap<NodeId, Progress>,
+    pub(super) peers: BTreeMap<NodeId, Progress>,
     /// Proposals waiting for the leader's fdatasync, and for commit:
     /// (id, base, end), in offset order.
     waiting_durable: VecDeque<(ProposalId, Offset, Offset)>,
@@ -56,6 +56,24 @@ pub(super) struct LeaderState {
     reads: BTreeMap<ReadToken, (NodeId, FetchRequest, ReadMode)>,
     /// Handing leadership to this node, until then; whether told yet.
     pub(super) transfer: Option<(NodeId, u64, bool)>,
+}
+
+impl Progress {
+    pub(super) fn incarnation(&self) -> Option<Incarnation> {
+        self.incarnation
+    }
+
+    pub(super) fn matched_offset(&self) -> Option<Offset> {
+        self.matched
+    }
+
+    /// Fetching under `incarnation`, holding the commit point, and caught
+    /// up within the last `lag_ms` (ready to be promoted to voter).
+    pub(super) fn caught_up_as(&self, incarnation: Incarnation, now_ms: u64, lag_ms: u64, hw: Offset) -> bool {
+        self.incarnation == Some(incarnation)
+            && self.matched.is_some_and(|m| m >= hw)
+            && self.caught_up_ms.is_some_and(|t| t + lag_ms >= now_ms)
+    }
 }
 
 impl LeaderState {
@@ -90,6 +108,7 @@ impl Replica {
             reads: BTreeMap::new(),
             transfer: None,
         });
+        self.sync_peers();
         self.set_role(Role::Leader, Some(self.me()), out);
         let control =
             Control::LeaderChange { epoch: self.hard.epoch, leader: self.me(), config: self.config().clone() };
@@ -102,20 +121,27 @@ impl Replica {
             bytes: Bytes::new(),
         };
         self.place_own(batch, None, out);
-        for peer in self.config().peers(self.me()) {
+        let peers: Vec<NodeId> = self.leading.as_ref().expect("just set").peers.keys().copied().collect();
+        for peer in peers {
             self.send(peer, PeerMessage::BeginEpoch { epoch: self.hard.epoch }, out);
         }
         self.advance_commit(out);
     }
 
+    /// What this leader knows of `node`'s replica.
+    pub(super) fn progress_of(&self, node: NodeId) -> Option<&Progress> {
+        self.leading.as_ref()?.peers.get(&node)
+    }
+
     /// Appends a batch this leader made, at the log end, in its epoch.
-    fn place_own(&mut self, batch: ReplicaBatch, proposal: Option<ProposalId>, out: &mut Vec<Output>) {
+    pub(super) fn place_own(&mut self, batch: ReplicaBatch, proposal: Option<ProposalId>, out: &mut Vec<Output>) {
         assert_eq!(batch.base, self.log_end, "a leader appends at its log end");
         assert_eq!(batch.epoch, self.hard.epoch, "a leader appends in its own epoch");
         let epochs_before = self.epochs.entries().len();
         self.epochs.assign(batch.epoch, batch.base).expect("a leader's epoch is its log's newest");
         self.log_end = batch.end;
-        let new_config = batch.control.clone().is_some_and(|c| self.take_config(batch.base, batch.epoch, &c, out));
+        let new_config =
+            batch.control.clone().is_some_and(|c| self.take_config(batch.base, batch.epoch, &c, self.hw, out));
         // A new epoch (or config) is in the hard state before its batch lands.
         if new_config || self.epochs.entries().len() != epochs_before {
             self.persist(out);
@@ -230,6 +256,8 @@ impl Replica {
             leading.waiting_commit.pop_front();
             out.push(Output::Ack { proposal, base });
         }
+        // A config may have committed: the next step of a move is due.
+        self.reconfigure_due = self.target.is_some();
     }
 
     fn answer(&self, request: &FetchRequest, error: ErrorCode) -> FetchAnswer {
@@ -250,10 +278,17 @@ impl Replica {
     /// Any replica's answer to a fetch: only a leader of the fetch's epoch
     /// serves it.
     pub(super) fn on_fetch(&mut self, now_ms: u64, from: NodeId, request: FetchRequest, out: &mut Vec<Output>) {
-        let Some(key) = self.config().member(from) else {
-            let answer = self.answer(&request, ErrorCode::UNKNOWN_REPLICA);
-            self.send(from, PeerMessage::FetchAnswer(answer), out);
-            return;
+        // A target node is served as the learner it is about to be, under
+        // the incarnation it fetches with.
+        let prospective = self.role == Role::Leader && self.target.as_ref().is_some_and(|t| t.contains(&from));
+        let key = match self.config().member(from) {
+            Some(key) => key,
+            None if prospective => ReplicaKey { node: from, incarnation: request.incarnation },
+            None => {
+                let answer = self.answer(&request, ErrorCode::UNKNOWN_REPLICA);
+                self.send(from, PeerMessage::FetchAnswer(answer), out);
+                return;
+            }
         };
         if request.epoch > self.hard.epoch {
             self.adopt_epoch(now_ms, request.epoch, None, out);
@@ -282,7 +317,7 @@ impl Replica {
             FetchPosition::StartOver { log_start } => {
                 let mut answer = self.answer(&request, ErrorCode::OFFSET_OUT_OF_RANGE);
                 answer.log_start = log_start;
-                answer.snapshot = Some(self.committed_config().clone());
+                answer.snapshot = Some(self.snapshot_config().clone());
                 self.touch(now_ms, from, None);
                 self.send(from, PeerMessage::FetchAnswer(answer), out);
                 return;
@@ -291,6 +326,13 @@ impl Replica {
         // The fetch names its incarnation: only the one the config names
         // counts towards commit.
         let counts = names(&key, &ReplicaKey { node: from, incarnation: request.incarnation });
+        if !counts && self.target.is_none() && self.config().joint.is_none() {
+            // A replica that lost its disk: bound again by a move to the
+            // same voters (`reconfig`).
+            self.target = Some(self.config().voters.iter().map(|k| k.node).collect());
+            self.sync_peers();
+            self.reconfigure_due = true;
+        }
         self.touch(now_ms, from, counts.then_some(&request));
         // Only the incarnation the config names is caught up: a wiped
         // replica fetching under a new one is not what was voted in.
@@ -299,6 +341,9 @@ impl Replica {
         }
         self.advance_commit(out);
         self.transfer_if_caught_up(from, out);
+        if std::mem::take(&mut self.reconfigure_due) || (prospective && self.config().member(from).is_none()) {
+            self.reconfigure(now_ms, out);
+        }
         if request.is_report() {
             let answer = self.answer(&request, ErrorCode::NONE);
             self.send(from, PeerMessage::FetchAnswer(answer), out);
@@ -308,7 +353,7 @@ impl Replica {
     }
 
     /// The newest config known to be committed.
-    fn committed_config(&self) -> &protocol::replica::Config {
+    fn snapshot_config(&self) -> &protocol::replica::Config {
         let hw = self.hw;
         self.hard.configs.iter().rev().find(|(o, e, _)| e.0 == 0 || *o < hw).map_or(self.config(), |c| &c.2)
     }
@@ -513,7 +558,10 @@ impl Replica {
         if !quorum_heard {
             self.step_down(None, out);
             self.become_follower(now_ms, None, out);
+            return;
         }
+        self.reconfigure_due = false;
+        self.reconfigure(now_ms, out);
     }
 
     pub(super) fn on_transfer(&mut self, now_ms: u64, to: NodeId, out: &mut Vec<Output>) {

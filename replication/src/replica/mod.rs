@@ -19,6 +19,7 @@
 mod election;
 mod follower;
 mod leader;
+mod reconfig;
 pub(crate) mod rng;
 mod types;
 
@@ -27,6 +28,7 @@ use std::collections::VecDeque;
 use protocol::replica::{Config, Control, PeerMessage};
 use protocol::types::{LeaderEpoch, NodeId, Offset};
 
+pub use self::reconfig::{ReassignError, TARGET_REPLICAS_MAX, normalize_target, reached};
 pub use self::types::{
     Acks, Admin, Input, LogView, Mutation, Output, Params, ProposalId, ProposeError, ReadMode, ReadResult, ReadToken,
     Role,
@@ -39,6 +41,10 @@ use crate::replica::rng::SplitMix;
 
 /// A replicated partition's replica, owned by the core that owns the
 /// partition (one per partition per broker).
+// The flags are independent facts of the state (a cut under way, one that
+// needs the hard state after it, a transfer's campaign, a move's step due):
+// no two of them make one enum.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Replica {
     params: Params,
     rng: SplitMix,
@@ -78,6 +84,11 @@ pub struct Replica {
     transfer_campaign: bool,
     leading: Option<LeaderState>,
     next_token: u64,
+    /// The nodes a move should end with, as the driver last named them.
+    target: Option<Vec<NodeId>>,
+    /// The commit point moved while a move is under way: its next step is
+    /// looked at once the step that moved it is done.
+    reconfigure_due: bool,
 }
 
 impl Replica {
@@ -111,6 +122,8 @@ impl Replica {
             transfer_campaign: false,
             leading: None,
             next_token: 1,
+            target: None,
+            reconfigure_due: false,
         };
         replica.take_view(view, now_ms, out);
         replica
@@ -152,13 +165,17 @@ impl Replica {
             Input::Tick => self.on_tick(now_ms, out),
             Input::Message { from, message } => self.on_message(now_ms, from, message, out),
             Input::Propose { id, batch, records, acks } => self.on_propose(now_ms, id, batch, records, acks, out),
-            Input::Durable { offset } => self.on_durable(offset, out),
+            Input::Durable { offset } => self.on_durable(now_ms, offset, out),
             Input::Truncated { log_end } => self.on_truncated(now_ms, log_end, out),
             Input::ReadDone { token, result } => self.on_read_done(now_ms, token, result, out),
             Input::Persisted { sequence } => self.on_persisted(sequence, out),
             Input::LogFailed => self.on_log_failed(out),
             Input::LogReopened { view } => self.take_view(view, now_ms, out),
             Input::Admin(Admin::TransferLeadership { to }) => self.on_transfer(now_ms, to, out),
+            Input::Admin(Admin::Reassign { target }) => self.on_reassign(now_ms, target, out),
+        }
+        if std::mem::take(&mut self.reconfigure_due) {
+            self.reconfigure(now_ms, out);
         }
     }
 
@@ -221,6 +238,12 @@ impl Replica {
     #[must_use]
     pub fn is_serving(&self) -> bool {
         self.leading.as_ref().is_some_and(|l| l.serving)
+    }
+
+    /// The newest config known committed (and durable here).
+    #[must_use]
+    pub fn committed_config(&self) -> &Config {
+        &self.hard.configs.first().expect("a replica always has a config").2
     }
 
     /// The config in effect: the newest one appended.
@@ -310,12 +333,23 @@ impl Replica {
 
     /// A batch with a config was placed at `offset`: the config takes
     /// effect now (and goes into `raft.state` before the batch lands).
-    fn take_config(&mut self, offset: Offset, epoch: LeaderEpoch, control: &Control, out: &mut Vec<Output>) -> bool {
+    /// `committed` bounds what is known committed besides the hw (a
+    /// follower catching up takes many configs in one answer, most of them
+    /// below its leader's commit point).
+    fn take_config(
+        &mut self,
+        offset: Offset,
+        epoch: LeaderEpoch,
+        control: &Control,
+        committed: Offset,
+        out: &mut Vec<Output>,
+    ) -> bool {
         if control.config() == self.config() {
             return false;
         }
         self.hard.configs.push((offset, epoch, control.config().clone()));
-        self.trim_configs();
+        self.trim_configs_below(committed.max(self.hw));
+        assert!(self.hard.configs.len() <= HARD_STATE_CONFIGS_MAX, "more configs than raft.state keeps");
         out.push(Output::ConfigChanged { config: control.config().clone(), committed: false });
         true
     }
@@ -323,11 +357,17 @@ impl Replica {
     /// Keeps the newest committed config (an epoch-0 config, the
     /// assignment's, counts as committed) and those after it.
     fn trim_configs(&mut self) {
-        let hw = self.hw;
+        self.trim_configs_below(self.hw);
+    }
+
+    /// Keeps the newest config below `committed` that this log also holds
+    /// durably (so a power loss cannot take every config `raft.state`
+    /// knows), and those after it.
+    fn trim_configs_below(&mut self, committed: Offset) {
+        let hw = committed.min(self.durable);
         let newest_committed =
             self.hard.configs.iter().rposition(|(offset, epoch, _)| epoch.0 == 0 || *offset < hw).unwrap_or(0);
         self.hard.configs.drain(..newest_committed);
-        assert!(self.hard.configs.len() <= HARD_STATE_CONFIGS_MAX, "more uncommitted configs than raft.state keeps");
     }
 
     /// The log was cut to end at `to`: configs of the cut batches go.
@@ -338,6 +378,10 @@ impl Replica {
     }
 
     fn on_log_failed(&mut self, out: &mut Vec<Output>) {
+        // Changes to the log held behind a hard-state write were worked
+        // out against the log as it was: once it reopens (its unsynced
+        // tail perhaps gone) they would land at the wrong place.
+        self.held.retain(|(_, o)| matches!(o, Output::Send { .. }));
         self.step_down(None, out);
         self.fetch_in_flight = None;
         self.set_role(Role::Offline, None, out);
@@ -364,9 +408,16 @@ impl Replica {
         if matches!(self.role, Role::Offline) || from == self.me() {
             return;
         }
-        // A node the config does not name has no say here (its fetch is
-        // answered, `UNKNOWN_REPLICA`).
-        if self.config().member(from).is_none() && !matches!(message, PeerMessage::Fetch(_)) {
+        // A node the config does not name has no say in elections here
+        // (its fetch is answered, `UNKNOWN_REPLICA`). What only a leader
+        // sends is taken from anyone: a config that is behind (a move it
+        // has not seen yet) may not name the leader.
+        // (and a leader handing over may be no voter of its own config).
+        let from_a_leader = matches!(
+            message,
+            PeerMessage::BeginEpoch { .. } | PeerMessage::FetchAnswer(_) | PeerMessage::StartElection { .. }
+        );
+        if self.config().member(from).is_none() && !matches!(message, PeerMessage::Fetch(_)) && !from_a_leader {
             return;
         }
         match message {

@@ -58,6 +58,9 @@ pub enum ReadResult {
 pub enum Admin {
     /// Hand leadership to `to` (a voter), with a bounded pause.
     TransferLeadership { to: NodeId },
+    /// Move the voters to these nodes (`None`: no move); given to every
+    /// replica, acted on by whichever leads (`reconfig`).
+    Reassign { target: Option<Vec<NodeId>> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +195,9 @@ pub enum Mutation {
     /// Entries of earlier epochs commit by counting replicas (Raft's
     /// figure 8), without the current epoch's batch being committed.
     CommitPriorEpochByCount,
+    /// A move switches to the target's voters in one step, without the
+    /// joint config (two majorities that need not intersect).
+    SkipJointConfig,
 }
 
 /// The machine's limits and timers. Times in milliseconds.

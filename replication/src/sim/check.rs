@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use protocol::replica::{PeerMessage, ReplicaBatch};
+use protocol::replica::{Config, PeerMessage, ReplicaBatch};
 use protocol::types::{LeaderEpoch, Offset};
 
 use super::Node;
+use crate::config::ConfigExt;
 use crate::epochs::EpochCache;
 use crate::replica::{Output, Replica, Role};
 
@@ -49,6 +50,11 @@ pub(super) struct Checker {
     hw: Vec<Offset>,
     /// Every batch some replica's high watermark has covered, by base.
     committed: BTreeMap<Offset, ReplicaBatch>,
+    /// Per node while it leads: its config as of the output being checked
+    /// (the replica itself may be further on by then).
+    leader_config: Vec<Option<Config>>,
+    /// Per node: the durable batches of disks it lost.
+    ghosts: Vec<Vec<ReplicaBatch>>,
 }
 
 impl Checker {
@@ -59,6 +65,8 @@ impl Checker {
             epoch: vec![LeaderEpoch(0); nodes],
             hw: vec![Offset(0); nodes],
             committed: BTreeMap::new(),
+            leader_config: vec![None; nodes],
+            ghosts: vec![Vec::new(); nodes],
         }
     }
 
@@ -72,6 +80,18 @@ impl Checker {
 
     pub(super) fn crashed(&mut self, n: usize) {
         self.hw[n] = Offset(0);
+        self.leader_config[n] = None;
+    }
+
+    /// The node is a new replica: what the old one said binds it no more.
+    /// What its lost disk held durably still counts for I4: a leader may
+    /// commit on a report the old incarnation sent before the loss.
+    pub(super) fn lost_disk(&mut self, n: usize, durable: &[ReplicaBatch]) {
+        self.ghosts[n].extend_from_slice(durable);
+        self.ghosts[n].sort_by_key(|b| b.base);
+        self.hw[n] = Offset(0);
+        self.epoch[n] = LeaderEpoch(0);
+        self.sent_epoch[n] = LeaderEpoch(0);
     }
 
     /// I2 across a restart: the epoch at open is at least every epoch the
@@ -148,6 +168,12 @@ impl Checker {
                     ));
                 }
                 self.leaders.insert(*epoch, n);
+                let replica = nodes[n].replica.as_ref().expect("a live node leads");
+                self.leader_config[n] = Some(replica.config().clone());
+            }
+            Output::RoleChanged { .. } => self.leader_config[n] = None,
+            Output::ConfigChanged { config, .. } if self.leader_config[n].is_some() => {
+                self.leader_config[n] = Some(config.clone());
             }
             Output::HighWatermark { offset } => self.high_watermark(n, *offset, nodes)?,
             Output::Truncate { to } => self.removal(n, *to, nodes)?,
@@ -157,8 +183,10 @@ impl Checker {
         Ok(())
     }
 
-    /// I4 (the new hw is durable on a majority), I5 (it never moves back)
-    /// and the commit record that I6 and I7 check against.
+    /// I4 (a leader's new hw is durable on a majority of every voter set
+    /// of its config; a follower's covers only what a leader committed),
+    /// I5 (it never moves back) and the commit record that I6 and I7
+    /// check against.
     fn high_watermark(&mut self, n: usize, hw: Offset, nodes: &[Node]) -> Result<(), Violation> {
         let old = self.hw[n];
         if hw < old {
@@ -166,23 +194,45 @@ impl Checker {
         }
         self.hw[n] = hw;
         let disk = &nodes[n].disk;
-        let majority = nodes.len() / 2 + 1;
+        let voter_sets: Vec<Vec<usize>> = match &self.leader_config[n] {
+            Some(config) => {
+                config.voter_sets().map(|set| set.iter().map(|k| (k.node.0 - 1) as usize).collect()).collect()
+            }
+            None => Vec::new(),
+        };
         let first = disk.batches.partition_point(|b| b.end <= old);
         for batch in disk.batches[first..].iter().take_while(|b| b.end <= hw) {
-            let holders = nodes
-                .iter()
-                .filter(|m| find(&m.disk.batches[..m.disk.durable], batch.base).is_some_and(|b| same(b, batch)))
-                .count();
-            if holders < majority {
+            for set in &voter_sets {
+                let holders = set
+                    .iter()
+                    .filter(|&&m| {
+                        let d = &nodes[m].disk;
+                        let ghost = self.ghosts[m].iter().any(|b| same(b, batch));
+                        ghost || find(&d.batches[..d.durable], batch.base).is_some_and(|b| same(b, batch))
+                    })
+                    .count();
+                if holders <= set.len() / 2 {
+                    return Err(Violation::new(
+                        "I4",
+                        format!(
+                            "node {}'s hw {hw} covers [{}, {}) of epoch {}, durable on {holders} of {} voters",
+                            n + 1,
+                            batch.base,
+                            batch.end,
+                            batch.epoch,
+                            set.len()
+                        ),
+                    ));
+                }
+            }
+            if voter_sets.is_empty() && !self.committed.contains_key(&batch.base) {
                 return Err(Violation::new(
                     "I4",
                     format!(
-                        "node {}'s hw {hw} covers [{}, {}) of epoch {}, durable on {holders} of {} nodes",
+                        "node {}'s hw {hw} covers [{}, {}), which no leader committed",
                         n + 1,
                         batch.base,
-                        batch.end,
-                        batch.epoch,
-                        nodes.len()
+                        batch.end
                     ),
                 ));
             }

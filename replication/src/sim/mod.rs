@@ -23,9 +23,12 @@ use protocol::types::{Incarnation, LeaderEpoch, NodeId, Offset};
 use self::check::Checker;
 pub use self::check::Violation;
 use self::disk::Disk;
+use crate::config::ConfigExt;
 use crate::hard_state::HardState;
 use crate::replica::rng::SplitMix;
-use crate::replica::{Acks, Input, Mutation, Output, Params, ProposalId, ProposeError, ReadMode, Replica, Role};
+use crate::replica::{
+    Acks, Admin, Input, Mutation, Output, Params, ProposalId, ProposeError, ReadMode, Replica, Role, reached,
+};
 
 /// What one run is allowed to do; [`Faults::draw`] picks a mix per seed.
 #[derive(Debug, Clone)]
@@ -44,6 +47,13 @@ pub struct Faults {
     pub persist_max_ms: u64,
     /// Batches of the model are this many bytes; fetches take 1–4.
     pub fetch_batches_max: u32,
+    /// Mean time between failed fdatasyncs (the log fails and reopens
+    /// with its unsynced tail torn), between lost disks (log and hard
+    /// state wiped, a new incarnation), between new reassignment
+    /// targets; 0: never.
+    pub fsync_fail_every_ms: u64,
+    pub lost_disk_every_ms: u64,
+    pub reassign_every_ms: u64,
 }
 
 impl Faults {
@@ -65,6 +75,9 @@ impl Faults {
             // Often one batch a fetch: a leader then replicates an older
             // epoch's batches one round trip at a time (Raft's figure 8).
             fetch_batches_max: u32::try_from(pick(rng, &[1, 1, 1, 2, 3, 4])).expect("small"),
+            fsync_fail_every_ms: pick(rng, &[0, 0, 4_000, 1_500]),
+            lost_disk_every_ms: pick(rng, &[0, 0, 6_000, 2_500]),
+            reassign_every_ms: pick(rng, &[0, 0, 5_000, 2_000]),
         }
     }
 }
@@ -79,6 +92,8 @@ const CACHE_BATCHES: usize = 8;
 #[derive(Debug, Clone)]
 pub struct SimSpec {
     pub seed: u64,
+    /// The initial voters; one more node starts outside the config, for
+    /// reassignments to move to.
     pub nodes: u32,
     /// Virtual time with faults, then healed time for the liveness check.
     pub faulty_ms: u64,
@@ -112,6 +127,11 @@ pub struct RunStats {
     pub elections: u64,
     pub crashes: u64,
     pub truncations: u64,
+    pub fsync_failures: u64,
+    pub lost_disks: u64,
+    pub reassigns: u64,
+    /// Runs whose config reached their last target.
+    pub reassigns_reached: u64,
 }
 
 #[derive(Debug)]
@@ -144,14 +164,21 @@ enum EventKind {
     Pause,
     Propose,
     Cut,
+    FsyncFail,
+    /// The failed log was recovered and is open again.
+    LogReopen,
+    LoseDisk,
+    Reassign,
 }
 
 struct Event {
     at_ms: u64,
     seq: u64,
     node: usize,
-    /// The node's life this event belongs to (a crash ends one).
+    /// The node's life this event belongs to (a crash ends one), and its
+    /// log's (a failed log ends one: its disk completions are gone).
     life: u64,
+    log_life: u64,
     kind: EventKind,
 }
 
@@ -177,6 +204,7 @@ struct Node {
     id: NodeId,
     replica: Option<Replica>,
     life: u64,
+    log_life: u64,
     disk: Disk,
     paused_until_ms: u64,
     tick_at_ms: u64,
@@ -206,6 +234,9 @@ pub struct Sim {
     /// The node the client tries first.
     client_guess: usize,
     healed: bool,
+    /// The move every replica was last given.
+    target: Option<Vec<NodeId>>,
+    next_incarnation: u64,
 }
 
 impl Sim {
@@ -213,7 +244,7 @@ impl Sim {
     pub fn new(spec: SimSpec) -> Sim {
         let mut rng = SplitMix::new(spec.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5eed);
         let faults = Faults::draw(&mut rng);
-        let keys: Vec<ReplicaKey> = (1..=spec.nodes)
+        let keys: Vec<ReplicaKey> = (1..=spec.nodes + 1)
             .map(|n| ReplicaKey { node: NodeId(n), incarnation: Incarnation(1000 + u64::from(n)) })
             .collect();
         // Odd seeds name the voters as the broker does today, by node under
@@ -221,7 +252,8 @@ impl Sim {
         let named = |k: &ReplicaKey| {
             if spec.seed % 2 == 1 { ReplicaKey { node: k.node, incarnation: Incarnation(0) } } else { *k }
         };
-        let config = Config { voters: keys.iter().map(named).collect(), joint: None, learners: vec![] };
+        let voters = &keys[..spec.nodes as usize];
+        let config = Config { voters: voters.iter().map(named).collect(), joint: None, learners: vec![] };
         let nodes = keys
             .iter()
             .map(|k| {
@@ -229,7 +261,7 @@ impl Sim {
                     epoch: LeaderEpoch(0),
                     voted_for: None,
                     incarnation: k.incarnation,
-                    initial: true,
+                    initial: k.node.0 <= spec.nodes,
                     configs: vec![(Offset(0), LeaderEpoch(0), config.clone())],
                     sequence: 0,
                     epochs: vec![],
@@ -238,6 +270,7 @@ impl Sim {
                     id: k.node,
                     replica: None,
                     life: 0,
+                    log_life: 0,
                     disk: Disk::new(hard),
                     paused_until_ms: 0,
                     tick_at_ms: u64::MAX,
@@ -246,7 +279,7 @@ impl Sim {
                 }
             })
             .collect();
-        let checker = Checker::new(spec.nodes as usize);
+        let checker = Checker::new(spec.nodes as usize + 1);
         Sim {
             spec,
             faults,
@@ -264,6 +297,8 @@ impl Sim {
             proposals: BTreeMap::new(),
             client_guess: 0,
             healed: false,
+            target: None,
+            next_incarnation: 5_000,
         }
     }
 
@@ -275,7 +310,8 @@ impl Sim {
     fn schedule(&mut self, after_ms: u64, node: usize, kind: EventKind) {
         self.seq += 1;
         let life = self.nodes[node].life;
-        self.events.push(Event { at_ms: self.now_ms + after_ms, seq: self.seq, node, life, kind });
+        let log_life = self.nodes[node].log_life;
+        self.events.push(Event { at_ms: self.now_ms + after_ms, seq: self.seq, node, life, log_life, kind });
     }
 
     fn uniform(&mut self, max: u64) -> u64 {
@@ -308,6 +344,21 @@ impl Sim {
             let after = self.every(self.faults.cut_every_ms);
             self.schedule(after, 0, EventKind::Cut);
         }
+        if self.faults.fsync_fail_every_ms > 0 {
+            let after = self.every(self.faults.fsync_fail_every_ms);
+            self.schedule(after, 0, EventKind::FsyncFail);
+        }
+        // A lost disk is only survivable where configs name incarnations
+        // (even seeds): under "any incarnation" the wiped replica would
+        // vote as the one that held the log.
+        if self.faults.lost_disk_every_ms > 0 && self.spec.seed.is_multiple_of(2) {
+            let after = self.every(self.faults.lost_disk_every_ms);
+            self.schedule(after, 0, EventKind::LoseDisk);
+        }
+        if self.faults.reassign_every_ms > 0 {
+            let after = self.every(self.faults.reassign_every_ms);
+            self.schedule(after, 0, EventKind::Reassign);
+        }
         let mut end_ms = self.spec.faulty_ms + self.spec.healed_ms;
         let mut committed_at_heal = None;
         while let Some(event) = self.events.pop() {
@@ -334,7 +385,8 @@ impl Sim {
         let before = committed_at_heal.unwrap_or(Offset(0));
         // Every replica is back: each one's commit point passed what was
         // committed when the faults stopped.
-        if let Some(n) = (0..self.nodes.len()).find(|&n| self.checker.hw_of(n) < before) {
+        let members = self.members();
+        if let Some(n) = members.into_iter().find(|&n| self.checker.hw_of(n) < before) {
             return Err(Violation::new(
                 "liveness",
                 format!("node {} did not catch up after healing: hw {} < {before}", n + 1, self.checker.hw_of(n)),
@@ -348,6 +400,15 @@ impl Sim {
                     end_ms - self.spec.faulty_ms
                 ),
             ));
+        }
+        if let Some(target) = &self.target
+            && self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .any(|r| reached(&r.hard_state().configs[0].2, target))
+        {
+            self.stats.reassigns_reached += 1;
         }
         self.stats.trace = self.trace.finish();
         Ok(self.stats)
@@ -377,8 +438,12 @@ impl Sim {
         let params = self.params(self.nodes[n].id);
         let (hard, view) = self.nodes[n].disk.recover();
         let mut out = Vec::new();
-        let replica = Replica::open(params, hard, view, self.now_ms, &mut out);
+        let mut replica = Replica::open(params, hard, view, self.now_ms, &mut out);
         self.checker.restarted(n, &replica, &self.nodes[n].disk.batches)?;
+        // The driver gives a replica its partition's move at every open.
+        if self.target.is_some() {
+            replica.step(self.now_ms, Input::Admin(Admin::Reassign { target: self.target.clone() }), &mut out);
+        }
         self.nodes[n].replica = Some(replica);
         self.nodes[n].tick_at_ms = u64::MAX;
         self.carry_out(n, out)
@@ -405,13 +470,33 @@ impl Sim {
                 self.cut();
                 return Ok(());
             }
+            EventKind::FsyncFail => return self.fail_fsync(),
+            EventKind::LoseDisk => {
+                self.lose_disk();
+                return Ok(());
+            }
+            EventKind::Reassign => return self.reassign(),
             _ => {}
+        }
+        let log_event = matches!(
+            event.kind,
+            EventKind::FsyncDone { .. } | EventKind::TruncateDone { .. } | EventKind::DiskReadDone { .. }
+        );
+        if log_event && event.log_life != self.nodes[n].log_life {
+            return Ok(()); // of a log that failed since
         }
         if event.life != self.nodes[n].life {
             return Ok(()); // of a life a crash ended
         }
         if let EventKind::Restart = event.kind {
             return if self.nodes[n].replica.is_none() { self.start_node(n) } else { Ok(()) };
+        }
+        if let EventKind::LogReopen = event.kind {
+            if self.nodes[n].replica.is_none() {
+                return Ok(());
+            }
+            let (_, view) = self.nodes[n].disk.recover();
+            return self.step(n, Input::LogReopened { view });
         }
         // The disk's side happens whatever the process does.
         let input = match event.kind {
@@ -450,7 +535,15 @@ impl Sim {
                 self.nodes[n].tick_at_ms = u64::MAX;
                 Input::Tick
             }
-            EventKind::Propose | EventKind::Crash | EventKind::Pause | EventKind::Cut | EventKind::Restart => {
+            EventKind::Propose
+            | EventKind::Crash
+            | EventKind::Pause
+            | EventKind::Cut
+            | EventKind::Restart
+            | EventKind::FsyncFail
+            | EventKind::LogReopen
+            | EventKind::LoseDisk
+            | EventKind::Reassign => {
                 unreachable!("handled above")
             }
         };
@@ -635,11 +728,17 @@ impl Sim {
         if self.nodes[n].replica.is_none() {
             return;
         }
+        self.crash_node(n);
+    }
+
+    /// Power loss on `n`; it restarts a little later.
+    fn crash_node(&mut self, n: usize) {
         self.stats.crashes += 1;
         let keep = self.rng.next();
         self.nodes[n].disk.power_loss(keep);
         self.nodes[n].replica = None;
         self.nodes[n].life += 1;
+        self.nodes[n].log_life += 1;
         self.nodes[n].paused_until_ms = 0;
         self.nodes[n].persist_done_ms = 0;
         self.nodes[n].deferred.clear();
@@ -685,6 +784,114 @@ impl Sim {
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The nodes that should hold the log when the run ends: the move's
+    /// target, else the first config's voters.
+    fn members(&self) -> Vec<usize> {
+        match &self.target {
+            Some(target) => target.iter().map(|n| (n.0 - 1) as usize).collect(),
+            None => self.config.voters.iter().map(|k| (k.node.0 - 1) as usize).collect(),
+        }
+    }
+
+    /// An fdatasync fails: the log is poisoned (the replica is told), its
+    /// unsynced tail may be gone, and recovery reopens it a little later.
+    fn fail_fsync(&mut self) -> Result<(), Violation> {
+        if self.healed {
+            return Ok(());
+        }
+        let after = self.every(self.faults.fsync_fail_every_ms);
+        self.schedule(after, 0, EventKind::FsyncFail);
+        let n = self.random_node();
+        if self.nodes[n].replica.is_none() || self.now_ms < self.nodes[n].paused_until_ms {
+            return Ok(());
+        }
+        self.stats.fsync_failures += 1;
+        self.nodes[n].log_life += 1;
+        let keep = self.rng.next();
+        self.nodes[n].disk.power_loss(keep);
+        let reopen = 20 + self.uniform(500);
+        self.schedule(reopen, n, EventKind::LogReopen);
+        self.step(n, Input::LogFailed)
+    }
+
+    /// A disk is lost: the node comes back empty, under a new incarnation,
+    /// with the partition's first assignment (as a broker recreates a
+    /// replica it lost). Its old key's vote is gone with it; the leader
+    /// binds the new incarnation on its own (a learner, a joint config).
+    /// One at a time: a second voter's disk goes only once the first is
+    /// bound again (losing a majority's disks loses the log).
+    fn lose_disk(&mut self) {
+        if self.healed {
+            return;
+        }
+        let after = self.every(self.faults.lost_disk_every_ms);
+        self.schedule(after, 0, EventKind::LoseDisk);
+        if self.unbound().is_some() {
+            return;
+        }
+        let n = self.random_node();
+        self.crash_node(n);
+        let durable = self.nodes[n].disk.batches[..self.nodes[n].disk.durable].to_vec();
+        self.checker.lost_disk(n, &durable);
+        self.stats.lost_disks += 1;
+        self.next_incarnation += 1;
+        let hard = HardState {
+            epoch: LeaderEpoch(0),
+            voted_for: None,
+            incarnation: Incarnation(self.next_incarnation),
+            initial: false,
+            configs: vec![(Offset(0), LeaderEpoch(0), self.config.clone())],
+            sequence: 0,
+            epochs: vec![],
+        };
+        self.nodes[n].disk = Disk::new(hard);
+    }
+
+    /// A node whose current incarnation some replica's newest committed
+    /// config names by another one (a lost disk not bound again yet).
+    fn unbound(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&n| {
+            let key = ReplicaKey { node: self.nodes[n].id, incarnation: self.nodes[n].disk.hard.incarnation };
+            self.nodes.iter().filter_map(|m| m.replica.as_ref()).any(|r| {
+                let committed = &r.hard_state().configs[0].2;
+                committed.member(key.node).is_some_and(|k| !crate::config::names(&k, &key))
+            })
+        })
+    }
+
+    /// A new target for the voters, given to every replica (a replica that
+    /// is down gets it when it opens).
+    fn reassign(&mut self) -> Result<(), Violation> {
+        if self.healed {
+            return Ok(());
+        }
+        let after = self.every(self.faults.reassign_every_ms);
+        self.schedule(after, 0, EventKind::Reassign);
+        let total = self.nodes.len();
+        let size = 3 + usize::try_from(self.rng.below((total.min(5) - 2) as u64)).expect("small");
+        let mut pool: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let mut target = Vec::new();
+        while target.len() < size {
+            let i = usize::try_from(self.rng.below(pool.len() as u64)).expect("small");
+            target.push(pool.swap_remove(i));
+        }
+        target.sort_unstable();
+        self.stats.reassigns += 1;
+        self.target = Some(target);
+        for n in 0..total {
+            if self.nodes[n].replica.is_none() {
+                continue;
+            }
+            let input = Input::Admin(Admin::Reassign { target: self.target.clone() });
+            if self.now_ms < self.nodes[n].paused_until_ms {
+                self.nodes[n].deferred.push(input);
+            } else {
+                self.step(n, input)?;
+            }
+        }
+        Ok(())
     }
 }
 

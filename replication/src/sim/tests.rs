@@ -20,6 +20,7 @@ fn run(seed: u64, mutation: Option<Mutation>) -> Result<super::RunStats, Violati
 #[test]
 fn every_seed_keeps_the_invariants_and_commits_again_after_healing() {
     let (mut acked, mut elections, mut crashes, mut truncations) = (0, 0, 0, 0);
+    let (mut fsync_failures, mut lost_disks, mut reassigns, mut reached) = (0, 0, 0, 0);
     for seed in seeds(0..500) {
         let result = std::panic::catch_unwind(|| run(seed, None)).unwrap_or_else(|_| panic!("seed {seed} panicked"));
         match result {
@@ -28,15 +29,24 @@ fn every_seed_keeps_the_invariants_and_commits_again_after_healing() {
                 elections += stats.elections;
                 crashes += stats.crashes;
                 truncations += stats.truncations;
+                fsync_failures += stats.fsync_failures;
+                lost_disks += stats.lost_disks;
+                reassigns += stats.reassigns;
+                reached += stats.reassigns_reached;
             }
             Err(v) => panic!("seed {seed}: {v}"),
         }
     }
-    // The runs did what they are for: commits, failovers, crashes and
-    // logs that had to be cut.
+    // The runs did what they are for: commits, failovers, crashes, logs
+    // that had to be cut, failed fsyncs, lost disks, and moves that got
+    // where they were going.
     assert!(
         acked > 1_000 && elections > 500 && crashes > 200 && truncations > 0,
         "{acked} {elections} {crashes} {truncations}"
+    );
+    assert!(
+        fsync_failures > 100 && lost_disks > 20 && reassigns > 100 && reached > 50,
+        "{fsync_failures} {lost_disks} {reassigns} {reached}"
     );
 }
 
@@ -95,6 +105,11 @@ fn committing_an_earlier_epoch_by_counting_is_caught() {
 }
 
 #[test]
+fn switching_voters_without_a_joint_config_is_caught() {
+    caught(Mutation::SkipJointConfig, &["I1", "I4", "I6", "I7"], 1000);
+}
+
+#[test]
 #[ignore = "prints what seeds do"]
 fn print_stats() {
     for seed in seeds(0..12) {
@@ -120,6 +135,7 @@ fn replay() {
         "AckBeforeFsync" => Mutation::AckBeforeFsync,
         "VoteBeforePersist" => Mutation::VoteBeforePersist,
         "CommitPriorEpochByCount" => Mutation::CommitPriorEpochByCount,
+        "SkipJointConfig" => Mutation::SkipJointConfig,
         other => panic!("no mutation {other}"),
     });
     eprintln!("{:?}", Sim::new(spec).run());

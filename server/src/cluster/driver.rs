@@ -48,6 +48,9 @@ pub struct ReplicaStatus {
     pub voters: Vec<NodeId>,
     /// A leader whose epoch's first batch is committed.
     pub serving: bool,
+    /// The committed config's voters while no change is under way (no
+    /// joint set, no learners).
+    pub settled: Option<Vec<NodeId>>,
 }
 
 type Reply = oneshot::Sender<Result<Offset, ServiceError>>;
@@ -173,6 +176,7 @@ impl<R: Runtime> Driver<R> {
             high_watermark: machine.high_watermark(),
             voters: machine.config().voters.iter().map(|k| k.node).collect(),
             serving: machine.is_serving(),
+            settled: None,
         };
         let driver = Rc::new(Driver {
             tp: partition.tp,
@@ -254,9 +258,13 @@ impl<R: Runtime> Driver<R> {
             high_watermark: m.high_watermark(),
             voters: m.config().voters.iter().map(|k| k.node).collect(),
             serving: m.is_serving(),
+            settled: {
+                let c = m.committed_config();
+                (c.joint.is_none() && c.learners.is_empty()).then(|| c.voters.iter().map(|k| k.node).collect())
+            },
         };
         drop(m);
-        let key = |s: &ReplicaStatus| (s.role, s.epoch, s.leader, s.serving);
+        let key = |s: &ReplicaStatus| (s.role, s.epoch, s.leader, s.serving, s.settled.clone());
         let changed = key(&self.status.borrow()) != key(&status);
         *self.status.borrow_mut() = status;
         if changed {

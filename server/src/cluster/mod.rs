@@ -12,6 +12,7 @@
 pub mod driver;
 pub mod leaders;
 pub mod net;
+pub mod reassign;
 pub mod records;
 
 use std::cell::{Cell, RefCell};
@@ -55,6 +56,10 @@ const API_LEADERS: u16 = 4;
 const API_ELECT_LEADER: u16 = 5;
 /// Change a topic's settings.
 const API_ALTER_TOPIC: u16 = 6;
+/// Move a partition's replicas ([`reassign`]), and the partition leader's
+/// word that a move reached its target.
+const API_REASSIGN: u16 = 7;
+const API_REASSIGN_DONE: u16 = 8;
 
 /// How long a forwarded produce waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -111,6 +116,8 @@ pub struct ClusterShard<R: Runtime> {
     /// another shard, or being answered), one unit each, at most
     /// [`INBOUND_TASKS_MAX`].
     inbound_tasks: Budget,
+    /// Moving partitions of this shard whose end a task watches for.
+    watching: RefCell<std::collections::BTreeSet<TopicPartition>>,
 }
 
 /// Inbound work one shard holds in tasks at once; past it, messages are
@@ -194,6 +201,7 @@ impl<R: Runtime> Shard<R> {
                         decide_turn: Budget::new(1, |_| {}),
                         client_addresses: RefCell::new(BTreeMap::new()),
                         inbound_tasks: Budget::new(INBOUND_TASKS_MAX, |_| {}),
+                        watching: RefCell::new(std::collections::BTreeSet::new()),
                     })
                 })
                 .clone(),
@@ -481,6 +489,21 @@ impl<R: Runtime> Shard<R> {
                     tracing::error!(error = %e, "applying a topic's new settings failed");
                 }
             }
+            MetadataRecord::ReassignmentStarted { id, name, partition, target } => {
+                self.apply_reassignment(id, &name, partition, |meta| {
+                    meta.moving.insert(partition, target);
+                })
+                .await;
+            }
+            MetadataRecord::ReassignmentEnded { id, name, partition, replicas } => {
+                self.apply_reassignment(id, &name, partition, |meta| {
+                    meta.moving.remove(&partition);
+                    if let Some(r) = meta.replicas.as_mut().and_then(|r| r.get_mut(partition as usize)) {
+                        *r = replicas;
+                    }
+                })
+                .await;
+            }
         }
     }
 
@@ -589,6 +612,8 @@ impl<R: Runtime> Shard<R> {
                 Ok(c) => self.decide_and_commit_alter(c).await,
                 Err(e) => Err(ServiceError::InvalidRequest(format!("an alter call: {e}"))),
             },
+            API_REASSIGN => self.decide_and_commit_reassign(&body).await,
+            API_REASSIGN_DONE => self.decide_and_commit_reassign_done(&body).await,
             other => Err(ServiceError::InvalidRequest(format!("no controller call {other}"))),
         };
         match result {
@@ -795,6 +820,7 @@ fn decode_error(text: &str) -> ServiceError {
         Ok(ErrorCode::BATCH_TOO_LARGE) => ServiceError::BatchTooLarge(message),
         Ok(ErrorCode::DISK_FULL) => ServiceError::DiskFull(message),
         Ok(ErrorCode::UNKNOWN_BROKER) => ServiceError::UnknownBroker(message),
+        Ok(ErrorCode::REASSIGNMENT_IN_PROGRESS) => ServiceError::ReassignmentInProgress(message),
         _ => ServiceError::InvalidRequest(message),
     }
 }

@@ -28,6 +28,22 @@ pub enum MetadataRecord {
         name: String,
         config: crate::topic_config::TopicOverrides,
     },
+    /// A partition starts moving to `target` (its first the preferred
+    /// leader); the brokers in it open the partition.
+    ReassignmentStarted {
+        id: TopicId,
+        name: String,
+        partition: u32,
+        target: Vec<u32>,
+    },
+    /// The partition's voters are `replicas` now; the brokers left out
+    /// close it and delete their copy.
+    ReassignmentEnded {
+        id: TopicId,
+        name: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
 }
 
 impl MetadataRecord {
@@ -94,10 +110,23 @@ mod tests {
             config: crate::topic_config::TopicOverrides::default(),
             dir: "topics/orders@7".into(),
             replicas: Some(vec![vec![1, 2], vec![2, 1]]),
+            moving: std::collections::BTreeMap::new(),
         };
         for record in [
             MetadataRecord::TopicCreated { meta },
             MetadataRecord::TopicDeleted { id: TopicId(7), name: "orders".into() },
+            MetadataRecord::ReassignmentStarted {
+                id: TopicId(7),
+                name: "orders".into(),
+                partition: 1,
+                target: vec![1, 3],
+            },
+            MetadataRecord::ReassignmentEnded {
+                id: TopicId(7),
+                name: "orders".into(),
+                partition: 1,
+                replicas: vec![1, 3],
+            },
             MetadataRecord::TopicConfigChanged {
                 id: TopicId(7),
                 name: "orders".into(),

@@ -157,7 +157,15 @@ impl<R: Runtime> Shard<R> {
             )));
         }
         let id = TopicId(m.next_topic_id.max(1));
-        Ok(TopicMeta { id, dir: metadata::topic_dir(name, id), name: name.to_owned(), partitions, config, replicas })
+        Ok(TopicMeta {
+            id,
+            dir: metadata::topic_dir(name, id),
+            name: name.to_owned(),
+            partitions,
+            config,
+            replicas,
+            moving: BTreeMap::new(),
+        })
     }
 
     /// Writes a decided topic and opens it on every shard; the caller holds
@@ -297,6 +305,29 @@ impl<R: Runtime> Shard<R> {
             return Err(e);
         }
         tracing::info!(topic = %name, config = ?meta.config, "topic settings changed");
+        self.broadcast_adopt(meta).await
+    }
+
+    /// Replaces a topic's table entry (its directory's copy, then the
+    /// metadata) and has every shard adopt it. The caller holds the turn.
+    pub(crate) async fn replace_topic_meta(self: &Rc<Self>, meta: TopicMeta) -> Result<(), ServiceError> {
+        let name = meta.name.clone();
+        let previous = self
+            .controller()
+            .metadata
+            .borrow()
+            .topics
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+        metadata::store_topic_file(self.rt.storage(), &self.config.data_dir, &meta)
+            .await
+            .map_err(|e| store_error("writing the topic's directory", &e))?;
+        self.controller().metadata.borrow_mut().topics.insert(name.clone(), meta.clone());
+        if let Err(e) = self.store_metadata().await {
+            self.controller().metadata.borrow_mut().topics.insert(name, previous);
+            return Err(e);
+        }
         self.broadcast_adopt(meta).await
     }
 

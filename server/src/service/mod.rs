@@ -69,6 +69,10 @@ pub enum ServiceError {
     /// partition named).
     #[error("{0}")]
     UnknownBroker(String),
+    /// The partition is already moving (or as many moves as may run at
+    /// once are under way).
+    #[error("{0}")]
+    ReassignmentInProgress(String),
     /// An election is on, or the new leader has not committed its first batch.
     #[error("{0}")]
     LeaderNotAvailable(String),

@@ -255,9 +255,20 @@ impl<R: Runtime> Shard<R> {
         // replica of.
         let node = self.config.cluster_config().map(|c| c.node.0);
         let hosted = |p: u32| match (&entry.meta.replicas, node) {
-            (Some(replicas), Some(node)) => replicas.get(p as usize).is_some_and(|r| r.contains(&node)),
+            (Some(_), Some(node)) => entry.meta.hosts(p, node),
             _ => true,
         };
+        // A move that ended took these away from this broker.
+        let gone: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|tp| tp.topic == entry.meta.id && !hosted(tp.partition.0))
+            .copied()
+            .collect();
+        for tp in gone {
+            self.drop_replica(tp).await;
+        }
         let owned: Vec<u32> =
             (0..entry.meta.partitions).filter(|&p| self.owner_of(entry.placement, p) == self.id && hosted(p)).collect();
         let opens = owned.iter().map(|&p| {
@@ -267,6 +278,7 @@ impl<R: Runtime> Shard<R> {
             async move {
                 if let Some(existing) = existing {
                     existing.reconfigure(&entry.log_config);
+                    self.steer_replicas(&entry.meta, tp, &existing);
                     return None;
                 }
                 let dir = partition_dir(&self.config.data_dir, &entry.meta, p);
@@ -289,8 +301,14 @@ impl<R: Runtime> Shard<R> {
             {
                 self.start_replica(&partition, replicas).await;
             }
-            self.partitions.borrow_mut().insert(tp, partition);
+            self.partitions.borrow_mut().insert(tp, partition.clone());
+            self.steer_replicas(&entry.meta, tp, &partition);
         }
+    }
+
+    /// Takes a partition out of this shard's table (the caller closes it).
+    pub(crate) fn take_partition(&self, tp: TopicPartition) -> Option<Rc<Partition<R>>> {
+        self.partitions.borrow_mut().remove(&tp)
     }
 
     /// Forgets a topic and closes the partitions of it this shard owns.

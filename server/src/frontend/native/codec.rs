@@ -49,6 +49,7 @@ pub fn code(e: &ServiceError) -> ErrorCode {
         ServiceError::Timeout(_) => ErrorCode::REQUEST_TIMED_OUT,
         ServiceError::NotLeader { .. } => ErrorCode::NOT_LEADER,
         ServiceError::UnknownBroker(_) => ErrorCode::UNKNOWN_BROKER,
+        ServiceError::ReassignmentInProgress(_) => ErrorCode::REASSIGNMENT_IN_PROGRESS,
         ServiceError::LeaderNotAvailable(_) => ErrorCode::LEADER_NOT_AVAILABLE,
         ServiceError::InvalidReplicationFactor(_) => ErrorCode::INVALID_REPLICATION_FACTOR,
         ServiceError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
@@ -223,6 +224,13 @@ pub async fn start<R: Runtime>(
             drop(shard.rt.spawn(async move {
                 let outcome = shard2.elect_leader(&name, partition, broker).await;
                 finish(reply, outcome.map(|()| Response::ElectLeader), permit);
+            }));
+        }
+        Request::ReassignPartition { name, partition, replicas } => {
+            let shard2 = shard.clone();
+            drop(shard.rt.spawn(async move {
+                let outcome = shard2.reassign_partition(name, partition, replicas).await;
+                finish(reply, outcome.map(|()| Response::ReassignPartition), permit);
             }));
         }
         Request::RecoverPartitions { name, partitions } => {

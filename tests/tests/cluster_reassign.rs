@@ -1,0 +1,106 @@
+//! Moving a partition between brokers while a producer runs
+//! (`cairn partition reassign`): the leader itself is moved away, so the
+//! move adds a learner, switches the voters through a joint config and
+//! hands leadership over; afterwards every broker of the new set holds
+//! every acknowledged record at its offset, and the broker left out has
+//! deleted its copy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cairn_client::{Producer, ProducerConfig};
+use cairn_tests::cluster::{Cluster, client, create, produce, read_all, settled};
+use cairn_tests::history;
+use protocol::api::Acks;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_off_its_leader_while_a_producer_runs_and_keeps_every_acknowledged_record() {
+    let cluster = Cluster::start(4, &["--flush", "always"]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "moves", 1).await;
+    let before = settled(&c, "moves", 0).await;
+    assert_eq!(before.replicas.len(), 3, "three replicas of four brokers: {before:?}");
+    let leader = before.leader.expect("settled");
+    let outside = (1..=4).find(|n| !before.replicas.contains(n)).expect("a broker without the partition");
+    let target: Vec<u32> = before.replicas.iter().copied().filter(|&r| r != leader).chain([outside]).collect();
+
+    let config = ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::from_millis(1),
+        retries: 1_000,
+        retry_backoff: Duration::from_millis(20),
+        retry_backoff_max: Duration::from_millis(200),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(c.clone(), config);
+    let mut acked = produce(&producer, "moves", 1, 0, 2_000).await;
+    let during = {
+        let producer = producer.clone();
+        tokio::spawn(async move { produce(&producer, "moves", 1, 2_000, 4_000).await })
+    };
+
+    // Through the CLI, as an operator moves it; it returns once moved.
+    let list = target.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let cli = {
+        let args = ["partition", "reassign", "moves", "0", "--replicas", &list, "--timeout", "60s"].map(String::from);
+        let broker_addr = cluster.brokers[0].addr.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(cairn_tests::bin("cairn"))
+                .args(["--bootstrap", &broker_addr])
+                .args(&args)
+                .output()
+                .expect("running cairn")
+        })
+    };
+    let output = cli.await.expect("the CLI task");
+    assert!(
+        output.status.success(),
+        "reassign failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("moved to {list}")));
+    acked.extend(during.await.expect("the producer task"));
+    acked.extend(produce(&producer, "moves", 1, 6_000, 500).await);
+
+    // The metadata names the new set, led by one of it.
+    let after = settled(&c, "moves", 0).await;
+    assert_eq!(after.replicas, target);
+    assert!(after.leader.is_some_and(|l| target.contains(&l)), "{after:?}");
+
+    // Every broker of the new set holds every acknowledged record, the
+    // same at every offset.
+    let latest = acked.iter().map(|a| a.offset).max().expect("records");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut copies = Vec::new();
+    for &node in &target {
+        let addr = &cluster.brokers[node as usize - 1].addr;
+        let copy = loop {
+            let records = read_all(addr, "moves", 0).await;
+            if records.last().is_some_and(|(o, _)| *o >= latest) || Instant::now() > deadline {
+                break records;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        copies.push(BTreeMap::from([(0, copy)]));
+    }
+    let report = history::check(&acked, &copies);
+    assert!(report.is_valid(), "the history of moves: {report}");
+
+    // The broker left out closed the partition and deleted its copy.
+    let removed = &cluster.brokers[leader as usize - 1];
+    let topics = removed.data_dir().join("topics");
+    let copy_left = || {
+        std::fs::read_dir(&topics)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("moves"))
+            .any(|e| e.path().join("0").exists())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copy_left() {
+        assert!(Instant::now() < deadline, "broker {leader} still holds a copy of moves/0");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
