@@ -46,6 +46,16 @@ impl ConfigExt for Config {
         self.voter_sets().flatten().chain(&self.learners).find(|k| k.node == node).copied()
     }
 
+    fn member_as(&self, node: NodeId, incarnation: protocol::types::Incarnation) -> Option<ReplicaKey> {
+        let fetching = ReplicaKey { node, incarnation };
+        self.voter_sets()
+            .flatten()
+            .chain(&self.learners)
+            .find(|k| names(k, &fetching))
+            .copied()
+            .or_else(|| self.member(node))
+    }
+
     fn quorum_offset(&self, offset_of: impl Fn(&ReplicaKey) -> Option<Offset>) -> Offset {
         self.voter_sets().map(|set| majority_offset(set, &offset_of)).min().expect("a config has voters")
     }
@@ -71,6 +81,11 @@ pub trait ConfigExt {
     fn is_voter(&self, key: &ReplicaKey) -> bool;
     /// The key the config names for `node`, voter or learner.
     fn member(&self, node: NodeId) -> Option<ReplicaKey>;
+    /// The key naming `node` under `incarnation` if the config has one
+    /// (a voter whose disk was lost may be named twice while it is bound
+    /// again: its old key and, as a learner, its new one), else
+    /// [`ConfigExt::member`].
+    fn member_as(&self, node: NodeId, incarnation: protocol::types::Incarnation) -> Option<ReplicaKey>;
     /// The largest offset every voter set holds by majority.
     fn quorum_offset(&self, offset_of: impl Fn(&ReplicaKey) -> Option<Offset>) -> Offset;
     /// Whether `granted` is a majority of every voter set.

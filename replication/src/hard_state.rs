@@ -13,7 +13,7 @@ use crate::config::{Config, ReplicaKey};
 pub const HARD_STATE_MAGIC: [u8; 4] = *b"CRNS";
 pub const HARD_STATE_VERSION: u16 = 2;
 /// The newest committed config and those after it, at most.
-pub const HARD_STATE_CONFIGS_MAX: usize = 4;
+pub const HARD_STATE_CONFIGS_MAX: usize = 8;
 /// Fixed fields before the configs.
 const FIXED_BYTES: usize = 40;
 const CRC_BYTES: usize = 4;

@@ -85,6 +85,11 @@ pub type Topics = BTreeMap<String, TopicMeta>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
+    /// Cluster mode: the metadata log is applied up to here (a restart
+    /// replays only what comes after: an old record applied again would
+    /// put back a state the cluster has left, such as a partition's former
+    /// replicas, whose copies it would then delete).
+    pub metadata_applied: u64,
     pub next_topic_id: u64,
     pub topics: Topics,
     pub deleted: Vec<Deleted>,
@@ -93,10 +98,17 @@ pub struct Metadata {
 #[derive(Serialize, Deserialize)]
 struct FileV2 {
     version: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    metadata_applied: u64,
     next_topic_id: u64,
     topics: Vec<TopicMeta>,
     #[serde(default)]
     deleted: Vec<Deleted>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The first version of the file (before topic ids).
@@ -137,6 +149,7 @@ fn encode(metadata: &Metadata) -> Vec<u8> {
     let file = FileV2 {
         version: METADATA_VERSION,
         next_topic_id: metadata.next_topic_id,
+        metadata_applied: metadata.metadata_applied,
         topics: metadata.topics.values().cloned().collect(),
         deleted: metadata.deleted.clone(),
     };
@@ -193,6 +206,7 @@ pub async fn load<S: Storage>(storage: &S, data_dir: &Path) -> Result<(Metadata,
             METADATA_VERSION => {
                 let file: FileV2 = serde_json::from_slice(&bytes).map_err(damaged)?;
                 Metadata {
+                    metadata_applied: file.metadata_applied,
                     next_topic_id: file.next_topic_id,
                     topics: file.topics.into_iter().map(|t| (t.name.clone(), t)).collect(),
                     deleted: file.deleted,
@@ -418,6 +432,7 @@ mod tests {
         let data = Path::new("/data");
         block_on(storage.create_dir_all(data)).unwrap();
         let metadata = Metadata {
+            metadata_applied: 0,
             next_topic_id: 10,
             topics: topics.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             deleted: Vec::new(),

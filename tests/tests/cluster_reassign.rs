@@ -104,3 +104,46 @@ async fn a_partition_moves_off_its_leader_while_a_producer_runs_and_keeps_every_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A partition moved away from a broker and back, then that broker
+/// restarted: its replay of the metadata log must not apply the old move
+/// again (it would delete the copy it holds now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_after_a_move_away_and_back_keeps_its_copy() {
+    let mut cluster = Cluster::start(4, &["--flush", "always"]);
+    let c = client(&cluster.bootstrap()).await;
+    create(&c, "back", 1).await;
+    let before = settled(&c, "back", 0).await;
+    let leader = before.leader.expect("settled");
+    let away = *before.replicas.iter().find(|&&r| r != leader).expect("a follower");
+    let outside = (1..=4).find(|n| !before.replicas.contains(n)).expect("a broker without the partition");
+    let producer = Producer::new(c.clone(), ProducerConfig { acks: Acks::All, ..ProducerConfig::default() });
+    let acked = produce(&producer, "back", 1, 0, 500).await;
+
+    let moved: Vec<u32> = before.replicas.iter().map(|&r| if r == away { outside } else { r }).collect();
+    c.reassign_partition("back", 0, &moved).await.expect("the move starts");
+    assert!(c.wait_reassigned("back", 0, &moved, Duration::from_mins(1)).await, "the move away did not finish");
+    c.reassign_partition("back", 0, &before.replicas).await.expect("the move back starts");
+    assert!(
+        c.wait_reassigned("back", 0, &before.replicas, Duration::from_mins(1)).await,
+        "the move back did not finish"
+    );
+
+    let broker = &mut cluster.brokers[away as usize - 1];
+    let deleted = |b: &cairn_tests::Broker| b.log().matches("its copy here is deleted").count();
+    assert_eq!(deleted(broker), 1, "moved away once");
+    // Its copy is whole again before the restart.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_all(&broker.addr, "back", 0).await.len() < acked.len() {
+        assert!(Instant::now() < deadline, "broker {away} did not catch up after the move back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.terminate();
+    broker.restart();
+    let c2 = client(&broker.addr).await;
+    settled(&c2, "back", 0).await;
+    assert_eq!(deleted(broker), 1, "the restart deleted the copy again: {}", broker.log());
+    let copy = read_all(&broker.addr, "back", 0).await;
+    let report = history::check(&acked, &[BTreeMap::from([(0, copy)])]);
+    assert!(report.is_valid(), "broker {away}'s copy after the restart: {report}");
+}

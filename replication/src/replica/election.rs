@@ -101,7 +101,7 @@ impl Replica {
         let candidate = ReplicaKey { node: from, incarnation: request.incarnation };
         let granted = request.epoch > self.hard.epoch
             && self.is_up_to_date(&request)
-            && self.config().is_voter(&candidate)
+            && self.may_elect(&candidate)
             && !self.heard_from_leader(now_ms);
         let answer = self.vote_answer(request.epoch, granted);
         self.send(from, PeerMessage::PreVoteAnswer(answer), out);
@@ -139,7 +139,7 @@ impl Replica {
         let candidate = ReplicaKey { node: from, incarnation: request.incarnation };
         let granted = self.hard.voted_for.is_none_or(|v| v == from)
             && self.is_up_to_date(&request)
-            && self.config().is_voter(&candidate)
+            && self.may_elect(&candidate)
             && self.role != Role::Leader;
         if granted && self.hard.voted_for.is_none() {
             self.hard.voted_for = Some(from);
@@ -171,6 +171,19 @@ impl Replica {
         if self.config().is_quorum(|k| self.granted.iter().any(|g| names(k, g))) {
             self.become_leader(now_ms, out);
         }
+    }
+
+    /// Whether this replica may vote for `candidate`: any node, as Raft
+    /// has it (this config may be behind: a move it has not seen yet made
+    /// a learner or a stranger a voter; the candidate counts votes by its
+    /// own config), but never an incarnation other than the one this
+    /// config names (a replica that lost its disk is not the one that was
+    /// voted in, and is bound again before it may lead).
+    fn may_elect(&self, candidate: &ReplicaKey) -> bool {
+        let config = self.config();
+        let mut named = config.voter_sets().flatten().chain(&config.learners).filter(|k| k.node == candidate.node);
+        let first = named.next();
+        first.is_none() || first.into_iter().chain(named).any(|k| names(k, candidate))
     }
 
     /// The leader of `epoch` announced itself. Only a leader sends this,

@@ -52,6 +52,7 @@ impl Replica {
         if self.hard.configs.len() >= HARD_STATE_CONFIGS_MAX {
             self.trim_configs();
             self.maybe_fetch(now_ms, out);
+            self.reconfigure_due = self.target.is_some();
         }
         match self.role {
             Role::Leader => self.leader_durable(out),
@@ -257,8 +258,15 @@ impl Replica {
         let hw = leader_hw.min(shared);
         if hw > self.hw && !self.truncating {
             self.hw = hw;
+            let before = self.hard.configs.len();
             self.trim_configs();
             out.push(Output::HighWatermark { offset: hw });
+            // The commit point is volatile: what it let go is let go in
+            // `raft.state` too, or a restart (its commit point back at 0)
+            // finds every config still there and no room for the next.
+            if self.hard.configs.len() != before {
+                self.persist(out);
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::reconcile::{FetchPosition, check_fetch};
 #[derive(Debug, Default)]
 pub(super) struct Progress {
     incarnation: Option<Incarnation>,
+    /// The incarnation of its latest fetch, whether it counted or not.
+    fetched_as: Option<Incarnation>,
     /// The offset of its latest valid fetch: its log matches up to here.
     matched: Option<Offset>,
     /// Its durable offset, capped at `matched`.
@@ -59,8 +61,8 @@ pub(super) struct LeaderState {
 }
 
 impl Progress {
-    pub(super) fn incarnation(&self) -> Option<Incarnation> {
-        self.incarnation
+    pub(super) fn fetched_as(&self) -> Option<Incarnation> {
+        self.fetched_as
     }
 
     pub(super) fn matched_offset(&self) -> Option<Offset> {
@@ -245,6 +247,9 @@ impl Replica {
         if self.hard.configs.len() != configs_before || self.hard.configs.last().is_some_and(|c| c.0 < candidate) {
             out.push(Output::ConfigChanged { config: self.config().clone(), committed: true });
         }
+        if self.hard.configs.len() != configs_before {
+            self.persist(out);
+        }
         let leading = self.leading.as_mut().expect("checked: leading");
         if candidate > epoch_start {
             leading.serving = true;
@@ -257,7 +262,7 @@ impl Replica {
             out.push(Output::Ack { proposal, base });
         }
         // A config may have committed: the next step of a move is due.
-        self.reconfigure_due = self.target.is_some();
+        self.reconfigure_due = self.target.is_some() || self.config().joint.is_some();
     }
 
     fn answer(&self, request: &FetchRequest, error: ErrorCode) -> FetchAnswer {
@@ -280,8 +285,8 @@ impl Replica {
     pub(super) fn on_fetch(&mut self, now_ms: u64, from: NodeId, request: FetchRequest, out: &mut Vec<Output>) {
         // A target node is served as the learner it is about to be, under
         // the incarnation it fetches with.
-        let prospective = self.role == Role::Leader && self.target.as_ref().is_some_and(|t| t.contains(&from));
-        let key = match self.config().member(from) {
+        let prospective = self.role == Role::Leader && self.prospective(from);
+        let key = match self.config().member_as(from, request.incarnation) {
             Some(key) => key,
             None if prospective => ReplicaKey { node: from, incarnation: request.incarnation },
             None => {
@@ -326,7 +331,12 @@ impl Replica {
         // The fetch names its incarnation: only the one the config names
         // counts towards commit.
         let counts = names(&key, &ReplicaKey { node: from, incarnation: request.incarnation });
-        if !counts && self.target.is_none() && self.config().joint.is_none() {
+        if let Some(leading) = self.leading.as_mut() {
+            leading.peers.entry(from).or_default().fetched_as = Some(request.incarnation);
+        }
+        let fetching = ReplicaKey { node: from, incarnation: request.incarnation };
+        let stale_voter = self.config().voter_sets().flatten().any(|k| k.node == from && !names(k, &fetching));
+        if stale_voter && self.target.is_none() && self.config().joint.is_none() {
             // A replica that lost its disk: bound again by a move to the
             // same voters (`reconfig`).
             self.target = Some(self.config().voters.iter().map(|k| k.node).collect());
@@ -341,7 +351,8 @@ impl Replica {
         }
         self.advance_commit(out);
         self.transfer_if_caught_up(from, out);
-        if std::mem::take(&mut self.reconfigure_due) || (prospective && self.config().member(from).is_none()) {
+        let newcomer = self.target.as_ref().is_some_and(|t| t.contains(&from)) && self.config().member(from).is_none();
+        if std::mem::take(&mut self.reconfigure_due) || newcomer {
             self.reconfigure(now_ms, out);
         }
         if request.is_report() {

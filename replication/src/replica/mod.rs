@@ -86,6 +86,8 @@ pub struct Replica {
     next_token: u64,
     /// The nodes a move should end with, as the driver last named them.
     target: Option<Vec<NodeId>>,
+    /// Nodes served and told the epoch though no config names them.
+    observers: Vec<NodeId>,
     /// The commit point moved while a move is under way: its next step is
     /// looked at once the step that moved it is done.
     reconfigure_due: bool,
@@ -123,6 +125,7 @@ impl Replica {
             leading: None,
             next_token: 1,
             target: None,
+            observers: Vec::new(),
             reconfigure_due: false,
         };
         replica.take_view(view, now_ms, out);
@@ -173,6 +176,10 @@ impl Replica {
             Input::LogReopened { view } => self.take_view(view, now_ms, out),
             Input::Admin(Admin::TransferLeadership { to }) => self.on_transfer(now_ms, to, out),
             Input::Admin(Admin::Reassign { target }) => self.on_reassign(now_ms, target, out),
+            Input::Admin(Admin::Observers { nodes }) => {
+                self.observers = nodes;
+                self.sync_peers();
+            }
         }
         if std::mem::take(&mut self.reconfigure_due) {
             self.reconfigure(now_ms, out);
@@ -413,9 +420,15 @@ impl Replica {
         // sends is taken from anyone: a config that is behind (a move it
         // has not seen yet) may not name the leader.
         // (and a leader handing over may be no voter of its own config).
+        // Vote requests too: a candidate of a config this one has not seen
+        // yet needs this replica's vote ([`Replica::may_elect`]).
         let from_a_leader = matches!(
             message,
-            PeerMessage::BeginEpoch { .. } | PeerMessage::FetchAnswer(_) | PeerMessage::StartElection { .. }
+            PeerMessage::BeginEpoch { .. }
+                | PeerMessage::FetchAnswer(_)
+                | PeerMessage::StartElection { .. }
+                | PeerMessage::PreVote(_)
+                | PeerMessage::Vote(_)
         );
         if self.config().member(from).is_none() && !matches!(message, PeerMessage::Fetch(_)) && !from_a_leader {
             return;

@@ -27,6 +27,7 @@ use protocol::types::NodeId;
 
 use super::{Output, Replica, Role};
 use crate::config::{ConfigExt, names};
+use crate::hard_state::HARD_STATE_CONFIGS_MAX;
 
 /// Target nodes, at most (a bound on what a request can ask for).
 pub const TARGET_REPLICAS_MAX: usize = 16;
@@ -80,6 +81,12 @@ impl Replica {
         self.reconfigure(now_ms, out);
     }
 
+    /// Whether `node` is served as a learner would be though no config
+    /// names it: a target node of a move, or an observer.
+    pub(super) fn prospective(&self, node: NodeId) -> bool {
+        self.target.as_ref().is_some_and(|t| t.contains(&node)) || self.observers.contains(&node)
+    }
+
     /// The move this replica was given, until its config reaches it.
     #[must_use]
     pub fn target(&self) -> Option<&[NodeId]> {
@@ -100,6 +107,7 @@ impl Replica {
         if let Some(target) = &self.target {
             wanted.extend(target.iter().copied().filter(|&n| n != me));
         }
+        wanted.extend(self.observers.iter().copied().filter(|&n| n != me));
         let Some(leading) = self.leading.as_mut() else { return };
         leading.peers.retain(|n, _| wanted.contains(n));
         for n in wanted {
@@ -115,7 +123,7 @@ impl Replica {
         if node == self.me() {
             return Some(named.filter(|k| names(k, &self.key())).unwrap_or_else(|| self.key()));
         }
-        let seen = self.progress_of(node).and_then(super::leader::Progress::incarnation);
+        let seen = self.progress_of(node).and_then(super::leader::Progress::fetched_as);
         match (named, seen) {
             (Some(k), Some(i)) if names(&k, &ReplicaKey { node, incarnation: i }) => Some(k),
             (_, Some(incarnation)) => Some(ReplicaKey { node, incarnation }),
@@ -127,19 +135,26 @@ impl Replica {
 
     /// The leader's next step towards the target, if one is due.
     pub(super) fn reconfigure(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        let Some(target) = self.target.clone() else { return };
         let Some(leading) = self.leading.as_ref() else { return };
         if !leading.serving || leading.transfer.is_some() || !self.config_committed() {
             return;
         }
+        // `raft.state` holds a bounded number of configs; the older ones go
+        // once this leader's own fsync covers the newest committed one.
+        if self.hard.configs.len() >= HARD_STATE_CONFIGS_MAX {
+            return;
+        }
         let config = self.config().clone();
         if let Some(joint) = &config.joint {
-            // The joint config is committed: the target's set alone.
+            // The joint config is committed: the target's set alone (with
+            // or without a target here: a leader elected mid-move finishes
+            // what the log holds).
             let learners = config.learners.iter().filter(|l| !joint.iter().any(|k| k.node == l.node)).copied();
             let next = Config { voters: joint.clone(), joint: None, learners: learners.collect() };
             self.propose_config(next, out);
             return;
         }
+        let Some(target) = self.target.clone() else { return };
         let Some(wanted) = target.iter().map(|&n| self.wanted_key(n)).collect::<Option<Vec<ReplicaKey>>>() else {
             return; // a new node has not fetched yet
         };
@@ -167,9 +182,12 @@ impl Replica {
             return;
         }
         let lag_ms = self.params.replica_lag_max_ms;
-        let all_caught_up = newcomers
-            .iter()
-            .all(|k| self.progress_of(k.node).is_some_and(|p| p.caught_up_as(k.incarnation, now_ms, lag_ms, self.hw)));
+        // (A leader that is a newcomer itself, led on from a config that
+        // named it a voter before a move left it a learner, holds the log.)
+        let all_caught_up = newcomers.iter().all(|k| {
+            k.node == self.me()
+                || self.progress_of(k.node).is_some_and(|p| p.caught_up_as(k.incarnation, now_ms, lag_ms, self.hw))
+        });
         if all_caught_up {
             let learners =
                 config.learners.iter().filter(|l| !wanted.iter().any(|k| k.node == l.node)).copied().collect();

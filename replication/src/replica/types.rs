@@ -61,6 +61,10 @@ pub enum Admin {
     /// Move the voters to these nodes (`None`: no move); given to every
     /// replica, acted on by whichever leads (`reconfig`).
     Reassign { target: Option<Vec<NodeId>> },
+    /// Nodes that follow the log without being named by any config (the
+    /// brokers that joined, for the metadata partition): told the epoch
+    /// and served, never counted.
+    Observers { nodes: Vec<NodeId> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

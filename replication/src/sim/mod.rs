@@ -392,6 +392,14 @@ impl Sim {
                 format!("node {} did not catch up after healing: hw {} < {before}", n + 1, self.checker.hw_of(n)),
             ));
         }
+        // A node that stays (the move's target, or the first voters) and
+        // lost its disk votes again by the end.
+        if let Some(n) = self.unbound_in_effect().filter(|n| self.members().contains(n)) {
+            return Err(Violation::new(
+                "liveness",
+                format!("node {} lost its disk and its new incarnation was never bound again", n + 1),
+            ));
+        }
         if self.checker.committed_end() <= before {
             return Err(Violation::new(
                 "liveness",
@@ -495,8 +503,12 @@ impl Sim {
             if self.nodes[n].replica.is_none() {
                 return Ok(());
             }
-            let (_, view) = self.nodes[n].disk.recover();
-            return self.step(n, Input::LogReopened { view });
+            // As the broker does: the replica starts again from what is
+            // durable (its hard state and the recovered log).
+            self.nodes[n].replica = None;
+            self.nodes[n].deferred.clear();
+            self.checker.crashed(n);
+            return self.start_node(n);
         }
         // The disk's side happens whatever the process does.
         let input = match event.kind {
@@ -692,7 +704,9 @@ impl Sim {
     }
 
     fn propose(&mut self) -> Result<(), Violation> {
-        let after = 5 + self.uniform(25);
+        // Once healed, a lighter load: a replica far behind (a new learner
+        // fetching one small batch a round trip) must be able to catch up.
+        let after = if self.healed { 100 + self.uniform(200) } else { 5 + self.uniform(25) };
         self.schedule(after, 0, EventKind::Propose);
         let n = self.client_guess;
         if self.nodes[n].replica.is_none() || self.now_ms < self.nodes[n].paused_until_ms {
@@ -849,15 +863,28 @@ impl Sim {
         self.nodes[n].disk = Disk::new(hard);
     }
 
-    /// A node whose current incarnation some replica's newest committed
-    /// config names by another one (a lost disk not bound again yet).
-    fn unbound(&self) -> Option<usize> {
+    /// A node whose current incarnation the committed config of the replica
+    /// furthest on names as a voter by another one.
+    fn unbound_in_effect(&self) -> Option<usize> {
+        let newest = self.nodes.iter().filter_map(|m| m.replica.as_ref()).max_by_key(|r| r.high_watermark())?;
+        let committed = newest.committed_config();
         (0..self.nodes.len()).find(|&n| {
             let key = ReplicaKey { node: self.nodes[n].id, incarnation: self.nodes[n].disk.hard.incarnation };
-            self.nodes.iter().filter_map(|m| m.replica.as_ref()).any(|r| {
-                let committed = &r.hard_state().configs[0].2;
-                committed.member(key.node).is_some_and(|k| !crate::config::names(&k, &key))
-            })
+            committed.voter_sets().flatten().any(|k| k.node == key.node && !crate::config::names(k, &key))
+        })
+    }
+
+    /// A node whose current incarnation some config that may yet be in
+    /// effect names as a voter by another one (a lost disk not bound again
+    /// yet): any config a disk's `raft.state` holds (replicas may all be
+    /// down, and an uncommitted config may be cut).
+    fn unbound(&self) -> Option<usize> {
+        let configs: Vec<&Config> = self.nodes.iter().flat_map(|m| m.disk.hard.configs.iter().map(|c| &c.2)).collect();
+        (0..self.nodes.len()).find(|&n| {
+            let key = ReplicaKey { node: self.nodes[n].id, incarnation: self.nodes[n].disk.hard.incarnation };
+            configs
+                .iter()
+                .any(|c| c.voter_sets().flatten().any(|k| k.node == key.node && !crate::config::names(k, &key)))
         })
     }
 

@@ -289,6 +289,9 @@ impl<R: Runtime> Shard<R> {
         }
         partition.stop_driver().await;
         self.start_replica(partition, &replicas).await;
+        if let Some(entry) = self.topic_by_id(partition.tp.topic) {
+            self.steer_replicas(&entry.meta, partition.tp, partition);
+        }
         partition.end_replica_restart();
         match partition.replica_error() {
             Some(e) => Err(e),
@@ -422,10 +425,20 @@ impl<R: Runtime> Shard<R> {
             }
             for batch in read.batches {
                 let Ok(header) = protocol::batch::BatchHeader::decode(&batch) else { break };
+                let stored = self.controller().metadata.borrow().metadata_applied;
+                if header.next_offset().0 <= stored {
+                    // Applied before a restart, and stored with its effect.
+                    cluster.applied.set(header.next_offset());
+                    continue;
+                }
                 match MetadataRecord::from_batch(&batch) {
                     Ok(list) => {
                         for record in list {
                             self.apply_record(record).await;
+                        }
+                        self.controller().metadata.borrow_mut().metadata_applied = header.next_offset().0;
+                        if let Err(e) = self.store_metadata().await {
+                            tracing::warn!(error = %e, "storing how far the metadata log is applied failed");
                         }
                     }
                     Err(e) => {

@@ -89,7 +89,7 @@ impl<R: Runtime> Shard<R> {
     }
 
     /// Stores the metadata; the caller holds the controller's turn.
-    async fn store_metadata(&self) -> Result<(), ServiceError> {
+    pub(crate) async fn store_metadata(&self) -> Result<(), ServiceError> {
         let snapshot = self.controller().metadata.borrow().clone();
         metadata::store(self.rt.storage(), &self.config.data_dir, &snapshot)
             .await
