@@ -136,6 +136,18 @@ pub async fn client(bootstrap: &str) -> Client {
     Client::connect(ClientConfig::new(bootstrap.to_owned())).await.expect("connecting")
 }
 
+/// `acks=all` with retries enough to ride through a failover or a move.
+pub fn retrying_producer_config() -> cairn_client::ProducerConfig {
+    cairn_client::ProducerConfig {
+        acks: protocol::api::Acks::All,
+        linger: Duration::from_millis(1),
+        retries: 1_000,
+        retry_backoff: Duration::from_millis(20),
+        retry_backoff_max: Duration::from_millis(200),
+        ..cairn_client::ProducerConfig::default()
+    }
+}
+
 /// Creates a topic, waiting out the first election of the controller (a
 /// retried create whose first attempt landed finds the topic there).
 pub async fn create(client: &Client, topic: &str, partitions: u32) {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cairn_client::{Producer, ProducerConfig};
-use cairn_tests::cluster::{Cluster, client, create, produce, read_all, settled};
+use cairn_tests::cluster::{Cluster, client, create, produce, read_all, retrying_producer_config, settled};
 use cairn_tests::history;
 use protocol::api::Acks;
 
@@ -24,15 +24,7 @@ async fn a_partition_moves_off_its_leader_while_a_producer_runs_and_keeps_every_
     let outside = (1..=4).find(|n| !before.replicas.contains(n)).expect("a broker without the partition");
     let target: Vec<u32> = before.replicas.iter().copied().filter(|&r| r != leader).chain([outside]).collect();
 
-    let config = ProducerConfig {
-        acks: Acks::All,
-        linger: Duration::from_millis(1),
-        retries: 1_000,
-        retry_backoff: Duration::from_millis(20),
-        retry_backoff_max: Duration::from_millis(200),
-        ..ProducerConfig::default()
-    };
-    let producer = Producer::new(c.clone(), config);
+    let producer = Producer::new(c.clone(), retrying_producer_config());
     let mut acked = produce(&producer, "moves", 1, 0, 2_000).await;
     let during = {
         let producer = producer.clone();

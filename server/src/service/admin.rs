@@ -294,18 +294,10 @@ impl<R: Runtime> Shard<R> {
             .get(&name)
             .cloned()
             .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
-        let previous = meta.clone();
         meta.config = config;
-        metadata::store_topic_file(self.rt.storage(), &self.config.data_dir, &meta)
-            .await
-            .map_err(|e| store_error("writing the topic's directory", &e))?;
-        self.controller().metadata.borrow_mut().topics.insert(name.clone(), meta.clone());
-        if let Err(e) = self.store_metadata().await {
-            self.controller().metadata.borrow_mut().topics.insert(name, previous);
-            return Err(e);
-        }
-        tracing::info!(topic = %name, config = ?meta.config, "topic settings changed");
-        self.broadcast_adopt(meta).await
+        self.replace_topic_meta(meta).await?;
+        tracing::info!(topic = %name, "topic settings changed");
+        Ok(())
     }
 
     /// Replaces a topic's table entry (its directory's copy, then the
