@@ -286,32 +286,24 @@ impl<R: Runtime> Shard<R> {
         name: String,
         config: topic_config::TopicOverrides,
     ) -> Result<(), ServiceError> {
-        let mut meta = self
-            .controller()
-            .metadata
-            .borrow()
-            .topics
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+        let mut meta = self.topic_meta(&name)?;
         meta.config = config;
         self.replace_topic_meta(meta).await?;
         tracing::info!(topic = %name, "topic settings changed");
         Ok(())
     }
 
+    /// Topic `name`'s entry in the controller's table.
+    fn topic_meta(&self, name: &str) -> Result<TopicMeta, ServiceError> {
+        let m = self.controller().metadata.borrow();
+        m.topics.get(name).cloned().ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))
+    }
+
     /// Replaces a topic's table entry (its directory's copy, then the
     /// metadata) and has every shard adopt it. The caller holds the turn.
     pub(crate) async fn replace_topic_meta(self: &Rc<Self>, meta: TopicMeta) -> Result<(), ServiceError> {
         let name = meta.name.clone();
-        let previous = self
-            .controller()
-            .metadata
-            .borrow()
-            .topics
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| ServiceError::UnknownTopic(name.clone()))?;
+        let previous = self.topic_meta(&name)?;
         metadata::store_topic_file(self.rt.storage(), &self.config.data_dir, &meta)
             .await
             .map_err(|e| store_error("writing the topic's directory", &e))?;
