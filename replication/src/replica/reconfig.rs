@@ -87,12 +87,6 @@ impl Replica {
         self.target.as_ref().is_some_and(|t| t.contains(&node)) || self.observers.contains(&node)
     }
 
-    /// The move this replica was given, until its config reaches it.
-    #[must_use]
-    pub fn target(&self) -> Option<&[NodeId]> {
-        self.target.as_deref()
-    }
-
     /// Whether the newest config in the log is committed (an epoch-0
     /// config, the assignment's, counts as committed).
     pub(super) fn config_committed(&self) -> bool {
