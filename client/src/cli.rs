@@ -74,6 +74,25 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Broker operations
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BrokerCommand {
+    /// Move every partition replica off a broker (to the live brokers with
+    /// the fewest), while the partitions serve, so it can be removed; its
+    /// leaderships move with them
+    Drain {
+        /// The broker (node id) to empty
+        node: u32,
+        /// How long each move may take
+        #[arg(long, default_value = "120s", value_name = "DURATION")]
+        timeout: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -341,6 +360,20 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Partition { command: PartitionCommand::ElectLeader { topic, partition, broker } } => {
             client.elect_leader(&topic, partition, broker).await.map_err(fail)?;
             writeln!(out, "broker {broker} leads {topic}/{partition}").map_err(io)?;
+        }
+        Command::Broker { command: BrokerCommand::Drain { node, timeout } } => {
+            let timeout = humantime::parse_duration(&timeout)
+                .map_err(|e| format!("--timeout {timeout}: {e} (use a duration such as 120s)"))?;
+            let result = client
+                .drain_broker(node, timeout, |m| {
+                    let list = m.to.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                    // Progress as it goes; a closed stdout stops nothing.
+                    let _ = writeln!(out, "{}/{} moved to {list}", m.topic, m.partition);
+                    let _ = out.flush();
+                })
+                .await;
+            let moves = result.map_err(|e| e.to_string())?;
+            writeln!(out, "broker {node} holds no replicas ({} moved)", moves.len()).map_err(io)?;
         }
         Command::Cluster { command: ClusterCommand::Describe } => {
             let m = client.metadata(&[]).await.map_err(fail)?;

@@ -8,6 +8,7 @@ pub mod cli;
 mod client;
 mod conn;
 mod consumer;
+pub mod drain;
 mod error;
 mod producer;
 mod record;

@@ -49,6 +49,12 @@ pub struct ClusterSettings {
     /// Every broker, `ID=ADDRESS` separated by commas (`--peers`), its own
     /// included: `1=127.0.0.1:8071,2=127.0.0.1:8072,3=127.0.0.1:8073`.
     pub peers: String,
+    /// A broker joining a running cluster (`--join`): the replication
+    /// address of any of its brokers, which registers this one with the
+    /// controller (ADR 29). Instead of `peers`; needs `node_id` and
+    /// `replication_listen`. Once joined, the broker keeps its membership
+    /// in its data directory and needs no contact to restart.
+    pub join: String,
     /// A follower that hears nothing from its leader for a random time in
     /// this range starts an election.
     pub election_timeout_min_ms: u64,
@@ -61,6 +67,7 @@ impl Default for ClusterSettings {
             node_id: 0,
             replication_listen: None,
             peers: String::new(),
+            join: String::new(),
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
         }
@@ -215,13 +222,15 @@ pub struct Overrides {
     pub node_id: Option<u32>,
     pub replication_listen: Option<SocketAddr>,
     pub peers: Option<String>,
+    pub join: Option<String>,
 }
 
 impl ServerConfig {
     /// Cluster mode's settings, checked; `None` for a standalone broker.
     pub fn cluster_config(&self) -> Option<crate::cluster::ClusterConfig> {
         let peers = crate::cluster::parse_peers(&self.cluster.peers).ok()?;
-        if peers.is_empty() {
+        let join = crate::cluster::parse_join(&self.cluster.join).ok()?;
+        if peers.is_empty() && join.is_none() {
             return None;
         }
         let node = protocol::types::NodeId(self.cluster.node_id);
@@ -230,6 +239,7 @@ impl ServerConfig {
             node,
             replication_listen,
             peers,
+            join,
             election_timeout_min_ms: self.cluster.election_timeout_min_ms,
             election_timeout_max_ms: self.cluster.election_timeout_max_ms,
         })
@@ -237,14 +247,26 @@ impl ServerConfig {
 
     fn validate_cluster(&self) -> Result<(), String> {
         let peers = crate::cluster::parse_peers(&self.cluster.peers)?;
-        if peers.is_empty() {
+        let join = crate::cluster::parse_join(&self.cluster.join)?;
+        let node = protocol::types::NodeId(self.cluster.node_id);
+        if join.is_some() {
+            if !peers.is_empty() {
+                return Err("--join and --peers exclude each other: a broker joins a running cluster, or is one of the brokers it starts with".into());
+            }
+            if self.cluster.node_id == 0 || self.cluster.node_id == crate::cluster::net::CONTACT.0 {
+                return Err("--join needs --node-id (an id no broker of the cluster has)".into());
+            }
+            if self.cluster.replication_listen.is_none() {
+                return Err("--join needs --replication-listen (where the other brokers reach this one)".into());
+            }
+        } else if peers.is_empty() {
             if self.cluster.node_id != 0 || self.cluster.replication_listen.is_some() {
-                return Err("--node-id and --replication-listen need --peers (every broker of the cluster)".into());
+                return Err(
+                    "--node-id and --replication-listen need --peers (every broker of the cluster) or --join".into()
+                );
             }
             return Ok(());
-        }
-        let node = protocol::types::NodeId(self.cluster.node_id);
-        if !peers.contains_key(&node) {
+        } else if !peers.contains_key(&node) {
             return Err(format!(
                 "--node-id {} is not one of --peers ({})",
                 self.cluster.node_id,
@@ -293,11 +315,14 @@ impl ServerConfig {
         if let Some(p) = &overrides.peers {
             config.cluster.peers.clone_from(p);
         }
+        if let Some(j) = &overrides.join {
+            config.cluster.join.clone_from(j);
+        }
         // Three brokers on one machine would share the default metrics
         // port: in a cluster it follows the node id (9644 for node 1).
         if overrides.metrics_listen.is_none()
             && config.metrics_listen == ServerConfig::default().metrics_listen
-            && !config.cluster.peers.trim().is_empty()
+            && !(config.cluster.peers.trim().is_empty() && config.cluster.join.trim().is_empty())
             && config.cluster.node_id > 0
         {
             config.metrics_listen = format!("127.0.0.1:{}", 9643 + config.cluster.node_id.min(1000));
@@ -445,6 +470,24 @@ mod tests {
             ..ServerConfig::default()
         };
         assert_eq!(c, expected, "docs/configuration.md and the defaults disagree");
+    }
+
+    #[test]
+    fn a_joining_broker_needs_its_id_and_replication_address_and_no_peers() {
+        let join = |extra: &str| ServerConfig::from_toml(&format!("[cluster]\njoin = \"127.0.0.1:8071\"\n{extra}"));
+        let c = join("node_id = 4\nreplication_listen = \"127.0.0.1:8074\"").unwrap();
+        c.validate().unwrap();
+        let cluster = c.cluster_config().expect("cluster mode");
+        assert_eq!(cluster.join, Some("127.0.0.1:8071".parse().unwrap()));
+        assert!(cluster.peers.is_empty());
+        let e = join("replication_listen = \"127.0.0.1:8074\"").unwrap().validate().unwrap_err();
+        assert!(e.contains("--join needs --node-id"), "{e}");
+        let e = join("node_id = 4").unwrap().validate().unwrap_err();
+        assert!(e.contains("--join needs --replication-listen"), "{e}");
+        let e = join("node_id = 1\npeers = \"1=127.0.0.1:8071\"").unwrap().validate().unwrap_err();
+        assert!(e.contains("exclude each other"), "{e}");
+        let e = ServerConfig::from_toml("[cluster]\njoin = \"nowhere\"").unwrap().validate().unwrap_err();
+        assert!(e.contains("not an address"), "{e}");
     }
 
     #[test]

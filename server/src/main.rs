@@ -47,6 +47,10 @@ struct Args {
     /// (their replication addresses). Without it the broker runs alone.
     #[arg(long, value_name = "LIST")]
     peers: Option<String>,
+    /// Join a running cluster through any of its brokers (its replication
+    /// address) instead of --peers; needs --node-id and --replication-listen
+    #[arg(long, value_name = "ADDR", conflicts_with = "peers")]
+    join: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         node_id: args.node_id,
         replication_listen: args.replication_listen,
         peers: args.peers,
+        join: args.join,
     };
     let config = match ServerConfig::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,

@@ -93,6 +93,13 @@ pub struct Metadata {
     pub next_topic_id: u64,
     pub topics: Topics,
     pub deleted: Vec<Deleted>,
+    /// Cluster mode: the brokers that joined (`--join`), by node id, with
+    /// their replication addresses, as the metadata log registered them;
+    /// on a broker that joined, every broker it learned of at its join.
+    pub brokers: BTreeMap<u32, String>,
+    /// On a broker that joined: the metadata partition's voters, as its
+    /// contact told them (the brokers started with `--peers`).
+    pub voters: Vec<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -104,6 +111,10 @@ struct FileV2 {
     topics: Vec<TopicMeta>,
     #[serde(default)]
     deleted: Vec<Deleted>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    brokers: BTreeMap<u32, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    voters: Vec<u32>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
@@ -152,6 +163,8 @@ fn encode(metadata: &Metadata) -> Vec<u8> {
         metadata_applied: metadata.metadata_applied,
         topics: metadata.topics.values().cloned().collect(),
         deleted: metadata.deleted.clone(),
+        brokers: metadata.brokers.clone(),
+        voters: metadata.voters.clone(),
     };
     serde_json::to_vec_pretty(&file).expect("metadata serializes")
 }
@@ -210,6 +223,8 @@ pub async fn load<S: Storage>(storage: &S, data_dir: &Path) -> Result<(Metadata,
                     next_topic_id: file.next_topic_id,
                     topics: file.topics.into_iter().map(|t| (t.name.clone(), t)).collect(),
                     deleted: file.deleted,
+                    brokers: file.brokers,
+                    voters: file.voters,
                 }
             }
             1 => {
@@ -436,6 +451,8 @@ mod tests {
             next_topic_id: 10,
             topics: topics.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             deleted: Vec::new(),
+            brokers: [(4, "127.0.0.1:8074".to_owned())].into(),
+            voters: vec![1, 2, 3],
         };
         for t in topics {
             block_on(store_topic_file(storage, data, t)).unwrap();

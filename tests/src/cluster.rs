@@ -84,6 +84,27 @@ impl Cluster {
         Ok(Cluster { brokers, peers, namespaces: Some(namespaces) })
     }
 
+    /// Starts broker `node` with `extra` flags, joining the running cluster
+    /// through broker 1 (`--join`); the reason if it does not come up.
+    pub fn join(&mut self, node: u32, extra: &[&str]) -> Result<&mut Broker, String> {
+        let contact = self.replication_address(1);
+        let listen = format!("127.0.0.1:{}", free_port());
+        let id = node.to_string();
+        let mut flags = vec!["--node-id", id.as_str(), "--replication-listen", listen.as_str(), "--join", &contact];
+        flags.extend_from_slice(extra);
+        self.brokers.push(Broker::try_start(&flags)?);
+        Ok(self.brokers.last_mut().expect("just pushed"))
+    }
+
+    /// The replication address of broker `node` of `--peers`.
+    pub fn replication_address(&self, node: u32) -> String {
+        self.peers
+            .split(',')
+            .find_map(|p| p.strip_prefix(&format!("{node}=")))
+            .unwrap_or_else(|| panic!("broker {node} is not in {}", self.peers))
+            .to_owned()
+    }
+
     /// Every broker's client address, comma-separated (a `--bootstrap` list).
     pub fn bootstrap(&self) -> String {
         self.brokers.iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",")

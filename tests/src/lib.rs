@@ -61,6 +61,14 @@ impl Broker {
         Broker::start_with(extra, false)
     }
 
+    /// Like [`Broker::start`]; the reason (its output and log) if the
+    /// broker does not come up.
+    pub fn try_start(extra: &[&str]) -> Result<Broker, String> {
+        let mut broker = Broker::unstarted(extra, false, None);
+        let listen = format!("{}:0", broker.host);
+        broker.try_spawn(&listen).map(|()| broker)
+    }
+
     /// Like [`Broker::start`], with a relative data directory.
     pub fn start_relative(extra: &[&str]) -> Broker {
         Broker::start_with(extra, true)

@@ -160,7 +160,7 @@ impl<R: Runtime> Shard<R> {
         use futures::StreamExt as _;
         let cluster = self.cluster().expect("cluster mode");
         let me = cluster.config.node;
-        let peers: Vec<NodeId> = cluster.net.peers().collect();
+        let peers: Vec<NodeId> = cluster.net.peers();
         let mut out: Vec<(NodeId, Option<BrokerReport>)> = vec![(me, Some(self.local_report().await))];
         let mut asks: futures::stream::FuturesUnordered<_> = peers
             .iter()
@@ -219,10 +219,10 @@ impl<R: Runtime> Shard<R> {
         let reports = self.reports(&wanted, every_peer).await;
         let controller = cluster_leader(self).await.map(|n| n.0);
         let brokers = cluster
-            .config
-            .peers
-            .iter()
-            .map(|(&node, &replication)| {
+            .net
+            .members()
+            .into_iter()
+            .map(|(node, replication)| {
                 let report = reports.iter().find(|(n, _)| *n == node).and_then(|(_, r)| r.as_ref());
                 BrokerInfo {
                     node_id: node.0,
@@ -324,7 +324,7 @@ impl<R: Runtime> Shard<R> {
                 Err(ServiceError::UnknownBroker(format!("this one-broker cluster has no broker {broker}")))
             };
         };
-        if !cluster.config.peers.contains_key(&NodeId(broker)) {
+        if !cluster.net.knows(NodeId(broker)) {
             return Err(ServiceError::UnknownBroker(format!("the cluster has no broker {broker}")));
         }
         let entry = self.topic(name).ok_or_else(|| ServiceError::UnknownTopic(name.to_owned()))?;

@@ -10,6 +10,7 @@
 //! A broker without `--peers` never builds any of this.
 
 pub mod driver;
+pub mod join;
 pub mod leaders;
 pub mod net;
 pub mod reassign;
@@ -30,6 +31,8 @@ use protocol::replica::ControllerCallResponse;
 use protocol::types::NodeId;
 use replication::replica::{Acks, Params, Role};
 use serde::{Deserialize, Serialize};
+
+pub use self::join::parse_join;
 
 use self::driver::Driver;
 use self::net::{Inbound, Net};
@@ -60,6 +63,10 @@ const API_ALTER_TOPIC: u16 = 6;
 /// word that a move reached its target.
 const API_REASSIGN: u16 = 7;
 const API_REASSIGN_DONE: u16 = 8;
+/// A broker joining (`--join`) registers with any member ([`join`]), which
+/// asks the controller to add it.
+const API_REGISTER: u16 = 9;
+const API_ADD_BROKER: u16 = 10;
 
 /// How long a forwarded produce waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -74,6 +81,9 @@ pub struct ClusterConfig {
     pub node: NodeId,
     pub replication_listen: SocketAddr,
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// `--join`: the member this broker registers through (then `peers` is
+    /// empty).
+    pub join: Option<SocketAddr>,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
 }
@@ -86,8 +96,8 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
             .split_once('=')
             .ok_or_else(|| format!("peers: {item:?} is not ID=ADDRESS (such as 1=127.0.0.1:8071)"))?;
         let id: u32 = id.trim().parse().map_err(|_| format!("peers: {id:?} is not a node id (1 or more)"))?;
-        if id == 0 {
-            return Err("peers: node ids start at 1".into());
+        if id == 0 || id == net::CONTACT.0 {
+            return Err(format!("peers: node ids are 1 to {}", net::CONTACT.0 - 1));
         }
         let addr: SocketAddr = addr.trim().parse().map_err(|_| format!("peers: {addr:?} is not an address"))?;
         if peers.insert(NodeId(id), addr).is_some() {
@@ -101,6 +111,9 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
 pub struct ClusterShard<R: Runtime> {
     pub config: ClusterConfig,
     pub net: Rc<Net<R>>,
+    /// The metadata partition's voters: the brokers of `--peers` (on a
+    /// broker that joined, as its contact told them).
+    voters: RefCell<Vec<u32>>,
     /// Shard 0: the metadata replica.
     metadata: RefCell<Option<Rc<Driver<R>>>>,
     /// Shard 0: the offset up to which the metadata log is applied.
@@ -139,7 +152,7 @@ struct AlterCall {
     change: crate::service::admin::ConfigChange,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct CallAnswer {
     /// The record's offset in the metadata log, once committed.
     offset: Option<u64>,
@@ -147,11 +160,15 @@ struct CallAnswer {
     /// The answer to [`API_LEADERS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     report: Option<leaders::BrokerReport>,
+    /// The answer to [`API_REGISTER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    membership: Option<join::Membership>,
 }
 
 impl<R: Runtime> ClusterShard<R> {
+    /// Every broker of the cluster, this one too, by node id.
     pub fn brokers(&self) -> Vec<u32> {
-        self.config.peers.keys().map(|n| n.0).collect()
+        self.net.members().keys().map(|n| n.0).collect()
     }
 
     pub fn params(&self, seed: u64) -> Params {
@@ -183,16 +200,20 @@ impl<R: Runtime> Shard<R> {
         Some(
             self.cluster_state
                 .get_or_init(|| {
+                    let mut peers = config.peers.clone();
+                    peers.insert(config.node, config.replication_listen);
                     let net = Net::new(
                         self.rt.clone(),
                         config.node,
                         u16::try_from(self.id.0).expect("shards fit in u16"),
-                        config.peers.clone(),
+                        peers,
                         self.config.listen.to_string(),
                     );
+                    let voters = config.peers.keys().map(|n| n.0).collect();
                     Rc::new(ClusterShard {
                         config,
                         net,
+                        voters: RefCell::new(voters),
                         metadata: RefCell::new(None),
                         applied: Cell::new(Offset(0)),
                         applying: Cell::new(false),
@@ -216,6 +237,7 @@ impl<R: Runtime> Shard<R> {
         let listener = self.rt.listen(addr).map_err(|e| format!("cannot listen for replication on {addr}: {e}"))?;
         drop(self.rt.spawn(accept_replication(self.clone(), listener)));
         if self.id == CONTROLLER {
+            self.restore_members(&cluster).await?;
             let dir = self.config.data_dir.join(METADATA_DIR);
             engine::rt::Storage::create_dir_all(self.rt.storage(), &dir)
                 .await
@@ -233,7 +255,7 @@ impl<R: Runtime> Shard<R> {
                 self.pool.clone(),
             )
             .await;
-            let config = driver::config_of(&cluster.brokers());
+            let config = driver::config_of(&cluster.voters());
             let params = cluster.params(0x6d65_7461);
             let driver = Driver::start(self.rt.clone(), partition.clone(), cluster.net.clone(), params, config)
                 .await
@@ -247,6 +269,7 @@ impl<R: Runtime> Shard<R> {
                 }
             }));
             *cluster.metadata.borrow_mut() = Some(driver);
+            cluster.update_observers();
         }
         Ok(())
     }
@@ -353,6 +376,10 @@ impl<R: Runtime> Shard<R> {
                 }
             }
             Inbound::Call { from, header, call } => {
+                let Some(reply_at) = join::reply_route(&cluster, from, call.api, &call.body) else {
+                    tracing::debug!(node = from.0, api = call.api, "a call from a node not in the cluster: dropped");
+                    return;
+                };
                 let shard = self.clone();
                 drop(self.rt.spawn(async move {
                     let _task = task;
@@ -360,12 +387,16 @@ impl<R: Runtime> Shard<R> {
                     let answer = shard
                         .invoke_on(CONTROLLER, move |c| async move { c.answer_call(api, body).await })
                         .await
-                        .unwrap_or_else(|e| CallAnswer { offset: None, error: Some(e.to_string()), report: None });
+                        .unwrap_or_else(|e| CallAnswer { error: Some(e.to_string()), ..CallAnswer::default() });
                     let Some(cluster) = shard.cluster() else { return };
                     let leader = cluster_leader(&shard).await;
                     let body = Bytes::from(serde_json::to_vec(&answer).expect("serializes"));
                     let code = if answer.error.is_some() { ErrorCode::INVALID_REQUEST } else { ErrorCode::NONE };
-                    cluster.net.answer(from, &header, code, ControllerCallResponse { controller_id: leader, body });
+                    let answer = ControllerCallResponse { controller_id: leader, body };
+                    match reply_at {
+                        join::ReplyRoute::At(addr) => cluster.net.answer_at(addr, from, &header, code, answer),
+                        join::ReplyRoute::Member => cluster.net.answer(from, &header, code, answer),
+                    }
                 }));
             }
             Inbound::Answer { header, answer } => {
@@ -417,7 +448,10 @@ impl<R: Runtime> Shard<R> {
                 // Committed, but not yet readable here: the log serves
                 // only what its own flush policy holds too (a quorum of
                 // followers may commit before the leader's fdatasync).
-                if driver.high_watermark() > from {
+                // The limit the log was given is the commit point as of
+                // the last commit (the status may not show it yet).
+                let committed = driver.log().high_watermark_limit().unwrap_or_default().max(driver.high_watermark());
+                if committed > from {
                     let _ = driver.log().wait_for_data(from).await;
                     continue;
                 }
@@ -516,6 +550,9 @@ impl<R: Runtime> Shard<R> {
                     }
                 })
                 .await;
+            }
+            MetadataRecord::BrokerRegistered { node, replication } => {
+                self.apply_registration(node, &replication).await;
             }
         }
     }
@@ -618,7 +655,7 @@ impl<R: Runtime> Shard<R> {
             API_PRODUCE => self.produce_forwarded(body).await,
             API_LEADERS => {
                 let report = self.local_report().await;
-                return CallAnswer { offset: None, error: None, report: Some(report) };
+                return CallAnswer { report: Some(report), ..CallAnswer::default() };
             }
             API_ELECT_LEADER => self.elect_leader_here(&body).await.map(|()| Offset(0)),
             API_ALTER_TOPIC => match serde_json::from_slice::<AlterCall>(&body) {
@@ -627,11 +664,13 @@ impl<R: Runtime> Shard<R> {
             },
             API_REASSIGN => self.decide_and_commit_reassign(&body).await,
             API_REASSIGN_DONE => self.decide_and_commit_reassign_done(&body).await,
+            API_REGISTER => return self.register_here(body).await,
+            API_ADD_BROKER => self.decide_and_commit_register(&body).await,
             other => Err(ServiceError::InvalidRequest(format!("no controller call {other}"))),
         };
         match result {
-            Ok(offset) => CallAnswer { offset: Some(offset.0), error: None, report: None },
-            Err(e) => CallAnswer { offset: None, error: Some(encode_error(&e)), report: None },
+            Ok(offset) => CallAnswer { offset: Some(offset.0), ..CallAnswer::default() },
+            Err(e) => CallAnswer { error: Some(encode_error(&e)), ..CallAnswer::default() },
         }
     }
 
@@ -834,6 +873,7 @@ fn decode_error(text: &str) -> ServiceError {
         Ok(ErrorCode::DISK_FULL) => ServiceError::DiskFull(message),
         Ok(ErrorCode::UNKNOWN_BROKER) => ServiceError::UnknownBroker(message),
         Ok(ErrorCode::REASSIGNMENT_IN_PROGRESS) => ServiceError::ReassignmentInProgress(message),
+        Ok(ErrorCode::BROKER_ID_IN_USE) => ServiceError::BrokerIdInUse(message),
         _ => ServiceError::InvalidRequest(message),
     }
 }
@@ -847,14 +887,9 @@ async fn accept_replication<R: Runtime>(shard: Rc<Shard<R>>, listener: R::Listen
                 let s = shard.clone();
                 drop(shard.rt.spawn(async move {
                     let cluster = s.cluster().expect("cluster mode");
-                    let peers = cluster.config.peers.clone();
+                    let net = cluster.net.clone();
                     let s2 = s.clone();
-                    net::serve::<R>(
-                        stream,
-                        move |n| peers.contains_key(&n),
-                        move |inbound| s2.deliver_inbound(inbound),
-                    )
-                    .await;
+                    net::serve::<R>(stream, move |n| net.knows(n), move |inbound| s2.deliver_inbound(inbound)).await;
                 }));
             }
             Some(Err(e)) => {

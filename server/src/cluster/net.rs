@@ -42,6 +42,12 @@ const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// How long a connection to a peer may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The pseudo node a joining broker calls its contact by (ADR 29): no
+/// broker has this id (`--node-id` is checked to be below it).
+pub const CONTACT: NodeId = NodeId(u32::MAX);
+/// Registering brokers' addresses a shard keeps a link to.
+const STRANGERS_MAX: usize = 64;
+
 /// How long a controller call waits for its answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,7 +77,14 @@ pub struct Net<R: Runtime> {
     rt: R,
     pub me: NodeId,
     shard: u16,
-    peers: BTreeMap<NodeId, SocketAddr>,
+    /// Every broker this shard may talk to, its own address too: the
+    /// configured peers, then brokers that joined (ADR 29), and, while a
+    /// broker joins, the contact it registers with.
+    peers: RefCell<BTreeMap<NodeId, SocketAddr>>,
+    /// Links to the addresses registrations came from (a joining broker's,
+    /// which may not be a member yet, or may claim a member's id): used
+    /// for their answers alone, at most [`STRANGERS_MAX`].
+    strangers: RefCell<BTreeMap<SocketAddr, mpsc::Sender<Item>>>,
     outboxes: RefCell<BTreeMap<NodeId, mpsc::Sender<Item>>>,
     calls: RefCell<HashMap<u32, oneshot::Sender<(ErrorCode, ControllerCallResponse)>>>,
     next_call: Cell<u32>,
@@ -90,7 +103,8 @@ impl<R: Runtime> Net<R> {
             rt,
             me,
             shard,
-            peers,
+            peers: RefCell::new(peers),
+            strangers: RefCell::new(BTreeMap::new()),
             outboxes: RefCell::new(BTreeMap::new()),
             calls: RefCell::new(HashMap::new()),
             next_call: Cell::new(1),
@@ -98,15 +112,44 @@ impl<R: Runtime> Net<R> {
         })
     }
 
-    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.peers.keys().copied().filter(|&n| n != self.me)
+    /// The other brokers (not the contact of a join).
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.peers.borrow().keys().copied().filter(|&n| n != self.me && n != CONTACT).collect()
+    }
+
+    /// Every broker, this one too, with its replication address.
+    pub fn members(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.peers.borrow().iter().filter(|(n, _)| **n != CONTACT).map(|(n, a)| (*n, *a)).collect()
+    }
+
+    /// Whether `node` is a broker of the cluster as this shard knows it.
+    pub fn knows(&self, node: NodeId) -> bool {
+        node != CONTACT && self.peers.borrow().contains_key(&node)
+    }
+
+    /// The replication address of `node`, if this shard knows it.
+    pub fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.peers.borrow().get(&node).copied()
+    }
+
+    /// Adds (or moves) `node` at `addr`; a moved node's link starts again.
+    pub fn add_peer(&self, node: NodeId, addr: SocketAddr) {
+        if self.peers.borrow_mut().insert(node, addr) != Some(addr) {
+            self.outboxes.borrow_mut().remove(&node);
+        }
+    }
+
+    /// Forgets `node`; its writer ends once its queue drains.
+    pub fn remove_peer(&self, node: NodeId) {
+        self.peers.borrow_mut().remove(&node);
+        self.outboxes.borrow_mut().remove(&node);
     }
 
     fn outbox(self: &Rc<Self>, to: NodeId) -> Option<mpsc::Sender<Item>> {
         if let Some(tx) = self.outboxes.borrow().get(&to) {
             return Some(tx.clone());
         }
-        let addr = *self.peers.get(&to)?;
+        let addr = self.address_of(to)?;
         let (tx, rx) = mpsc::channel(OUTBOX_MESSAGES_MAX);
         self.outboxes.borrow_mut().insert(to, tx.clone());
         drop(self.rt.spawn(writer(self.clone(), to, addr, rx)));
@@ -158,6 +201,38 @@ impl<R: Runtime> Net<R> {
     pub fn answer(self: &Rc<Self>, from: NodeId, call: &FrameHeader, error: ErrorCode, answer: ControllerCallResponse) {
         let header = FrameHeader::response_to(call, error, self.me);
         self.push(from, Item::Frame(Frame::new(header, Body::ControllerCallResponse(answer))));
+    }
+
+    /// Answers a registration `from` made, at the address it gave (the
+    /// caller may be no member, or not the member its id names).
+    pub fn answer_at(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        from: NodeId,
+        call: &FrameHeader,
+        error: ErrorCode,
+        answer: ControllerCallResponse,
+    ) {
+        let header = FrameHeader::response_to(call, error, self.me);
+        let item = Item::Frame(Frame::new(header, Body::ControllerCallResponse(answer)));
+        let mut tx = {
+            let mut strangers = self.strangers.borrow_mut();
+            match strangers.get(&addr) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    if strangers.len() >= STRANGERS_MAX {
+                        strangers.pop_first();
+                    }
+                    let (tx, rx) = mpsc::channel(FRAME_ENTRIES_MAX);
+                    strangers.insert(addr, tx.clone());
+                    drop(self.rt.spawn(writer(self.clone(), from, addr, rx)));
+                    tx
+                }
+            }
+        };
+        if tx.try_send(item).is_err() {
+            tracing::debug!(%addr, "the link to a registering broker is full: an answer is dropped");
+        }
     }
 
     /// The calls among `items` that never left: their callers hear now.
@@ -353,11 +428,15 @@ async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut r
 }
 
 /// Reads one connection a peer opened: its handshake, then frames, each
-/// entry handed to `deliver`. Ends at the first framing error or when the
+/// entry handed to `deliver` (of a node `known` does not name, only its
+/// calls: the broker answers a stranger's registration, nothing else). Ends at the first framing error or when the
 /// peer closes; messages are one-way, so nothing is answered here.
 pub async fn serve<R: Runtime>(mut stream: R::Stream, known: impl Fn(NodeId) -> bool, deliver: impl Fn(Inbound)) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut peer: Option<NodeId> = None;
+    // A node not (yet) in the cluster may only call: a broker joining
+    // registers through any member (ADR 29).
+    let mut stranger = false;
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         let frame = loop {
@@ -387,7 +466,10 @@ pub async fn serve<R: Runtime>(mut stream: R::Stream, known: impl Fn(NodeId) -> 
         };
         let from = frame.header.source_node;
         match (peer, frame.body) {
-            (None, Body::Handshake(h)) if known(h.node_id) && h.node_id == from => peer = Some(from),
+            (None, Body::Handshake(h)) if h.node_id == from && from != CONTACT => {
+                stranger = !known(from);
+                peer = Some(from);
+            }
             (None, _) => {
                 tracing::warn!(node = from.0, "a replication connection without a valid handshake: closed");
                 return;
@@ -399,6 +481,12 @@ pub async fn serve<R: Runtime>(mut stream: R::Stream, known: impl Fn(NodeId) -> 
                     "a frame from another node than the handshake's: closed"
                 );
                 return;
+            }
+            (Some(_), body @ (Body::ControllerCall(_) | Body::ControllerCallResponse(_))) => {
+                dispatch(from, frame.header, body, &deliver);
+            }
+            (Some(_), _) if stranger && !known(from) => {
+                tracing::debug!(node = from.0, "a replication frame from a node not in the cluster: ignored");
             }
             (Some(_), body) => dispatch(from, frame.header, body, &deliver),
         }

@@ -44,6 +44,13 @@ pub enum MetadataRecord {
         partition: u32,
         replicas: Vec<u32>,
     },
+    /// A broker joined (`--join`): every broker adds it to those it talks
+    /// to, placement may give it replicas, and it follows the metadata
+    /// partition as an observer.
+    BrokerRegistered {
+        node: u32,
+        replication: String,
+    },
 }
 
 impl MetadataRecord {
@@ -127,6 +134,7 @@ mod tests {
                 partition: 1,
                 replicas: vec![1, 3],
             },
+            MetadataRecord::BrokerRegistered { node: 4, replication: "127.0.0.1:8074".into() },
             MetadataRecord::TopicConfigChanged {
                 id: TopicId(7),
                 name: "orders".into(),

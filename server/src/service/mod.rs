@@ -73,6 +73,10 @@ pub enum ServiceError {
     /// once are under way).
     #[error("{0}")]
     ReassignmentInProgress(String),
+    /// A broker joining the cluster (`--join`) gave a node id another
+    /// member has (at another replication address).
+    #[error("{0}")]
+    BrokerIdInUse(String),
     /// An election is on, or the new leader has not committed its first batch.
     #[error("{0}")]
     LeaderNotAvailable(String),

@@ -181,6 +181,11 @@ impl<R: Runtime> Shard<R> {
         Ok((shared, own, metrics))
     }
 
+    /// Whether the broker is told to stop.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
     async fn wait_for_stop(&self) {
         while !self.shared.stop.load(Ordering::Acquire) {
             self.rt.sleep(STOP_POLL).await;

@@ -50,6 +50,7 @@ pub fn code(e: &ServiceError) -> ErrorCode {
         ServiceError::NotLeader { .. } => ErrorCode::NOT_LEADER,
         ServiceError::UnknownBroker(_) => ErrorCode::UNKNOWN_BROKER,
         ServiceError::ReassignmentInProgress(_) => ErrorCode::REASSIGNMENT_IN_PROGRESS,
+        ServiceError::BrokerIdInUse(_) => ErrorCode::BROKER_ID_IN_USE,
         ServiceError::LeaderNotAvailable(_) => ErrorCode::LEADER_NOT_AVAILABLE,
         ServiceError::InvalidReplicationFactor(_) => ErrorCode::INVALID_REPLICATION_FACTOR,
         ServiceError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
