@@ -45,7 +45,7 @@ impl Replica {
     }
 
     pub(super) fn start_pre_vote(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        debug_assert!(self.can_vote());
+        debug_assert!(self.can_campaign());
         self.fetch_in_flight = None;
         self.set_role(Role::PreCandidate, None, out);
         self.granted = vec![self.key()];
@@ -215,7 +215,7 @@ impl Replica {
 
     /// The leader hands over: campaign at once, without a pre-vote.
     pub(super) fn on_start_election(&mut self, now_ms: u64, from: NodeId, epoch: LeaderEpoch, out: &mut Vec<Output>) {
-        if epoch == self.hard.epoch && self.leader == Some(from) && self.role == Role::Follower && self.can_vote() {
+        if epoch == self.hard.epoch && self.leader == Some(from) && self.role == Role::Follower && self.can_campaign() {
             self.start_election(now_ms, true, out);
         }
     }

@@ -194,7 +194,7 @@ impl Replica {
             Role::Leader => self.leading.as_ref().map_or(u64::MAX, LeaderState::next_tick_ms),
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 let fetch = self.fetch_in_flight.map_or(u64::MAX, |(sent, _)| sent + self.params.request_timeout_ms);
-                let election = if self.can_vote() { self.election_deadline_ms } else { u64::MAX };
+                let election = if self.can_campaign() { self.election_deadline_ms } else { u64::MAX };
                 fetch.min(election)
             }
         }
@@ -272,6 +272,24 @@ impl Replica {
     /// one, and waits to be named again).
     fn can_vote(&self) -> bool {
         !matches!(self.role, Role::Offline) && self.config().is_voter(&self.key())
+    }
+
+    /// Whether this replica may stand for election: a voter of the config
+    /// in effect, or, while that config is not known to be committed, of
+    /// the one before it. A leader removed by a change leads until the
+    /// change commits (Raft's §6); without this, a removed replica that
+    /// holds the only copy of the change (its voters lag, one lost its
+    /// disk) refuses every other candidate, as its log is longer, and
+    /// never stands itself: no election could ever be won. Quorums are
+    /// still counted in the config in effect.
+    fn can_campaign(&self) -> bool {
+        if self.can_vote() {
+            return true;
+        }
+        let previous = self.hard.configs.iter().rev().nth(1).map(|(_, _, c)| c);
+        !matches!(self.role, Role::Offline | Role::Observer)
+            && !self.config_committed()
+            && previous.is_some_and(|c| c.is_voter(&self.key()))
     }
 
     /// The epoch of the last placed batch (`None`: an empty log).
@@ -402,7 +420,7 @@ impl Replica {
                 if self.fetch_in_flight.is_some_and(|(sent, _)| now_ms >= sent + self.params.request_timeout_ms) {
                     self.fetch_in_flight = None;
                 }
-                if self.can_vote() && now_ms >= self.election_deadline_ms {
+                if self.can_campaign() && now_ms >= self.election_deadline_ms {
                     self.start_pre_vote(now_ms, out);
                 } else {
                     self.maybe_fetch(now_ms, out);

@@ -148,6 +148,12 @@ impl Replica {
             self.propose_config(next, out);
             return;
         }
+        if self.target.is_none() && !config.is_voter(&self.key()) {
+            // Elected while the change that removed it was not committed
+            // yet ([`Replica::can_campaign`]); it is now.
+            self.hand_over(now_ms, out);
+            return;
+        }
         let Some(target) = self.target.clone() else { return };
         let Some(wanted) = target.iter().map(|&n| self.wanted_key(n)).collect::<Option<Vec<ReplicaKey>>>() else {
             return; // a new node has not fetched yet

@@ -17,6 +17,18 @@ fn run(seed: u64, mutation: Option<Mutation>) -> Result<super::RunStats, Violati
     Sim::new(spec).run()
 }
 
+/// Seed 3944: the leader appends the config that removes it, loses
+/// leadership before it commits, and is the only replica holding it (the
+/// others lag, one lost its disk). It refuses every other candidate (its
+/// log is longer); unless it may stand itself (`can_campaign`), no
+/// election is ever won.
+#[test]
+fn a_removed_leader_holding_the_only_copy_of_its_removal_can_be_elected_to_finish_it() {
+    if let Err(v) = run(3944, None) {
+        panic!("seed 3944: {v}");
+    }
+}
+
 #[test]
 fn every_seed_keeps_the_invariants_and_commits_again_after_healing() {
     let (mut acked, mut elections, mut crashes, mut truncations) = (0, 0, 0, 0);
