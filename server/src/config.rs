@@ -256,8 +256,16 @@ impl ServerConfig {
             if self.cluster.node_id == 0 || self.cluster.node_id == crate::cluster::net::CONTACT.0 {
                 return Err("--join needs --node-id (an id no broker of the cluster has)".into());
             }
-            if self.cluster.replication_listen.is_none() {
+            let Some(listen) = self.cluster.replication_listen else {
                 return Err("--join needs --replication-listen (where the other brokers reach this one)".into());
+            };
+            if listen.ip().is_unspecified() || listen.port() == 0 {
+                return Err(format!(
+                    "--replication-listen {listen}: a joining broker gives the cluster this address, so it needs a host and port the others can reach"
+                ));
+            }
+            if join == Some(listen) {
+                return Err("--join names this broker's own --replication-listen: give a member of the cluster".into());
             }
         } else if peers.is_empty() {
             if self.cluster.node_id != 0 || self.cluster.replication_listen.is_some() {
@@ -486,6 +494,10 @@ mod tests {
         assert!(e.contains("--join needs --replication-listen"), "{e}");
         let e = join("node_id = 1\npeers = \"1=127.0.0.1:8071\"").unwrap().validate().unwrap_err();
         assert!(e.contains("exclude each other"), "{e}");
+        let e = join("node_id = 4\nreplication_listen = \"0.0.0.0:8074\"").unwrap().validate().unwrap_err();
+        assert!(e.contains("needs a host and port the others can reach"), "{e}");
+        let e = join("node_id = 4\nreplication_listen = \"127.0.0.1:8071\"").unwrap().validate().unwrap_err();
+        assert!(e.contains("own --replication-listen"), "{e}");
         let e = ServerConfig::from_toml("[cluster]\njoin = \"nowhere\"").unwrap().validate().unwrap_err();
         assert!(e.contains("not an address"), "{e}");
     }

@@ -69,6 +69,13 @@ impl Broker {
         broker.try_spawn(&listen).map(|()| broker)
     }
 
+    /// Like [`Broker::start_in`]; the reason if the broker does not come up.
+    pub fn try_start_in(data_dir: &Path, extra: &[&str]) -> Result<Broker, String> {
+        let mut broker = Broker::unstarted(extra, false, Some(data_dir.to_path_buf()));
+        let listen = format!("{}:0", broker.host);
+        broker.try_spawn(&listen).map(|()| broker)
+    }
+
     /// Like [`Broker::start`], with a relative data directory.
     pub fn start_relative(extra: &[&str]) -> Broker {
         Broker::start_with(extra, true)

@@ -74,6 +74,14 @@ async fn a_joined_broker_takes_replicas_and_keeps_its_membership_across_restarts
     let report = history::check(&acked, &[BTreeMap::from([(0, copy)])]);
     assert!(report.is_valid(), "broker 4's copy after its restart: {report}");
 
+    // Its data is a cluster member's: started without --join it refuses
+    // to run alone (it would take writes the cluster does not have).
+    let joined = &mut cluster.brokers[3];
+    joined.terminate();
+    let alone = cairn_tests::Broker::try_start_in(&joined.data_dir(), &[]).err().expect("refused alone");
+    assert!(alone.contains("holds a cluster member's data"), "{alone}");
+    joined.restart();
+
     // A newcomer claiming a member's id is refused, and says why.
     let refused = cluster.join(2, &[]).err().expect("a second node 2 is refused");
     assert!(refused.contains("node id 2 is taken"), "{refused}");

@@ -166,8 +166,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Appends a batch at the offsets it carries, which must start at or
     /// after the log end: a follower's copy of its leader's batch, a
     /// compacted batch, a control batch. Gaps before it are kept. Its
-    /// envelope is stored as given (the leader stamped it). Its CRCs are
-    /// checked, its records are not again (see `prepare`).
+    /// envelope is stored as given (the leader stamped it).
     pub fn append_at(&self, batch: Vec<u8>) -> impl Future<Output = Result<AppendInfo, LogError>> + '_ {
         let prepared = Self::prepare(self, batch, Placement::Keep);
         async move { self.append_prepared(prepared?).await }
@@ -179,12 +178,7 @@ impl<S: Storage> PartitionLog<S> {
         placement: Placement,
     ) -> Result<Prepared<S, L>, LogError> {
         let view = validate_batch(&batch)?;
-        // A batch kept at its offsets was checked record by record where it
-        // was built (a leader's produce, a compaction); its CRCs, checked
-        // above, say these are those bytes: a follower does not check
-        // every record of its leader's batches again (Kafka's followers
-        // check CRCs too, not records).
-        let stats = if placement == Placement::Assign { Some(validate_records(&view)?) } else { None };
+        let stats = validate_records(&view)?;
         let header = view.header;
         if batch.len() != header.batch_length as usize {
             return Err(LogError::InvalidBatch(BatchError::BadLength { batch_length: header.batch_length }));
@@ -197,7 +191,7 @@ impl<S: Storage> PartitionLog<S> {
                     batch_bytes_max: config.batch_bytes_max,
                 });
             }
-            if let Some(stats) = stats {
+            if placement == Placement::Assign {
                 if !stats.dense {
                     return Err(LogError::NotDense);
                 }

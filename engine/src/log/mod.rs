@@ -314,13 +314,13 @@ impl<S: Storage> PartitionLog<S> {
         s.high_watermark_limit.map_or(stable, |limit| limit.min(stable))
     }
 
-    /// The replication hook: a leader caps what consumers see at the offset
-    /// a quorum holds; `None` (a single replica) lets it follow the stable offset.
     /// The limit replication set last, if any.
     pub fn high_watermark_limit(&self) -> Option<Offset> {
         self.state.borrow().high_watermark_limit
     }
 
+    /// The replication hook: a leader caps what consumers see at the offset
+    /// a quorum holds; `None` (a single replica) lets it follow the stable offset.
     pub fn set_high_watermark_limit(&self, limit: Option<Offset>) {
         self.state.borrow_mut().high_watermark_limit = limit;
         self.io_done.notify_all();

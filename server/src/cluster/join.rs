@@ -28,6 +28,10 @@ use super::{API_ADD_BROKER, API_REGISTER, CallAnswer, ClusterShard};
 use crate::service::ServiceError;
 use crate::shard::Shard;
 
+/// Brokers a cluster takes (registrations past it are refused): every
+/// shard keeps a link to each, and the metadata leader serves each.
+pub const BROKERS_MAX: usize = 64;
+
 /// How long a joining broker waits before it asks its contact again.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
 
@@ -207,6 +211,12 @@ impl<R: Runtime> Shard<R> {
         let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
         self.caught_up(&driver).await?;
         let members = cluster.net.members();
+        if call.replication.ip().is_unspecified() || call.replication.port() == 0 {
+            return Err(ServiceError::InvalidRequest(format!(
+                "{} is no address other brokers can reach",
+                call.replication
+            )));
+        }
         if let Some(&addr) = members.get(&NodeId(call.node)) {
             if addr == call.replication {
                 let hw = driver.high_watermark();
@@ -221,6 +231,12 @@ impl<R: Runtime> Shard<R> {
             return Err(ServiceError::BrokerIdInUse(format!(
                 "{} is the replication address of broker {other}",
                 call.replication
+            )));
+        }
+        if members.len() >= BROKERS_MAX {
+            return Err(ServiceError::InvalidRequest(format!(
+                "the cluster has {} brokers, the most it takes",
+                members.len()
             )));
         }
         let record = MetadataRecord::BrokerRegistered { node: call.node, replication: call.replication.to_string() };
@@ -252,16 +268,18 @@ pub(super) enum ReplyRoute {
     At(SocketAddr),
 }
 
-/// A stranger's other calls, and registrations that do not read, are not
-/// answered (`None`).
+/// A stranger's other calls, and registrations that do not read or name
+/// another host than the one the connection came from (a member must not
+/// be made to dial anywhere it is told), are not answered (`None`).
 pub(super) fn reply_route<R: Runtime>(
     cluster: &ClusterShard<R>,
     from: NodeId,
+    peer: SocketAddr,
     api: u16,
     body: &[u8],
 ) -> Option<ReplyRoute> {
     if api == API_REGISTER {
-        return registration_address(body).map(ReplyRoute::At);
+        return registration_address(body).filter(|a| a.ip() == peer.ip()).map(ReplyRoute::At);
     }
     cluster.net.knows(from).then_some(ReplyRoute::Member)
 }

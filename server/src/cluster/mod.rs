@@ -375,8 +375,8 @@ impl<R: Runtime> Shard<R> {
                     }));
                 }
             }
-            Inbound::Call { from, header, call } => {
-                let Some(reply_at) = join::reply_route(&cluster, from, call.api, &call.body) else {
+            Inbound::Call { from, header, call, peer } => {
+                let Some(reply_at) = join::reply_route(&cluster, from, peer, call.api, &call.body) else {
                     tracing::debug!(node = from.0, api = call.api, "a call from a node not in the cluster: dropped");
                     return;
                 };
@@ -399,11 +399,11 @@ impl<R: Runtime> Shard<R> {
                     }
                 }));
             }
-            Inbound::Answer { header, answer } => {
+            Inbound::Answer { from, header, answer } => {
                 let dest = ShardId(usize::from(header.dest_shard));
                 if dest == self.id {
                     if let Some(c) = self.cluster() {
-                        c.net.answered(&header, answer);
+                        c.net.answered(from, &header, answer);
                     }
                 } else if dest.0 < self.shards {
                     let shard = self.clone();
@@ -412,7 +412,7 @@ impl<R: Runtime> Shard<R> {
                         let _ = shard
                             .invoke_on(dest, move |s| async move {
                                 if let Some(c) = s.cluster() {
-                                    c.net.answered(&header, answer);
+                                    c.net.answered(from, &header, answer);
                                 }
                             })
                             .await;
@@ -883,13 +883,14 @@ async fn accept_replication<R: Runtime>(shard: Rc<Shard<R>>, listener: R::Listen
     loop {
         match crate::shard::run::accept_until_shutdown(&shard, &listener).await {
             None => return,
-            Some(Ok((stream, _peer))) => {
+            Some(Ok((stream, peer))) => {
                 let s = shard.clone();
                 drop(shard.rt.spawn(async move {
                     let cluster = s.cluster().expect("cluster mode");
                     let net = cluster.net.clone();
                     let s2 = s.clone();
-                    net::serve::<R>(stream, move |n| net.knows(n), move |inbound| s2.deliver_inbound(inbound)).await;
+                    net::serve::<R>(stream, peer, move |n| net.knows(n), move |inbound| s2.deliver_inbound(inbound))
+                        .await;
                 }));
             }
             Some(Err(e)) => {

@@ -42,6 +42,9 @@ const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// How long a connection to a peer may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Where a call's caller waits for its answer.
+type AnswerSender = oneshot::Sender<(ErrorCode, ControllerCallResponse)>;
+
 /// The pseudo node a joining broker calls its contact by (ADR 29): no
 /// broker has this id (`--node-id` is checked to be below it).
 pub const CONTACT: NodeId = NodeId(u32::MAX);
@@ -68,9 +71,23 @@ enum Item {
 /// What the reader hands the broker: one partition's message, a call to
 /// answer, or the answer to a call of this broker.
 pub enum Inbound {
-    Message { from: NodeId, tp: TopicPartition, message: PeerMessage },
-    Call { from: NodeId, header: FrameHeader, call: ControllerCall },
-    Answer { header: FrameHeader, answer: ControllerCallResponse },
+    Message {
+        from: NodeId,
+        tp: TopicPartition,
+        message: PeerMessage,
+    },
+    /// `peer`: the address the connection came from.
+    Call {
+        from: NodeId,
+        header: FrameHeader,
+        call: ControllerCall,
+        peer: SocketAddr,
+    },
+    Answer {
+        from: NodeId,
+        header: FrameHeader,
+        answer: ControllerCallResponse,
+    },
 }
 
 pub struct Net<R: Runtime> {
@@ -86,7 +103,10 @@ pub struct Net<R: Runtime> {
     /// for their answers alone, at most [`STRANGERS_MAX`].
     strangers: RefCell<BTreeMap<SocketAddr, mpsc::Sender<Item>>>,
     outboxes: RefCell<BTreeMap<NodeId, mpsc::Sender<Item>>>,
-    calls: RefCell<HashMap<u32, oneshot::Sender<(ErrorCode, ControllerCallResponse)>>>,
+    /// Calls waiting for their answer, with the node each went to: only
+    /// that node's answer is taken (any node's for a call to the
+    /// [`CONTACT`], which a joining broker knows by address alone).
+    calls: RefCell<HashMap<u32, (NodeId, AnswerSender)>>,
     next_call: Cell<u32>,
     client_listen: String,
 }
@@ -184,7 +204,7 @@ impl<R: Runtime> Net<R> {
         let id = self.next_call.get();
         self.next_call.set(id.wrapping_add(1).max(1));
         let (tx, rx) = oneshot::channel();
-        self.calls.borrow_mut().insert(id, tx);
+        self.calls.borrow_mut().insert(id, (to, tx));
         let header = FrameHeader::request(Kind::ControllerCall, id, self.me, self.shard, 0);
         let frame = Frame::new(header, Body::ControllerCall(ControllerCall { api, api_version: 0, body }));
         self.push(to, Item::Frame(frame));
@@ -247,10 +267,16 @@ impl<R: Runtime> Net<R> {
         }
     }
 
-    /// An answer to one of this shard's calls arrived.
-    pub fn answered(&self, header: &FrameHeader, answer: ControllerCallResponse) {
-        if let Some(tx) = self.calls.borrow_mut().remove(&header.request_id) {
+    /// An answer to one of this shard's calls arrived from `from`.
+    pub fn answered(&self, from: NodeId, header: &FrameHeader, answer: ControllerCallResponse) {
+        let mut calls = self.calls.borrow_mut();
+        let asked = calls.get(&header.request_id).map(|(to, _)| *to);
+        if asked.is_some_and(|to| to == from || to == CONTACT)
+            && let Some((_, tx)) = calls.remove(&header.request_id)
+        {
             let _ = tx.send((header.error, answer));
+        } else if asked.is_some() {
+            tracing::warn!(node = from.0, asked = ?asked, "an answer from a node the call did not go to: ignored");
         }
     }
 
@@ -431,7 +457,12 @@ async fn writer<R: Runtime>(net: Rc<Net<R>>, to: NodeId, addr: SocketAddr, mut r
 /// entry handed to `deliver` (of a node `known` does not name, only its
 /// calls: the broker answers a stranger's registration, nothing else). Ends at the first framing error or when the
 /// peer closes; messages are one-way, so nothing is answered here.
-pub async fn serve<R: Runtime>(mut stream: R::Stream, known: impl Fn(NodeId) -> bool, deliver: impl Fn(Inbound)) {
+pub async fn serve<R: Runtime>(
+    mut stream: R::Stream,
+    peer_addr: SocketAddr,
+    known: impl Fn(NodeId) -> bool,
+    deliver: impl Fn(Inbound),
+) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut peer: Option<NodeId> = None;
     // A node not (yet) in the cluster may only call: a broker joining
@@ -483,17 +514,17 @@ pub async fn serve<R: Runtime>(mut stream: R::Stream, known: impl Fn(NodeId) -> 
                 return;
             }
             (Some(_), body @ (Body::ControllerCall(_) | Body::ControllerCallResponse(_))) => {
-                dispatch(from, frame.header, body, &deliver);
+                dispatch(from, peer_addr, frame.header, body, &deliver);
             }
             (Some(_), _) if stranger && !known(from) => {
                 tracing::debug!(node = from.0, "a replication frame from a node not in the cluster: ignored");
             }
-            (Some(_), body) => dispatch(from, frame.header, body, &deliver),
+            (Some(_), body) => dispatch(from, peer_addr, frame.header, body, &deliver),
         }
     }
 }
 
-fn dispatch(from: NodeId, header: FrameHeader, body: Body, deliver: &impl Fn(Inbound)) {
+fn dispatch(from: NodeId, peer: SocketAddr, header: FrameHeader, body: Body, deliver: &impl Fn(Inbound)) {
     let message = |tp: protocol::types::TopicPartition, message: PeerMessage| Inbound::Message {
         from,
         tp: local_tp(tp),
@@ -518,10 +549,44 @@ fn dispatch(from: NodeId, header: FrameHeader, body: Body, deliver: &impl Fn(Inb
         Body::StartElection(f) => {
             f.entries.into_iter().for_each(|(tp, epoch)| deliver(message(tp, PeerMessage::StartElection { epoch })));
         }
-        Body::ControllerCall(call) => deliver(Inbound::Call { from, header, call }),
-        Body::ControllerCallResponse(answer) => deliver(Inbound::Answer { header, answer }),
+        Body::ControllerCall(call) => deliver(Inbound::Call { from, header, call, peer }),
+        Body::ControllerCallResponse(answer) => deliver(Inbound::Answer { from, header, answer }),
         Body::Handshake(_) | Body::HandshakeResponse(_) | Body::FetchSnapshot(_) | Body::FetchSnapshotResponse(_) => {
             tracing::debug!(node = from.0, kind = header.kind.name(), "an unexpected replication frame: ignored");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::rt::sim::{SimExecutor, SimRuntime};
+
+    use super::*;
+
+    #[test]
+    fn an_answer_is_taken_only_from_the_node_the_call_went_to() {
+        let executor = SimExecutor::new(7);
+        let rt = SimRuntime::new(&executor);
+        let peer: SocketAddr = "10.0.0.2:8070".parse().unwrap();
+        let _listener = rt.listen(peer).unwrap();
+        let net = Net::new(rt, NodeId(1), 0, BTreeMap::from([(NodeId(2), peer)]), String::new());
+        let result = Rc::new(RefCell::new(None));
+        {
+            let (net, result) = (net.clone(), result.clone());
+            drop(executor.spawn(async move {
+                let answer = net.call(NodeId(2), 7, Bytes::new(), Duration::from_secs(5)).await;
+                *result.borrow_mut() = Some(answer);
+            }));
+        }
+        executor.run_until_stalled();
+        // The first call of a shard has id 1: anyone can guess it.
+        let call = FrameHeader::request(Kind::ControllerCall, 1, NodeId(1), 0, 0);
+        let answer = || ControllerCallResponse { controller_id: None, body: Bytes::from_static(b"{}") };
+        net.answered(NodeId(3), &FrameHeader::response_to(&call, ErrorCode::NONE, NodeId(3)), answer());
+        executor.run_until_stalled();
+        assert!(result.borrow().is_none(), "node 3's answer was taken for a call to node 2");
+        net.answered(NodeId(2), &FrameHeader::response_to(&call, ErrorCode::NONE, NodeId(2)), answer());
+        executor.run_until_stalled();
+        assert!(matches!(result.borrow().as_ref(), Some(Ok(_))), "{:?}", result.borrow().as_ref().map(Result::is_ok));
     }
 }

@@ -61,6 +61,16 @@ impl<R: Runtime> Shard<R> {
             for dir in &report.unknown_dirs {
                 tracing::warn!(dir, "a directory under topics/ belongs to no topic: left alone");
             }
+            let clustered = !m.voters.is_empty()
+                || !m.brokers.is_empty()
+                || m.metadata_applied > 0
+                || m.topics.values().any(|t| t.replicas.is_some());
+            if clustered && self.config.cluster_config().is_none() {
+                return Err(format!(
+                    "{} holds a cluster member's data: start this broker with the --peers (or --join) it was started with",
+                    self.config.data_dir.display()
+                ));
+            }
             if metadata::finish_deletions(&storage, &self.config.data_dir, &mut m).await {
                 metadata::store(&storage, &self.config.data_dir, &m).await.map_err(|e| e.to_string())?;
             }
