@@ -93,6 +93,12 @@ pub enum BrokerCommand {
         #[arg(long, default_value = "120s", value_name = "DURATION")]
         timeout: String,
     },
+    /// Take a broker that joined (`--join`) out of the cluster, once it
+    /// holds no replica (drain it first); then stop it
+    Remove {
+        /// The broker (node id) to remove
+        node: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -374,6 +380,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .await;
             let moves = result.map_err(|e| e.to_string())?;
             writeln!(out, "broker {node} holds no replicas ({} moved)", moves.len()).map_err(io)?;
+        }
+        Command::Broker { command: BrokerCommand::Remove { node } } => {
+            client.remove_broker(node).await.map_err(fail)?;
+            writeln!(out, "broker {node} is out of the cluster: stop it now").map_err(io)?;
         }
         Command::Cluster { command: ClusterCommand::Describe } => {
             let m = client.metadata(&[]).await.map_err(fail)?;

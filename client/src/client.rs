@@ -420,6 +420,15 @@ impl Client {
         }
     }
 
+    /// Takes broker `broker`, one that joined (`--join`) and holds no
+    /// replica, out of the cluster (`cairn broker remove`).
+    pub async fn remove_broker(&self, broker: u32) -> Result<()> {
+        match self.call(&Request::RemoveBroker { broker }).await? {
+            Response::RemoveBroker => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Waits until the cluster's metadata names `replicas` as the
     /// partition's replicas, led by one of them; `false` if `timeout`
     /// passed first.

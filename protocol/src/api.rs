@@ -27,10 +27,11 @@ pub enum ApiKey {
     Metadata = 10,
     ElectLeader = 11,
     ReassignPartition = 12,
+    RemoveBroker = 13,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 13] = [
+    pub const ALL: [ApiKey; 14] = [
         ApiKey::Handshake,
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
@@ -44,6 +45,7 @@ impl ApiKey {
         ApiKey::Metadata,
         ApiKey::ElectLeader,
         ApiKey::ReassignPartition,
+        ApiKey::RemoveBroker,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -83,6 +85,7 @@ impl ApiKey {
             ApiKey::Metadata => "metadata",
             ApiKey::ElectLeader => "elect_leader",
             ApiKey::ReassignPartition => "reassign_partition",
+            ApiKey::RemoveBroker => "remove_broker",
         }
     }
 }
@@ -324,6 +327,11 @@ pub enum Request {
         partition: u32,
         replicas: Vec<u32>,
     },
+    /// Takes a broker that joined out of the cluster (it must hold no
+    /// replica: drain it first).
+    RemoveBroker {
+        broker: u32,
+    },
 }
 
 impl Request {
@@ -342,6 +350,7 @@ impl Request {
             Request::Metadata { .. } => ApiKey::Metadata,
             Request::ElectLeader { .. } => ApiKey::ElectLeader,
             Request::ReassignPartition { .. } => ApiKey::ReassignPartition,
+            Request::RemoveBroker { .. } => ApiKey::RemoveBroker,
         }
     }
 
@@ -405,6 +414,7 @@ impl Request {
                 w.u32(*partition);
                 w.array(replicas, |w, r| w.u32(*r));
             }
+            Request::RemoveBroker { broker } => w.u32(*broker),
             Request::Produce(p) => {
                 w.u8(p.acks as u8);
                 w.u32(p.timeout_ms);
@@ -488,6 +498,7 @@ impl Request {
                 partition: r.u32()?,
                 replicas: r.array("replicas", 4, Reader::u32)?,
             },
+            ApiKey::RemoveBroker => Request::RemoveBroker { broker: r.u32()? },
             ApiKey::Produce => {
                 let acks = match r.u8()? {
                     0 => Acks::None,
@@ -726,6 +737,7 @@ pub enum Response {
     Metadata(MetadataResponse),
     ElectLeader,
     ReassignPartition,
+    RemoveBroker,
 }
 
 fn opt_u32(v: Option<u32>) -> i64 {
@@ -771,7 +783,8 @@ impl Response {
             | Response::DeleteTopic
             | Response::AlterTopicConfig
             | Response::ElectLeader
-            | Response::ReassignPartition => {}
+            | Response::ReassignPartition
+            | Response::RemoveBroker => {}
             Response::Metadata(m) => {
                 w.u32(m.node_id);
                 w.i64(opt_u32(m.controller));
@@ -894,6 +907,7 @@ impl Response {
             ApiKey::AlterTopicConfig => Response::AlterTopicConfig,
             ApiKey::ElectLeader => Response::ElectLeader,
             ApiKey::ReassignPartition => Response::ReassignPartition,
+            ApiKey::RemoveBroker => Response::RemoveBroker,
             ApiKey::Metadata => Response::Metadata(MetadataResponse {
                 node_id: r.u32()?,
                 controller: read_opt_u32(r, "controller")?,

@@ -87,6 +87,7 @@ fn every_request_round_trips() {
         Request::Metadata { topics: vec!["orders".into(), "payments".into()] },
         Request::ElectLeader { name: "orders".into(), partition: 2, broker: 3 },
         Request::ReassignPartition { name: "orders".into(), partition: 1, replicas: vec![1, 2, 4] },
+        Request::RemoveBroker { broker: 4 },
     ];
     for r in &requests {
         assert_eq!(&request_round_trip(r), r);
@@ -176,6 +177,7 @@ fn every_response_round_trips() {
     cases.push((ApiKey::AlterTopicConfig, Response::AlterTopicConfig));
     cases.push((ApiKey::ElectLeader, Response::ElectLeader));
     cases.push((ApiKey::ReassignPartition, Response::ReassignPartition));
+    cases.push((ApiKey::RemoveBroker, Response::RemoveBroker));
     cases.push((ApiKey::Metadata, Response::Metadata(metadata_response())));
     cases.push((
         ApiKey::RecoverPartitions,

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{self, CONTACT};
 use super::records::MetadataRecord;
-use super::{API_ADD_BROKER, API_REGISTER, CallAnswer, ClusterShard};
+use super::{API_ADD_BROKER, API_REGISTER, API_REMOVE_BROKER, CallAnswer, ClusterShard};
+use crate::ids::CONTROLLER;
 use crate::service::ServiceError;
 use crate::shard::Shard;
 
@@ -257,6 +258,69 @@ impl<R: Runtime> Shard<R> {
         self.add_peers_everywhere(vec![(NodeId(node), addr)]).await;
         cluster.update_observers();
         tracing::info!(node, %addr, "a broker joined the cluster");
+    }
+}
+
+impl<R: Runtime> Shard<R> {
+    /// A client's `RemoveBroker`: decided by the controller, answered once
+    /// this broker applied it.
+    pub async fn remove_broker(self: &Rc<Self>, broker: u32) -> Result<(), ServiceError> {
+        if self.cluster().is_none() {
+            return Err(ServiceError::InvalidRequest("a broker without --peers is a one-broker cluster".into()));
+        }
+        let body = Bytes::from(serde_json::to_vec(&broker).expect("serializes"));
+        self.invoke_on(CONTROLLER, move |c| async move { c.controller_call(API_REMOVE_BROKER, body).await }).await?
+    }
+
+    /// The controller's side: only a broker that joined, holding no
+    /// replica and in no move, is taken out.
+    pub(super) async fn decide_and_commit_unregister(self: &Rc<Self>, body: &[u8]) -> Result<Offset, ServiceError> {
+        let node: u32 = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::InvalidRequest(format!("a remove-broker call: {e}")))?;
+        let cluster = self.cluster().expect("cluster mode");
+        let driver =
+            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
+        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        self.caught_up(&driver).await?;
+        if !cluster.net.knows(NodeId(node)) {
+            return Err(ServiceError::UnknownBroker(format!("the cluster has no broker {node}")));
+        }
+        if cluster.voters().contains(&node) {
+            return Err(ServiceError::InvalidRequest(format!(
+                "broker {node} is a voter of the controller quorum (one of --peers): it cannot be removed"
+            )));
+        }
+        let held = {
+            let m = self.controller().metadata.borrow();
+            m.topics
+                .values()
+                .find_map(|t| (0..t.partitions).find(|&p| t.hosts(p, node)).map(|p| format!("{}/{p}", t.name)))
+        };
+        if let Some(tp) = held {
+            return Err(ServiceError::InvalidRequest(format!(
+                "broker {node} still holds a replica of {tp}: drain it first (cairn broker drain {node})"
+            )));
+        }
+        self.commit_record(&driver, &MetadataRecord::BrokerUnregistered { node }).await
+    }
+
+    /// Every broker, applying `BrokerUnregistered`.
+    pub(super) async fn apply_unregistration(self: &Rc<Self>, node: u32) {
+        let Some(cluster) = self.cluster() else { return };
+        if node == cluster.config.node.0 {
+            tracing::warn!("this broker was removed from the cluster: its peers no longer talk to it");
+            return;
+        }
+        self.controller().metadata.borrow_mut().brokers.remove(&node);
+        let _ = self
+            .invoke_on_all(move |s| async move {
+                if let Some(c) = s.cluster() {
+                    c.net.remove_peer(NodeId(node));
+                }
+            })
+            .await;
+        cluster.update_observers();
+        tracing::info!(node, "a broker left the cluster");
     }
 }
 

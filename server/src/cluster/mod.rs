@@ -67,6 +67,8 @@ const API_REASSIGN_DONE: u16 = 8;
 /// asks the controller to add it.
 const API_REGISTER: u16 = 9;
 const API_ADD_BROKER: u16 = 10;
+/// Take a broker that joined out of the cluster ([`join`]).
+const API_REMOVE_BROKER: u16 = 11;
 
 /// How long a forwarded produce waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -554,6 +556,7 @@ impl<R: Runtime> Shard<R> {
             MetadataRecord::BrokerRegistered { node, replication } => {
                 self.apply_registration(node, &replication).await;
             }
+            MetadataRecord::BrokerUnregistered { node } => self.apply_unregistration(node).await,
         }
     }
 
@@ -666,6 +669,7 @@ impl<R: Runtime> Shard<R> {
             API_REASSIGN_DONE => self.decide_and_commit_reassign_done(&body).await,
             API_REGISTER => return self.register_here(body).await,
             API_ADD_BROKER => self.decide_and_commit_register(&body).await,
+            API_REMOVE_BROKER => self.decide_and_commit_unregister(&body).await,
             other => Err(ServiceError::InvalidRequest(format!("no controller call {other}"))),
         };
         match result {

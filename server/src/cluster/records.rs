@@ -51,6 +51,11 @@ pub enum MetadataRecord {
         node: u32,
         replication: String,
     },
+    /// A broker that joined is taken out (`cairn broker remove`; it held
+    /// no replica): every broker forgets it.
+    BrokerUnregistered {
+        node: u32,
+    },
 }
 
 impl MetadataRecord {
@@ -135,6 +140,7 @@ mod tests {
                 replicas: vec![1, 3],
             },
             MetadataRecord::BrokerRegistered { node: 4, replication: "127.0.0.1:8074".into() },
+            MetadataRecord::BrokerUnregistered { node: 4 },
             MetadataRecord::TopicConfigChanged {
                 id: TopicId(7),
                 name: "orders".into(),

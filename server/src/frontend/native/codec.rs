@@ -234,6 +234,13 @@ pub async fn start<R: Runtime>(
                 finish(reply, outcome.map(|()| Response::ReassignPartition), permit);
             }));
         }
+        Request::RemoveBroker { broker } => {
+            let shard2 = shard.clone();
+            drop(shard.rt.spawn(async move {
+                let outcome = shard2.remove_broker(broker).await;
+                finish(reply, outcome.map(|()| Response::RemoveBroker), permit);
+            }));
+        }
         Request::RecoverPartitions { name, partitions } => {
             let shard2 = shard.clone();
             drop(shard.rt.spawn(async move {
