@@ -295,6 +295,25 @@ pub async fn check_history(cluster: &Cluster, topic: &str, partitions: u32, acke
     report
 }
 
+/// Waits (20 s at most) until `broker` holds no copy of any of
+/// `partitions` of `topic` on disk (a replica moved away deletes it).
+pub async fn copies_deleted(broker: &crate::Broker, topic: &str, partitions: &[u32]) {
+    let topics = broker.data_dir().join("topics");
+    let copy_left = || {
+        std::fs::read_dir(&topics)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(topic))
+            .any(|e| partitions.iter().any(|p| e.path().join(p.to_string()).exists()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copy_left() {
+        assert!(Instant::now() < deadline, "{} still holds a copy of {topic} {partitions:?}", broker.addr);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The partition's metadata once its leader reports every replica caught
 /// up (the first fetches of a new group take a moment).
 pub async fn settled(client: &Client, topic: &str, partition: u32) -> protocol::api::PartitionMetadata {

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cairn_client::Producer;
-use cairn_tests::cluster::{Cluster, client, create, produce, read_all, retrying_producer_config, settled};
+use cairn_tests::cluster::{
+    Cluster, client, copies_deleted, create, produce, read_all, retrying_producer_config, settled,
+};
 use cairn_tests::history;
 
 /// Waits until the broker at `addr` describes `brokers` brokers, every one
@@ -153,20 +155,7 @@ async fn a_drained_broker_is_left_with_no_replicas_and_nothing_acknowledged_is_l
         assert!(report.is_valid(), "the history of drained/{}: {report}", p.partition);
     }
 
-    let topics = cluster.brokers[1].data_dir().join("topics");
-    let copy_left = || {
-        std::fs::read_dir(&topics)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("drained"))
-            .any(|e| (0..4).any(|p| e.path().join(p.to_string()).exists()))
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while copy_left() {
-        assert!(Instant::now() < deadline, "broker 2 still holds a copy of drained");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    copies_deleted(&cluster.brokers[1], "drained", &[0, 1, 2, 3]).await;
 }
 
 /// Every record of `topic`/`partition` on the broker at `addr`, once it has `n`.

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cairn_client::{Producer, ProducerConfig};
-use cairn_tests::cluster::{Cluster, client, create, produce, read_all, retrying_producer_config, settled};
+use cairn_tests::cluster::{
+    Cluster, client, copies_deleted, create, produce, read_all, retrying_producer_config, settled,
+};
 use cairn_tests::history;
 use protocol::api::Acks;
 
@@ -80,21 +82,7 @@ async fn a_partition_moves_off_its_leader_while_a_producer_runs_and_keeps_every_
     assert!(report.is_valid(), "the history of moves: {report}");
 
     // The broker left out closed the partition and deleted its copy.
-    let removed = &cluster.brokers[leader as usize - 1];
-    let topics = removed.data_dir().join("topics");
-    let copy_left = || {
-        std::fs::read_dir(&topics)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("moves"))
-            .any(|e| e.path().join("0").exists())
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while copy_left() {
-        assert!(Instant::now() < deadline, "broker {leader} still holds a copy of moves/0");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    copies_deleted(&cluster.brokers[leader as usize - 1], "moves", &[0]).await;
 }
 
 /// A partition moved away from a broker and back, then that broker

@@ -206,11 +206,7 @@ impl<R: Runtime> Shard<R> {
         if call.node == 0 || call.node == CONTACT.0 {
             return Err(ServiceError::InvalidRequest(format!("node id {} is not one a broker may have", call.node)));
         }
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (cluster, driver, _turn) = self.deciding().await?;
         let members = cluster.net.members();
         if call.replication.ip().is_unspecified() || call.replication.port() == 0 {
             return Err(ServiceError::InvalidRequest(format!(
@@ -277,11 +273,7 @@ impl<R: Runtime> Shard<R> {
     pub(super) async fn decide_and_commit_unregister(self: &Rc<Self>, body: &[u8]) -> Result<Offset, ServiceError> {
         let node: u32 = serde_json::from_slice(body)
             .map_err(|e| ServiceError::InvalidRequest(format!("a remove-broker call: {e}")))?;
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (cluster, driver, _turn) = self.deciding().await?;
         if !cluster.net.knows(NodeId(node)) {
             return Err(ServiceError::UnknownBroker(format!("the cluster has no broker {node}")));
         }

@@ -678,6 +678,20 @@ impl<R: Runtime> Shard<R> {
         }
     }
 
+    /// The controller's turn to decide a change (one at a time): the
+    /// cluster, its metadata replica and the turn, once everything
+    /// committed before is applied here.
+    async fn deciding(
+        self: &Rc<Self>,
+    ) -> Result<(Rc<ClusterShard<R>>, Rc<Driver<R>>, crate::util::budget::Permit), ServiceError> {
+        let cluster = self.cluster().expect("cluster mode");
+        let driver =
+            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
+        let turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
+        self.caught_up(&driver).await?;
+        Ok((cluster, driver, turn))
+    }
+
     /// Waits until everything committed before is applied here, so the
     /// decision sees the whole topic table.
     async fn caught_up(self: &Rc<Self>, driver: &Rc<Driver<R>>) -> Result<(), ServiceError> {
@@ -709,11 +723,7 @@ impl<R: Runtime> Shard<R> {
     }
 
     async fn decide_and_commit_create(self: &Rc<Self>, call: CreateCall) -> Result<Offset, ServiceError> {
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (cluster, driver, _turn) = self.deciding().await?;
         let brokers = cluster.brokers();
         let rf = match call.replication_factor.as_deref() {
             None => brokers.len().min(3) as u32,
@@ -733,11 +743,7 @@ impl<R: Runtime> Shard<R> {
     }
 
     async fn decide_and_commit_alter(self: &Rc<Self>, call: AlterCall) -> Result<Offset, ServiceError> {
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (_, driver, _turn) = self.deciding().await?;
         let AlterCall { name, change } = call;
         let (id, current) = self
             .controller()
@@ -753,11 +759,7 @@ impl<R: Runtime> Shard<R> {
     }
 
     async fn decide_and_commit_delete(self: &Rc<Self>, name: String) -> Result<Offset, ServiceError> {
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (_, driver, _turn) = self.deciding().await?;
         let id = self
             .controller()
             .metadata

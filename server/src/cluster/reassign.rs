@@ -77,11 +77,7 @@ impl<R: Runtime> Shard<R> {
     pub(super) async fn decide_and_commit_reassign(self: &Rc<Self>, body: &[u8]) -> Result<Offset, ServiceError> {
         let call: ReassignCall =
             serde_json::from_slice(body).map_err(|e| ServiceError::InvalidRequest(format!("a reassign call: {e}")))?;
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (cluster, driver, _turn) = self.deciding().await?;
         let meta = self
             .controller()
             .metadata
@@ -145,11 +141,7 @@ impl<R: Runtime> Shard<R> {
     pub(super) async fn decide_and_commit_reassign_done(self: &Rc<Self>, body: &[u8]) -> Result<Offset, ServiceError> {
         let call: DoneCall = serde_json::from_slice(body)
             .map_err(|e| ServiceError::InvalidRequest(format!("a reassign-done call: {e}")))?;
-        let cluster = self.cluster().expect("cluster mode");
-        let driver =
-            cluster.metadata().ok_or_else(|| ServiceError::PartitionUnavailable("no metadata replica".into()))?;
-        let _turn = cluster.decide_turn.acquire(1).await.ok_or(ServiceError::ShuttingDown)?;
-        self.caught_up(&driver).await?;
+        let (_, driver, _turn) = self.deciding().await?;
         let meta = self.topic_meta_by_id(TopicId(call.topic));
         let Some(meta) = meta else { return Ok(Offset(0)) };
         let Some(target) = meta.target_of(call.partition).map(<[u32]>::to_vec) else { return Ok(Offset(0)) };
