@@ -16,6 +16,7 @@
 //!   an error naming it (moving it away rebuilds from the directories).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use engine::rt::Storage;
@@ -96,7 +97,7 @@ pub struct Metadata {
     /// Cluster mode: the brokers that joined (`--join`), by node id, with
     /// their replication addresses, as the metadata log registered them;
     /// on a broker that joined, every broker it learned of at its join.
-    pub brokers: BTreeMap<u32, String>,
+    pub brokers: BTreeMap<u32, SocketAddr>,
     /// On a broker that joined: the metadata partition's voters, as its
     /// contact told them (the brokers started with `--peers`).
     pub voters: Vec<u32>,
@@ -112,7 +113,7 @@ struct FileV2 {
     #[serde(default)]
     deleted: Vec<Deleted>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    brokers: BTreeMap<u32, String>,
+    brokers: BTreeMap<u32, SocketAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     voters: Vec<u32>,
 }
@@ -451,7 +452,7 @@ mod tests {
             next_topic_id: 10,
             topics: topics.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             deleted: Vec::new(),
-            brokers: [(4, "127.0.0.1:8074".to_owned())].into(),
+            brokers: [(4, "127.0.0.1:8074".parse().unwrap())].into(),
             voters: vec![1, 2, 3],
         };
         for t in topics {

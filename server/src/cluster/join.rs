@@ -22,7 +22,7 @@ use protocol::types::NodeId;
 use replication::replica::{Admin, Input};
 use serde::{Deserialize, Serialize};
 
-use super::net::{self, CONTACT};
+use super::net::{self, CONTACT, Net};
 use super::records::MetadataRecord;
 use super::{API_ADD_BROKER, API_REGISTER, API_REMOVE_BROKER, CallAnswer, ClusterShard};
 use crate::ids::CONTROLLER;
@@ -61,7 +61,7 @@ pub(crate) struct Membership {
     /// The metadata partition's voters.
     pub voters: Vec<u32>,
     /// Every broker, the newcomer too, with its replication address.
-    pub brokers: BTreeMap<u32, String>,
+    pub brokers: BTreeMap<u32, SocketAddr>,
 }
 
 /// The replication address a registration gives, if its body reads.
@@ -69,29 +69,33 @@ pub(crate) fn registration_address(body: &[u8]) -> Option<SocketAddr> {
     serde_json::from_slice::<RegisterCall>(body).ok().map(|c| c.replication)
 }
 
-impl<R: Runtime> ClusterShard<R> {
-    /// The metadata partition's voters.
-    pub fn voters(&self) -> Vec<u32> {
-        self.voters.borrow().clone()
-    }
-
-    fn membership(&self) -> Membership {
-        Membership {
-            voters: self.voters(),
-            brokers: self.net.members().into_iter().map(|(n, a)| (n.0, a.to_string())).collect(),
+impl<R: Runtime> Shard<R> {
+    /// Shard 0: the metadata partition's voters, the brokers of `--peers`
+    /// (on a broker that joined, as its contact told them).
+    pub(super) fn voters(&self, cluster: &ClusterShard<R>) -> Vec<u32> {
+        if cluster.config.peers.is_empty() {
+            self.controller().metadata.borrow().voters.clone()
+        } else {
+            cluster.config.peers.keys().map(|n| n.0).collect()
         }
     }
 
-    /// Tells the metadata replica which brokers follow it without a vote.
-    pub(super) fn update_observers(&self) {
-        let Some(driver) = self.metadata() else { return };
-        let voters = self.voters();
-        let nodes = self.net.members().into_keys().filter(|n| !voters.contains(&n.0)).collect();
+    fn membership(&self, cluster: &ClusterShard<R>) -> Membership {
+        Membership {
+            voters: self.voters(cluster),
+            brokers: cluster.net.members().into_iter().map(|(n, a)| (n.0, a)).collect(),
+        }
+    }
+
+    /// Shard 0: tells the metadata replica which brokers follow it
+    /// without a vote.
+    pub(super) fn update_observers(&self, cluster: &ClusterShard<R>) {
+        let Some(driver) = cluster.metadata() else { return };
+        let voters = self.voters(cluster);
+        let nodes = cluster.net.members().into_keys().filter(|n| !voters.contains(&n.0)).collect();
         driver.input(Input::Admin(Admin::Observers { nodes }));
     }
-}
 
-impl<R: Runtime> Shard<R> {
     /// Shard 0, before the metadata replica starts: every shard learns the
     /// brokers that joined; a newcomer without a stored membership first
     /// registers through its contact.
@@ -115,18 +119,7 @@ impl<R: Runtime> Shard<R> {
             }
             _ => stored,
         };
-        if cluster.config.peers.is_empty() {
-            cluster.voters.borrow_mut().clone_from(&membership.voters);
-        }
-        let mut brokers = Vec::new();
-        for (node, addr) in &membership.brokers {
-            if let Ok(a) = addr.parse::<SocketAddr>() {
-                brokers.push((NodeId(*node), a));
-            } else {
-                tracing::error!(node, addr, "a stored broker address does not read: left out");
-            }
-        }
-        self.add_peers_everywhere(brokers).await;
+        self.add_peers_everywhere(membership.brokers.into_iter().map(|(n, a)| (NodeId(n), a)).collect()).await;
         Ok(())
     }
 
@@ -136,14 +129,22 @@ impl<R: Runtime> Shard<R> {
         if brokers.is_empty() {
             return;
         }
+        self.on_every_net(move |net| {
+            for &(node, addr) in &brokers {
+                net.add_peer(node, addr);
+            }
+        })
+        .await;
+    }
+
+    /// Runs `change` on every shard's transport.
+    async fn on_every_net(self: &Rc<Self>, change: impl Fn(&Net<R>) + Send + Clone + 'static) {
         let _ = self
             .invoke_on_all(move |s| {
-                let brokers = brokers.clone();
+                let change = change.clone();
                 async move {
                     if let Some(c) = s.cluster() {
-                        for (node, addr) in brokers {
-                            c.net.add_peer(node, addr);
-                        }
+                        change(&c.net);
                     }
                 }
             })
@@ -193,7 +194,7 @@ impl<R: Runtime> Shard<R> {
         let decided: std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>>>> =
             Box::pin(self.controller_call(API_ADD_BROKER, body));
         match decided.await {
-            Ok(()) => CallAnswer { membership: Some(cluster.membership()), ..CallAnswer::default() },
+            Ok(()) => CallAnswer { membership: Some(self.membership(&cluster)), ..CallAnswer::default() },
             Err(e) => CallAnswer { error: Some(super::encode_error(&e)), ..CallAnswer::default() },
         }
     }
@@ -236,23 +237,19 @@ impl<R: Runtime> Shard<R> {
                 members.len()
             )));
         }
-        let record = MetadataRecord::BrokerRegistered { node: call.node, replication: call.replication.to_string() };
+        let record = MetadataRecord::BrokerRegistered { node: call.node, replication: call.replication };
         self.commit_record(&driver, &record).await
     }
 
     /// Every broker, applying `BrokerRegistered`.
-    pub(super) async fn apply_registration(self: &Rc<Self>, node: u32, replication: &str) {
+    pub(super) async fn apply_registration(self: &Rc<Self>, node: u32, addr: SocketAddr) {
         let Some(cluster) = self.cluster() else { return };
-        let Ok(addr) = replication.parse::<SocketAddr>() else {
-            tracing::error!(node, replication, "a registered broker's address does not read: not applied");
-            return;
-        };
         if node == cluster.config.node.0 || cluster.net.address_of(NodeId(node)) == Some(addr) {
             return;
         }
-        self.controller().metadata.borrow_mut().brokers.insert(node, replication.to_owned());
+        self.controller().metadata.borrow_mut().brokers.insert(node, addr);
         self.add_peers_everywhere(vec![(NodeId(node), addr)]).await;
-        cluster.update_observers();
+        self.update_observers(&cluster);
         tracing::info!(node, %addr, "a broker joined the cluster");
     }
 }
@@ -277,7 +274,7 @@ impl<R: Runtime> Shard<R> {
         if !cluster.net.knows(NodeId(node)) {
             return Err(ServiceError::UnknownBroker(format!("the cluster has no broker {node}")));
         }
-        if cluster.voters().contains(&node) {
+        if self.voters(&cluster).contains(&node) {
             return Err(ServiceError::InvalidRequest(format!(
                 "broker {node} is a voter of the controller quorum (one of --peers): it cannot be removed"
             )));
@@ -304,14 +301,8 @@ impl<R: Runtime> Shard<R> {
             return;
         }
         self.controller().metadata.borrow_mut().brokers.remove(&node);
-        let _ = self
-            .invoke_on_all(move |s| async move {
-                if let Some(c) = s.cluster() {
-                    c.net.remove_peer(NodeId(node));
-                }
-            })
-            .await;
-        cluster.update_observers();
+        self.on_every_net(move |net| net.remove_peer(NodeId(node))).await;
+        self.update_observers(&cluster);
         tracing::info!(node, "a broker left the cluster");
     }
 }

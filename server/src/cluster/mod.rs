@@ -113,9 +113,6 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
 pub struct ClusterShard<R: Runtime> {
     pub config: ClusterConfig,
     pub net: Rc<Net<R>>,
-    /// The metadata partition's voters: the brokers of `--peers` (on a
-    /// broker that joined, as its contact told them).
-    voters: RefCell<Vec<u32>>,
     /// Shard 0: the metadata replica.
     metadata: RefCell<Option<Rc<Driver<R>>>>,
     /// Shard 0: the offset up to which the metadata log is applied.
@@ -211,11 +208,9 @@ impl<R: Runtime> Shard<R> {
                         peers,
                         self.config.listen.to_string(),
                     );
-                    let voters = config.peers.keys().map(|n| n.0).collect();
                     Rc::new(ClusterShard {
                         config,
                         net,
-                        voters: RefCell::new(voters),
                         metadata: RefCell::new(None),
                         applied: Cell::new(Offset(0)),
                         applying: Cell::new(false),
@@ -257,7 +252,7 @@ impl<R: Runtime> Shard<R> {
                 self.pool.clone(),
             )
             .await;
-            let config = driver::config_of(&cluster.voters());
+            let config = driver::config_of(&self.voters(&cluster));
             let params = cluster.params(0x6d65_7461);
             let driver = Driver::start(self.rt.clone(), partition.clone(), cluster.net.clone(), params, config)
                 .await
@@ -271,7 +266,7 @@ impl<R: Runtime> Shard<R> {
                 }
             }));
             *cluster.metadata.borrow_mut() = Some(driver);
-            cluster.update_observers();
+            self.update_observers(&cluster);
         }
         Ok(())
     }
@@ -450,10 +445,9 @@ impl<R: Runtime> Shard<R> {
                 // Committed, but not yet readable here: the log serves
                 // only what its own flush policy holds too (a quorum of
                 // followers may commit before the leader's fdatasync).
-                // The limit the log was given is the commit point as of
-                // the last commit (the status may not show it yet).
-                let committed = driver.log().high_watermark_limit().unwrap_or_default().max(driver.high_watermark());
-                if committed > from {
+                // The limit the driver gave the log is the commit point
+                // as of the last commit (its status may not show it yet).
+                if driver.log().high_watermark_limit().is_some_and(|committed| committed > from) {
                     let _ = driver.log().wait_for_data(from).await;
                     continue;
                 }
@@ -554,7 +548,7 @@ impl<R: Runtime> Shard<R> {
                 .await;
             }
             MetadataRecord::BrokerRegistered { node, replication } => {
-                self.apply_registration(node, &replication).await;
+                self.apply_registration(node, replication).await;
             }
             MetadataRecord::BrokerUnregistered { node } => self.apply_unregistration(node).await,
         }

@@ -170,10 +170,16 @@ impl<R: Runtime> Net<R> {
             return Some(tx.clone());
         }
         let addr = self.address_of(to)?;
-        let (tx, rx) = mpsc::channel(OUTBOX_MESSAGES_MAX);
+        let tx = self.open_link(to, addr, OUTBOX_MESSAGES_MAX);
         self.outboxes.borrow_mut().insert(to, tx.clone());
-        drop(self.rt.spawn(writer(self.clone(), to, addr, rx)));
         Some(tx)
+    }
+
+    /// A queue of `capacity` items to `addr`, with its writer.
+    fn open_link(self: &Rc<Self>, to: NodeId, addr: SocketAddr, capacity: usize) -> mpsc::Sender<Item> {
+        let (tx, rx) = mpsc::channel(capacity);
+        drop(self.rt.spawn(writer(self.clone(), to, addr, rx)));
+        tx
     }
 
     fn push(self: &Rc<Self>, to: NodeId, item: Item) {
@@ -243,9 +249,8 @@ impl<R: Runtime> Net<R> {
                     if strangers.len() >= STRANGERS_MAX {
                         strangers.pop_first();
                     }
-                    let (tx, rx) = mpsc::channel(FRAME_ENTRIES_MAX);
+                    let tx = self.open_link(from, addr, FRAME_ENTRIES_MAX);
                     strangers.insert(addr, tx.clone());
-                    drop(self.rt.spawn(writer(self.clone(), from, addr, rx)));
                     tx
                 }
             }
@@ -465,9 +470,6 @@ pub async fn serve<R: Runtime>(
 ) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut peer: Option<NodeId> = None;
-    // A node not (yet) in the cluster may only call: a broker joining
-    // registers through any member (ADR 29).
-    let mut stranger = false;
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         let frame = loop {
@@ -497,10 +499,7 @@ pub async fn serve<R: Runtime>(
         };
         let from = frame.header.source_node;
         match (peer, frame.body) {
-            (None, Body::Handshake(h)) if h.node_id == from && from != CONTACT => {
-                stranger = !known(from);
-                peer = Some(from);
-            }
+            (None, Body::Handshake(h)) if h.node_id == from && from != CONTACT => peer = Some(from),
             (None, _) => {
                 tracing::warn!(node = from.0, "a replication connection without a valid handshake: closed");
                 return;
@@ -516,7 +515,9 @@ pub async fn serve<R: Runtime>(
             (Some(_), body @ (Body::ControllerCall(_) | Body::ControllerCallResponse(_))) => {
                 dispatch(from, peer_addr, frame.header, body, &deliver);
             }
-            (Some(_), _) if stranger && !known(from) => {
+            // A node not (or no longer) in the cluster may only call: a
+            // broker joining registers through any member (ADR 29).
+            (Some(_), _) if !known(from) => {
                 tracing::debug!(node = from.0, "a replication frame from a node not in the cluster: ignored");
             }
             (Some(_), body) => dispatch(from, peer_addr, frame.header, body, &deliver),

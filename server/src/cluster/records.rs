@@ -49,7 +49,7 @@ pub enum MetadataRecord {
     /// partition as an observer.
     BrokerRegistered {
         node: u32,
-        replication: String,
+        replication: std::net::SocketAddr,
     },
     /// A broker that joined is taken out (`cairn broker remove`; it held
     /// no replica): every broker forgets it.
@@ -139,7 +139,7 @@ mod tests {
                 partition: 1,
                 replicas: vec![1, 3],
             },
-            MetadataRecord::BrokerRegistered { node: 4, replication: "127.0.0.1:8074".into() },
+            MetadataRecord::BrokerRegistered { node: 4, replication: "127.0.0.1:8074".parse().unwrap() },
             MetadataRecord::BrokerUnregistered { node: 4 },
             MetadataRecord::TopicConfigChanged {
                 id: TopicId(7),
