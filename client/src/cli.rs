@@ -1,5 +1,5 @@
 //! The `cairn` command line: topics, produce from stdin, consume to stdout,
-//! offsets. Every failure prints one line on stderr and exits non-zero.
+//! offsets, a topic's table (latest value per key). Every failure prints one line on stderr and exits non-zero.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -11,11 +11,11 @@ use protocol::types::Offset;
 
 use crate::{
     Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, StartFrom,
-    TopicConfig,
+    Table, TableConfig, TopicConfig,
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "Cairn command line: topics, produce, consume, offsets")]
+#[command(name = "cairn", version, about = "Cairn command line: topics, produce, consume, offsets, tables")]
 pub struct Cli {
     /// Broker addresses, comma-separated (the first that answers is used)
     #[arg(long, global = true, default_value = "127.0.0.1:7070", value_name = "ADDR[,ADDR...]")]
@@ -44,6 +44,10 @@ pub enum Command {
         /// Send every record to this partition instead of partitioning by key
         #[arg(long)]
         partition: Option<u32>,
+        /// With --key-separator, send a line with a key and an empty value
+        /// as a tombstone (no value): the key is deleted from the topic's table
+        #[arg(long, requires = "key_separator")]
+        empty_is_tombstone: bool,
     },
     /// Print records of one partition, or of all partitions
     Consume {
@@ -64,6 +68,18 @@ pub enum Command {
     },
     /// Earliest and latest offset of each partition
     Offsets { topic: String },
+    /// The topic as a table: read up to the high watermark, print the latest
+    /// value of each key in key order (a tombstone deletes its key; records
+    /// without a key are skipped), and exit
+    Table {
+        topic: String,
+        /// `text`: KEY, a tab and VALUE per line; `json`: {"key":...,"value":...} per line
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Print only this key's value (exit non-zero if the table has none)
+        #[arg(long, value_name = "KEY")]
+        get: Option<String>,
+    },
     /// Partition operations
     Partition {
         #[command(subcommand)]
@@ -308,9 +324,29 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 writeln!(out, "deleted topic {name}").map_err(io)?;
             }
         },
-        Command::Produce { topic, key_separator, acks, partition } => {
+        Command::Produce { topic, key_separator, acks, partition, empty_is_tombstone } => {
             drop(out);
-            produce(client, &topic, key_separator.as_deref(), acks, partition).await?;
+            let input = Input { key_separator: key_separator.as_deref(), empty_is_tombstone };
+            produce(client, &topic, input, acks, partition).await?;
+        }
+        Command::Table { topic, format, get } => {
+            let mut table = Table::open(&client, &topic, TableConfig::default()).await.map_err(|e| e.to_string())?;
+            table.catch_up().await.map_err(|e| e.to_string())?;
+            match get {
+                Some(key) => {
+                    let value = table.get(key.as_bytes()).ok_or_else(|| format!("table {topic} has no key {key:?}"))?;
+                    match format {
+                        Format::Text => writeln!(out, "{}", String::from_utf8_lossy(value)),
+                        Format::Json => print_entry(&mut out, key.as_bytes(), value, format),
+                    }
+                    .map_err(io)?;
+                }
+                None => {
+                    for (key, value) in table.iter() {
+                        print_entry(&mut out, key, value, format).map_err(io)?;
+                    }
+                }
+            }
         }
         Command::Consume { topic, partition, from, count, format, key_separator } => {
             let from = parse_from(&from)?;
@@ -460,13 +496,41 @@ fn print_record(
     }
 }
 
+/// One entry of a table: `key<TAB>value`, or `{"key":...,"value":...}` (as
+/// `consume` renders them: UTF-8, invalid bytes replaced).
+fn print_entry(out: &mut impl Write, key: &[u8], value: &[u8], format: Format) -> std::io::Result<()> {
+    let (key, value) = (String::from_utf8_lossy(key), String::from_utf8_lossy(value));
+    match format {
+        Format::Text => writeln!(out, "{key}\t{value}"),
+        Format::Json => writeln!(out, "{}", serde_json::json!({ "key": key, "value": value })),
+    }
+}
+
+/// How `produce` cuts a line into a record.
+#[derive(Debug, Clone, Copy)]
+struct Input<'a> {
+    key_separator: Option<&'a str>,
+    /// A key with an empty value is a tombstone (kcat's `-Z`).
+    empty_is_tombstone: bool,
+}
+
+impl Input<'_> {
+    /// The key and value of line `n` (`None`: a tombstone).
+    fn parse(&self, n: usize, line: String) -> Result<(Option<String>, Option<String>), String> {
+        let Some(sep) = self.key_separator else { return Ok((None, Some(line))) };
+        let Some((k, v)) = line.split_once(sep) else { return Err(format!("line {n}: no key separator {sep:?}")) };
+        let value = if v.is_empty() && self.empty_is_tombstone { None } else { Some(v.to_owned()) };
+        Ok((Some(k.to_owned()), value))
+    }
+}
+
 /// Deliveries waited for at once before reading more input.
 const DELIVERIES_PENDING_MAX: usize = 10_000;
 
 async fn produce(
     client: Client,
     topic: &str,
-    key_separator: Option<&str>,
+    input: Input<'_>,
     acks: AcksArg,
     partition: Option<u32>,
 ) -> Result<(), String> {
@@ -494,15 +558,14 @@ async fn produce(
     while let Some(line) = lines.recv().await {
         n += 1;
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        let (key, value) = match key_separator {
-            None => (None, line),
-            Some(sep) => match line.split_once(sep) {
-                Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
-                None => return Err(format!("line {n}: no key separator {sep:?}")),
-            },
+        let (key, value) = input.parse(n, line)?;
+        let record = ProducerRecord {
+            topic: topic.to_owned(),
+            partition,
+            key: key.map(Into::into),
+            value: value.map(Into::into),
+            ..ProducerRecord::default()
         };
-        let mut record = ProducerRecord::new(topic, key, value);
-        record.partition = partition;
         let delivery = producer.send(record).await.map_err(|e| e.to_string())?;
         pending.push(delivery.wait());
         sent += 1;
@@ -523,4 +586,40 @@ async fn produce(
     }
     eprintln!("produced {sent} records to {topic}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_value_is_a_tombstone_only_when_asked() {
+        let plain = Input { key_separator: Some(":"), empty_is_tombstone: false };
+        let z = Input { empty_is_tombstone: true, ..plain };
+        assert_eq!(plain.parse(1, "k:".into()).unwrap(), (Some("k".into()), Some(String::new())));
+        assert_eq!(z.parse(1, "k:".into()).unwrap(), (Some("k".into()), None));
+        assert_eq!(z.parse(1, "k:v:w".into()).unwrap(), (Some("k".into()), Some("v:w".into())));
+        assert_eq!(z.parse(1, ":".into()).unwrap(), (Some(String::new()), None));
+        assert!(z.parse(7, "no separator".into()).unwrap_err().contains("line 7"));
+        let unkeyed = Input { key_separator: None, empty_is_tombstone: false };
+        assert_eq!(unkeyed.parse(1, String::new()).unwrap(), (None, Some(String::new())));
+    }
+
+    #[test]
+    fn empty_is_tombstone_needs_a_key_separator() {
+        assert!(Cli::try_parse_from(["cairn", "produce", "t", "--empty-is-tombstone"]).is_err());
+        assert!(Cli::try_parse_from(["cairn", "produce", "t", "--key-separator", ":", "--empty-is-tombstone"]).is_ok());
+    }
+
+    #[test]
+    fn table_entries_render_as_text_and_json_lines() {
+        let mut out = Vec::new();
+        print_entry(&mut out, b"k", b"v 1", Format::Text).unwrap();
+        print_entry(&mut out, b"k\"", b"\xff", Format::Json).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("k\tv 1"));
+        let json: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"key": "k\"", "value": "\u{fffd}"}));
+    }
 }

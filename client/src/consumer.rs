@@ -11,6 +11,12 @@
 //! fetch's successor from the new positions (prefetch), so the broker reads
 //! the next data while the application handles this. A fetch answered
 //! after a `seek` is discarded for the partitions moved.
+//!
+//! Every fetch answer carries each partition's high watermark; the
+//! consumer keeps the highest it saw, so [`Consumer::lag`] (high watermark
+//! minus position) costs no request. [`Consumer::refresh_high_watermarks`]
+//! asks the broker when a fresh figure matters more (before the first
+//! fetch, or to catch up to "now").
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
@@ -27,6 +33,14 @@ use crate::client::{Client, unexpected};
 use crate::conn::check;
 use crate::error::{ClientError, Result};
 use crate::record::{ConsumerRecord, decode_batch};
+
+/// High watermark minus position, per partition with a known high watermark.
+pub(crate) fn lag(positions: &BTreeMap<u32, Offset>, high_watermarks: &BTreeMap<u32, Offset>) -> BTreeMap<u32, u64> {
+    positions
+        .iter()
+        .filter_map(|(&p, &position)| high_watermarks.get(&p).map(|hw| (p, hw.0.saturating_sub(position.0))))
+        .collect()
+}
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -84,6 +98,9 @@ pub struct Consumer {
     topic: String,
     /// Next offset to read, per assigned partition.
     positions: BTreeMap<u32, Offset>,
+    /// The highest high watermark seen per partition, from fetch answers
+    /// and [`Consumer::refresh_high_watermarks`].
+    high_watermarks: BTreeMap<u32, Offset>,
     buffered: VecDeque<ConsumerRecord>,
     in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = FetchDone> + Send>>>,
     /// Lanes with a fetch in flight for the current positions. A seek
@@ -119,6 +136,7 @@ impl Consumer {
             config,
             topic: topic.to_owned(),
             positions: BTreeMap::new(),
+            high_watermarks: BTreeMap::new(),
             buffered: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
             busy: HashSet::new(),
@@ -142,6 +160,39 @@ impl Consumer {
         &self.positions
     }
 
+    /// The highest high watermark seen per partition (the offset the next
+    /// readable record will get), by fetches or the last
+    /// [`Consumer::refresh_high_watermarks`]; a partition is missing until
+    /// one of them answered for it.
+    pub fn high_watermarks(&self) -> &BTreeMap<u32, Offset> {
+        &self.high_watermarks
+    }
+
+    /// Records each partition is behind its high watermark as last seen
+    /// (0 once caught up), for partitions whose high watermark is known.
+    pub fn lag(&self) -> BTreeMap<u32, u64> {
+        lag(&self.positions, &self.high_watermarks)
+    }
+
+    /// Asks the broker for every assigned partition's high watermark now,
+    /// and returns them.
+    pub async fn refresh_high_watermarks(&mut self) -> Result<BTreeMap<u32, Offset>> {
+        let parts: Vec<u32> = self.positions.keys().copied().collect();
+        let latest = self.client.list_offsets(&self.topic, &parts, OffsetSpec::Latest).await?;
+        for &(p, o) in &latest {
+            self.observe_high_watermark(p, o);
+        }
+        Ok(latest.into_iter().collect())
+    }
+
+    fn observe_high_watermark(&mut self, partition: u32, high_watermark: Offset) {
+        if !self.positions.contains_key(&partition) {
+            return;
+        }
+        let seen = self.high_watermarks.entry(partition).or_insert(high_watermark);
+        *seen = (*seen).max(high_watermark);
+    }
+
     pub async fn seek_all(&mut self, from: StartFrom) -> Result<()> {
         let parts: Vec<u32> = self.positions.keys().copied().collect();
         let offsets = match from {
@@ -156,6 +207,13 @@ impl Consumer {
         self.buffered.clear();
         self.generation += 1;
         Ok(())
+    }
+
+    /// Whether records fetched are waiting for the next poll (a poll that
+    /// failed keeps the other partitions' records): until they are
+    /// returned, the positions are past records the caller has not seen.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.buffered.is_empty()
     }
 
     pub fn seek(&mut self, partition: u32, offset: Offset) {
@@ -294,6 +352,8 @@ impl Consumer {
                     first_error.get_or_insert(e);
                     continue;
                 }
+                let seen = self.high_watermarks.entry(p.partition).or_insert(p.high_watermark);
+                *seen = (*seen).max(p.high_watermark);
                 for batch in &p.batches {
                     let records = decode_batch(p.partition, batch, *position).map_err(|e| {
                         ClientError::Protocol(format!("corrupt batch from {topic}/{}: {e}", p.partition))

@@ -1,6 +1,7 @@
 //! Cairn's Rust client, for ordinary tokio applications: a [`Client`] (one
 //! broker connection, multiplexed, with the admin API), a batching
-//! [`Producer`] and a [`Consumer`]. The broker runs thread-per-core on
+//! [`Producer`] and a [`Consumer`], and a [`Table`] that materializes a
+//! topic of entity events into a local map. The broker runs thread-per-core on
 //! glommio; none of that leaks here: this crate speaks the wire protocol of
 //! `docs/protocol.md` through the `protocol` crate.
 
@@ -12,13 +13,14 @@ pub mod drain;
 mod error;
 mod producer;
 mod record;
+pub mod table;
 
 pub use client::{Client, ClientConfig, Route, TopicConfig};
 pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};
 pub use producer::{
-    BatchDelivery, Deliveries, Delivery, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record,
+    BatchDelivery, Deliveries, Delivery, PartialSend, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record,
     RecordMetadata,
 };
 pub use protocol::ErrorCode;
@@ -26,3 +28,4 @@ pub use protocol::api::{Acks, ConfigEntry, ConfigSource, OffsetSpec, RecoveredPa
 pub use protocol::batch::HeaderRef;
 pub use protocol::types::{Offset, Timestamp};
 pub use record::{ConsumerRecord, decode_batch};
+pub use table::{Change, Table, TableConfig, TableError, TablePublisher};
