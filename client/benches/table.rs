@@ -2,8 +2,12 @@
 //! million events of 200 B over 100,000 keys (one in sixteen a tombstone), four
 //! partitions, prebuilt as a consumer delivers them (keys and values are
 //! slices of shared fetched buffers), applied to an empty
-//! `TableState` per iteration. `cargo bench -p client --bench table`.
+//! `TableState` per iteration. The same-run baseline applies the same
+//! events to the obvious store, a `BTreeMap` of copied keys and values, so
+//! the figure is quoted as a ratio on a noisy machine.
+//! `cargo bench -p client --bench table`.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -66,6 +70,25 @@ fn apply(c: &mut Criterion) {
                 }
                 assert!(table.len() as u64 <= KEYS);
                 table
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("baseline/btreemap_copy", |b| {
+        b.iter_batched(
+            BTreeMap::<Vec<u8>, Vec<u8>>::new,
+            |mut map| {
+                for e in &events {
+                    let key = e.key.as_deref().expect("keyed");
+                    match e.value.as_deref() {
+                        Some(v) => match map.get_mut(key) {
+                            Some(slot) => *slot = v.to_vec(),
+                            None => drop(map.insert(key.to_vec(), v.to_vec())),
+                        },
+                        None => drop(map.remove(key)),
+                    }
+                }
+                map
             },
             BatchSize::PerIteration,
         );

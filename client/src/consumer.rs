@@ -34,6 +34,12 @@ use crate::conn::check;
 use crate::error::{ClientError, Result};
 use crate::record::{ConsumerRecord, decode_batch};
 
+/// Keeps the highest high watermark seen for `partition`.
+fn raise(high_watermarks: &mut BTreeMap<u32, Offset>, partition: u32, high_watermark: Offset) {
+    let seen = high_watermarks.entry(partition).or_insert(high_watermark);
+    *seen = (*seen).max(high_watermark);
+}
+
 /// High watermark minus position, per partition with a known high watermark.
 pub(crate) fn lag(positions: &BTreeMap<u32, Offset>, high_watermarks: &BTreeMap<u32, Offset>) -> BTreeMap<u32, u64> {
     positions
@@ -186,11 +192,9 @@ impl Consumer {
     }
 
     fn observe_high_watermark(&mut self, partition: u32, high_watermark: Offset) {
-        if !self.positions.contains_key(&partition) {
-            return;
+        if self.positions.contains_key(&partition) {
+            raise(&mut self.high_watermarks, partition, high_watermark);
         }
-        let seen = self.high_watermarks.entry(partition).or_insert(high_watermark);
-        *seen = (*seen).max(high_watermark);
     }
 
     pub async fn seek_all(&mut self, from: StartFrom) -> Result<()> {
@@ -352,8 +356,7 @@ impl Consumer {
                     first_error.get_or_insert(e);
                     continue;
                 }
-                let seen = self.high_watermarks.entry(p.partition).or_insert(p.high_watermark);
-                *seen = (*seen).max(p.high_watermark);
+                raise(&mut self.high_watermarks, p.partition, p.high_watermark);
                 for batch in &p.batches {
                     let records = decode_batch(p.partition, batch, *position).map_err(|e| {
                         ClientError::Protocol(format!("corrupt batch from {topic}/{}: {e}", p.partition))

@@ -15,22 +15,10 @@ use cairn_client::{
     ProducerRecord, StartFrom, Table, TableConfig, TableError, TablePublisher, TopicConfig,
 };
 use cairn_tests::Broker;
+use engine::rt::sim::SimRng as Rng;
 
 async fn client(broker: &Broker) -> Client {
     Client::connect(ClientConfig::new(broker.addr.clone())).await.expect("connecting")
-}
-
-/// splitmix64: the same events every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -48,7 +36,7 @@ async fn publish_events(
 ) -> u64 {
     let mut deliveries: Vec<Delivery> = Vec::new();
     for i in 0..n {
-        let r = rng.next();
+        let r = rng.next_u64();
         let key = format!("entity-{:03}", r % keys).into_bytes();
         if r >> 62 == 0 {
             deliveries.push(publisher.delete(key.clone()).await.unwrap());
@@ -85,7 +73,7 @@ async fn a_table_equals_the_model_after_catch_up_while_following_and_after_a_res
     client.create_topic("entities", 4, TopicConfig::default()).await.unwrap();
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     let publisher = TablePublisher::new(producer, "entities");
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut model = Model::new();
     let first = publish_events(&publisher, &mut rng, &mut model, 2000, 200, "first").await;
     assert_eq!(first, 2040);
@@ -117,7 +105,7 @@ async fn a_table_equals_the_model_after_catch_up_while_following_and_after_a_res
     let mut writer = Some({
         let publisher = publisher.clone();
         tokio::spawn(async move {
-            let mut rng = Rng(12);
+            let mut rng = Rng::new(12);
             let sent = publish_events(&publisher, &mut rng, &mut follow_model, 1000, 200, "second").await;
             (sent, follow_model)
         })
@@ -180,7 +168,7 @@ async fn checkpoints_are_taken_every_n_records_and_untrusted_ones_are_refused() 
     client.create_topic("other", 2, TopicConfig::default()).await.unwrap();
     let publisher = TablePublisher::new(Producer::new(client.clone(), ProducerConfig::default()), "t");
     let mut model = Model::new();
-    let sent = publish_events(&publisher, &mut Rng(5), &mut model, 3000, 300, "a").await;
+    let sent = publish_events(&publisher, &mut Rng::new(5), &mut model, 3000, 300, "a").await;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.table");

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use protocol::types::Offset;
 
 use super::TableError;
-use super::state::{Restore, TableState};
+use super::state::TableState;
 
 pub const MAGIC: [u8; 4] = *b"CRNT";
 pub const VERSION: u8 = 1;
@@ -76,7 +76,8 @@ fn too_long(what: &str, len: usize) -> io::Error {
 }
 
 /// Writes a checkpoint of `entries` at `positions` to `path`, replacing
-/// the one there atomically (see the module docs).
+/// the one there atomically (see the module docs). A write that fails
+/// (a full disk) leaves the old checkpoint and removes its temporary file.
 pub(crate) fn write(
     path: &Path,
     topic: &str,
@@ -84,7 +85,28 @@ pub(crate) fn write(
     entries: &BTreeMap<Bytes, Bytes>,
 ) -> io::Result<()> {
     let tmp = temporary_path(path);
-    let file = File::create(&tmp)?;
+    if let Err(e) = write_synced(&tmp, topic, positions, entries) {
+        // Best effort: the error that matters is the write's.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable once the directory is.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// The whole checkpoint at `tmp`, fsynced.
+fn write_synced(
+    tmp: &Path,
+    topic: &str,
+    positions: &BTreeMap<u32, Offset>,
+    entries: &BTreeMap<Bytes, Bytes>,
+) -> io::Result<()> {
+    let file = File::create(tmp)?;
     let mut w = CrcWriter { inner: BufWriter::with_capacity(1 << 20, file), crc: 0 };
     w.write_all(&MAGIC)?;
     w.write_all(&[VERSION, 0, 0, 0])?;
@@ -108,15 +130,7 @@ pub(crate) fn write(
     let mut out = w.inner;
     out.write_all(&crc.to_le_bytes())?;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    // The rename is durable once the directory is.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
+    file.sync_all()
 }
 
 /// Reads the file, counting what is left of it and computing the CRC of
@@ -225,10 +239,9 @@ pub(crate) fn read(path: &Path, bytes_max: usize) -> Result<Option<Loaded>, Tabl
             return Err(s.corrupt("keys out of order"));
         }
         last = Some(key.clone());
-        state.restore(key, value).map_err(|e| match e {
-            Restore::Full => TableError::CheckpointFull { path: path.to_path_buf(), bytes_max },
-            Restore::Duplicate => s.corrupt("a key twice"),
-        })?;
+        if !state.restore(key, value) {
+            return Err(TableError::CheckpointFull { path: path.to_path_buf(), bytes_max });
+        }
     }
     let computed = s.crc;
     let stored = u32::from_le_bytes(s.array("the CRC")?);

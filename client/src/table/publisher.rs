@@ -51,8 +51,12 @@ impl TablePublisher {
 
     /// Sends a tombstone: `key` is gone from now on.
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Delivery> {
-        let record =
-            ProducerRecord { value: None, ..ProducerRecord::new(self.topic.as_str(), Some(key), Bytes::new()) };
+        let record = ProducerRecord {
+            topic: self.topic.clone(),
+            key: Some(key.into()),
+            value: None,
+            ..ProducerRecord::default()
+        };
         self.producer.send(record).await
     }
 

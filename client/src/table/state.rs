@@ -170,21 +170,21 @@ impl TableState {
     }
 
     /// Adds an entry read from a checkpoint (so its bytes are the table's
-    /// own already); `Err` if the key is there or the table would pass
-    /// `bytes_max`.
-    pub(crate) fn restore(&mut self, key: Bytes, value: Bytes) -> Result<(), Restore> {
+    /// own already), whose keys come in strictly ascending order (the
+    /// reader checks it), so never one the table has; `false` if the table
+    /// would pass `bytes_max`.
+    #[must_use]
+    pub(crate) fn restore(&mut self, key: Bytes, value: Bytes) -> bool {
+        debug_assert!(self.order.last().is_none_or(|last| last.as_bytes() < &key[..]), "restored in key order");
         let bytes = self.bytes.saturating_add(entry_bytes(&key, &value));
         if bytes > self.bytes_max {
-            return Err(Restore::Full);
-        }
-        if self.entries.contains_key(&key[..]) {
-            return Err(Restore::Duplicate);
+            return false;
         }
         self.bytes = bytes;
         let key = Key::from_owned(key);
         self.order.insert(key.clone());
         self.entries.insert(key, value);
-        Ok(())
+        true
     }
 
     /// Sets the positions a checkpoint reflects.
@@ -311,13 +311,6 @@ impl TableState {
         self.entries.insert(key, Bytes::copy_from_slice(value));
         Ok(None)
     }
-}
-
-/// Why a checkpoint's entry was not restored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Restore {
-    Duplicate,
-    Full,
 }
 
 /// What one entry counts for `bytes_max`.
