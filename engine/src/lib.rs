@@ -9,6 +9,7 @@ pub mod rt;
 pub use protocol::{batch, types};
 
 pub use log::{
-    AppendInfo, FlushPolicy, IoStats, LATENCY_BUCKETS, LatencyHistogram, LogConfig, LogError, MemoryPool, PartitionLog,
-    PoolConfig, PoolUsage, ReadResult, TimestampType, is_enospc,
+    AppendInfo, CleanerStatus, CompactionPolicy, CompactionReport, FlushPolicy, IoStats, LATENCY_BUCKETS,
+    LatencyHistogram, LogConfig, LogError, MemoryPool, Pace, PartitionLog, PoolConfig, PoolUsage, ReadResult,
+    TimestampType, is_enospc,
 };

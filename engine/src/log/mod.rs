@@ -16,6 +16,7 @@
 //! timestamps) and `structure` (roll, truncate, retention, close).
 
 mod append;
+mod compact;
 mod config;
 mod error;
 mod index;
@@ -39,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use compact::{CleanerStatus, CompactionPolicy, CompactionReport, Pace};
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{LogError, is_enospc};
 pub use index::{OffsetIndex, SegmentIndex, SegmentSummary, TimeIndex};
@@ -97,8 +99,18 @@ struct State<F: crate::rt::DmaFile> {
     exclusive: bool,
     /// An append is growing the active segment's file.
     allocating: bool,
-    /// Retention is deleting sealed segments (it does not hold the log).
+    /// Retention is deleting sealed segments, or compaction is swapping one
+    /// in (neither holds the log).
     retention_running: bool,
+    /// A compaction pass is running (one at a time).
+    compacting: bool,
+    /// Compaction has cleaned the log below this offset.
+    cleaned_through: Offset,
+    /// When the last compaction pass ended, by the log's clock.
+    last_clean_ms: Option<i64>,
+    /// Bumped when a compaction swap starts and when it ends: a read that
+    /// saw it change reads again (it may have mixed the old segment and the new).
+    swaps: u64,
     /// Bumped by every `truncate_to`, with the offsets it cut at: reads and
     /// acknowledgements that straddle one are retried or refused.
     truncations: u64,
@@ -201,6 +213,13 @@ impl<S: Storage> PartitionLog<S> {
         let next = recovered.active.index.summary.next_offset;
         let log_start = recovered.closed.keys().next().copied().unwrap_or(recovered.active.index.summary.base_offset);
         let now = storage.now_ms();
+        let checkpoint_path = dir.join(compact::CHECKPOINT_FILE);
+        let checkpoint = storage
+            .read_file(&checkpoint_path)
+            .await
+            .map_err(|e| LogError::io("read", &checkpoint_path, e))?
+            .and_then(|b| compact::Checkpoint::decode(&b));
+        let active_base = recovered.active.index.summary.base_offset;
         let state = State {
             closed: recovered.closed,
             active: recovered.active,
@@ -213,6 +232,11 @@ impl<S: Storage> PartitionLog<S> {
             exclusive: false,
             allocating: false,
             retention_running: false,
+            compacting: false,
+            // Never past the sealed segments: what is above them is dirty.
+            cleaned_through: checkpoint.map_or(log_start, |c| c.cleaned_through.clamp(log_start, active_base)),
+            last_clean_ms: checkpoint.map(|c| c.last_clean_ms),
+            swaps: 0,
             truncations: 0,
             recent_truncations: VecDeque::new(),
             pending_cut: None,

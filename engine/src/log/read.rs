@@ -38,11 +38,12 @@ impl<S: Storage> PartitionLog<S> {
     /// it), up to `bytes_max` (at least one batch), below the high watermark.
     pub async fn read(&self, from: Offset, bytes_max: usize) -> Result<ReadResult, LogError> {
         loop {
-            let epoch = self.state.borrow().truncations;
+            let epoch = self.read_epoch();
             let result = self.read_once(from, bytes_max).await;
             // A truncation while the read was on the disk may have cut what it
-            // read: read again.
-            if self.state.borrow().truncations != epoch {
+            // read, and a compaction swap may have replaced the segment under
+            // it: read again.
+            if self.read_epoch() != epoch {
                 continue;
             }
             return match result {
@@ -116,7 +117,7 @@ impl<S: Storage> PartitionLog<S> {
                 if from == s.written_offset {
                     return Ok(Vec::new());
                 }
-                (s.truncations, s.written_offset)
+                ((s.truncations, s.swaps), s.written_offset)
             };
             let mut at = from;
             let result = loop {
@@ -126,10 +127,17 @@ impl<S: Storage> PartitionLog<S> {
                     Err(e) => break Err(e),
                 }
             };
-            if self.state.borrow().truncations == epoch {
+            if self.read_epoch() == epoch {
                 return result;
             }
         }
+    }
+
+    /// What changes when a read must be done again: truncations and
+    /// compaction swaps so far.
+    fn read_epoch(&self) -> (u64, u64) {
+        let s = self.state.borrow();
+        (s.truncations, s.swaps)
     }
 
     async fn read_once(&self, from: Offset, bytes_max: usize) -> Result<ReadResult, LogError> {
@@ -229,7 +237,7 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(sliced);
             }
         }
-        let epoch = self.state.borrow().truncations;
+        let epoch = self.read_epoch();
         let (read_ahead, batch_max) = {
             let c = self.cfg();
             (c.read_ahead_bytes, c.batch_bytes_max as usize)
@@ -240,7 +248,7 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(|e| LogError::io("read", log_path(&self.dir, base), e))?;
         let mut s = self.state.borrow_mut();
-        if s.truncations == epoch {
+        if (s.truncations, s.swaps) == epoch {
             self.pool.read_ahead_insert(self.id, base, position, chunk.clone());
         }
         s.stats.cold_reads += 1;
@@ -291,8 +299,10 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(index);
         }
         let config = self.config();
+        let swaps = self.state.borrow().swaps;
         let index = Rc::new(recovery::load_index(&self.storage, &self.dir, &config, Some(file), summary).await?);
-        if self.state.borrow().closed.contains_key(&summary.base_offset) {
+        let s = self.state.borrow();
+        if s.swaps == swaps && s.closed.get(&summary.base_offset) == Some(&summary) {
             self.pool.index_insert(self.id, summary.base_offset, index.clone());
         }
         Ok(index)
@@ -303,14 +313,15 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(file);
         }
         let path = log_path(&self.dir, base);
+        let swaps = self.state.borrow().swaps;
         let file = Rc::new(
             self.storage.open_dma(&path, OpenMode::Existing).await.map_err(|e| LogError::io("open", &path, e))?,
         );
-        // Retention may have deleted the segment while it was being opened:
-        // then the handle serves this read only, and is not kept (it would
-        // hold the deleted file's space).
+        // Retention may have deleted the segment while it was being opened,
+        // or compaction replaced it: then the handle serves this read only,
+        // and is not kept (it would hold the old file's space).
         let mut s = self.state.borrow_mut();
-        if s.closed.contains_key(&base) {
+        if s.closed.contains_key(&base) && s.swaps == swaps {
             s.files.insert(base, file.clone());
         }
         Ok(file)
@@ -345,6 +356,17 @@ impl<S: Storage> PartitionLog<S> {
     /// The offset of the first record whose timestamp is at or after `t`,
     /// `None` if every visible record is older.
     pub async fn offset_for_timestamp(&self, t: Timestamp) -> Result<Option<Offset>, LogError> {
+        loop {
+            let epoch = self.read_epoch();
+            let result = self.offset_for_timestamp_once(t).await;
+            // A compaction swap under the index lookup: look again.
+            if result.is_ok() || self.read_epoch() == epoch {
+                return result;
+            }
+        }
+    }
+
+    async fn offset_for_timestamp_once(&self, t: Timestamp) -> Result<Option<Offset>, LogError> {
         let start = {
             let s = self.state.borrow();
             let candidate = s.closed.values().find(|c| c.max_timestamp >= t).copied();

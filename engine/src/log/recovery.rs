@@ -53,10 +53,12 @@ pub(crate) async fn recover<S: Storage>(
     let names = storage.list_dir(dir).await.map_err(io_err("list", dir))?;
     let mut segments: Vec<Offset> = names.iter().filter_map(|n| parse_name(n, "log")).collect();
     segments.sort_unstable();
-    // R2: leftovers of an interrupted atomic write or of a deleted segment.
+    // R2: leftovers of an interrupted atomic write, of a deleted segment or
+    // of a compaction swap that did not happen.
     for name in &names {
         let stray_index = parse_name(name, "index").is_some_and(|b| !segments.contains(&b));
-        if Path::new(name).extension().is_some_and(|e| e == "tmp") || stray_index {
+        let leftover = Path::new(name).extension().is_some_and(|e| e == "tmp" || e == "cleaned");
+        if leftover || stray_index {
             let path = dir.join(name);
             storage.remove(&path).await.map_err(io_err("remove", &path))?;
             report.removed_files += 1;

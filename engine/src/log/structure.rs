@@ -206,6 +206,7 @@ impl<S: Storage> PartitionLog<S> {
         s.files.retain(|b, _| *b < target_base);
         self.pool.read_ahead_retain(self.id, |b| b < target_base);
         self.pool.cache_truncate(self.id, offset);
+        s.cleaned_through = s.cleaned_through.min(offset);
         s.truncations += 1;
         let epoch = s.truncations;
         s.recent_truncations.push_back((epoch, offset));

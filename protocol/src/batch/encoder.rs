@@ -298,7 +298,46 @@ impl BatchEncoder {
     /// The encoder is left empty, ready for the next batch. A batch holds
     /// at least one record: finishing an empty one is refused.
     pub fn finish(&mut self) -> Result<Vec<u8>, BatchError> {
-        if self.entries.is_empty() {
+        self.finish_with(|_| {})
+    }
+
+    /// Finishes the batch as a rewrite of the stored batch `template`
+    /// (compaction): its base offset, leader epoch, flags, append time,
+    /// producer fields and `last_offset_delta` are kept, so the batch still
+    /// covers the offsets it covered; record count and timestamps come from
+    /// the records kept. The records' deltas must be below the template's
+    /// `last_offset_delta` + 1, and the template of version 2. With no
+    /// record at all, the batch is an *emptied* one: no records, the
+    /// template's timestamps (docs/format.md).
+    pub fn finish_as(&mut self, template: &BatchHeader) -> Result<Vec<u8>, BatchError> {
+        assert!(template.version == BATCH_VERSION && self.version == BATCH_VERSION, "only version 2 is rewritten");
+        if self.entries.last().is_some_and(|e| e.offset_delta > template.last_offset_delta) {
+            return Err(BatchError::BadOffsets);
+        }
+        let empty = self.entries.is_empty();
+        if empty {
+            self.start();
+        }
+        self.finish_with(|h| {
+            if empty {
+                h.first_timestamp = template.first_timestamp;
+                h.max_timestamp = template.max_timestamp;
+            }
+            h.base_offset = template.base_offset;
+            h.leader_epoch = template.leader_epoch;
+            h.payload = template.payload;
+            h.broker_flags = template.broker_flags;
+            h.append_time = template.append_time;
+            h.attributes = template.attributes;
+            h.last_offset_delta = template.last_offset_delta;
+            h.producer_id = template.producer_id;
+            h.producer_epoch = template.producer_epoch;
+            h.base_sequence = template.base_sequence;
+        })
+    }
+
+    fn finish_with(&mut self, adjust: impl FnOnce(&mut BatchHeader)) -> Result<Vec<u8>, BatchError> {
+        if self.buf.is_empty() {
             return Err(BatchError::BadRecordCount { record_count: 0, last_offset_delta: 0 });
         }
         let length = self.encoded_bytes();
@@ -332,7 +371,7 @@ impl BatchEncoder {
             crc: 0,
             header_crc: 0,
             attributes: Attributes::default(),
-            last_offset_delta: self.entries.last().expect("non-empty").offset_delta,
+            last_offset_delta: self.entries.last().map_or(0, |e| e.offset_delta),
             record_count: self.entries.len() as u32,
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
@@ -340,6 +379,8 @@ impl BatchEncoder {
             producer_epoch: epoch,
             base_sequence: sequence,
         };
+        let mut header = header;
+        adjust(&mut header);
         header.encode(&mut out);
         seal(&mut out, self.version);
         self.reset();

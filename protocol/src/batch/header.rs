@@ -295,7 +295,10 @@ impl BatchHeader {
         if (header.batch_length as usize) < header_bytes {
             return Err(BatchError::BadLength { batch_length: header.batch_length });
         }
-        if header.record_count == 0 || header.record_count > header.last_offset_delta.saturating_add(1) {
+        // No records only in a version 2 batch compaction emptied: it keeps
+        // the offsets it covered, so its segment still ends where it ended.
+        let empty_refused = header.record_count == 0 && version == BATCH_VERSION_V1;
+        if empty_refused || header.record_count > header.last_offset_delta.saturating_add(1) {
             return Err(BatchError::BadRecordCount {
                 record_count: header.record_count,
                 last_offset_delta: header.last_offset_delta,

@@ -273,3 +273,54 @@ fn only_stamp_control_makes_a_control_batch() {
     assert_eq!(bytes[32..36], golden_batch()[32..36], "the body CRC is untouched");
     assert_eq!(bytes[40..], golden_batch()[40..], "the body is untouched");
 }
+
+#[test]
+fn a_rewritten_batch_keeps_its_identity_and_the_offsets_it_covered() {
+    let mut b = BatchBuilder::new();
+    for i in 0..4u8 {
+        b.push(RecordInput::new(Some(&[i]), Some(&[i; 3]), Timestamp(100 + i64::from(i))));
+    }
+    let mut bytes = b.build().unwrap();
+    let stamp = Stamp {
+        base_offset: Offset(40),
+        leader_epoch: LeaderEpoch(3),
+        append_time: Timestamp(999),
+        log_append_time: false,
+    };
+    crate::batch::stamp(&mut bytes, &stamp);
+    let template = validate_batch(&bytes).unwrap().header;
+    // Keep the records at deltas 0 and 2: the batch still ends at 44.
+    let mut encoder = BatchEncoder::new(0);
+    for d in [0u32, 2] {
+        let r = RecordRef {
+            key: Some(&[d as u8]),
+            value: Some(&[1]),
+            headers: &[],
+            timestamp: Timestamp(100 + i64::from(d)),
+        };
+        encoder.push_at(d, &r).unwrap();
+    }
+    let rewritten = encoder.finish_as(&template).unwrap();
+    let view = validate_batch(&rewritten).unwrap();
+    let stats = validate_records(&view).unwrap();
+    assert!(!stats.dense);
+    assert_eq!(view.header.base_offset, Offset(40));
+    assert_eq!(view.header.leader_epoch, LeaderEpoch(3));
+    assert_eq!(view.header.append_time, Timestamp(999));
+    assert_eq!(view.header.record_count, 2);
+    assert_eq!(view.header.next_offset(), Offset(44), "the last offset delta is kept");
+    assert_eq!(view.header.max_timestamp, Timestamp(102));
+    // Emptied: no records, same offsets and timestamps.
+    let empty = BatchEncoder::new(0).finish_as(&template).unwrap();
+    let view = validate_batch(&empty).unwrap();
+    validate_records(&view).unwrap();
+    assert_eq!(view.header.record_count, 0);
+    assert_eq!(view.records().unwrap().len(), 0);
+    assert_eq!(view.header.next_offset(), Offset(44));
+    assert_eq!(view.header.max_timestamp, template.max_timestamp);
+    // A record past the template's last offset delta is refused.
+    let mut encoder = BatchEncoder::new(0);
+    let r = RecordRef { key: None, value: Some(&[1]), headers: &[], timestamp: Timestamp(1) };
+    encoder.push_at(9, &r).unwrap();
+    assert!(encoder.finish_as(&template).is_err());
+}

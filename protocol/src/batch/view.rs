@@ -64,16 +64,23 @@ pub fn validate_records(view: &BatchView<'_>) -> Result<RecordStats, BatchError>
         max_delta = max_delta.max(t);
         min_delta = min_delta.min(t);
     }
-    if previous != Some(view.header.last_offset_delta) {
-        return Err(BatchError::RecordsMismatch { reason: "last offset delta differs from the header" });
+    // The last record sits at `last_offset_delta`, or below it in a batch
+    // compaction rewrote: the batch keeps the offsets it covered (as in
+    // Kafka), so a segment still ends where it ended.
+    if previous.is_some_and(|p| p > view.header.last_offset_delta) {
+        return Err(BatchError::RecordsMismatch { reason: "a record lies past the header's last offset delta" });
     }
+    // An emptied batch keeps its timestamps (the time index still finds it).
     let span = view.header.max_timestamp.0.checked_sub(view.header.first_timestamp.0);
-    if span != Some(max_delta) {
+    if previous.is_some() && span != Some(max_delta) {
         return Err(BatchError::RecordsMismatch { reason: "max timestamp differs from the records" });
+    }
+    if previous.is_none() {
+        return Ok(RecordStats { min_timestamp: view.header.first_timestamp, dense: false });
     }
     Ok(RecordStats {
         min_timestamp: Timestamp(view.header.first_timestamp.0.saturating_add(min_delta)),
-        // Increasing deltas ending at last_offset_delta with count = last + 1
+        // Increasing deltas at most last_offset_delta with count = last + 1
         // can only be 0, 1, …, last.
         dense: u64::from(view.header.record_count) == u64::from(view.header.last_offset_delta) + 1,
     })

@@ -4,6 +4,7 @@
 //! one concern: offsets with gaps, faults, retention, shared memory,
 //! timestamps, and crashes under the simulator's out-of-order I/O.
 
+mod compaction;
 mod faults;
 mod gaps;
 mod memory;

@@ -1,0 +1,661 @@
+//! Log compaction: keeping the latest record of every key, so a new reader
+//! of an entity stream reaches the current state without all its history.
+//!
+//! A pass works on the *cleanable* segments: the sealed ones, from the log
+//! start, that end at or below the high watermark and whose newest append
+//! is older than `min_compaction_lag_ms` (the active segment and anything
+//! unreplicated are never touched). The part of them not cleaned before,
+//! from the cleaner's checkpoint on, is *dirty*. A pass
+//!
+//! 1. maps every key of the dirty part to its newest offset, in a map of at
+//!    most `map_bytes_max` (plus one batch): a full map ends the pass early,
+//!    at a batch boundary, and the next pass goes on from there;
+//! 2. rewrites each segment from the log start up to where the map ends,
+//!    oldest first, dropping a record whose key the map holds at a later
+//!    offset, and a tombstone the map holds (so every older record of its key
+//!    is dropped in this same pass) whose batch was appended more than
+//!    `delete_retention_ms` ago. Records keep their offsets (gaps are fine);
+//!    keyless records, control batches and batches of other formats are kept
+//!    as they are; a batch none of whose records changed is copied byte for
+//!    byte, and a segment none of whose batches changed is not rewritten;
+//! 3. saves the checkpoint: where the map ended, and when.
+//!
+//! A rewritten segment goes to `<base>.log.cleaned` (synced), then the swap:
+//! the old index is removed, the cleaned file renamed over the segment (each
+//! step made durable with a directory sync), and a new index written. A
+//! crash at any point leaves the old segment or the new one, each whole
+//! (a leftover `.cleaned` file is removed and a missing index rebuilt at
+//! open, recovery rows R2 and R8); and because segments are swapped oldest
+//! first, a record is only ever dropped after (or together with) nothing
+//! that supersedes it. A segment keeps the offsets it covered: a rewritten
+//! batch keeps its `last_offset_delta`, and a segment whose last batch lost
+//! every record has the batch before it extended over the gap (or, if
+//! there is none it can extend, keeps that batch's last record), so segments
+//! still continue each other exactly (R9).
+//!
+//! The pass never holds the log: appends, syncs and reads go on. Only the
+//! swap itself briefly excludes truncation, retention and close, as a
+//! retention pass does; reads that met a swap read again. A compaction error
+//! does not poison the log (the appends are not at risk): the pass stops,
+//! its temporary file is removed, and the next pass starts over.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::segment::{index_path, log_path};
+use super::{LogError, PartitionLog, SegmentSummary, scan};
+use crate::batch::{
+    BATCH_HEADER_BYTES_MIN, BATCH_VERSION, BatchEncoder, BatchHeader, HeaderRef, PayloadFormat, RecordRef,
+    validate_batch,
+};
+use crate::rt::{BLOCK_BYTES, DmaFile, IoBuf, OpenMode, Storage, align_up};
+use crate::types::{Offset, Timestamp};
+
+/// The file that says how far the log has been cleaned.
+pub(crate) const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
+const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"CRNK");
+const CHECKPOINT_VERSION: u16 = 1;
+const CHECKPOINT_BYTES: usize = 28;
+
+/// What a map entry costs beyond its key's bytes (the table slot, the boxed
+/// key's header, the offset), for the bound on the map.
+const MAP_ENTRY_OVERHEAD_BYTES: usize = 48;
+
+/// The rules of a compaction pass (the topic's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// A tombstone stays this long after its append (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// A segment is cleaned only once its newest append is this old
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// The key→offset map's bound, in bytes (keys plus their entries).
+    pub map_bytes_max: usize,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy { delete_retention_ms: 24 * 3600 * 1000, min_compaction_lag_ms: 0, map_bytes_max: 64 << 20 }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments rewritten and swapped in.
+    pub segments_rewritten: usize,
+    /// Bytes of batches read (mapping and rewriting).
+    pub bytes_read: u64,
+    /// Bytes of the segments written.
+    pub bytes_written: u64,
+    /// Bytes by which the rewritten segments shrank.
+    pub bytes_removed: u64,
+    /// Records dropped because a later one has their key.
+    pub records_removed: u64,
+    /// Tombstones dropped after `delete_retention_ms`.
+    pub tombstones_removed: u64,
+    /// The log is clean below this offset now (unchanged if the pass had
+    /// nothing to do).
+    pub cleaned_through: Offset,
+    /// The map filled up before the dirty part ended: another pass is due.
+    pub more: bool,
+}
+
+/// How dirty the log is, for the cleaner's schedule and for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanerStatus {
+    /// Everything below this was cleaned by a pass.
+    pub cleaned_through: Offset,
+    /// Bytes of sealed segments at or below the high watermark.
+    pub cleanable_bytes: u64,
+    /// Bytes of those segments that end after `cleaned_through`.
+    pub dirty_bytes: u64,
+    /// The oldest newest-append time of a dirty segment (for
+    /// `max.compaction.lag.ms`), if there is a dirty segment.
+    pub oldest_dirty_append_ms: Option<i64>,
+    /// When the last pass that did something ended (the log's clock).
+    pub last_clean_ms: Option<i64>,
+}
+
+impl CleanerStatus {
+    /// Dirty bytes over cleanable bytes (0 when nothing is cleanable).
+    #[must_use]
+    pub fn dirty_ratio(&self) -> f64 {
+        if self.cleanable_bytes == 0 { 0.0 } else { self.dirty_bytes as f64 / self.cleanable_bytes as f64 }
+    }
+}
+
+/// Paces a pass: told how many bytes it has just read, it may wait
+/// (the cleaner's rate limit), so a pass never takes the disk from appends.
+pub trait Pace {
+    async fn pace(&mut self, bytes: u64);
+}
+
+/// No pacing: as fast as the disk goes (tests, tools).
+impl Pace for () {
+    async fn pace(&mut self, _bytes: u64) {}
+}
+
+/// The saved cleaner state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub cleaned_through: Offset,
+    pub last_clean_ms: i64,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CHECKPOINT_BYTES);
+        out.extend_from_slice(&CHECKPOINT_MAGIC.to_le_bytes());
+        out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.cleaned_through.0.to_le_bytes());
+        out.extend_from_slice(&self.last_clean_ms.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(out.len(), CHECKPOINT_BYTES);
+        out
+    }
+
+    /// `None` for anything but an intact checkpoint: the log is then
+    /// treated as never cleaned, which costs a pass and loses nothing.
+    pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        if bytes.len() != CHECKPOINT_BYTES {
+            return None;
+        }
+        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+        let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+        let version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
+        if crc != crc32c::crc32c(&bytes[..24]) || magic != CHECKPOINT_MAGIC || version != CHECKPOINT_VERSION {
+            return None;
+        }
+        Some(Checkpoint {
+            cleaned_through: Offset(u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"))),
+            last_clean_ms: i64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// Newest offset of each key of the dirty part, bounded by bytes.
+struct KeyMap {
+    offsets: HashMap<Box<[u8]>, Offset>,
+    bytes: usize,
+}
+
+impl KeyMap {
+    fn insert(&mut self, key: &[u8], offset: Offset) {
+        if let Some(o) = self.offsets.get_mut(key) {
+            debug_assert!(*o < offset, "the dirty part is mapped in offset order");
+            *o = offset;
+        } else {
+            self.bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
+            self.offsets.insert(key.into(), offset);
+        }
+    }
+}
+
+/// Clears the compaction flag however the pass ends.
+struct CompactionPass<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+}
+
+impl<S: Storage> Drop for CompactionPass<'_, S> {
+    fn drop(&mut self) {
+        self.log.state.borrow_mut().compacting = false;
+    }
+}
+
+/// Reads a sealed segment batch by batch, in large sequential reads that
+/// bypass the core's caches (a pass must not evict what readers use).
+struct SegmentCursor<F> {
+    file: Rc<F>,
+    size: u64,
+    pos: u64,
+    chunk: Bytes,
+    chunk_pos: u64,
+    read_bytes: usize,
+}
+
+impl<F: DmaFile> SegmentCursor<F> {
+    fn new(file: Rc<F>, size: u64, read_bytes: usize) -> Self {
+        SegmentCursor { file, size, pos: 0, chunk: Bytes::new(), chunk_pos: 0, read_bytes }
+    }
+
+    /// The next whole, CRC-checked batch and where it starts.
+    async fn next(&mut self, path: &std::path::Path) -> Result<Option<(u64, Bytes)>, LogError> {
+        if self.pos >= self.size {
+            return Ok(None);
+        }
+        let corrupt = |pos: u64, reason: String| LogError::corruption(path, pos, reason);
+        let mut at = (self.pos - self.chunk_pos) as usize;
+        let buffered = self.pos >= self.chunk_pos && at + BATCH_HEADER_BYTES_MIN <= self.chunk.len();
+        let length = if buffered { BatchHeader::batch_length_at(&self.chunk[at..]) as usize } else { usize::MAX };
+        if !buffered || at + length > self.chunk.len() {
+            let want = self.read_bytes.max(if buffered { length } else { 0 });
+            let len = (want as u64).min(self.size - self.pos) as usize;
+            self.chunk = self.file.read_at(self.pos, len).await.map_err(|e| LogError::io("read", path, e))?;
+            self.chunk_pos = self.pos;
+            at = 0;
+        }
+        let view = validate_batch(&self.chunk[at..]).map_err(|e| corrupt(self.pos, e.to_string()))?;
+        let length = view.header.batch_length as usize;
+        let start = self.pos;
+        self.pos += length as u64;
+        Ok(Some((start, self.chunk.slice(at..at + length))))
+    }
+}
+
+/// Whether compaction may look inside the batch: a version 2 batch of
+/// Cairn records that is not a control batch.
+fn rewritable(header: &BatchHeader) -> bool {
+    header.version == BATCH_VERSION && header.payload == PayloadFormat::Cairn && !header.is_control()
+}
+
+/// The batch `bytes` again with only the records `keep` says yes to
+/// (by offset), keeping its header's identity; `last_offset_delta`, if
+/// given, replaces the batch's (to cover a gap after it). `None` if no
+/// record is kept.
+fn rewrite_batch(
+    bytes: &[u8],
+    mut keep: impl FnMut(Offset) -> bool,
+    last_offset_delta: Option<u32>,
+) -> Result<Option<Vec<u8>>, crate::batch::BatchError> {
+    let view = validate_batch(bytes)?;
+    let mut template = view.header;
+    if let Some(delta) = last_offset_delta {
+        template.last_offset_delta = delta;
+    }
+    let mut encoder = BatchEncoder::new(bytes.len());
+    let mut headers: Vec<HeaderRef<'_>> = Vec::new();
+    for record in view.records()?.iter() {
+        let delta = record.offset_delta.to_native();
+        if !keep(view.header.base_offset.plus(u64::from(delta))) {
+            continue;
+        }
+        headers.clear();
+        headers.extend(record.headers.iter().map(|h| HeaderRef { key: h.key.as_str(), value: h.value.as_slice() }));
+        let timestamp = Timestamp(view.header.first_timestamp.0.wrapping_add(record.timestamp_delta.to_native()));
+        encoder.push_at(
+            delta,
+            &RecordRef {
+                key: record.key.as_ref().map(rkyv::vec::ArchivedVec::as_slice),
+                value: record.value.as_ref().map(rkyv::vec::ArchivedVec::as_slice),
+                headers: &headers,
+                timestamp,
+            },
+        )?;
+    }
+    if encoder.is_empty() {
+        return Ok(None);
+    }
+    encoder.finish_as(&template).map(Some)
+}
+
+/// A rewritten segment, in memory until it is written.
+#[derive(Default)]
+struct Rewritten {
+    batches: Vec<Bytes>,
+    changed: bool,
+    records_removed: u64,
+    tombstones_removed: u64,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// How far the log is cleaned and how dirty it is.
+    pub fn cleaner_status(&self) -> CleanerStatus {
+        let s = self.state.borrow();
+        let hw = self.hw(&s);
+        let cleaned = s.cleaned_through.max(s.log_start);
+        let mut status =
+            CleanerStatus { cleaned_through: cleaned, last_clean_ms: s.last_clean_ms, ..CleanerStatus::default() };
+        for c in s.closed.values().take_while(|c| c.next_offset <= hw) {
+            status.cleanable_bytes += c.size_bytes;
+            if c.next_offset > cleaned {
+                status.dirty_bytes += c.size_bytes;
+                let t = c.max_append_time.0;
+                status.oldest_dirty_append_ms = Some(status.oldest_dirty_append_ms.map_or(t, |o: i64| o.min(t)));
+            }
+        }
+        status
+    }
+
+    /// Runs one compaction pass (module docs); `pace` is told of every
+    /// read. Returns at once if a pass is already running or there is
+    /// nothing dirty to clean.
+    pub async fn compact(&self, policy: &CompactionPolicy, pace: &mut impl Pace) -> Result<CompactionReport, LogError> {
+        let now = self.storage.now_ms();
+        let (segments, start) = {
+            let mut s = self.state.borrow_mut();
+            s.usable()?;
+            let start = s.cleaned_through.max(s.log_start);
+            if s.compacting {
+                return Ok(CompactionReport { cleaned_through: start, ..CompactionReport::default() });
+            }
+            let hw = self.hw(&s);
+            let lag = policy.min_compaction_lag_ms;
+            let segments: Vec<SegmentSummary> = s
+                .closed
+                .values()
+                .take_while(|c| c.next_offset <= hw && c.max_append_time.0 <= now.saturating_sub(lag))
+                .copied()
+                .collect();
+            if segments.last().is_none_or(|last| last.next_offset <= start) {
+                return Ok(CompactionReport { cleaned_through: start, ..CompactionReport::default() });
+            }
+            s.compacting = true;
+            (segments, start)
+        };
+        let _pass = CompactionPass { log: self };
+        let mut report = CompactionReport { cleaned_through: start, ..CompactionReport::default() };
+        let read_bytes = self.cfg().read_ahead_bytes.max(self.cfg().batch_bytes_max as usize);
+
+        // 1. Map the dirty part.
+        let mut map = KeyMap { offsets: HashMap::new(), bytes: 0 };
+        let mut dirty_end = start;
+        'map: for summary in segments.iter().filter(|c| c.next_offset > start) {
+            let path = log_path(&self.dir, summary.base_offset);
+            let file = self.segment_file(summary.base_offset).await?;
+            let mut cursor = SegmentCursor::new(file, summary.size_bytes, read_bytes);
+            while let Some((_, bytes)) = cursor.next(&path).await? {
+                report.bytes_read += bytes.len() as u64;
+                let view = validate_batch(&bytes)?;
+                if view.header.next_offset() <= start {
+                    continue;
+                }
+                if map.bytes >= policy.map_bytes_max && dirty_end > start {
+                    report.more = true;
+                    break 'map;
+                }
+                if rewritable(&view.header) {
+                    for record in view.records()?.iter() {
+                        let offset = view.header.base_offset.plus(u64::from(record.offset_delta.to_native()));
+                        if let Some(key) = record.key.as_ref()
+                            && offset >= start
+                        {
+                            map.insert(key.as_slice(), offset);
+                        }
+                    }
+                }
+                dirty_end = view.header.next_offset();
+                pace.pace(bytes.len() as u64).await;
+            }
+        }
+        debug_assert!(dirty_end > start, "the dirty part holds at least one batch");
+
+        // 2. Rewrite every segment the map reaches, oldest first.
+        let delete_before = Timestamp(now.saturating_sub(policy.delete_retention_ms));
+        let pass = Pass { map: &map, start, dirty_end, delete_before };
+        for summary in segments.iter().filter(|c| c.base_offset < dirty_end) {
+            let rewritten = self.rewrite_segment(summary, &pass, read_bytes, pace).await?;
+            report.bytes_read += summary.size_bytes;
+            if !rewritten.changed {
+                continue;
+            }
+            let (written, swapped) = self.swap_in(summary, &rewritten.batches).await?;
+            if !swapped {
+                // Retention or a truncation took the segment meanwhile:
+                // this pass is over, the next starts afresh.
+                return Ok(report);
+            }
+            report.segments_rewritten += 1;
+            report.bytes_written += written;
+            report.bytes_removed += summary.size_bytes.saturating_sub(written);
+            report.records_removed += rewritten.records_removed;
+            report.tombstones_removed += rewritten.tombstones_removed;
+        }
+
+        // 3. Save how far the log is clean.
+        {
+            let mut s = self.state.borrow_mut();
+            s.cleaned_through = dirty_end;
+            s.last_clean_ms = Some(now);
+        }
+        report.cleaned_through = dirty_end;
+        let checkpoint = Checkpoint { cleaned_through: dirty_end, last_clean_ms: now };
+        let path = self.dir.join(CHECKPOINT_FILE);
+        self.storage
+            .write_file_atomic(&path, &checkpoint.encode())
+            .await
+            .map_err(|e| LogError::io("write", &path, e))?;
+        Ok(report)
+    }
+
+    /// The segment's batches as compaction leaves them.
+    async fn rewrite_segment(
+        &self,
+        summary: &SegmentSummary,
+        pass: &Pass<'_>,
+        read_bytes: usize,
+        pace: &mut impl Pace,
+    ) -> Result<Rewritten, LogError> {
+        let path = log_path(&self.dir, summary.base_offset);
+        let file = self.segment_file(summary.base_offset).await?;
+        let mut cursor = SegmentCursor::new(file, summary.size_bytes, read_bytes);
+        let mut out = Rewritten::default();
+        // The last batch read, if compaction dropped all of it.
+        let mut emptied: Option<Bytes> = None;
+        while let Some((_, bytes)) = cursor.next(&path).await? {
+            pace.pace(bytes.len() as u64).await;
+            let header = validate_batch(&bytes)?.header;
+            emptied = None;
+            if !rewritable(&header) {
+                out.batches.push(bytes);
+                continue;
+            }
+            let mut dropped: Vec<Offset> = Vec::new();
+            let view = validate_batch(&bytes)?;
+            for record in view.records()?.iter() {
+                let offset = header.base_offset.plus(u64::from(record.offset_delta.to_native()));
+                match pass.doomed(record, offset, &header) {
+                    Some(true) => out.tombstones_removed += 1,
+                    Some(false) => out.records_removed += 1,
+                    None => continue,
+                }
+                dropped.push(offset);
+            }
+            if dropped.is_empty() {
+                out.batches.push(bytes);
+                continue;
+            }
+            out.changed = true;
+            let keep = |offset: Offset| dropped.binary_search(&offset).is_err();
+            match rewrite_batch(&bytes, keep, None)? {
+                Some(batch) => out.batches.push(Bytes::from(batch)),
+                None => emptied = Some(bytes),
+            }
+        }
+        if let Some(last) = emptied {
+            // The segment's last batch lost every record: it stays, emptied,
+            // so the segment still ends where it ended (R9).
+            let template = validate_batch(&last)?.header;
+            out.batches.push(Bytes::from(BatchEncoder::new(0).finish_as(&template)?));
+        }
+        Ok(out)
+    }
+
+    /// Writes `batches` as the new segment `summary.base_offset` and swaps
+    /// it in. Returns the bytes written and whether it was swapped in (not
+    /// if the segment changed or went meanwhile).
+    async fn swap_in(&self, summary: &SegmentSummary, batches: &[Bytes]) -> Result<(u64, bool), LogError> {
+        let base = summary.base_offset;
+        let path = log_path(&self.dir, base);
+        let cleaned = self.dir.join(format!("{:020}.log.cleaned", base.0));
+        let written = match self.write_cleaned(&cleaned, summary, batches).await {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = self.storage.remove_if_exists(&cleaned).await;
+                return Err(e);
+            }
+        };
+        let (file, index) = written;
+        // Take the swap slot: no truncation, retention or close meanwhile.
+        loop {
+            let ready = {
+                let mut s = self.state.borrow_mut();
+                if s.usable().is_err() || s.closed.get(&base) != Some(summary) {
+                    None
+                } else if s.exclusive || s.retention_running {
+                    Some(false)
+                } else {
+                    s.retention_running = true;
+                    s.swaps += 1;
+                    Some(true)
+                }
+            };
+            match ready {
+                Some(true) => break,
+                Some(false) => self.io_done.notified().await,
+                None => {
+                    drop(file);
+                    let _ = self.storage.remove_if_exists(&cleaned).await;
+                    return Ok((0, false));
+                }
+            }
+        }
+        let result = self.swap_locked(&path, &cleaned, summary, file, index).await;
+        {
+            let mut s = self.state.borrow_mut();
+            s.retention_running = false;
+            s.swaps += 1;
+        }
+        self.io_done.notify_all();
+        result.map(|size| (size, true))
+    }
+
+    async fn swap_locked(
+        &self,
+        path: &std::path::Path,
+        cleaned: &std::path::Path,
+        summary: &SegmentSummary,
+        file: Rc<S::File>,
+        mut index: super::SegmentIndex,
+    ) -> Result<u64, LogError> {
+        let base = summary.base_offset;
+        let sync = async || self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e));
+        let index_file = index_path(&self.dir, base);
+        if let Err(e) = self.storage.remove_if_exists(&index_file).await {
+            let _ = self.storage.remove_if_exists(cleaned).await;
+            return Err(LogError::io("remove", &index_file, e));
+        }
+        sync().await?;
+        self.storage.rename(cleaned, path).await.map_err(|e| LogError::io("rename", cleaned, e))?;
+        // From here the new segment is the segment, whatever happens next.
+        index.summary.max_append_time = index.summary.max_append_time.max(summary.max_append_time);
+        let size = index.summary.size_bytes;
+        {
+            let mut s = self.state.borrow_mut();
+            s.closed.insert(base, index.summary);
+            s.files.retain(|b, _| *b != base);
+            s.files.insert(base, file);
+            self.pool.read_ahead_retain(self.id, |b| b != base);
+            self.pool.index_retain(self.id, |b| b != base);
+            self.pool.index_insert(self.id, base, Rc::new(index.clone()));
+            self.pool.cache_trim_front(self.id, summary.next_offset);
+        }
+        sync().await?;
+        self.storage
+            .write_file_atomic(&index_file, &index.encode())
+            .await
+            .map_err(|e| LogError::io("write", &index_file, e))?;
+        Ok(size)
+    }
+
+    /// Writes the cleaned segment and checks it by scanning it back.
+    async fn write_cleaned(
+        &self,
+        cleaned: &std::path::Path,
+        summary: &SegmentSummary,
+        batches: &[Bytes],
+    ) -> Result<(Rc<S::File>, super::SegmentIndex), LogError> {
+        let io = |op: &'static str| move |e| LogError::io(op, cleaned, e);
+        self.storage.remove_if_exists(cleaned).await.map_err(io("remove"))?;
+        let file = self.storage.open_dma(cleaned, OpenMode::CreateNew).await.map_err(io("create"))?;
+        let chunk_bytes = self.cfg().write_bytes_max;
+        let mut pos = 0u64;
+        let mut buf = file.alloc(chunk_bytes);
+        let mut filled = 0usize;
+        for batch in batches {
+            let mut rest: &[u8] = batch;
+            while !rest.is_empty() {
+                let n = rest.len().min(chunk_bytes - filled);
+                buf.as_mut_slice()[filled..filled + n].copy_from_slice(&rest[..n]);
+                filled += n;
+                rest = &rest[n..];
+                if filled == chunk_bytes {
+                    file.write_at(buf, chunk_bytes, pos).await.map_err(io("write"))?;
+                    pos += chunk_bytes as u64;
+                    buf = file.alloc(chunk_bytes);
+                    filled = 0;
+                }
+            }
+        }
+        let size = pos + filled as u64;
+        if filled > 0 {
+            let len = align_up(filled as u64) as usize;
+            buf.as_mut_slice()[filled..len].fill(0);
+            file.write_at(buf, len, pos).await.map_err(io("write"))?;
+        }
+        debug_assert!(chunk_bytes.is_multiple_of(BLOCK_BYTES));
+        file.truncate(size).await.map_err(io("truncate"))?;
+        file.fdatasync().await.map_err(|e| LogError::sync_failed(cleaned, e))?;
+        let config = self.config();
+        let scan = scan::scan_segment(
+            &file,
+            summary.base_offset,
+            size,
+            config.batch_bytes_max,
+            config.index_interval_bytes,
+            None,
+            Timestamp(self.storage.now_ms()),
+        )
+        .await
+        .map_err(io("read"))?;
+        let index = scan.index;
+        // What was just written reads back whole and ends where the segment
+        // ended; anything else is damage, and nothing is swapped in.
+        if scan.stop != scan::ScanStop::End
+            || index.summary.size_bytes != size
+            || index.summary.next_offset != summary.next_offset
+        {
+            return Err(LogError::corruption(cleaned, index.summary.size_bytes, format!("{:?}", scan.stop)));
+        }
+        Ok((Rc::new(file), index))
+    }
+}
+
+/// What a rewrite goes by.
+struct Pass<'a> {
+    map: &'a KeyMap,
+    /// Where the dirty part starts: below it, the log was cleaned before.
+    start: Offset,
+    /// Where the map ends.
+    dirty_end: Offset,
+    /// Tombstones appended before this have had their `delete_retention_ms`.
+    delete_before: Timestamp,
+}
+
+impl Pass<'_> {
+    /// Whether compaction drops `record` at `offset`: `Some(true)` for an
+    /// expired tombstone, `Some(false)` for a superseded record, `None` to
+    /// keep it.
+    fn doomed(&self, record: &crate::batch::ArchivedRecord, offset: Offset, header: &BatchHeader) -> Option<bool> {
+        let key = record.key.as_ref()?;
+        let latest = self.map.offsets.get(key.as_slice()).copied();
+        if latest.is_some_and(|l| l > offset) {
+            return Some(false);
+        }
+        // The newest record of its key. A tombstone goes once it is old
+        // enough, if no older record of its key can outlive it: one the map
+        // holds (below the map's end) drops them all in this same pass (they
+        // lie before it, and segments are rewritten oldest first); one in
+        // the part cleaned before had them dropped by that pass.
+        let covered = match latest {
+            Some(_) => offset < self.dirty_end,
+            None => offset < self.start,
+        };
+        let expired = record.value.is_none() && covered && header.append_time < self.delete_before;
+        expired.then_some(true)
+    }
+}
