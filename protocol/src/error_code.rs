@@ -81,6 +81,7 @@ codes! {
     REASSIGNMENT_IN_PROGRESS = 32, "the partition is already moving", true;
     UNKNOWN_BROKER = 33, "no broker has that id", false;
     BROKER_ID_IN_USE = 34, "a live broker holds that node id under another incarnation", false;
+    INVALID_RECORD = 35, "a record breaks the topic's rules (a compacted topic takes only records with a key)", false;
 }
 
 impl ErrorCode {

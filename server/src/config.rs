@@ -110,6 +110,12 @@ pub struct LogSettings {
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<u64>,
     pub retention_check_ms: u64,
+    /// How often each shard looks for compacted partitions due a pass.
+    pub cleaner_check_ms: u64,
+    /// The key→offset map of one compaction pass (a shard runs one at a time).
+    pub cleaner_map_bytes_max: usize,
+    /// Bytes a shard's cleaner reads per second, at most (0: unlimited).
+    pub cleaner_bytes_per_second_max: u64,
     /// `CreateTime` or `LogAppendTime` (topic setting `message.timestamp.type`).
     pub message_timestamp_type: String,
     /// Refuse records older than this; absent: any age.
@@ -188,6 +194,9 @@ impl Default for LogSettings {
             retention_ms: None,
             retention_bytes: None,
             retention_check_ms: 60_000,
+            cleaner_check_ms: 15_000,
+            cleaner_map_bytes_max: 64 << 20,
+            cleaner_bytes_per_second_max: 64 << 20,
             message_timestamp_type: "CreateTime".into(),
             message_timestamp_before_max_ms: engine.timestamp_before_max_ms,
             message_timestamp_after_max_ms: engine.timestamp_after_max_ms,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::{LogConfig, TimestampType};
+use engine::{CompactionPolicy, LogConfig, TimestampType};
 
 use crate::config::ServerConfig;
 
@@ -45,15 +45,40 @@ struct Settings {
     timestamp_type: TimestampType,
     timestamp_before_max_ms: Option<i64>,
     timestamp_after_max_ms: Option<i64>,
+    /// `cleanup.policy` holds `delete`.
+    cleanup_delete: bool,
+    /// `cleanup.policy` holds `compact`.
+    cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`, in millionths (an integer keeps `Eq`).
+    min_cleanable_dirty_ppm: u32,
+    min_compaction_lag_ms: i64,
+    max_compaction_lag_ms: Option<i64>,
+    delete_retention_ms: i64,
+}
+
+/// How the cleaner treats a topic's partitions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CleanerSettings {
+    /// `cleanup.policy` includes `compact`.
+    pub compact: bool,
+    pub policy: CompactionPolicy,
+    /// A pass starts once this share of the cleanable bytes is dirty…
+    pub min_cleanable_dirty_ratio: f64,
+    /// …or once the oldest dirty segment is this old.
+    pub max_compaction_lag_ms: Option<i64>,
 }
 
 /// The keys, in the order `describe` lists them.
 pub const KEYS: &[&str] = &[
     "cleanup.policy",
+    "delete.retention.ms",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -120,12 +145,26 @@ impl Settings {
             timestamp_type: parse_timestamp_type(&log.message_timestamp_type).expect("validated at load"),
             timestamp_before_max_ms: log.message_timestamp_before_max_ms,
             timestamp_after_max_ms: log.message_timestamp_after_max_ms,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ppm: 500_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: None,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 
     fn value(&self, key: &str) -> String {
         match key {
-            "cleanup.policy" => "delete".into(),
+            "cleanup.policy" => match (self.cleanup_compact, self.cleanup_delete) {
+                (true, true) => "compact,delete".into(),
+                (true, false) => "compact".into(),
+                _ => "delete".into(),
+            },
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "max.compaction.lag.ms" => none_or(self.max_compaction_lag_ms),
+            "min.cleanable.dirty.ratio" => format!("{}", f64::from(self.min_cleanable_dirty_ppm) / 1e6),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.after.max.ms" => none_or(self.timestamp_after_max_ms),
             "message.timestamp.before.max.ms" => none_or(self.timestamp_before_max_ms),
@@ -142,11 +181,39 @@ impl Settings {
     fn set(&mut self, key: &str, value: &str, server: &ServerConfig) -> Result<(), String> {
         match key {
             "cleanup.policy" => {
-                if value != "delete" {
-                    return Err(format!(
-                        "cleanup.policy {value:?} is not supported yet: only \"delete\" (compaction comes with entity state)"
-                    ));
+                let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                (self.cleanup_compact, self.cleanup_delete) = match parts[..] {
+                    ["delete"] => (false, true),
+                    ["compact"] => (true, false),
+                    ["compact", "delete"] => (true, true),
+                    _ => {
+                        return Err(format!("cleanup.policy must be delete, compact or compact,delete, not {value:?}"));
+                    }
+                };
+            }
+            "delete.retention.ms" => {
+                self.delete_retention_ms =
+                    parse_ms(key, value)?.ok_or("delete.retention.ms must be at least 0 (-1 is not allowed)")?;
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = parse_ms(key, value)?;
+                if self.max_compaction_lag_ms == Some(0) {
+                    return Err("max.compaction.lag.ms must be -1 (none) or at least 1".into());
                 }
+            }
+            "min.cleanable.dirty.ratio" => {
+                let ratio: f64 =
+                    value.parse().map_err(|_| format!("min.cleanable.dirty.ratio: {value:?} is not a number"))?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(format!("min.cleanable.dirty.ratio must be 0 to 1, not {ratio}"));
+                }
+                self.min_cleanable_dirty_ppm = (ratio * 1e6).round() as u32;
+            }
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms =
+                    parse_ms(key, value)?.ok_or("min.compaction.lag.ms must be at least 0 (-1 is not allowed)")?;
             }
             "max.message.bytes" => {
                 let max = server.limits.batch_bytes_max;
@@ -268,12 +335,28 @@ pub fn log_config(server: &ServerConfig, overrides: &TopicOverrides) -> LogConfi
         segment_bytes_max: s.segment_bytes,
         segment_ms_max: s.segment_ms,
         batch_bytes_max: s.max_message_bytes,
-        retention_ms: s.retention_ms,
-        retention_bytes: s.retention_bytes,
+        // A compact-only topic keeps every key's latest record for ever.
+        retention_ms: s.retention_ms.filter(|_| s.cleanup_delete),
+        retention_bytes: s.retention_bytes.filter(|_| s.cleanup_delete),
         timestamp_type: s.timestamp_type,
         timestamp_before_max_ms: s.timestamp_before_max_ms,
         timestamp_after_max_ms: s.timestamp_after_max_ms,
         ..server.log_config()
+    }
+}
+
+/// How the cleaner treats the partitions of a topic with `overrides`.
+pub fn cleaner_settings(server: &ServerConfig, overrides: &TopicOverrides) -> CleanerSettings {
+    let s = effective(server, overrides);
+    CleanerSettings {
+        compact: s.cleanup_compact,
+        policy: CompactionPolicy {
+            delete_retention_ms: s.delete_retention_ms,
+            min_compaction_lag_ms: s.min_compaction_lag_ms,
+            map_bytes_max: server.log.cleaner_map_bytes_max,
+        },
+        min_cleanable_dirty_ratio: f64::from(s.min_cleanable_dirty_ppm) / 1e6,
+        max_compaction_lag_ms: s.max_compaction_lag_ms,
     }
 }
 
@@ -299,7 +382,7 @@ mod tests {
             ("segment.bytes", "10"),
             ("max.message.bytes", "99999999999"),
             ("message.timestamp.type", "Wallclock"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "shred"),
             ("retention.fortnights", "1"),
         ] {
             let e = merge(&server, &TopicOverrides::new(), &set(&[(key, bad)]), &[]).unwrap_err();
@@ -334,5 +417,46 @@ mod tests {
         let back = merge(&server, &topic, &BTreeMap::new(), &["retention.ms".into()]).unwrap();
         assert!(back.is_empty());
         assert_eq!(log_config(&server, &back).retention_ms, None);
+    }
+
+    #[test]
+    fn compaction_settings_are_checked_and_a_compact_only_topic_has_no_retention() {
+        let server = ServerConfig::default();
+        let got = merge(
+            &server,
+            &TopicOverrides::new(),
+            &set(&[
+                ("cleanup.policy", "delete, compact"),
+                ("min.cleanable.dirty.ratio", "0.25"),
+                ("delete.retention.ms", "1h"),
+                ("max.compaction.lag.ms", "7d"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(got["cleanup.policy"], "compact,delete", "canonical order");
+        assert_eq!(got["delete.retention.ms"], "3600000");
+        let cleaner = cleaner_settings(&server, &got);
+        assert!(cleaner.compact);
+        assert!((cleaner.min_cleanable_dirty_ratio - 0.25).abs() < 1e-9);
+        assert_eq!(cleaner.policy.delete_retention_ms, 3_600_000);
+        assert_eq!(cleaner.max_compaction_lag_ms, Some(7 * 24 * 3_600_000));
+        for (key, bad) in [
+            ("cleanup.policy", "shred"),
+            ("cleanup.policy", ""),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("delete.retention.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+        ] {
+            assert!(merge(&server, &TopicOverrides::new(), &set(&[(key, bad)]), &[]).is_err(), "{key}={bad}");
+        }
+        let compact_only =
+            merge(&server, &TopicOverrides::new(), &set(&[("cleanup.policy", "compact"), ("retention.ms", "1h")]), &[])
+                .unwrap();
+        assert_eq!(log_config(&server, &compact_only).retention_ms, None, "compact alone keeps every key");
+        let both = merge(&server, &compact_only, &set(&[("cleanup.policy", "compact,delete")]), &[]).unwrap();
+        assert_eq!(log_config(&server, &both).retention_ms, Some(3_600_000));
+        assert!(!cleaner_settings(&server, &TopicOverrides::new()).compact, "delete is the default");
     }
 }

@@ -130,7 +130,7 @@ fn topic_settings_by_kafka_names_with_their_sources_and_changed_without_a_restar
     for (args, expected) in [
         (vec!["topic", "create", "x", "--config", "retention.fortnights=1"], "unknown topic setting"),
         (vec!["topic", "create", "x", "--config", "segment.bytes=10"], "segment.bytes must be"),
-        (vec!["topic", "create", "x", "--config", "cleanup.policy=compact"], "not supported"),
+        (vec!["topic", "create", "x", "--config", "cleanup.policy=shred"], "cleanup.policy must be"),
         (vec!["topic", "create", "x", "--config", "retention.ms"], "KEY=VALUE"),
         (vec!["topic", "create", "x", "--retention", "soon"], "--retention"),
         (vec!["topic", "alter", "orders", "--config", "retention.ms=often"], "retention.ms"),

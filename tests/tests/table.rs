@@ -341,3 +341,67 @@ fn cairn_table_prints_the_latest_value_per_key_and_empty_is_tombstone_deletes() 
         String::from_utf8_lossy(&unknown.stderr)
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_broker_compacts_a_compacted_topic_and_a_new_table_reads_less_for_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[log]\ncleaner_check_ms = 20\n").unwrap();
+    let broker = Broker::start(&["--config", config.to_str().unwrap()]);
+    let client = client(&broker).await;
+    let settings = TopicConfig::default()
+        .with("cleanup.policy", "compact")
+        .with("segment.ms", "1")
+        .with("min.cleanable.dirty.ratio", "0.01")
+        .with("delete.retention.ms", "1d");
+    client.create_topic("state", 1, settings).await.unwrap();
+    let publisher = TablePublisher::new(Producer::new(client.clone(), ProducerConfig::default()), "state");
+    // A record without a key has no place in a compacted topic.
+    let unkeyed = ProducerRecord::new("state", None::<Bytes>, "no key");
+    let refused = publisher.producer().send(unkeyed).await.unwrap().wait().await.unwrap_err();
+    assert_eq!(refused.code(), Some(protocol::error_code::ErrorCode::INVALID_RECORD), "{refused}");
+    let mut rng = Rng::new(11);
+    let mut model = Model::new();
+    let mut sent = 0u64;
+    // Rounds of updates over few keys; each round's first append rolls
+    // the segment (segment.ms = 1), so there is plenty to clean.
+    for round in 0..40 {
+        let mut deliveries = Vec::new();
+        for i in 0..25 {
+            let r = rng.next_u64();
+            let key = format!("entity-{:02}", r % 20).into_bytes();
+            if r >> 61 == 0 {
+                deliveries.push(publisher.delete(key.clone()).await.unwrap());
+                model.remove(&key);
+            } else {
+                let value = format!("{round}-{i}-{}", "v".repeat(100)).into_bytes();
+                deliveries.push(publisher.put(key.clone(), value.clone()).await.unwrap());
+                model.insert(key, value);
+            }
+        }
+        sent += deliveries.len() as u64;
+        for d in deliveries {
+            d.wait().await.expect("acknowledged");
+        }
+        // Let the segment age past segment.ms: the next round rolls it.
+        let aged = Instant::now() + Duration::from_millis(2);
+        while Instant::now() < aged {
+            tokio::task::yield_now().await;
+        }
+    }
+    // The broker's cleaner shrinks the log (polling its size, bounded).
+    let size = async || client.describe_topic("state").await.unwrap().partitions[0].size_bytes;
+    let full = size().await;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let mut compacted = full;
+    while compacted * 2 > full {
+        assert!(Instant::now() < deadline, "no compaction within a minute: {compacted} of {full} bytes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        compacted = size().await;
+    }
+    let mut table = Table::open(&client, "state", TableConfig::default()).await.unwrap();
+    let applied = table.catch_up().await.unwrap();
+    let got: Model = table.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(got, model, "the compacted topic gives the same table");
+    assert!(applied * 2 < sent, "a new table reads far less: {applied} of {sent} records");
+}

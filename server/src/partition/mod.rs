@@ -434,6 +434,60 @@ impl<R: Runtime> Partition<R> {
         }
     }
 
+    /// Compacts the log, pass after pass, if its topic compacts and it is
+    /// due: enough of it is dirty, or its oldest dirty segment has waited
+    /// `max.compaction.lag.ms`. What the passes did, if any ran.
+    pub async fn compact_if_due(
+        &self,
+        settings: &crate::topic_config::CleanerSettings,
+        pace: &mut impl engine::Pace,
+    ) -> Option<engine::CompactionReport> {
+        if !settings.compact {
+            return None;
+        }
+        let log = self.log().ok()?;
+        let status = log.cleaner_status();
+        let now = engine::rt::Storage::now_ms(self.rt.storage());
+        let overdue = settings
+            .max_compaction_lag_ms
+            .zip(status.oldest_dirty_append_ms)
+            .is_some_and(|(lag, oldest)| oldest < now.saturating_sub(lag));
+        if status.dirty_bytes == 0 || (status.dirty_ratio() < settings.min_cleanable_dirty_ratio && !overdue) {
+            return None;
+        }
+        let mut total = engine::CompactionReport::default();
+        loop {
+            match log.compact(&settings.policy, pace).await {
+                Ok(report) => {
+                    total.segments_rewritten += report.segments_rewritten;
+                    total.bytes_read += report.bytes_read;
+                    total.bytes_written += report.bytes_written;
+                    total.bytes_removed += report.bytes_removed;
+                    total.records_removed += report.records_removed;
+                    total.tombstones_removed += report.tombstones_removed;
+                    total.cleaned_through = report.cleaned_through;
+                    if !report.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "compaction failed");
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            topic = %self.topic,
+            partition = self.tp.partition.0,
+            segments = total.segments_rewritten,
+            records_removed = total.records_removed,
+            tombstones_removed = total.tombstones_removed,
+            bytes_removed = total.bytes_removed,
+            "compacted"
+        );
+        Some(total)
+    }
+
     /// Deletes old segments by the topic's retention.
     pub async fn enforce_retention(&self) {
         let Ok(log) = self.log() else { return };

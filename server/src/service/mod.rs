@@ -47,6 +47,9 @@ pub enum ServiceError {
     BatchTooLarge(String),
     #[error("{0}")]
     InvalidTimestamp(String),
+    /// A record the topic refuses (a keyless one on a compacted topic).
+    #[error("{0}")]
+    InvalidRecord(String),
     #[error("{0}")]
     OffsetOutOfRange(String),
     #[error("{0}")]

@@ -11,6 +11,7 @@ use engine::rt::Runtime;
 use engine::types::Offset;
 
 use super::{ConnContext, ServiceError};
+use crate::ids::TopicPartition;
 use crate::shard::Shard;
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,25 @@ pub struct ProduceRequest {
 pub type ProduceResult = Result<Offset, ServiceError>;
 
 impl<R: Runtime> Shard<R> {
+    /// A compacted topic keeps the latest record per key: a record without
+    /// a key has no place in it, and is refused (`INVALID_RECORD`).
+    fn refuse_keyless(&self, tp: TopicPartition, batch: &[u8]) -> Result<(), ServiceError> {
+        let Some(topic) = self.topic_by_id(tp.topic) else { return Ok(()) };
+        if !crate::topic_config::cleaner_settings(&self.config, &topic.meta.config).compact {
+            return Ok(());
+        }
+        // A batch that does not check out is the append's to refuse.
+        let Ok(view) = protocol::batch::validate_batch(batch) else { return Ok(()) };
+        let Ok(records) = view.records() else { return Ok(()) };
+        if records.iter().any(|r| r.key.is_none()) {
+            return Err(ServiceError::InvalidRecord(format!(
+                "topic {:?} is compacted (cleanup.policy includes compact): every record needs a key",
+                topic.meta.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Starts every append of `request`, in order, and returns the future of
     /// their outcomes (in the request's order). Appends on another shard are
     /// queued on its channel in order; when that queue is full this waits,
@@ -59,7 +79,10 @@ impl<R: Runtime> Shard<R> {
                     let batch = p.batch;
                     let reply = self
                         .start_on(owner, move |shard| {
-                            let append = shard.partition(tp).map(|partition| partition.append(&batch, acks, forward));
+                            let append = shard
+                                .refuse_keyless(tp, &batch)
+                                .and_then(|()| shard.partition(tp))
+                                .map(|partition| partition.append(&batch, acks, forward));
                             async move {
                                 match append {
                                     Ok(append) => append.await,

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use engine::rt::Runtime;
 use engine::{LogConfig, MemoryPool};
@@ -358,6 +359,19 @@ impl<R: Runtime> Shard<R> {
         }
     }
 
+    /// Runs a compaction pass on every owned partition of a compacted topic
+    /// that is due one, one partition at a time, reading at most
+    /// `log.cleaner_bytes_per_second_max`.
+    pub async fn compact_due(&self) {
+        let rate = self.config.log.cleaner_bytes_per_second_max;
+        for partition in self.owned_partitions() {
+            let Some(topic) = self.topic_by_id(partition.tp.topic) else { continue };
+            let settings = crate::topic_config::cleaner_settings(&self.config, &topic.meta.config);
+            let mut pace = RatePace { rt: self.rt.clone(), bytes_per_second: rate, started: self.rt.now(), bytes: 0 };
+            partition.compact_if_due(&settings, &mut pace).await;
+        }
+    }
+
     /// Closes every owned partition (sync, indexes, clean-shutdown markers).
     pub async fn close_all(&self) {
         let partitions: Vec<Rc<Partition<R>>> =
@@ -420,5 +434,29 @@ impl<R: Runtime> Shard<R> {
     pub fn connection_closed(&self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         ShardMetrics::add(&self.metrics.connections, -1);
+    }
+}
+
+/// The cleaner's rate limit: after each read it sleeps until its reads so
+/// far fit the rate since the pass began.
+struct RatePace<R: Runtime> {
+    rt: R,
+    /// 0: unlimited.
+    bytes_per_second: u64,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl<R: Runtime> engine::Pace for RatePace<R> {
+    async fn pace(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if self.bytes_per_second == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_second as f64);
+        let elapsed = self.rt.now().saturating_duration_since(self.started);
+        if let Some(ahead) = due.checked_sub(elapsed).filter(|d| !d.is_zero()) {
+            self.rt.sleep(ahead).await;
+        }
     }
 }

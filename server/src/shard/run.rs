@@ -152,6 +152,21 @@ impl<R: Runtime> Shard<R> {
                 }
             }));
         }
+        {
+            // The cleaner: compaction passes, paced, between the shard's
+            // other work.
+            let shard = self.clone();
+            let every = Duration::from_millis(self.config.log.cleaner_check_ms.max(1));
+            drop(self.rt.spawn(async move {
+                while !shard.shutdown.is_fired() {
+                    let stop = std::pin::pin!(shard.shutdown.wait());
+                    let _ = futures::future::select(std::pin::pin!(shard.rt.sleep(every)), stop).await;
+                    if !shard.shutdown.is_fired() {
+                        shard.compact_due().await;
+                    }
+                }
+            }));
+        }
         if let Some(listener) = metrics {
             drop(self.rt.spawn(crate::metrics::http::serve(self.clone(), listener)));
         }

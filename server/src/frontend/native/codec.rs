@@ -40,6 +40,7 @@ pub fn code(e: &ServiceError) -> ErrorCode {
         ServiceError::InvalidBatch(_) => ErrorCode::INVALID_BATCH,
         ServiceError::BatchTooLarge(_) => ErrorCode::BATCH_TOO_LARGE,
         ServiceError::InvalidTimestamp(_) => ErrorCode::INVALID_TIMESTAMP,
+        ServiceError::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
         ServiceError::OffsetOutOfRange(_) => ErrorCode::OFFSET_OUT_OF_RANGE,
         ServiceError::DiskFull(_) => ErrorCode::DISK_FULL,
         ServiceError::Storage(_) => ErrorCode::STORAGE_ERROR,
