@@ -28,10 +28,9 @@
 //! open, recovery rows R2 and R8); and because segments are swapped oldest
 //! first, a record is only ever dropped after (or together with) nothing
 //! that supersedes it. A segment keeps the offsets it covered: a rewritten
-//! batch keeps its `last_offset_delta`, and a segment whose last batch lost
-//! every record has the batch before it extended over the gap (or, if
-//! there is none it can extend, keeps that batch's last record), so segments
-//! still continue each other exactly (R9).
+//! batch keeps its `last_offset_delta`, and a segment's last batch that lost
+//! every record stays as an emptied batch (no records), so segments still
+//! continue each other exactly (R9).
 //!
 //! The pass never holds the log: appends, syncs and reads go on. Only the
 //! swap itself briefly excludes truncation, retention and close, as a
@@ -326,7 +325,7 @@ impl<S: Storage> PartitionLog<S> {
     /// nothing dirty to clean.
     pub async fn compact(&self, policy: &CompactionPolicy, pace: &mut impl Pace) -> Result<CompactionReport, LogError> {
         let now = self.storage.now_ms();
-        let (segments, start) = {
+        let (segments, start, truncations) = {
             let mut s = self.state.borrow_mut();
             s.usable()?;
             let start = s.cleaned_through.max(s.log_start);
@@ -345,7 +344,7 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(CompactionReport { cleaned_through: start, ..CompactionReport::default() });
             }
             s.compacting = true;
-            (segments, start)
+            (segments, start, s.truncations)
         };
         let _pass = CompactionPass { log: self };
         let mut report = CompactionReport { cleaned_through: start, ..CompactionReport::default() };
@@ -386,7 +385,7 @@ impl<S: Storage> PartitionLog<S> {
 
         // 2. Rewrite every segment the map reaches, oldest first.
         let delete_before = Timestamp(now.saturating_sub(policy.delete_retention_ms));
-        let pass = Pass { map: &map, start, dirty_end, delete_before };
+        let pass = Pass { map: &map, start, dirty_end, delete_before, opaque_seen: std::cell::Cell::new(false) };
         for summary in segments.iter().filter(|c| c.base_offset < dirty_end) {
             let rewritten = self.rewrite_segment(summary, &pass, read_bytes, pace).await?;
             report.bytes_read += summary.size_bytes;
@@ -406,9 +405,13 @@ impl<S: Storage> PartitionLog<S> {
             report.tombstones_removed += rewritten.tombstones_removed;
         }
 
-        // 3. Save how far the log is clean.
+        // 3. Save how far the log is clean, unless a truncation (or a
+        // close) came meanwhile: what it left may not be what was mapped.
         {
             let mut s = self.state.borrow_mut();
+            if s.truncations != truncations || s.usable().is_err() {
+                return Ok(report);
+            }
             s.cleaned_through = dirty_end;
             s.last_clean_ms = Some(now);
         }
@@ -441,6 +444,7 @@ impl<S: Storage> PartitionLog<S> {
             let header = validate_batch(&bytes)?.header;
             emptied = None;
             if !rewritable(&header) {
+                pass.opaque_seen.set(pass.opaque_seen.get() || header.version != BATCH_VERSION);
                 out.batches.push(bytes);
                 continue;
             }
@@ -546,6 +550,9 @@ impl<S: Storage> PartitionLog<S> {
         let size = index.summary.size_bytes;
         {
             let mut s = self.state.borrow_mut();
+            // Readers that began before this point may cache what they
+            // read of the old file: they see the change and do not.
+            s.swaps += 1;
             s.closed.insert(base, index.summary);
             s.files.retain(|b, _| *b != base);
             s.files.insert(base, file);
@@ -554,7 +561,13 @@ impl<S: Storage> PartitionLog<S> {
             self.pool.index_insert(self.id, base, Rc::new(index.clone()));
             self.pool.cache_trim_front(self.id, summary.next_offset);
         }
-        sync().await?;
+        // Whether the rename is durable is unknown after a failed sync: a
+        // later swap must not land without it, so the log is poisoned (the
+        // reopen recovers whichever segment the disk holds).
+        if let Err(e) = sync().await {
+            self.poison(&mut self.state.borrow_mut(), &e);
+            return Err(e);
+        }
         self.storage
             .write_file_atomic(&index_file, &index.encode())
             .await
@@ -634,6 +647,9 @@ struct Pass<'a> {
     dirty_end: Offset,
     /// Tombstones appended before this have had their `delete_retention_ms`.
     delete_before: Timestamp,
+    /// A batch compaction cannot look into (version 1) came before: it may
+    /// hold an older record of any key, so no tombstone goes after it.
+    opaque_seen: std::cell::Cell<bool>,
 }
 
 impl Pass<'_> {
@@ -655,7 +671,8 @@ impl Pass<'_> {
             Some(_) => offset < self.dirty_end,
             None => offset < self.start,
         };
-        let expired = record.value.is_none() && covered && header.append_time < self.delete_before;
+        let expired =
+            record.value.is_none() && covered && !self.opaque_seen.get() && header.append_time < self.delete_before;
         expired.then_some(true)
     }
 }

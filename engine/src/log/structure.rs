@@ -200,24 +200,35 @@ impl<S: Storage> PartitionLog<S> {
             config.write_bytes_max,
             config.write_buffer_bytes_max,
         );
-        let mut s = self.state.borrow_mut();
-        s.closed.retain(|b, _| *b < target_base);
-        self.pool.index_retain(self.id, |b| b < target_base);
-        s.files.retain(|b, _| *b < target_base);
-        self.pool.read_ahead_retain(self.id, |b| b < target_base);
-        self.pool.cache_truncate(self.id, offset);
-        s.cleaned_through = s.cleaned_through.min(offset);
-        s.truncations += 1;
-        let epoch = s.truncations;
-        s.recent_truncations.push_back((epoch, offset));
-        if s.recent_truncations.len() > TRUNCATIONS_REMEMBERED {
-            s.recent_truncations.pop_front();
+        let forget_checkpoint = {
+            let mut s = self.state.borrow_mut();
+            s.closed.retain(|b, _| *b < target_base);
+            self.pool.index_retain(self.id, |b| b < target_base);
+            s.files.retain(|b, _| *b < target_base);
+            self.pool.read_ahead_retain(self.id, |b| b < target_base);
+            self.pool.cache_truncate(self.id, offset);
+            // What the cleaner checkpoint says may be cut now: forget it (the
+            // file too, below), so a restart does not trust it either.
+            let forget_checkpoint = s.cleaned_through > offset;
+            s.cleaned_through = s.cleaned_through.min(offset);
+            s.truncations += 1;
+            let epoch = s.truncations;
+            s.recent_truncations.push_back((epoch, offset));
+            if s.recent_truncations.len() > TRUNCATIONS_REMEMBERED {
+                s.recent_truncations.pop_front();
+            }
+            let end = active.index.summary.next_offset;
+            s.active = active;
+            s.next_offset = end;
+            s.written_offset = end;
+            s.durable_offset = end;
+            forget_checkpoint
+        };
+        if forget_checkpoint {
+            let path = self.dir.join(super::compact::CHECKPOINT_FILE);
+            self.storage.remove_if_exists(&path).await.map_err(|e| LogError::io("remove", &path, e))?;
+            self.storage.sync_dir(&self.dir).await.map_err(|e| LogError::io("sync", &self.dir, e))?;
         }
-        let end = active.index.summary.next_offset;
-        s.active = active;
-        s.next_offset = end;
-        s.written_offset = end;
-        s.durable_offset = end;
         Ok(())
     }
 
