@@ -476,6 +476,9 @@ impl<R: Runtime> Partition<R> {
                 }
             }
         }
+        if total.segments_rewritten == 0 {
+            return Some(total);
+        }
         tracing::info!(
             topic = %self.topic,
             partition = self.tp.partition.0,

@@ -359,6 +359,21 @@ impl<R: Runtime> Shard<R> {
         }
     }
 
+    /// Runs `work` every `period_ms` (at least 1) until the shard shuts down.
+    pub(crate) fn every(self: &Rc<Self>, period_ms: u64, work: impl AsyncFn(&Rc<Self>) + 'static) {
+        let shard = self.clone();
+        let every = Duration::from_millis(period_ms.max(1));
+        drop(self.rt.spawn(async move {
+            while !shard.shutdown.is_fired() {
+                let stop = std::pin::pin!(shard.shutdown.wait());
+                let _ = futures::future::select(std::pin::pin!(shard.rt.sleep(every)), stop).await;
+                if !shard.shutdown.is_fired() {
+                    work(&shard).await;
+                }
+            }
+        }));
+    }
+
     /// Runs a compaction pass on every owned partition of a compacted topic
     /// that is due one, one partition at a time, reading at most
     /// `log.cleaner_bytes_per_second_max`.

@@ -139,34 +139,10 @@ impl<R: Runtime> Shard<R> {
                 shard.shutdown.fire();
             }));
         }
-        {
-            let shard = self.clone();
-            let every = Duration::from_millis(self.config.log.retention_check_ms.max(1));
-            drop(self.rt.spawn(async move {
-                while !shard.shutdown.is_fired() {
-                    let stop = std::pin::pin!(shard.shutdown.wait());
-                    let _ = futures::future::select(std::pin::pin!(shard.rt.sleep(every)), stop).await;
-                    if !shard.shutdown.is_fired() {
-                        shard.enforce_retention().await;
-                    }
-                }
-            }));
-        }
-        {
-            // The cleaner: compaction passes, paced, between the shard's
-            // other work.
-            let shard = self.clone();
-            let every = Duration::from_millis(self.config.log.cleaner_check_ms.max(1));
-            drop(self.rt.spawn(async move {
-                while !shard.shutdown.is_fired() {
-                    let stop = std::pin::pin!(shard.shutdown.wait());
-                    let _ = futures::future::select(std::pin::pin!(shard.rt.sleep(every)), stop).await;
-                    if !shard.shutdown.is_fired() {
-                        shard.compact_due().await;
-                    }
-                }
-            }));
-        }
+        // Retention, and the cleaner's compaction passes (paced by its
+        // rate limit), each on its own period until shutdown.
+        self.every(self.config.log.retention_check_ms, async |shard| shard.enforce_retention().await);
+        self.every(self.config.log.cleaner_check_ms, async |shard| shard.compact_due().await);
         if let Some(listener) = metrics {
             drop(self.rt.spawn(crate::metrics::http::serve(self.clone(), listener)));
         }
