@@ -295,7 +295,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 let leaders = m.topics.into_iter().find(|t| t.name == name).map(|t| t.partitions).unwrap_or_default();
                 writeln!(
                     out,
-                    "PARTITION\tLEADER\tEPOCH\tREPLICAS\tCAUGHT_UP\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tSTATUS"
+                    "PARTITION\tLEADER\tEPOCH\tREPLICAS\tCAUGHT_UP\tSHARD\tLOG_START\tHIGH_WATERMARK\tLOG_END\tSIZE_BYTES\tDIRTY_RATIO\tLAST_CLEAN\tSTATUS"
                 )
                 .map_err(io)?;
                 let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
@@ -311,9 +311,19 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                         ),
                         None => ("none".into(), "-".into(), "-".into(), "-".into()),
                     };
+                    // The cleaner's state: how much of the sealed, replicated
+                    // log is not yet cleaned, and when a pass last ended.
+                    let dirty = format!("{:.2}", p.dirty_ratio());
+                    let last_clean = p.last_clean_ms.and_then(|ms| u64::try_from(ms).ok()).map_or_else(
+                        || "never".to_owned(),
+                        |ms| {
+                            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                            humantime::format_rfc3339_millis(at).to_string()
+                        },
+                    );
                     writeln!(
                         out,
-                        "{}\t{leader}\t{epoch}\t{replicas}\t{caught_up}\t{}\t{}\t{}\t{}\t{}\t{status}",
+                        "{}\t{leader}\t{epoch}\t{replicas}\t{caught_up}\t{}\t{}\t{}\t{}\t{}\t{dirty}\t{last_clean}\t{status}",
                         p.partition, p.shard, p.log_start_offset, p.high_watermark, p.log_end_offset, p.size_bytes
                     )
                     .map_err(io)?;

@@ -56,10 +56,12 @@ impl ApiKey {
     pub fn versions(self) -> (u16, u16) {
         match self {
             // CreateTopic and DescribeTopic 1: settings by name (Kafka's),
-            // with their sources. Produce 1: a partition's error names its
-            // leader and epoch, and a broker that does not lead it answers
-            // NOT_LEADER instead of forwarding the batch (docs/protocol.md).
-            ApiKey::CreateTopic | ApiKey::DescribeTopic | ApiKey::Produce => (0, 1),
+            // with their sources. DescribeTopic 2: each partition's cleaner
+            // state. Produce 1: a partition's error names its leader and
+            // epoch, and a broker that does not lead it answers NOT_LEADER
+            // instead of forwarding the batch (docs/protocol.md).
+            ApiKey::DescribeTopic => (0, 2),
+            ApiKey::CreateTopic | ApiKey::Produce => (0, 1),
             _ => (0, 0),
         }
     }
@@ -579,6 +581,22 @@ pub struct PartitionDescription {
     pub high_watermark: Offset,
     pub log_end_offset: Offset,
     pub size_bytes: u64,
+    /// Version 2 on (0 before): bytes of the sealed segments at or below
+    /// the high watermark, and of those the cleaner has not cleaned.
+    pub cleanable_bytes: u64,
+    pub dirty_bytes: u64,
+    /// Version 2 on: when the cleaner last finished a pass (ms since the
+    /// epoch); `None` if never (or before version 2).
+    pub last_clean_ms: Option<i64>,
+}
+
+impl PartitionDescription {
+    /// Dirty bytes over cleanable bytes, as Kafka's `min.cleanable.dirty.ratio`
+    /// counts them (0 when nothing is cleanable).
+    #[must_use]
+    pub fn dirty_ratio(&self) -> f64 {
+        if self.cleanable_bytes == 0 { 0.0 } else { self.dirty_bytes as f64 / self.cleanable_bytes as f64 }
+    }
 }
 
 /// One setting of a topic: its value and where it comes from.
@@ -837,6 +855,11 @@ impl Response {
                     w.u64(p.high_watermark.0);
                     w.u64(p.log_end_offset.0);
                     w.u64(p.size_bytes);
+                    if version >= 2 {
+                        w.u64(p.cleanable_bytes);
+                        w.u64(p.dirty_bytes);
+                        w.i64(p.last_clean_ms.unwrap_or(-1));
+                    }
                 });
             }
             Response::Produce(topics) => w.array(topics, |w, t| {
@@ -964,8 +987,8 @@ impl Response {
                         Ok(ConfigEntry { name, value, source })
                     })?
                 },
-                partitions: r.array("partitions", 42, |r| {
-                    Ok(PartitionDescription {
+                partitions: r.array("partitions", if version >= 2 { 66 } else { 42 }, |r| {
+                    let mut p = PartitionDescription {
                         partition: r.u32()?,
                         shard: r.u32()?,
                         error: ErrorCode(r.u16()?),
@@ -973,7 +996,16 @@ impl Response {
                         high_watermark: Offset(r.u64()?),
                         log_end_offset: Offset(r.u64()?),
                         size_bytes: r.u64()?,
-                    })
+                        cleanable_bytes: 0,
+                        dirty_bytes: 0,
+                        last_clean_ms: None,
+                    };
+                    if version >= 2 {
+                        p.cleanable_bytes = r.u64()?;
+                        p.dirty_bytes = r.u64()?;
+                        p.last_clean_ms = Some(r.i64()?).filter(|&t| t >= 0);
+                    }
+                    Ok(p)
                 })?,
             }),
             ApiKey::Produce => Response::Produce(r.array("topics", 6, |r| {

@@ -353,6 +353,7 @@ impl<S: Storage> PartitionLog<S> {
         s.active.copy_in(&batch, next);
         let interval = self.cfg().index_interval_bytes;
         s.active.index.on_append(base, next, max_timestamp, append_time, position, batch.len() as u64, interval);
+        s.active.first_append_ms.get_or_insert(append_time.0);
         s.next_offset = next;
         self.pool.cache_push(self.id, base, next, Bytes::from(batch));
         self.placed.notify_all();

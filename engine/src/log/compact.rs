@@ -55,8 +55,10 @@ use crate::types::{Offset, Timestamp};
 /// The file that says how far the log has been cleaned.
 pub(crate) const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"CRNK");
-const CHECKPOINT_VERSION: u16 = 1;
-const CHECKPOINT_BYTES: usize = 28;
+const CHECKPOINT_VERSION: u16 = 2;
+const CHECKPOINT_BYTES: usize = 36;
+/// Version 1 had no oldest tombstone.
+const CHECKPOINT_V1_BYTES: usize = 28;
 
 /// What a map entry costs beyond its key's bytes (the table slot, the boxed
 /// key's header, the offset), for the bound on the map.
@@ -116,6 +118,12 @@ pub struct CleanerStatus {
     pub oldest_dirty_append_ms: Option<i64>,
     /// When the last pass that did something ended (the log's clock).
     pub last_clean_ms: Option<i64>,
+    /// The oldest append time of a tombstone the clean part keeps that a
+    /// pass may drop once it is `delete_retention_ms` old.
+    pub oldest_tombstone_ms: Option<i64>,
+    /// When the active segment's first batch was appended, if it holds one
+    /// (for `max.compaction.lag.ms`: it is rolled so it can be cleaned).
+    pub active_first_append_ms: Option<i64>,
 }
 
 impl CleanerStatus {
@@ -142,6 +150,10 @@ impl Pace for () {
 pub(crate) struct Checkpoint {
     pub cleaned_through: Offset,
     pub last_clean_ms: i64,
+    /// The oldest append time of a tombstone the clean part keeps that a
+    /// later pass may drop; `None`: there is none. Version 1 did not say:
+    /// read as `i64::MIN` (due at once; that pass finds the real one).
+    pub oldest_tombstone_ms: Option<i64>,
 }
 
 impl Checkpoint {
@@ -152,6 +164,7 @@ impl Checkpoint {
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.cleaned_through.0.to_le_bytes());
         out.extend_from_slice(&self.last_clean_ms.to_le_bytes());
+        out.extend_from_slice(&self.oldest_tombstone_ms.unwrap_or(i64::MAX).to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(out.len(), CHECKPOINT_BYTES);
@@ -161,18 +174,27 @@ impl Checkpoint {
     /// `None` for anything but an intact checkpoint: the log is then
     /// treated as never cleaned, which costs a pass and loses nothing.
     pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
-        if bytes.len() != CHECKPOINT_BYTES {
-            return None;
-        }
-        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+        let version = match bytes.len() {
+            CHECKPOINT_BYTES => CHECKPOINT_VERSION,
+            CHECKPOINT_V1_BYTES => 1,
+            _ => return None,
+        };
+        let body = bytes.len() - 4;
+        let crc = u32::from_le_bytes(bytes[body..].try_into().expect("4 bytes"));
         let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
-        let version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
-        if crc != crc32c::crc32c(&bytes[..24]) || magic != CHECKPOINT_MAGIC || version != CHECKPOINT_VERSION {
+        let stored_version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
+        if crc != crc32c::crc32c(&bytes[..body]) || magic != CHECKPOINT_MAGIC || stored_version != version {
             return None;
         }
+        let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         Some(Checkpoint {
             cleaned_through: Offset(u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"))),
-            last_clean_ms: i64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+            last_clean_ms: i64_at(16),
+            oldest_tombstone_ms: if version == 1 {
+                Some(i64::MIN)
+            } else {
+                Some(i64_at(24)).filter(|&t| t != i64::MAX)
+            },
         })
     }
 }
@@ -307,8 +329,13 @@ impl<S: Storage> PartitionLog<S> {
         let s = self.state.borrow();
         let hw = self.hw(&s);
         let cleaned = s.cleaned_through.max(s.log_start);
-        let mut status =
-            CleanerStatus { cleaned_through: cleaned, last_clean_ms: s.last_clean_ms, ..CleanerStatus::default() };
+        let mut status = CleanerStatus {
+            cleaned_through: cleaned,
+            last_clean_ms: s.last_clean_ms,
+            oldest_tombstone_ms: s.oldest_tombstone_ms,
+            active_first_append_ms: s.active.first_append_ms,
+            ..CleanerStatus::default()
+        };
         for c in s.closed.values().take_while(|c| c.next_offset <= hw) {
             status.cleanable_bytes += c.size_bytes;
             if c.next_offset > cleaned {
@@ -340,7 +367,10 @@ impl<S: Storage> PartitionLog<S> {
                 .take_while(|c| c.next_offset <= hw && c.max_append_time.0 <= now.saturating_sub(lag))
                 .copied()
                 .collect();
-            if segments.last().is_none_or(|last| last.next_offset <= start) {
+            let dirty = segments.last().is_some_and(|last| last.next_offset > start);
+            let tombstones_due =
+                s.oldest_tombstone_ms.is_some_and(|t| t < now.saturating_sub(policy.delete_retention_ms));
+            if !dirty && !tombstones_due {
                 return Ok(CompactionReport { cleaned_through: start, ..CompactionReport::default() });
             }
             s.compacting = true;
@@ -381,11 +411,18 @@ impl<S: Storage> PartitionLog<S> {
                 pace.pace(bytes.len() as u64).await;
             }
         }
-        debug_assert!(dirty_end > start, "the dirty part holds at least one batch");
+        // With nothing dirty, the pass is for the clean part's tombstones.
 
         // 2. Rewrite every segment the map reaches, oldest first.
         let delete_before = Timestamp(now.saturating_sub(policy.delete_retention_ms));
-        let pass = Pass { map: &map, start, dirty_end, delete_before, opaque_seen: std::cell::Cell::new(false) };
+        let pass = Pass {
+            map: &map,
+            start,
+            dirty_end,
+            delete_before,
+            opaque_seen: std::cell::Cell::new(false),
+            oldest_tombstone: std::cell::Cell::new(None),
+        };
         for summary in segments.iter().filter(|c| c.base_offset < dirty_end) {
             let rewritten = self.rewrite_segment(summary, &pass, read_bytes, pace).await?;
             report.bytes_read += summary.size_bytes;
@@ -414,9 +451,14 @@ impl<S: Storage> PartitionLog<S> {
             }
             s.cleaned_through = dirty_end;
             s.last_clean_ms = Some(now);
+            s.oldest_tombstone_ms = pass.oldest_tombstone.get();
         }
         report.cleaned_through = dirty_end;
-        let checkpoint = Checkpoint { cleaned_through: dirty_end, last_clean_ms: now };
+        let checkpoint = Checkpoint {
+            cleaned_through: dirty_end,
+            last_clean_ms: now,
+            oldest_tombstone_ms: pass.oldest_tombstone.get(),
+        };
         let path = self.dir.join(CHECKPOINT_FILE);
         self.storage
             .write_file_atomic(&path, &checkpoint.encode())
@@ -455,7 +497,10 @@ impl<S: Storage> PartitionLog<S> {
                 match pass.doomed(record, offset, &header) {
                     Some(true) => out.tombstones_removed += 1,
                     Some(false) => out.records_removed += 1,
-                    None => continue,
+                    None => {
+                        pass.kept(record, &header);
+                        continue;
+                    }
                 }
                 dropped.push(offset);
             }
@@ -650,9 +695,20 @@ struct Pass<'a> {
     /// A batch compaction cannot look into (version 1) came before: it may
     /// hold an older record of any key, so no tombstone goes after it.
     opaque_seen: std::cell::Cell<bool>,
+    /// The oldest append time of a kept tombstone a later pass may drop.
+    oldest_tombstone: std::cell::Cell<Option<i64>>,
 }
 
 impl Pass<'_> {
+    /// Notes a record the pass keeps: a tombstone some later pass may drop
+    /// (none after an opaque batch) makes that pass due in time.
+    fn kept(&self, record: &crate::batch::ArchivedRecord, header: &BatchHeader) {
+        if record.key.is_some() && record.value.is_none() && !self.opaque_seen.get() {
+            let t = header.append_time.0;
+            self.oldest_tombstone.set(Some(self.oldest_tombstone.get().map_or(t, |o| o.min(t))));
+        }
+    }
+
     /// Whether compaction drops `record` at `offset`: `Some(true)` for an
     /// expired tombstone, `Some(false)` for a superseded record, `None` to
     /// keep it.
@@ -674,5 +730,45 @@ impl Pass<'_> {
         let expired =
             record.value.is_none() && covered && !self.opaque_seen.get() && header.append_time < self.delete_before;
         expired.then_some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_reads_back_and_a_version_1_one_makes_a_tombstone_pass_due() {
+        for oldest in [None, Some(1_700_000_000_000)] {
+            let c = Checkpoint { cleaned_through: Offset(77), last_clean_ms: 5, oldest_tombstone_ms: oldest };
+            let bytes = c.encode();
+            assert_eq!(Checkpoint::decode(&bytes), Some(c));
+            let mut bad = bytes.clone();
+            bad[9] ^= 1;
+            assert_eq!(Checkpoint::decode(&bad), None, "a flipped bit is caught");
+        }
+        // Version 2, byte by byte as docs/format.md has it.
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(b"CRNK");
+        v2.extend_from_slice(&2u16.to_le_bytes());
+        v2.extend_from_slice(&[0, 0]);
+        v2.extend_from_slice(&77u64.to_le_bytes());
+        v2.extend_from_slice(&5i64.to_le_bytes());
+        v2.extend_from_slice(&i64::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        let none = Checkpoint { cleaned_through: Offset(77), last_clean_ms: 5, oldest_tombstone_ms: None };
+        assert_eq!(none.encode(), v2);
+        // Version 1: magic, version, pad, cleaned through, last clean, CRC.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"CRNK");
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&[0, 0]);
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        v1.extend_from_slice(&3i64.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let c = Checkpoint::decode(&v1).expect("version 1 is read");
+        assert_eq!((c.cleaned_through, c.last_clean_ms, c.oldest_tombstone_ms), (Offset(9), 3, Some(i64::MIN)));
     }
 }

@@ -108,6 +108,8 @@ struct State<F: crate::rt::DmaFile> {
     cleaned_through: Offset,
     /// When the last compaction pass ended, by the log's clock.
     last_clean_ms: Option<i64>,
+    /// The clean part's oldest tombstone a pass may drop (its append time).
+    oldest_tombstone_ms: Option<i64>,
     /// Bumped when a compaction swap starts and when it ends: a read that
     /// saw it change reads again (it may have mixed the old segment and the new).
     swaps: u64,
@@ -236,6 +238,7 @@ impl<S: Storage> PartitionLog<S> {
             // Never past the sealed segments: what is above them is dirty.
             cleaned_through: checkpoint.map_or(log_start, |c| c.cleaned_through.clamp(log_start, active_base)),
             last_clean_ms: checkpoint.map(|c| c.last_clean_ms),
+            oldest_tombstone_ms: checkpoint.and_then(|c| c.oldest_tombstone_ms),
             swaps: 0,
             truncations: 0,
             recent_truncations: VecDeque::new(),

@@ -56,6 +56,9 @@ pub(crate) struct ActiveSegment<F: DmaFile> {
     file: Option<Rc<F>>,
     pub index: SegmentIndex,
     pub created_ms: i64,
+    /// When its first batch was appended, by the log's clock (for a
+    /// recovered segment, its newest append: later, never earlier).
+    pub first_append_ms: Option<i64>,
     chunks: VecDeque<Chunk<F::Buf>>,
     /// With no chunk: the bytes of the last partial block, from `tail_pos`.
     tail: Vec<u8>,
@@ -121,6 +124,7 @@ impl<F: DmaFile> ActiveSegment<F> {
         assert!(allocated_bytes >= size);
         ActiveSegment {
             file: Some(file),
+            first_append_ms: (index.summary.size_bytes > 0).then_some(index.summary.max_append_time.0),
             index,
             created_ms,
             chunks: VecDeque::new(),

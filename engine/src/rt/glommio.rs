@@ -319,6 +319,28 @@ impl Runtime for GlommioRuntime {
         glommio::spawn_local(future).detach()
     }
 
+    fn spawn_background<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Self::Task<T> {
+        thread_local! {
+            /// This core's background task queue, made on first use.
+            static BACKGROUND: std::cell::OnceCell<glommio::TaskQueueHandle> = const { std::cell::OnceCell::new() };
+        }
+        let queue = BACKGROUND.with(|q| {
+            *q.get_or_init(|| {
+                glommio::executor().create_task_queue(
+                    glommio::Shares::Static(super::BACKGROUND_SHARES),
+                    glommio::Latency::NotImportant,
+                    "background",
+                )
+            })
+        });
+        match glommio::spawn_local_into(future, queue) {
+            Ok(task) => task.detach(),
+            // The queue was made on this executor just above; a failure
+            // here is a glommio invariant broken.
+            Err(e) => unreachable!("spawning into this core's background queue: {e}"),
+        }
+    }
+
     fn sleep(&self, duration: Duration) -> GlommioSleep {
         GlommioSleep(glommio::timer::Timer::new(duration))
     }

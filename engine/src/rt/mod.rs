@@ -148,6 +148,9 @@ pub trait Stream: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'st
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
 }
 
+/// The CPU shares of background work against the 1000 of request work.
+pub const BACKGROUND_SHARES: usize = 50;
+
 /// Everything one core's code needs from its runtime: storage, tasks,
 /// timers, the clock and the network.
 pub trait Runtime: Clone + 'static {
@@ -162,6 +165,13 @@ pub trait Runtime: Clone + 'static {
     fn storage(&self) -> &Self::Storage;
     /// Runs `future` on this core, to completion, whatever happens to the handle.
     fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Self::Task<T>;
+    /// Like [`Runtime::spawn`], for background work (the log cleaner): its
+    /// CPU time yields to the core's request work whenever both have some
+    /// (glommio: a task queue of [`BACKGROUND_SHARES`] against the default
+    /// queue's 1000; the simulator runs it like any task).
+    fn spawn_background<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Self::Task<T> {
+        self.spawn(future)
+    }
     fn sleep(&self, duration: Duration) -> Self::Sleep;
     /// The monotonic clock (virtual in the simulator).
     fn now(&self) -> Instant;

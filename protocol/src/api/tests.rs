@@ -126,6 +126,9 @@ fn every_response_round_trips() {
                     high_watermark: Offset(10),
                     log_end_offset: Offset(12),
                     size_bytes: 4096,
+                    cleanable_bytes: 2048,
+                    dirty_bytes: 512,
+                    last_clean_ms: Some(1_700_000_000_000),
                 }],
             }),
         ),
@@ -342,6 +345,40 @@ fn version_0_of_create_and_describe_still_round_trips_the_two_numbers_it_had() {
         d.configs,
         vec![ConfigEntry { name: "retention.ms".into(), value: "5000".into(), source: ConfigSource::Topic }]
     );
+}
+
+#[test]
+fn a_version_1_describe_leaves_out_the_cleaner_state_and_version_2_carries_it() {
+    let partition = PartitionDescription {
+        partition: 0,
+        shard: 0,
+        error: ErrorCode::NONE,
+        log_start_offset: Offset(0),
+        high_watermark: Offset(9),
+        log_end_offset: Offset(9),
+        size_bytes: 900,
+        cleanable_bytes: 800,
+        dirty_bytes: 200,
+        last_clean_ms: Some(5),
+    };
+    let describe = |p: PartitionDescription| {
+        Response::DescribeTopic(DescribeTopicResponse { name: "t".into(), configs: vec![], partitions: vec![p] })
+    };
+    for version in [1, 2] {
+        let mut w = Writer::new();
+        describe(partition.clone()).encode_body(&mut w, version);
+        let body = w.into_bytes();
+        let Response::DescribeTopic(d) = Response::decode_version(ApiKey::DescribeTopic, version, body).unwrap() else {
+            panic!("describe")
+        };
+        let expected = if version == 2 {
+            partition.clone()
+        } else {
+            PartitionDescription { cleanable_bytes: 0, dirty_bytes: 0, last_clean_ms: None, ..partition.clone() }
+        };
+        assert_eq!(d.partitions, vec![expected]);
+    }
+    assert!((partition.dirty_ratio() - 0.25).abs() < 1e-9);
 }
 
 #[test]

@@ -233,6 +233,24 @@ impl Collector for Snapshots {
             "Bytes the log's files take, pre-allocated space included",
             &per_partition(&self.0, |p| p.disk_bytes as i64),
         )?;
+        counter_family(
+            &mut encoder,
+            "cairn_cleaner_read_bytes",
+            "Bytes the log cleaner read (compaction throughput)",
+            &per_partition(&self.0, |p| p.cleaner_read_bytes),
+        )?;
+        counter_family(
+            &mut encoder,
+            "cairn_cleaner_removed_bytes",
+            "Bytes compaction removed from the log",
+            &per_partition(&self.0, |p| p.cleaner_removed_bytes),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "cairn_cleaner_dirty_bytes",
+            "The cleaner's backlog: sealed, replicated bytes not yet cleaned",
+            &per_partition(&self.0, |p| p.cleaner_dirty_bytes as i64),
+        )?;
         gauge_family(
             &mut encoder,
             "cairn_partition_available",
@@ -279,6 +297,9 @@ mod tests {
                 log_end_offset: 42,
                 size_bytes: 4200,
                 disk_bytes: 65536,
+                cleaner_read_bytes: 9000,
+                cleaner_removed_bytes: 3000,
+                cleaner_dirty_bytes: 1200,
                 available: true,
                 fdatasync: latency,
             }],
@@ -292,6 +313,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cairn_high_watermark{shard=\"1\",topic=\"orders\",partition=\"7\"} 42"), "{text}");
+        assert!(
+            text.contains("cairn_cleaner_read_bytes_total{shard=\"1\",topic=\"orders\",partition=\"7\"} 9000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cairn_cleaner_dirty_bytes{shard=\"1\",topic=\"orders\",partition=\"7\"} 1200"),
+            "{text}"
+        );
         assert!(text.contains("cairn_request_latency_seconds_count{shard=\"1\",api=\"produce\"} 1"), "{text}");
         assert!(
             text.contains("cairn_request_latency_seconds_bucket{le=\"+Inf\",shard=\"1\",api=\"produce\"} 1")

@@ -20,6 +20,9 @@ pub struct PartitionMetrics {
     pub produce_bytes: Cell<u64>,
     pub fetch_records: Cell<u64>,
     pub fetch_bytes: Cell<u64>,
+    /// Bytes the cleaner read and removed (its throughput and yield).
+    pub cleaner_read_bytes: Cell<u64>,
+    pub cleaner_removed_bytes: Cell<u64>,
 }
 
 /// Counters of one API on one shard.
@@ -74,6 +77,10 @@ pub struct PartitionSnapshot {
     pub log_end_offset: u64,
     pub size_bytes: u64,
     pub disk_bytes: u64,
+    pub cleaner_read_bytes: u64,
+    pub cleaner_removed_bytes: u64,
+    /// The cleaner's backlog: sealed, replicated bytes not yet cleaned.
+    pub cleaner_dirty_bytes: u64,
     pub available: bool,
     pub fdatasync: LatencyHistogram,
 }

@@ -79,6 +79,8 @@ pub struct PartitionState {
     pub log_end_offset: Offset,
     pub size_bytes: u64,
     pub disk_bytes: u64,
+    /// How far the cleaner got (meaningful on compacted topics).
+    pub cleaner: engine::CleanerStatus,
 }
 
 impl PartitionState {
@@ -91,6 +93,7 @@ impl PartitionState {
             log_end_offset: Offset(0),
             size_bytes: 0,
             disk_bytes: 0,
+            cleaner: engine::CleanerStatus::default(),
         }
     }
 }
@@ -409,6 +412,7 @@ impl<R: Runtime> Partition<R> {
                 log_end_offset: log.log_end_offset(),
                 size_bytes: log.size_bytes(),
                 disk_bytes: log.disk_bytes(),
+                cleaner: log.cleaner_status(),
             },
             Err(e) => PartitionState::failed(e),
         }
@@ -435,8 +439,10 @@ impl<R: Runtime> Partition<R> {
     }
 
     /// Compacts the log, pass after pass, if its topic compacts and it is
-    /// due: enough of it is dirty, or its oldest dirty segment has waited
-    /// `max.compaction.lag.ms`. What the passes did, if any ran.
+    /// due: enough of it is dirty, its oldest dirty record has waited
+    /// `max.compaction.lag.ms` (an active segment holding it is rolled, so
+    /// it can be cleaned), or a tombstone it keeps has had its
+    /// `delete.retention.ms`. What the passes did, if any ran.
     pub async fn compact_if_due(
         &self,
         settings: &crate::topic_config::CleanerSettings,
@@ -446,19 +452,28 @@ impl<R: Runtime> Partition<R> {
             return None;
         }
         let log = self.log().ok()?;
-        let status = log.cleaner_status();
         let now = engine::rt::Storage::now_ms(self.rt.storage());
-        let overdue = settings
-            .max_compaction_lag_ms
-            .zip(status.oldest_dirty_append_ms)
-            .is_some_and(|(lag, oldest)| oldest < now.saturating_sub(lag));
-        if status.dirty_bytes == 0 || (status.dirty_ratio() < settings.min_cleanable_dirty_ratio && !overdue) {
+        let waited = |t: Option<i64>, lag: i64| t.is_some_and(|t| t < now.saturating_sub(lag));
+        if let Some(lag) = settings.max_compaction_lag_ms
+            && waited(log.cleaner_status().active_first_append_ms, lag)
+            && let Err(e) = log.roll().await
+        {
+            tracing::warn!(topic = %self.topic, partition = self.tp.partition.0, error = %e, "roll for compaction failed");
+        }
+        let status = log.cleaner_status();
+        let overdue = settings.max_compaction_lag_ms.is_some_and(|lag| waited(status.oldest_dirty_append_ms, lag));
+        let ratio_due = status.dirty_bytes > 0 && status.dirty_ratio() >= settings.min_cleanable_dirty_ratio;
+        let tombstones_due = waited(status.oldest_tombstone_ms, settings.policy.delete_retention_ms);
+        if !ratio_due && !overdue && !tombstones_due {
             return None;
         }
         let mut total = engine::CompactionReport::default();
         loop {
             match log.compact(&settings.policy, pace).await {
                 Ok(report) => {
+                    let m = &self.metrics;
+                    m.cleaner_read_bytes.set(m.cleaner_read_bytes.get() + report.bytes_read);
+                    m.cleaner_removed_bytes.set(m.cleaner_removed_bytes.get() + report.bytes_removed);
                     total.segments_rewritten += report.segments_rewritten;
                     total.bytes_read += report.bytes_read;
                     total.bytes_written += report.bytes_written;

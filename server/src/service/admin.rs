@@ -27,6 +27,11 @@ pub struct PartitionDescription {
     pub high_watermark: Offset,
     pub log_end_offset: Offset,
     pub size_bytes: u64,
+    /// Bytes of sealed, replicated segments, and of those not yet cleaned.
+    pub cleanable_bytes: u64,
+    pub dirty_bytes: u64,
+    /// When the cleaner last finished a pass (ms since the epoch).
+    pub last_clean_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,6 +364,9 @@ impl<R: Runtime> Shard<R> {
                             high_watermark: s.high_watermark,
                             log_end_offset: s.log_end_offset,
                             size_bytes: s.size_bytes,
+                            cleanable_bytes: s.cleaner.cleanable_bytes,
+                            dirty_bytes: s.cleaner.dirty_bytes,
+                            last_clean_ms: s.cleaner.last_clean_ms,
                         }
                     })
                     .collect()

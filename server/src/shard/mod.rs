@@ -359,11 +359,12 @@ impl<R: Runtime> Shard<R> {
         }
     }
 
-    /// Runs `work` every `period_ms` (at least 1) until the shard shuts down.
+    /// Runs `work` every `period_ms` (at least 1) until the shard shuts
+    /// down, as background work (it yields the CPU to requests).
     pub(crate) fn every(self: &Rc<Self>, period_ms: u64, work: impl AsyncFn(&Rc<Self>) + 'static) {
         let shard = self.clone();
         let every = Duration::from_millis(period_ms.max(1));
-        drop(self.rt.spawn(async move {
+        drop(self.rt.spawn_background(async move {
             while !shard.shutdown.is_fired() {
                 let stop = std::pin::pin!(shard.shutdown.wait());
                 let _ = futures::future::select(std::pin::pin!(shard.rt.sleep(every)), stop).await;
@@ -414,6 +415,9 @@ impl<R: Runtime> Shard<R> {
                     log_end_offset: state.log_end_offset.0,
                     size_bytes: state.size_bytes,
                     disk_bytes: state.disk_bytes,
+                    cleaner_read_bytes: p.metrics.cleaner_read_bytes.get(),
+                    cleaner_removed_bytes: p.metrics.cleaner_removed_bytes.get(),
+                    cleaner_dirty_bytes: state.cleaner.dirty_bytes,
                     available: state.error.is_none(),
                     fdatasync,
                 }

@@ -384,3 +384,31 @@ fn a_tombstone_past_where_the_map_ended_waits_for_the_pass_that_maps_it() {
     assert!(seen.iter().all(|s| s.1.as_deref() != Some(&b"a"[..])), "a is gone, tombstone and all: {seen:?}");
     assert_eq!(table(&seen).len(), 2);
 }
+
+#[test]
+fn a_tombstone_on_an_idle_log_goes_after_delete_retention_even_across_a_restart() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    let model = fill(&log, 10, 60);
+    block_on(log.roll()).unwrap();
+    block_on(log.compact(&policy(60_000), &mut ())).unwrap();
+    let tombstones =
+        |log: &PartitionLog<SimStorage>| records(&read_all(log, Offset(0))).iter().filter(|s| s.2.is_none()).count();
+    assert!(tombstones(&log) > 0, "young tombstones are kept");
+    let status = log.cleaner_status();
+    assert_eq!(status.dirty_bytes, 0, "nothing is dirty: no new data comes");
+    let oldest = status.oldest_tombstone_ms.expect("the clean part keeps a tombstone");
+    // Not due yet: a pass does nothing.
+    let report = block_on(log.compact(&policy(60_000), &mut ())).unwrap();
+    assert_eq!(report.tombstones_removed, 0);
+    block_on(log.close()).unwrap();
+    drop(log);
+    let log = open(&storage, small_config()).unwrap();
+    assert_eq!(log.cleaner_status().oldest_tombstone_ms, Some(oldest), "the checkpoint keeps it");
+    storage.advance_ms(60_001);
+    let report = block_on(log.compact(&policy(60_000), &mut ())).unwrap();
+    assert!(report.tombstones_removed > 0, "{report:?}");
+    assert_eq!(tombstones(&log), 0);
+    assert_eq!(log.cleaner_status().oldest_tombstone_ms, None);
+    assert_eq!(table(&records(&read_all(&log, Offset(0)))), model);
+}

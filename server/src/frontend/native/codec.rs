@@ -307,6 +307,9 @@ fn describe(d: crate::service::admin::TopicDescription) -> api::DescribeTopicRes
                 high_watermark: p.high_watermark,
                 log_end_offset: p.log_end_offset,
                 size_bytes: p.size_bytes,
+                cleanable_bytes: p.cleanable_bytes,
+                dirty_bytes: p.dirty_bytes,
+                last_clean_ms: p.last_clean_ms,
             })
             .collect(),
     }
