@@ -253,6 +253,10 @@ impl<F: DmaFile> SegmentCursor<F> {
         let mut at = (self.pos - self.chunk_pos) as usize;
         let buffered = self.pos >= self.chunk_pos && at + BATCH_HEADER_BYTES_MIN <= self.chunk.len();
         let length = if buffered { BatchHeader::batch_length_at(&self.chunk[at..]) as usize } else { usize::MAX };
+        // A length past the segment's end is damage, not a reason to read.
+        if buffered && length as u64 > self.size - self.pos {
+            return Err(corrupt(self.pos, format!("a batch length of {length} bytes")));
+        }
         if !buffered || at + length > self.chunk.len() {
             let want = self.read_bytes.max(if buffered { length } else { 0 });
             let len = (want as u64).min(self.size - self.pos) as usize;
@@ -266,6 +270,11 @@ impl<F: DmaFile> SegmentCursor<F> {
         self.pos += length as u64;
         Ok(Some((start, self.chunk.slice(at..at + length))))
     }
+}
+
+/// Where segment `base`'s cleaned version is written before the swap.
+fn cleaned_path(dir: &std::path::Path, base: Offset) -> std::path::PathBuf {
+    dir.join(format!("{:020}.log.cleaned", base.0))
 }
 
 /// Whether compaction may look inside the batch: a version 2 batch of
@@ -314,13 +323,67 @@ fn rewrite_batch(
     encoder.finish_as(&template).map(Some)
 }
 
-/// A rewritten segment, in memory until it is written.
-#[derive(Default)]
-struct Rewritten {
-    batches: Vec<Bytes>,
-    changed: bool,
+/// What rewriting a segment did. The cleaned file, if a record was
+/// dropped: written, not yet synced or checked.
+struct Rewritten<F: DmaFile> {
+    cleaned: Option<CleanedWriter<F>>,
     records_removed: u64,
     tombstones_removed: u64,
+}
+
+/// Writes a cleaned segment as it is produced, through one aligned buffer
+/// of `write_bytes_max`: a pass holds one buffer and one read chunk, never
+/// a segment.
+struct CleanedWriter<F: DmaFile> {
+    file: F,
+    buf: F::Buf,
+    filled: usize,
+    pos: u64,
+    chunk_bytes: usize,
+}
+
+impl<F: DmaFile> CleanedWriter<F> {
+    fn new(file: F, chunk_bytes: usize) -> Self {
+        debug_assert!(chunk_bytes.is_multiple_of(BLOCK_BYTES));
+        let buf = file.alloc(chunk_bytes);
+        CleanedWriter { file, buf, filled: 0, pos: 0, chunk_bytes }
+    }
+
+    /// Bytes pushed so far.
+    fn size(&self) -> u64 {
+        self.pos + self.filled as u64
+    }
+
+    async fn push(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(self.chunk_bytes - self.filled);
+            self.buf.as_mut_slice()[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled == self.chunk_bytes {
+                let full = std::mem::replace(&mut self.buf, self.file.alloc(self.chunk_bytes));
+                self.file.write_at(full, self.chunk_bytes, self.pos).await?;
+                self.pos += self.chunk_bytes as u64;
+                self.filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rest, cuts the file to its batches and syncs it.
+    async fn finish(self, path: &std::path::Path) -> Result<(F, u64), LogError> {
+        let io = |op: &'static str| move |e| LogError::io(op, path, e);
+        let size = self.size();
+        let CleanedWriter { file, mut buf, filled, pos, .. } = self;
+        if filled > 0 {
+            let len = align_up(filled as u64) as usize;
+            buf.as_mut_slice()[filled..len].fill(0);
+            file.write_at(buf, len, pos).await.map_err(io("write"))?;
+        }
+        file.truncate(size).await.map_err(io("truncate"))?;
+        file.fdatasync().await.map_err(|e| LogError::sync_failed(path, e))?;
+        Ok((file, size))
+    }
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -424,12 +487,17 @@ impl<S: Storage> PartitionLog<S> {
             oldest_tombstone: std::cell::Cell::new(None),
         };
         for summary in segments.iter().filter(|c| c.base_offset < dirty_end) {
-            let rewritten = self.rewrite_segment(summary, &pass, read_bytes, pace).await?;
+            let cleaned = cleaned_path(&self.dir, summary.base_offset);
+            let rewritten = match self.rewrite_segment(summary, &pass, read_bytes, pace).await {
+                Ok(rewritten) => rewritten,
+                Err(e) => {
+                    let _ = self.storage.remove_if_exists(&cleaned).await;
+                    return Err(e);
+                }
+            };
             report.bytes_read += summary.size_bytes;
-            if !rewritten.changed {
-                continue;
-            }
-            let (written, swapped) = self.swap_in(summary, &rewritten.batches).await?;
+            let Some(writer) = rewritten.cleaned else { continue };
+            let (written, swapped) = self.swap_in(summary, writer).await?;
             if !swapped {
                 // Retention or a truncation took the segment meanwhile:
                 // this pass is over, the next starts afresh.
@@ -467,71 +535,92 @@ impl<S: Storage> PartitionLog<S> {
         Ok(report)
     }
 
-    /// The segment's batches as compaction leaves them.
+    /// Rewrites the segment as compaction leaves it, into its cleaned file
+    /// (made at the first dropped record; none if nothing is dropped).
     async fn rewrite_segment(
         &self,
         summary: &SegmentSummary,
         pass: &Pass<'_>,
         read_bytes: usize,
         pace: &mut impl Pace,
-    ) -> Result<Rewritten, LogError> {
+    ) -> Result<Rewritten<S::File>, LogError> {
         let path = log_path(&self.dir, summary.base_offset);
+        let cleaned = cleaned_path(&self.dir, summary.base_offset);
+        let cleaned = cleaned.as_path();
+        let io = |op: &'static str| move |e| LogError::io(op, cleaned, e);
         let file = self.segment_file(summary.base_offset).await?;
-        let mut cursor = SegmentCursor::new(file, summary.size_bytes, read_bytes);
-        let mut out = Rewritten::default();
+        let mut cursor = SegmentCursor::new(file.clone(), summary.size_bytes, read_bytes);
+        let mut out = Rewritten { cleaned: None, records_removed: 0, tombstones_removed: 0 };
         // The last batch read, if compaction dropped all of it.
         let mut emptied: Option<Bytes> = None;
-        while let Some((_, bytes)) = cursor.next(&path).await? {
+        while let Some((at, bytes)) = cursor.next(&path).await? {
             pace.pace(bytes.len() as u64).await;
             let header = validate_batch(&bytes)?.header;
             emptied = None;
-            if !rewritable(&header) {
-                pass.opaque_seen.set(pass.opaque_seen.get() || header.version != BATCH_VERSION);
-                out.batches.push(bytes);
-                continue;
-            }
             let mut dropped: Vec<Offset> = Vec::new();
-            let view = validate_batch(&bytes)?;
-            for record in view.records()?.iter() {
-                let offset = header.base_offset.plus(u64::from(record.offset_delta.to_native()));
-                match pass.doomed(record, offset, &header) {
-                    Some(true) => out.tombstones_removed += 1,
-                    Some(false) => out.records_removed += 1,
-                    None => {
-                        pass.kept(record, &header);
-                        continue;
+            if rewritable(&header) {
+                let view = validate_batch(&bytes)?;
+                for record in view.records()?.iter() {
+                    let offset = header.base_offset.plus(u64::from(record.offset_delta.to_native()));
+                    match pass.doomed(record, offset, &header) {
+                        Some(true) => out.tombstones_removed += 1,
+                        Some(false) => out.records_removed += 1,
+                        None => {
+                            pass.kept(record, &header);
+                            continue;
+                        }
                     }
+                    dropped.push(offset);
                 }
-                dropped.push(offset);
+            } else {
+                pass.opaque_seen.set(pass.opaque_seen.get() || header.version != BATCH_VERSION);
             }
             if dropped.is_empty() {
-                out.batches.push(bytes);
+                if let Some(writer) = out.cleaned.as_mut() {
+                    writer.push(&bytes).await.map_err(io("write"))?;
+                }
                 continue;
             }
-            out.changed = true;
+            if out.cleaned.is_none() {
+                // The first change: the cleaned file starts with the
+                // segment's batches before it, unchanged.
+                self.storage.remove_if_exists(cleaned).await.map_err(io("remove"))?;
+                let new = self.storage.open_dma(cleaned, OpenMode::CreateNew).await.map_err(io("create"))?;
+                let mut writer = CleanedWriter::new(new, self.cfg().write_bytes_max);
+                let mut prefix = SegmentCursor::new(file.clone(), at, read_bytes);
+                while let Some((_, batch)) = prefix.next(&path).await? {
+                    pace.pace(batch.len() as u64).await;
+                    writer.push(&batch).await.map_err(io("write"))?;
+                }
+                debug_assert_eq!(writer.size(), at, "the prefix is the segment up to the first change");
+                out.cleaned = Some(writer);
+            }
+            let writer = out.cleaned.as_mut().expect("made above");
             let keep = |offset: Offset| dropped.binary_search(&offset).is_err();
             match rewrite_batch(&bytes, keep, None)? {
-                Some(batch) => out.batches.push(Bytes::from(batch)),
+                Some(batch) => writer.push(&batch).await.map_err(io("write"))?,
                 None => emptied = Some(bytes),
             }
         }
-        if let Some(last) = emptied {
+        if let Some(last) = emptied
+            && let Some(writer) = out.cleaned.as_mut()
+        {
             // The segment's last batch lost every record: it stays, emptied,
             // so the segment still ends where it ended (R9).
             let template = validate_batch(&last)?.header;
-            out.batches.push(Bytes::from(BatchEncoder::new(0).finish_as(&template)?));
+            writer.push(&BatchEncoder::new(0).finish_as(&template)?).await.map_err(io("write"))?;
         }
         Ok(out)
     }
 
-    /// Writes `batches` as the new segment `summary.base_offset` and swaps
+    /// Finishes the cleaned file of segment `summary.base_offset` and swaps
     /// it in. Returns the bytes written and whether it was swapped in (not
     /// if the segment changed or went meanwhile).
-    async fn swap_in(&self, summary: &SegmentSummary, batches: &[Bytes]) -> Result<(u64, bool), LogError> {
+    async fn swap_in(&self, summary: &SegmentSummary, writer: CleanedWriter<S::File>) -> Result<(u64, bool), LogError> {
         let base = summary.base_offset;
         let path = log_path(&self.dir, base);
-        let cleaned = self.dir.join(format!("{:020}.log.cleaned", base.0));
-        let written = match self.write_cleaned(&cleaned, summary, batches).await {
+        let cleaned = cleaned_path(&self.dir, base);
+        let written = match self.check_cleaned(&cleaned, summary, writer).await {
             Ok(written) => written,
             Err(e) => {
                 let _ = self.storage.remove_if_exists(&cleaned).await;
@@ -620,44 +709,15 @@ impl<S: Storage> PartitionLog<S> {
         Ok(size)
     }
 
-    /// Writes the cleaned segment and checks it by scanning it back.
-    async fn write_cleaned(
+    /// Syncs the cleaned segment and checks it by scanning it back.
+    async fn check_cleaned(
         &self,
         cleaned: &std::path::Path,
         summary: &SegmentSummary,
-        batches: &[Bytes],
+        writer: CleanedWriter<S::File>,
     ) -> Result<(Rc<S::File>, super::SegmentIndex), LogError> {
+        let (file, size) = writer.finish(cleaned).await?;
         let io = |op: &'static str| move |e| LogError::io(op, cleaned, e);
-        self.storage.remove_if_exists(cleaned).await.map_err(io("remove"))?;
-        let file = self.storage.open_dma(cleaned, OpenMode::CreateNew).await.map_err(io("create"))?;
-        let chunk_bytes = self.cfg().write_bytes_max;
-        let mut pos = 0u64;
-        let mut buf = file.alloc(chunk_bytes);
-        let mut filled = 0usize;
-        for batch in batches {
-            let mut rest: &[u8] = batch;
-            while !rest.is_empty() {
-                let n = rest.len().min(chunk_bytes - filled);
-                buf.as_mut_slice()[filled..filled + n].copy_from_slice(&rest[..n]);
-                filled += n;
-                rest = &rest[n..];
-                if filled == chunk_bytes {
-                    file.write_at(buf, chunk_bytes, pos).await.map_err(io("write"))?;
-                    pos += chunk_bytes as u64;
-                    buf = file.alloc(chunk_bytes);
-                    filled = 0;
-                }
-            }
-        }
-        let size = pos + filled as u64;
-        if filled > 0 {
-            let len = align_up(filled as u64) as usize;
-            buf.as_mut_slice()[filled..len].fill(0);
-            file.write_at(buf, len, pos).await.map_err(io("write"))?;
-        }
-        debug_assert!(chunk_bytes.is_multiple_of(BLOCK_BYTES));
-        file.truncate(size).await.map_err(io("truncate"))?;
-        file.fdatasync().await.map_err(|e| LogError::sync_failed(cleaned, e))?;
         let config = self.config();
         let scan = scan::scan_segment(
             &file,
