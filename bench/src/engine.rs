@@ -68,7 +68,7 @@ fn make_batches(record_bytes: usize, batch_records: usize, count: usize) -> Vec<
         .collect()
 }
 
-fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
     // glommio's default preempt timer (100 ms). Shorter ones let queued I/O
     // reach the kernel sooner during a burst of appends, but glommio 0.9's
     // executor was seen to park for good with 50 µs and 500 µs timers in
@@ -81,7 +81,7 @@ fn on_core<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T 
         .expect("executor thread")
 }
 
-fn log_config(flush: FlushPolicy) -> LogConfig {
+pub(crate) fn log_config(flush: FlushPolicy) -> LogConfig {
     LogConfig {
         flush,
         segment_bytes_max: 1 << 30,
@@ -157,7 +157,7 @@ fn run_append(dir: &Path, case: &AppendCase, seconds: f64, appenders: usize, dep
     })
 }
 
-fn mb(bytes_per_sec: f64) -> f64 {
+pub(crate) fn mb(bytes_per_sec: f64) -> f64 {
     bytes_per_sec / 1e6
 }
 
@@ -291,7 +291,7 @@ struct Round {
     ratio: f64,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -6,7 +6,10 @@
 //!   (see [`device`]).
 //! - `engine`: partition log append, read and recovery figures, as ratios to
 //!   the device baseline measured in the same run (see [`engine`]).
+//! - `compaction`: log compaction throughput, as a ratio to the raw read
+//!   bandwidth measured in the same run (see [`compaction`]).
 
+mod compaction;
 mod device;
 mod engine;
 
@@ -19,6 +22,7 @@ const USAGE: &str = "usage: bench <subcommand> [--key value ...]
 subcommands:
   device    raw disk baseline (O_DIRECT through io_uring) of a directory's disk
   engine    partition log append/read/recovery, as ratios to the device baseline
+  compaction  log compaction MB/s of input, as a ratio to raw reads of the same size
 
 `bench <subcommand> --help` describes a subcommand's flags.";
 
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match subcommand.as_str() {
         "device" => device::run(rest),
         "engine" => engine::run(rest),
+        "compaction" => compaction::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Produce p99 at a fixed rate with and without the log cleaner running, on
+# one broker: each round fills a backlog topic (keyed, 200 B over 100,000
+# keys, cleanup.policy=delete), measures produce latency on another topic,
+# then alters the backlog to cleanup.policy=compact (the cleaner starts on
+# it at once) and measures again while it cleans. Alternates ROUNDS times.
+#   RATE=200000 ROUNDS=3 loadgen/scripts/compaction-p99.sh
+set -u
+cd "$(dirname "$0")/../.."
+D=${CAIRN_BENCH_DIR:-/tmp/cairn-bench-compaction}; mkdir -p "$D"
+S=./target/release/cairn-server; L=./target/release/cairn-loadgen; C=./target/release/cairn
+RATE=${RATE:-200000}; ROUNDS=${ROUNDS:-3}; B=127.0.0.1:7290
+rm -rf "$D/s"; printf '[log]\ncleaner_check_ms = 100\n' >"$D/cairn.toml"
+$S --config "$D/cairn.toml" --data-dir "$D/s" --listen $B --metrics-listen 127.0.0.1:7291 >"$D/s.out" 2>"$D/s.log" & sp=$!
+until $C --bootstrap $B topic list >/dev/null 2>&1; do sleep 0.2; done
+load() { # topic label
+  echo "== $2"
+  $L --bootstrap $B --topic "$1" --partitions 2 --acks leader --record-bytes 100 --rate "$RATE" --duration 8 --warmup 2 2>"$D/loadgen.err" \
+    | grep -E '^(produce|latency)' | head -3
+  if grep -q . "$D/loadgen.err"; then tail -3 "$D/loadgen.err"; fi
+}
+cleaner_read() { curl -s http://127.0.0.1:7291/metrics | awk '/^cairn_cleaner_read_bytes_total/ {s += $2} END {printf "%.0f", s}'; }
+for r in $(seq 1 "$ROUNDS"); do
+  $C --bootstrap $B topic create "backlog$r" --partitions 2 --config segment.bytes=16777216 >/dev/null
+  $L --bootstrap $B --topic "backlog$r" --partitions 2 --keys 100000 --record-bytes 200 --duration 6 --warmup 0 >/dev/null 2>&1
+  load "load$r" "round $r: cleaner idle"
+  before=$(cleaner_read)
+  $C --bootstrap $B topic alter "backlog$r" --config cleanup.policy=compact --config min.cleanable.dirty.ratio=0.01 --config max.compaction.lag.ms=1 >/dev/null
+  load "load$r" "round $r: cleaner compacting backlog$r"
+  echo "cleaner read $(( ($(cleaner_read) - before) / 1000000 )) MB during the run"
+done
+kill -TERM $sp; wait $sp
