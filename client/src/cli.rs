@@ -66,8 +66,15 @@ pub enum Command {
         #[arg(long, value_name = "SEP")]
         key_separator: Option<String>,
     },
-    /// Earliest and latest offset of each partition
-    Offsets { topic: String },
+    /// Earliest and latest (high watermark) offset of each partition; with
+    /// --checkpoint, a table's position in each and its lag (latest minus
+    /// position)
+    Offsets {
+        topic: String,
+        /// A `Table` checkpoint file of this topic: print its positions and lag
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
     /// The topic as a table: read up to the high watermark, print the latest
     /// value of each key in key order (a tombstone deletes its key; records
     /// without a key are skipped), and exit
@@ -442,12 +449,36 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 writeln!(out, "{}\t{address}\t{replication}\t{alive}\t{controller}", b.node_id).map_err(io)?;
             }
         }
-        Command::Offsets { topic } => {
+        Command::Offsets { topic, checkpoint } => {
+            let positions = match checkpoint {
+                None => None,
+                Some(path) => {
+                    let bytes_max = crate::TableConfig::default().bytes_max;
+                    let (of, positions) =
+                        crate::table::checkpoint::positions(&path, bytes_max).map_err(|e| e.to_string())?;
+                    if of != topic {
+                        return Err(format!("{} is a checkpoint of topic {of:?}, not {topic:?}", path.display()));
+                    }
+                    Some(positions)
+                }
+            };
             let earliest = client.list_offsets(&topic, &[], OffsetSpec::Earliest).await.map_err(fail)?;
             let latest = client.list_offsets(&topic, &[], OffsetSpec::Latest).await.map_err(fail)?;
-            writeln!(out, "PARTITION\tEARLIEST\tLATEST").map_err(io)?;
+            if positions.is_some() {
+                writeln!(out, "PARTITION\tEARLIEST\tLATEST\tPOSITION\tLAG").map_err(io)?;
+            } else {
+                writeln!(out, "PARTITION\tEARLIEST\tLATEST").map_err(io)?;
+            }
             for ((p, e), (_, l)) in earliest.into_iter().zip(latest) {
-                writeln!(out, "{p}\t{e}\t{l}").map_err(io)?;
+                match &positions {
+                    // A partition the table never read stands at the log
+                    // start: all of it is lag.
+                    Some(positions) => {
+                        let at = positions.get(&p).copied().unwrap_or(e).max(e);
+                        writeln!(out, "{p}\t{e}\t{l}\t{at}\t{}", l.0.saturating_sub(at.0)).map_err(io)?;
+                    }
+                    None => writeln!(out, "{p}\t{e}\t{l}").map_err(io)?,
+                }
             }
         }
     }

@@ -476,3 +476,39 @@ async fn an_idle_compacted_topic_is_cleaned_within_max_compaction_lag_and_descri
     assert_eq!(got, model);
     assert!(applied <= 20, "a new table reads about one record per key: {applied}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_offsets_with_a_checkpoint_prints_the_tables_position_and_lag() {
+    let broker = Broker::start(&[]);
+    let client = client(&broker).await;
+    client.create_topic("lagging", 2, TopicConfig::default()).await.unwrap();
+    let publisher = TablePublisher::new(Producer::new(client.clone(), ProducerConfig::default()), "lagging");
+    let mut model = Model::new();
+    publish_events(&publisher, &mut Rng::new(7), &mut model, 200, 50, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lagging.table");
+    let config = TableConfig { checkpoint_path: Some(path.clone()), ..TableConfig::default() };
+    let mut table = Table::open(&client, "lagging", config).await.unwrap();
+    table.catch_up().await.unwrap();
+    table.checkpoint().await.unwrap();
+    let caught_up = table.positions().clone();
+    drop(table);
+    let later = publish_events(&publisher, &mut Rng::new(8), &mut model, 120, 50, "b").await;
+    let checkpoint = path.to_str().unwrap();
+    let printed = stdout(&broker.cli(&["offsets", "lagging", "--checkpoint", checkpoint], ""));
+    let rows: Vec<Vec<u64>> =
+        printed.lines().skip(1).map(|l| l.split('\t').map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(printed.lines().next(), Some("PARTITION\tEARLIEST\tLATEST\tPOSITION\tLAG"), "{printed}");
+    assert_eq!(rows.len(), 2, "{printed}");
+    for row in &rows {
+        let partition = u32::try_from(row[0]).unwrap();
+        assert_eq!(Some(&Offset(row[3])), caught_up.get(&partition), "the checkpoint's position: {printed}");
+        assert_eq!(row[4], row[2] - row[3], "lag = latest - position: {printed}");
+    }
+    assert_eq!(rows.iter().map(|r| r[4]).sum::<u64>(), later, "everything sent after the checkpoint is lag: {printed}");
+    // A checkpoint of another topic is refused.
+    client.create_topic("elsewhere", 1, TopicConfig::default()).await.unwrap();
+    let refused = broker.cli(&["offsets", "elsewhere", "--checkpoint", checkpoint], "");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not \"elsewhere\""), "{refused:?}");
+}

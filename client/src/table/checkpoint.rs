@@ -255,6 +255,15 @@ pub(crate) fn read(path: &Path, bytes_max: usize) -> Result<Option<Loaded>, Tabl
     Ok(Some(Loaded { topic, state }))
 }
 
+/// The topic and positions of the checkpoint at `path` (its entries are
+/// read, checked and dropped): where a table stands, for its lag.
+pub fn positions(path: &Path, bytes_max: usize) -> Result<(String, BTreeMap<u32, Offset>), TableError> {
+    match read(path, bytes_max)? {
+        Some(loaded) => Ok((loaded.topic, loaded.state.positions().clone())),
+        None => Err(TableError::Io { path: path.to_path_buf(), source: io::Error::from(io::ErrorKind::NotFound) }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

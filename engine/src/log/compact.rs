@@ -263,6 +263,18 @@ impl<F: DmaFile> SegmentCursor<F> {
             self.chunk = self.file.read_at(self.pos, len).await.map_err(|e| LogError::io("read", path, e))?;
             self.chunk_pos = self.pos;
             at = 0;
+            // A batch larger than a read (one stored before max.message.bytes
+            // was lowered): read it whole, by its length.
+            if self.chunk.len() >= BATCH_HEADER_BYTES_MIN {
+                let length = u64::from(BatchHeader::batch_length_at(&self.chunk));
+                if length > self.chunk.len() as u64 && length <= self.size - self.pos {
+                    self.chunk = self
+                        .file
+                        .read_at(self.pos, length as usize)
+                        .await
+                        .map_err(|e| LogError::io("read", path, e))?;
+                }
+            }
         }
         let view = validate_batch(&self.chunk[at..]).map_err(|e| corrupt(self.pos, e.to_string()))?;
         let length = view.header.batch_length as usize;
@@ -433,7 +445,12 @@ impl<S: Storage> PartitionLog<S> {
             let dirty = segments.last().is_some_and(|last| last.next_offset > start);
             let tombstones_due =
                 s.oldest_tombstone_ms.is_some_and(|t| t < now.saturating_sub(policy.delete_retention_ms));
-            if !dirty && !tombstones_due {
+            // A pass for tombstones alone must see every clean segment (what
+            // it learns replaces what the checkpoint says): not while some
+            // are out of its reach (a high watermark not yet known after a
+            // restart, a longer min.compaction.lag.ms).
+            let reaches_clean = segments.last().is_some_and(|last| last.next_offset >= start);
+            if !(dirty || tombstones_due && reaches_clean) {
                 return Ok(CompactionReport { cleaned_through: start, ..CompactionReport::default() });
             }
             s.compacting = true;
@@ -497,7 +514,7 @@ impl<S: Storage> PartitionLog<S> {
             };
             report.bytes_read += summary.size_bytes;
             let Some(writer) = rewritten.cleaned else { continue };
-            let (written, swapped) = self.swap_in(summary, writer).await?;
+            let (written, swapped) = self.swap_in(summary, writer, truncations).await?;
             if !swapped {
                 // Retention or a truncation took the segment meanwhile:
                 // this pass is over, the next starts afresh.
@@ -573,7 +590,10 @@ impl<S: Storage> PartitionLog<S> {
                     dropped.push(offset);
                 }
             } else {
-                pass.opaque_seen.set(pass.opaque_seen.get() || header.version != BATCH_VERSION);
+                // A batch whose records compaction cannot see (version 1,
+                // another payload format) may hold an older record of any key;
+                // a control batch holds none.
+                pass.opaque_seen.set(pass.opaque_seen.get() || !header.is_control());
             }
             if dropped.is_empty() {
                 if let Some(writer) = out.cleaned.as_mut() {
@@ -616,7 +636,12 @@ impl<S: Storage> PartitionLog<S> {
     /// Finishes the cleaned file of segment `summary.base_offset` and swaps
     /// it in. Returns the bytes written and whether it was swapped in (not
     /// if the segment changed or went meanwhile).
-    async fn swap_in(&self, summary: &SegmentSummary, writer: CleanedWriter<S::File>) -> Result<(u64, bool), LogError> {
+    async fn swap_in(
+        &self,
+        summary: &SegmentSummary,
+        writer: CleanedWriter<S::File>,
+        truncations: u64,
+    ) -> Result<(u64, bool), LogError> {
         let base = summary.base_offset;
         let path = log_path(&self.dir, base);
         let cleaned = cleaned_path(&self.dir, base);
@@ -632,7 +657,9 @@ impl<S: Storage> PartitionLog<S> {
         loop {
             let ready = {
                 let mut s = self.state.borrow_mut();
-                if s.usable().is_err() || s.closed.get(&base) != Some(summary) {
+                // A truncation since the map was made (none reaches below the
+                // high watermark today; should one, the map may be stale).
+                if s.usable().is_err() || s.closed.get(&base) != Some(summary) || s.truncations != truncations {
                     None
                 } else if s.exclusive || s.retention_running {
                     Some(false)

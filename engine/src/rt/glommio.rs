@@ -321,23 +321,31 @@ impl Runtime for GlommioRuntime {
 
     fn spawn_background<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Self::Task<T> {
         thread_local! {
-            /// This core's background task queue, made on first use.
-            static BACKGROUND: std::cell::OnceCell<glommio::TaskQueueHandle> = const { std::cell::OnceCell::new() };
+            /// The background task queue of this thread's executor (by its
+            /// id: a thread may run executors one after another), made on
+            /// first use.
+            static BACKGROUND: std::cell::Cell<Option<(usize, glommio::TaskQueueHandle)>> =
+                const { std::cell::Cell::new(None) };
         }
-        let queue = BACKGROUND.with(|q| {
-            *q.get_or_init(|| {
-                glommio::executor().create_task_queue(
+        let executor = glommio::executor();
+        let id = executor.id();
+        let queue = BACKGROUND.with(|q| match q.get() {
+            Some((of, queue)) if of == id => queue,
+            _ => {
+                let queue = executor.create_task_queue(
                     glommio::Shares::Static(super::BACKGROUND_SHARES),
                     glommio::Latency::NotImportant,
                     "background",
-                )
-            })
+                );
+                q.set(Some((id, queue)));
+                queue
+            }
         });
         match glommio::spawn_local_into(future, queue) {
             Ok(task) => task.detach(),
-            // The queue was made on this executor just above; a failure
-            // here is a glommio invariant broken.
-            Err(e) => unreachable!("spawning into this core's background queue: {e}"),
+            // The queue was made on this very executor; a failure here is
+            // a glommio invariant broken.
+            Err(e) => unreachable!("spawning into this executor's background queue: {e}"),
         }
     }
 
