@@ -4,13 +4,15 @@
 # keys, cleanup.policy=delete), measures produce latency on another topic,
 # then alters the backlog to cleanup.policy=compact (the cleaner starts on
 # it at once) and measures again while it cleans. Alternates ROUNDS times.
-#   RATE=100000 ROUNDS=5 loadgen/scripts/compaction-p99.sh
+#   RATE=100000 ROUNDS=3 loadgen/scripts/compaction-p99.sh
 set -u
 cd "$(dirname "$0")/../.."
 D=${CAIRN_BENCH_DIR:-/tmp/cairn-bench-compaction}; mkdir -p "$D"
 S=./target/release/cairn-server; L=./target/release/cairn-loadgen; C=./target/release/cairn
-RATE=${RATE:-100000}; ROUNDS=${ROUNDS:-5}; B=127.0.0.1:7290
-rm -rf "$D/s"; printf '[log]\ncleaner_check_ms = 100\n' >"$D/cairn.toml"
+RATE=${RATE:-100000}; ROUNDS=${ROUNDS:-3}; B=127.0.0.1:7290
+# The cleaner at half its default rate, so one backlog keeps it busy for
+# the whole measured run.
+rm -rf "$D/s"; printf '[log]\ncleaner_check_ms = 100\ncleaner_bytes_per_second_max = 33554432\n' >"$D/cairn.toml"
 $S --config "$D/cairn.toml" --data-dir "$D/s" --listen $B --metrics-listen 127.0.0.1:7291 >"$D/s.out" 2>"$D/s.log" & sp=$!
 until $C --bootstrap $B topic list >/dev/null 2>&1; do sleep 0.2; done
 load() { # topic label
@@ -24,12 +26,12 @@ backlog() { # topic: each partition's size and dirty ratio
 }
 for r in $(seq 1 "$ROUNDS"); do
   $C --bootstrap $B topic create "backlog$r" --partitions 2 --config segment.bytes=16777216 >/dev/null
-  # About 320 MB of backlog: 1.6 M records of 200 B at a fixed rate.
-  $L --bootstrap $B --topic "backlog$r" --partitions 2 --keys 100000 --record-bytes 200 --rate 400000 --duration 4 --warmup 1 >/dev/null 2>"$D/fill.err" || tail -3 "$D/fill.err"
+  # About 300 MB of backlog: 1.2 M records of 200 B (and a warmup's) at a fixed rate.
+  $L --bootstrap $B --topic "backlog$r" --partitions 2 --keys 100000 --record-bytes 200 --rate 400000 --duration 3 --warmup 1 >/dev/null 2>"$D/fill.err" || tail -3 "$D/fill.err"
   echo "backlog$r before: $(backlog "backlog$r")"
   load "load$r" "round $r: cleaner idle"
   $C --bootstrap $B topic alter "backlog$r" --config cleanup.policy=compact --config min.cleanable.dirty.ratio=0.01 --config max.compaction.lag.ms=1 >/dev/null
   load "load$r" "round $r: cleaner compacting backlog$r"
   echo "backlog$r after: $(backlog "backlog$r")"
 done
-kill -TERM $sp; wait $sp
+kill -TERM $sp; wait $sp; rm -rf "$D/s"

@@ -134,8 +134,9 @@ impl CleanerStatus {
     }
 }
 
-/// Paces a pass: told how many bytes it has just read, it may wait
-/// (the cleaner's rate limit), so a pass never takes the disk from appends.
+/// Paces a pass: told how many bytes it has just read or written, it may
+/// wait (the cleaner's rate limit), so a pass never takes the disk from
+/// appends.
 pub trait Pace {
     async fn pace(&mut self, bytes: u64);
 }
@@ -598,6 +599,7 @@ impl<S: Storage> PartitionLog<S> {
             if dropped.is_empty() {
                 if let Some(writer) = out.cleaned.as_mut() {
                     writer.push(&bytes).await.map_err(io("write"))?;
+                    pace.pace(bytes.len() as u64).await;
                 }
                 continue;
             }
@@ -609,7 +611,8 @@ impl<S: Storage> PartitionLog<S> {
                 let mut writer = CleanedWriter::new(new, self.cfg().write_bytes_max);
                 let mut prefix = SegmentCursor::new(file.clone(), at, read_bytes);
                 while let Some((_, batch)) = prefix.next(&path).await? {
-                    pace.pace(batch.len() as u64).await;
+                    // Read and written: both count against the pace.
+                    pace.pace(2 * batch.len() as u64).await;
                     writer.push(&batch).await.map_err(io("write"))?;
                 }
                 debug_assert_eq!(writer.size(), at, "the prefix is the segment up to the first change");
@@ -618,7 +621,10 @@ impl<S: Storage> PartitionLog<S> {
             let writer = out.cleaned.as_mut().expect("made above");
             let keep = |offset: Offset| dropped.binary_search(&offset).is_err();
             match rewrite_batch(&bytes, keep, None)? {
-                Some(batch) => writer.push(&batch).await.map_err(io("write"))?,
+                Some(batch) => {
+                    writer.push(&batch).await.map_err(io("write"))?;
+                    pace.pace(batch.len() as u64).await;
+                }
                 None => emptied = Some(bytes),
             }
         }
