@@ -324,3 +324,21 @@ impl Drop for Broker {
         self.kill9();
     }
 }
+
+/// Writes a broker configuration file into `dir` whose log cleaner checks
+/// every `check_ms` (compaction tests need far less than the default 15 s);
+/// its path, for `--config`.
+pub fn cleaner_config(dir: &Path, check_ms: u64) -> String {
+    let path = dir.join("cairn.toml");
+    std::fs::write(&path, format!("[log]\ncleaner_check_ms = {check_ms}\n")).expect("writing the config");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// Lets `wait` of wall-clock time pass (a segment ages past `segment.ms`),
+/// yielding meanwhile: not a synchronisation, a clock the broker reads.
+pub async fn let_time_pass(wait: std::time::Duration) {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until {
+        tokio::task::yield_now().await;
+    }
+}

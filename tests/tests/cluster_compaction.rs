@@ -68,10 +68,7 @@ async fn publish_rounds(publisher: &TablePublisher, rng: &mut Rng, model: &mut M
             d.wait().await.expect("acknowledged");
         }
         // Past segment.ms: the next round's first append rolls.
-        let aged = Instant::now() + Duration::from_millis(2);
-        while Instant::now() < aged {
-            tokio::task::yield_now().await;
-        }
+        cairn_tests::let_time_pass(Duration::from_millis(2)).await;
     }
     sent
 }
@@ -162,9 +159,7 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_compacts_and_gives_the_models_table_after_a_leader_is_killed_mid_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[log]\ncleaner_check_ms = 20\n").unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    let config = cairn_tests::cleaner_config(dir.path(), 20);
     let mut cluster = Cluster::start(3, &["--config", &config]);
     let c = client(&cluster.bootstrap()).await;
     create_compacted(&c).await;

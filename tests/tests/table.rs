@@ -345,9 +345,7 @@ fn cairn_table_prints_the_latest_value_per_key_and_empty_is_tombstone_deletes() 
 #[tokio::test(flavor = "current_thread")]
 async fn a_broker_compacts_a_compacted_topic_and_a_new_table_reads_less_for_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[log]\ncleaner_check_ms = 20\n").unwrap();
-    let broker = Broker::start(&["--config", config.to_str().unwrap()]);
+    let broker = Broker::start(&["--config", &cairn_tests::cleaner_config(dir.path(), 20)]);
     let client = client(&broker).await;
     let settings = TopicConfig::default()
         .with("cleanup.policy", "compact")
@@ -384,10 +382,7 @@ async fn a_broker_compacts_a_compacted_topic_and_a_new_table_reads_less_for_the_
             d.wait().await.expect("acknowledged");
         }
         // Let the segment age past segment.ms: the next round rolls it.
-        let aged = Instant::now() + Duration::from_millis(2);
-        while Instant::now() < aged {
-            tokio::task::yield_now().await;
-        }
+        cairn_tests::let_time_pass(Duration::from_millis(2)).await;
     }
     // The broker's cleaner shrinks the log (polling its size, bounded).
     let size = async || client.describe_topic("state").await.unwrap().partitions[0].size_bytes;
@@ -409,9 +404,7 @@ async fn a_broker_compacts_a_compacted_topic_and_a_new_table_reads_less_for_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_compacted_topic_is_cleaned_within_max_compaction_lag_and_describe_and_metrics_show_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[log]\ncleaner_check_ms = 20\n").unwrap();
-    let broker = Broker::start(&["--config", config.to_str().unwrap()]);
+    let broker = Broker::start(&["--config", &cairn_tests::cleaner_config(dir.path(), 20)]);
     let client = client(&broker).await;
     // Segments never roll by size or age here: only max.compaction.lag.ms
     // seals the active segment, so the cleaner may take it.
@@ -511,4 +504,51 @@ async fn cairn_offsets_with_a_checkpoint_prints_the_tables_position_and_lag() {
     let refused = broker.cli(&["offsets", "elsewhere", "--checkpoint", checkpoint], "");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not \"elsewhere\""), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_altered_to_compact_with_the_cli_is_compacted_and_then_refuses_keyless_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&["--config", &cairn_tests::cleaner_config(dir.path(), 20)]);
+    let client = client(&broker).await;
+    client.create_topic("late", 1, TopicConfig::default()).await.unwrap();
+    let publisher = TablePublisher::new(Producer::new(client.clone(), ProducerConfig::default()), "late");
+    let mut model = Model::new();
+    let mut deliveries = Vec::new();
+    for i in 0..400 {
+        let key = format!("entity-{:02}", i % 8).into_bytes();
+        let value = format!("{i}-{}", "v".repeat(100)).into_bytes();
+        deliveries.push(publisher.put(key.clone(), value.clone()).await.unwrap());
+        model.insert(key, value);
+    }
+    for d in deliveries {
+        d.wait().await.expect("acknowledged");
+    }
+    let full = client.describe_topic("late").await.unwrap().partitions[0].size_bytes;
+    let alter = [
+        "topic",
+        "alter",
+        "late",
+        "--config",
+        "cleanup.policy=compact",
+        "--config",
+        "min.cleanable.dirty.ratio=0.01",
+        "--config",
+        "max.compaction.lag.ms=1",
+    ];
+    stdout(&broker.cli(&alter, ""));
+    let described = stdout(&broker.cli(&["topic", "describe", "late"], ""));
+    assert!(described.lines().any(|l| l == "cleanup.policy\tcompact\ttopic"), "{described}");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while client.describe_topic("late").await.unwrap().partitions[0].size_bytes * 4 > full {
+        assert!(Instant::now() < deadline, "not compacted within a minute of the alter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut table = Table::open(&client, "late", TableConfig::default()).await.unwrap();
+    table.catch_up().await.unwrap();
+    let got: Model = table.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(got, model);
+    let unkeyed = ProducerRecord::new("late", None::<Bytes>, "no key");
+    let refused = publisher.producer().send(unkeyed).await.unwrap().wait().await.unwrap_err();
+    assert_eq!(refused.code(), Some(protocol::error_code::ErrorCode::INVALID_RECORD), "{refused}");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use proptest::prelude::*;
 
-use super::{dir, open, read_all, small_config};
+use super::{dir, open, power_loss, read_all, read_all_async, small_config};
 use crate::batch::{BatchBuilder, RecordInput, validate_batch, validate_records};
 use crate::log::{CompactionPolicy, LogConfig, PartitionLog};
 use crate::rt::sim::{SimExecutor, SimRng, SimStorage};
@@ -286,12 +286,8 @@ fn run_and_crash(seed: u64, crash_after: Duration) {
         }));
     }
     ex.run_for(crash_after);
-    ex.clear();
     drop(log);
-    let mut rng = SimRng::new(seed ^ 0x5eed);
-    storage.crash(&mut rng);
-    let after = SimExecutor::new(seed + 1);
-    let storage = storage.reattach(&after);
+    let (after, storage) = power_loss(&ex, &storage, seed);
     // The new executor's clock starts where the old one did: move it past
     // every append and its delete retention, so the pass after the crash
     // may (and must) drop every tombstone.
@@ -313,20 +309,7 @@ fn run_and_crash(seed: u64, crash_after: Duration) {
                 model.insert(k.as_bytes().to_vec(), (base.plus(i as u64), v.as_ref().map(|v| v.as_bytes().to_vec())));
             }
         }
-        let replay = async |log: &PartitionLog<SimStorage>| {
-            let mut out = Vec::new();
-            let mut next = Offset(0);
-            loop {
-                let read = log.read(next, 10 << 10).await.unwrap();
-                if read.batches.is_empty() {
-                    return records(&out);
-                }
-                for bytes in read.batches {
-                    next = validate_batch(&bytes).unwrap().header.next_offset();
-                    out.push(bytes.to_vec());
-                }
-            }
-        };
+        let replay = async |log: &PartitionLog<SimStorage>| records(&read_all_async(log, Offset(0)).await);
         let check = |seen: &[Seen]| {
             assert_offsets_increase(seen);
             let mut latest: BTreeMap<Vec<u8>, (Offset, Option<Vec<u8>>)> = BTreeMap::new();

@@ -25,7 +25,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::batch::{BatchBuilder, RecordInput, validate_batch, validate_records};
 use crate::rt::Storage as _;
-use crate::rt::sim::{SimRng, SimStorage};
+use crate::rt::sim::{SimExecutor, SimRng, SimStorage};
 use crate::types::Timestamp;
 
 pub(super) fn dir() -> PathBuf {
@@ -71,10 +71,15 @@ pub(super) fn open(storage: &SimStorage, config: LogConfig) -> Result<PartitionL
 
 /// Reads every visible batch from `from` on.
 pub(super) fn read_all(log: &PartitionLog<SimStorage>, from: Offset) -> Vec<Vec<u8>> {
+    block_on(read_all_async(log, from))
+}
+
+/// [`read_all`] inside a simulated executor (which must drive the reads).
+pub(super) async fn read_all_async(log: &PartitionLog<SimStorage>, from: Offset) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut next = from;
     loop {
-        let read = block_on(log.read(next, 10 << 10)).unwrap();
+        let read = log.read(next, 10 << 10).await.unwrap();
         if read.batches.is_empty() {
             return out;
         }
@@ -953,4 +958,16 @@ fn a_truncation_interrupted_part_way_leaves_an_openable_prefix() {
             assert_eq!(got.len(), 3);
         }
     }
+}
+
+/// A power loss after `ex` ran: its tasks vanish (the caller drops what it
+/// holds of the log first), the disk keeps what the crash model keeps (by
+/// `seed`), and a fresh executor gets the storage.
+pub(super) fn power_loss(ex: &SimExecutor, storage: &SimStorage, seed: u64) -> (SimExecutor, SimStorage) {
+    ex.clear();
+    let mut rng = SimRng::new(seed ^ 0x5eed);
+    storage.crash(&mut rng);
+    let after = SimExecutor::new(seed + 1);
+    let storage = storage.reattach(&after);
+    (after, storage)
 }

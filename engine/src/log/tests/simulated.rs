@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{batch, dir, small_config, stored};
-use crate::batch::{validate_batch, validate_records};
+use super::{batch, dir, power_loss, read_all_async, small_config, stored};
+use crate::batch::validate_batch;
 use crate::log::{FlushPolicy, LogConfig, PartitionLog};
-use crate::rt::sim::{SimExecutor, SimRng, SimStorage};
+use crate::rt::sim::{SimExecutor, SimStorage};
 use crate::types::Offset;
 
 /// Runs appenders until a power loss `crash_after` into the run; returns
@@ -39,30 +39,12 @@ fn run_and_crash(seed: u64, config: &LogConfig, crash_after: Duration) -> (Vec<V
     }
     ex.run_for(crash_after);
     // Power loss: the process's tasks vanish with it.
-    ex.clear();
     drop(log);
-    let mut rng = SimRng::new(seed ^ 0x5eed);
-    storage.crash(&mut rng);
-    let after = SimExecutor::new(seed + 1);
-    let storage = storage.reattach(&after);
+    let (after, storage) = power_loss(&ex, &storage, seed);
     let config = config.clone();
     let got = after.block_on(async move {
         let log = PartitionLog::open(storage, dir(), config).await.unwrap();
-        // `read_all` blocks on its own: read here with the simulator driving.
-        let mut out = Vec::new();
-        let mut next = Offset(0);
-        loop {
-            let read = log.read(next, 10 << 10).await.unwrap();
-            if read.batches.is_empty() {
-                return out;
-            }
-            for bytes in read.batches {
-                let view = validate_batch(&bytes).unwrap();
-                validate_records(&view).unwrap();
-                next = view.header.next_offset();
-                out.push(bytes.to_vec());
-            }
-        }
+        read_all_async(&log, Offset(0)).await
     });
     let acked = acked.borrow().clone();
     (acked, got)
