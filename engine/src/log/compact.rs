@@ -245,8 +245,8 @@ impl<F: DmaFile> SegmentCursor<F> {
         SegmentCursor { file, size, pos: 0, chunk: Bytes::new(), chunk_pos: 0, read_bytes }
     }
 
-    /// The next whole, CRC-checked batch and where it starts.
-    async fn next(&mut self, path: &std::path::Path) -> Result<Option<(u64, Bytes)>, LogError> {
+    /// The next whole, CRC-checked batch, its header, and where it starts.
+    async fn next(&mut self, path: &std::path::Path) -> Result<Option<(u64, BatchHeader, Bytes)>, LogError> {
         if self.pos >= self.size {
             return Ok(None);
         }
@@ -281,7 +281,7 @@ impl<F: DmaFile> SegmentCursor<F> {
         let length = view.header.batch_length as usize;
         let start = self.pos;
         self.pos += length as u64;
-        Ok(Some((start, self.chunk.slice(at..at + length))))
+        Ok(Some((start, view.header, self.chunk.slice(at..at + length))))
     }
 }
 
@@ -296,30 +296,30 @@ fn rewritable(header: &BatchHeader) -> bool {
     header.version == BATCH_VERSION && header.payload == PayloadFormat::Cairn && !header.is_control()
 }
 
-/// The batch `bytes` again with only the records `keep` says yes to
-/// (by offset), keeping its header's identity; `last_offset_delta`, if
-/// given, replaces the batch's (to cover a gap after it). `None` if no
-/// record is kept.
+/// The batch of `header` and `records` again with only the records `keep`
+/// says yes to (by offset), keeping its header's identity;
+/// `last_offset_delta`, if given, replaces the batch's (to cover a gap after
+/// it). `None` if no record is kept.
 fn rewrite_batch(
-    bytes: &[u8],
+    header: &BatchHeader,
+    records: &rkyv::vec::ArchivedVec<crate::batch::ArchivedRecord>,
     mut keep: impl FnMut(Offset) -> bool,
     last_offset_delta: Option<u32>,
 ) -> Result<Option<Vec<u8>>, crate::batch::BatchError> {
-    let view = validate_batch(bytes)?;
-    let mut template = view.header;
+    let mut template = *header;
     if let Some(delta) = last_offset_delta {
         template.last_offset_delta = delta;
     }
-    let mut encoder = BatchEncoder::new(bytes.len());
+    let mut encoder = BatchEncoder::new(header.batch_length as usize);
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
-    for record in view.records()?.iter() {
+    for record in records.iter() {
         let delta = record.offset_delta.to_native();
-        if !keep(view.header.base_offset.plus(u64::from(delta))) {
+        if !keep(header.base_offset.plus(u64::from(delta))) {
             continue;
         }
         headers.clear();
         headers.extend(record.headers.iter().map(|h| HeaderRef { key: h.key.as_str(), value: h.value.as_slice() }));
-        let timestamp = Timestamp(view.header.first_timestamp.0.wrapping_add(record.timestamp_delta.to_native()));
+        let timestamp = Timestamp(header.first_timestamp.0.wrapping_add(record.timestamp_delta.to_native()));
         encoder.push_at(
             delta,
             &RecordRef {
@@ -468,9 +468,10 @@ impl<S: Storage> PartitionLog<S> {
             let path = log_path(&self.dir, summary.base_offset);
             let file = self.segment_file(summary.base_offset).await?;
             let mut cursor = SegmentCursor::new(file, summary.size_bytes, read_bytes);
-            while let Some((_, bytes)) = cursor.next(&path).await? {
+            while let Some((_, header, bytes)) = cursor.next(&path).await? {
                 report.bytes_read += bytes.len() as u64;
-                let view = validate_batch(&bytes)?;
+                // Checked by the cursor.
+                let view = crate::batch::BatchView { header, bytes: &bytes };
                 if view.header.next_offset() <= start {
                     continue;
                 }
@@ -571,14 +572,18 @@ impl<S: Storage> PartitionLog<S> {
         let mut out = Rewritten { cleaned: None, records_removed: 0, tombstones_removed: 0 };
         // The last batch read, if compaction dropped all of it.
         let mut emptied: Option<Bytes> = None;
-        while let Some((at, bytes)) = cursor.next(&path).await? {
+        while let Some((at, header, bytes)) = cursor.next(&path).await? {
             pace.pace(bytes.len() as u64).await;
-            let header = validate_batch(&bytes)?.header;
             emptied = None;
             let mut dropped: Vec<Offset> = Vec::new();
-            if rewritable(&header) {
-                let view = validate_batch(&bytes)?;
-                for record in view.records()?.iter() {
+            // Checked by the cursor; its records, once.
+            let records = if rewritable(&header) {
+                Some(crate::batch::BatchView { header, bytes: &bytes }.records()?)
+            } else {
+                None
+            };
+            if let Some(records) = records {
+                for record in records.iter() {
                     let offset = header.base_offset.plus(u64::from(record.offset_delta.to_native()));
                     match pass.doomed(record, offset, &header) {
                         Some(true) => out.tombstones_removed += 1,
@@ -610,7 +615,7 @@ impl<S: Storage> PartitionLog<S> {
                 let new = self.storage.open_dma(cleaned, OpenMode::CreateNew).await.map_err(io("create"))?;
                 let mut writer = CleanedWriter::new(new, self.cfg().write_bytes_max);
                 let mut prefix = SegmentCursor::new(file.clone(), at, read_bytes);
-                while let Some((_, batch)) = prefix.next(&path).await? {
+                while let Some((_, _, batch)) = prefix.next(&path).await? {
                     // Read and written: both count against the pace.
                     pace.pace(2 * batch.len() as u64).await;
                     writer.push(&batch).await.map_err(io("write"))?;
@@ -620,7 +625,8 @@ impl<S: Storage> PartitionLog<S> {
             }
             let writer = out.cleaned.as_mut().expect("made above");
             let keep = |offset: Offset| dropped.binary_search(&offset).is_err();
-            match rewrite_batch(&bytes, keep, None)? {
+            let records = records.expect("a record was dropped, so the batch was rewritable");
+            match rewrite_batch(&header, records, keep, None)? {
                 Some(batch) => {
                     writer.push(&batch).await.map_err(io("write"))?;
                     pace.pace(batch.len() as u64).await;
