@@ -453,9 +453,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let positions = match checkpoint {
                 None => None,
                 Some(path) => {
-                    let bytes_max = crate::TableConfig::default().bytes_max;
-                    let (of, positions) =
-                        crate::table::checkpoint::positions(&path, bytes_max).map_err(|e| e.to_string())?;
+                    let (of, positions) = crate::table::checkpoint::positions(&path).map_err(|e| e.to_string())?;
                     if of != topic {
                         return Err(format!("{} is a checkpoint of topic {of:?}, not {topic:?}", path.display()));
                     }

@@ -172,10 +172,15 @@ pub fn retrying_producer_config() -> cairn_client::ProducerConfig {
 /// Creates a topic, waiting out the first election of the controller (a
 /// retried create whose first attempt landed finds the topic there).
 pub async fn create(client: &Client, topic: &str, partitions: u32) {
+    create_with(client, topic, partitions, TopicConfig::default()).await;
+}
+
+/// [`create`] with topic settings.
+pub async fn create_with(client: &Client, topic: &str, partitions: u32, settings: TopicConfig) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut tried = false;
     loop {
-        match client.create_topic(topic, partitions, TopicConfig::default()).await {
+        match client.create_topic(topic, partitions, settings.clone()).await {
             Ok(()) => return,
             Err(ClientError::Broker { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) if tried => return,
             Err(e) if e.is_retriable() && Instant::now() < deadline => {
@@ -208,6 +213,19 @@ pub async fn produce(producer: &Producer, topic: &str, partitions: u32, from: u6
 /// broker at `addr` alone (raw fetches on one connection to it: a
 /// `Consumer` would follow the leader): (offset, value).
 pub async fn read_all(addr: &str, topic: &str, partition: u32) -> Vec<(Offset, u64)> {
+    read_records(addr, topic, partition)
+        .await
+        .into_iter()
+        .map(|r| {
+            let value = std::str::from_utf8(r.value.as_deref().expect("a value")).expect("utf-8");
+            (r.offset, value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// Every record of `partition` below the high watermark, as [`read_all`]
+/// reads them, whole.
+pub async fn read_records(addr: &str, topic: &str, partition: u32) -> Vec<cairn_client::ConsumerRecord> {
     use protocol::api::{FetchPartition, FetchRequest, FetchTopic, Request, Response};
     let conn = cairn_client::Connection::connect(addr, "history-reader").await.expect("connect");
     let list = Request::ListOffsets(vec![protocol::api::ListOffsetsTopic {
@@ -234,13 +252,7 @@ pub async fn read_all(addr: &str, topic: &str, partition: u32) -> Vec<(Offset, u
         let p = &topics[0].partitions[0];
         assert!(p.error.is_ok(), "{addr}: fetching {topic}/{partition} at {position}: {}", p.error);
         for batch in &p.batches {
-            for r in cairn_client::decode_batch(partition, batch, position).expect("a valid batch") {
-                let value = std::str::from_utf8(r.value.as_deref().expect("a value"))
-                    .expect("utf-8")
-                    .parse()
-                    .expect("a number");
-                out.push((r.offset, value));
-            }
+            out.extend(cairn_client::decode_batch(partition, batch, position).expect("a valid batch"));
             // A batch may end past its last record (a control batch has none).
             let header = protocol::batch::BatchHeader::decode(batch).expect("a header");
             position = position.max(header.next_offset());

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cairn_client::{ClientError, ErrorCode, Offset, OffsetSpec, Producer, TablePublisher, TopicConfig};
-use cairn_tests::cluster::{Cluster, client, converged, retrying_producer_config, settled};
+use cairn_client::{Producer, TablePublisher, TopicConfig};
+use cairn_tests::cluster::{Cluster, client, converged, create_with, read_records, retrying_producer_config, settled};
 use engine::rt::sim::SimRng as Rng;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -17,28 +17,15 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 const TOPIC: &str = "entities";
 const KEYS: u64 = 50;
 
-/// Creates the compacted topic, waiting out the controller's first election.
-async fn create_compacted(c: &cairn_client::Client) {
-    let settings = TopicConfig::default()
+/// The compacted topic's settings.
+fn compacted() -> TopicConfig {
+    TopicConfig::default()
         .with("cleanup.policy", "compact")
         // Every append after a millisecond's pause rolls the segment:
         // plenty of sealed segments for the cleaners.
         .with("segment.ms", "1")
         .with("min.cleanable.dirty.ratio", "0.01")
-        .with("delete.retention.ms", "1d");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut tried = false;
-    loop {
-        match c.create_topic(TOPIC, 1, settings.clone()).await {
-            Ok(()) => return,
-            Err(ClientError::Broker { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) if tried => return,
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tried = true;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("creating {TOPIC}: {e}"),
-        }
-    }
+        .with("delete.retention.ms", "1d")
 }
 
 /// Rounds of updates: each round touches distinct keys (so a retried batch
@@ -73,49 +60,30 @@ async fn publish_rounds(publisher: &TablePublisher, rng: &mut Rng, model: &mut M
     sent
 }
 
-/// The table broker `addr`'s own copy gives (raw fetches on one connection
-/// to it), and how many records it read; offsets strictly increase.
+/// The table broker `addr`'s own copy gives (read from it alone), and how
+/// many records it read; offsets strictly increase.
 async fn replica_table(addr: &str) -> (Model, u64) {
-    use protocol::api::{FetchPartition, FetchRequest, FetchTopic, Request, Response};
-    let conn = cairn_client::Connection::connect(addr, "replica-reader").await.expect("connect");
-    let list = Request::ListOffsets(vec![protocol::api::ListOffsetsTopic {
-        name: TOPIC.into(),
-        partitions: vec![(0, OffsetSpec::Latest)],
-    }]);
-    let Response::ListOffsets(offsets) = conn.call(&list).await.expect("list offsets") else { panic!("an answer") };
-    let latest = offsets[0].partitions[0].offset;
-    let (mut table, mut read, mut position, mut previous) = (Model::new(), 0, Offset(0), None::<Offset>);
-    let deadline = Instant::now() + Duration::from_mins(1);
-    while position < latest {
-        assert!(Instant::now() < deadline, "{addr}: stuck at {position} of {latest}");
-        let fetch = Request::Fetch(FetchRequest {
-            max_wait_ms: 100,
-            min_bytes: 1,
-            max_bytes: 4 << 20,
-            topics: vec![FetchTopic {
-                name: TOPIC.into(),
-                partitions: vec![FetchPartition { partition: 0, offset: position, max_bytes: 4 << 20 }],
-            }],
-        });
-        let Response::Fetch(topics) = conn.call(&fetch).await.expect("fetch") else { panic!("a fetch answer") };
-        let p = &topics[0].partitions[0];
-        assert!(p.error.is_ok(), "{addr}: fetching at {position}: {}", p.error);
-        for batch in &p.batches {
-            for r in cairn_client::decode_batch(0, batch, position).expect("a valid batch") {
-                assert!(previous.is_none_or(|l| l < r.offset), "{addr}: offset {} after {previous:?}", r.offset);
-                previous = Some(r.offset);
-                read += 1;
-                let key = r.key.expect("a compacted topic's records have keys").to_vec();
-                match r.value {
-                    Some(v) => table.insert(key, v.to_vec()),
-                    None => table.remove(&key),
-                };
-            }
-            let header = protocol::batch::BatchHeader::decode(batch).expect("a header");
-            position = position.max(header.next_offset());
-        }
+    let records = read_records(addr, TOPIC, 0).await;
+    assert!(records.windows(2).all(|w| w[0].offset < w[1].offset), "{addr}: offsets strictly increase");
+    let mut table = Model::new();
+    for r in &records {
+        let key = r.key.as_ref().expect("a compacted topic's records have keys").to_vec();
+        match &r.value {
+            Some(v) => table.insert(key, v.to_vec()),
+            None => table.remove(&key),
+        };
     }
-    (table, read)
+    (table, records.len() as u64)
+}
+
+/// Every replica, read alone, gives the model's table, from less than half
+/// of the `sent` records.
+async fn every_replica_gives(cluster: &Cluster, model: &Model, sent: u64, when: &str) {
+    for broker in &cluster.brokers {
+        let (table, read) = replica_table(&broker.addr).await;
+        assert_same_table(&table, model, &format!("{}: {when}, its copy", broker.addr));
+        assert!(read * 2 < sent, "{}: compacted, it holds {read} of {sent} records", broker.addr);
+    }
 }
 
 /// Waits until every broker's own copy has been cleaned since `since_ms`
@@ -157,12 +125,12 @@ fn now_ms() -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_replica_compacts_and_gives_the_models_table_after_a_leader_is_killed_mid_compaction() {
+async fn every_replica_compacts_and_gives_the_models_table_after_its_leader_is_killed_while_cleaning() {
     let dir = tempfile::tempdir().unwrap();
     let config = cairn_tests::cleaner_config(dir.path(), 20);
     let mut cluster = Cluster::start(3, &["--config", &config]);
     let c = client(&cluster.bootstrap()).await;
-    create_compacted(&c).await;
+    create_with(&c, TOPIC, 1, compacted()).await;
     settled(&c, TOPIC, 0).await;
     let publisher = TablePublisher::new(Producer::new(c.clone(), retrying_producer_config()), TOPIC);
     let mut rng = Rng::new(29);
@@ -173,11 +141,7 @@ async fn every_replica_compacts_and_gives_the_models_table_after_a_leader_is_kil
     let mut sent = publish_rounds(&publisher, &mut rng, &mut model, 40, "a").await;
     converged(&cluster, TOPIC, 1).await;
     every_replica_cleaned(&cluster, started).await;
-    for broker in &cluster.brokers {
-        let (table, read) = replica_table(&broker.addr).await;
-        assert_same_table(&table, &model, &format!("{}: its compacted copy", broker.addr));
-        assert!(read * 2 < sent, "{}: compacted, it holds {read} of {sent} records", broker.addr);
-    }
+    every_replica_gives(&cluster, &model, sent, "compacted").await;
 
     // 2. The leader dies by kill -9 while every cleaner runs passes under
     // load, and comes back; the producer rides through the failover.
@@ -220,9 +184,5 @@ async fn every_replica_compacts_and_gives_the_models_table_after_a_leader_is_kil
     sent += publish_rounds(&publisher, &mut rng, &mut model, 2, "c").await;
     converged(&cluster, TOPIC, 1).await;
     every_replica_cleaned(&cluster, resumed).await;
-    for broker in &cluster.brokers {
-        let (table, read) = replica_table(&broker.addr).await;
-        assert_same_table(&table, &model, &format!("{}: after the failover, its copy", broker.addr));
-        assert!(read * 2 < sent, "{}: compacted, it holds {read} of {sent} records", broker.addr);
-    }
+    every_replica_gives(&cluster, &model, sent, "after the failover").await;
 }

@@ -197,6 +197,12 @@ impl Source {
 /// damaged, of a format this client does not read, or holds more than
 /// `bytes_max`.
 pub(crate) fn read(path: &Path, bytes_max: usize) -> Result<Option<Loaded>, TableError> {
+    read_with(path, bytes_max, true)
+}
+
+/// [`read`]; without `entries`, every entry is still checked (lengths,
+/// order, CRC) but none is kept, so only the positions take memory.
+fn read_with(path: &Path, bytes_max: usize, entries: bool) -> Result<Option<Loaded>, TableError> {
     let io_error = |source| TableError::Io { path: path.to_path_buf(), source };
     let file = match File::open(path) {
         Ok(f) => f,
@@ -239,7 +245,7 @@ pub(crate) fn read(path: &Path, bytes_max: usize) -> Result<Option<Loaded>, Tabl
             return Err(s.corrupt("keys out of order"));
         }
         last = Some(key.clone());
-        if !state.restore(key, value) {
+        if entries && !state.restore(key, value) {
             return Err(TableError::CheckpointFull { path: path.to_path_buf(), bytes_max });
         }
     }
@@ -256,9 +262,9 @@ pub(crate) fn read(path: &Path, bytes_max: usize) -> Result<Option<Loaded>, Tabl
 }
 
 /// The topic and positions of the checkpoint at `path` (its entries are
-/// read, checked and dropped): where a table stands, for its lag.
-pub fn positions(path: &Path, bytes_max: usize) -> Result<(String, BTreeMap<u32, Offset>), TableError> {
-    match read(path, bytes_max)? {
+/// checked as they stream past, none kept): where a table stands, for its lag.
+pub fn positions(path: &Path) -> Result<(String, BTreeMap<u32, Offset>), TableError> {
+    match read_with(path, usize::MAX, false)? {
         Some(loaded) => Ok((loaded.topic, loaded.state.positions().clone())),
         None => Err(TableError::Io { path: path.to_path_buf(), source: io::Error::from(io::ErrorKind::NotFound) }),
     }

@@ -297,19 +297,13 @@ fn rewritable(header: &BatchHeader) -> bool {
 }
 
 /// The batch of `header` and `records` again with only the records `keep`
-/// says yes to (by offset), keeping its header's identity;
-/// `last_offset_delta`, if given, replaces the batch's (to cover a gap after
-/// it). `None` if no record is kept.
+/// says yes to (by offset), keeping its header's identity (its
+/// `last_offset_delta` too). `None` if no record is kept.
 fn rewrite_batch(
     header: &BatchHeader,
     records: &rkyv::vec::ArchivedVec<crate::batch::ArchivedRecord>,
     mut keep: impl FnMut(Offset) -> bool,
-    last_offset_delta: Option<u32>,
 ) -> Result<Option<Vec<u8>>, crate::batch::BatchError> {
-    let mut template = *header;
-    if let Some(delta) = last_offset_delta {
-        template.last_offset_delta = delta;
-    }
     let mut encoder = BatchEncoder::new(header.batch_length as usize);
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
     for record in records.iter() {
@@ -333,7 +327,7 @@ fn rewrite_batch(
     if encoder.is_empty() {
         return Ok(None);
     }
-    encoder.finish_as(&template).map(Some)
+    encoder.finish_as(header).map(Some)
 }
 
 /// What rewriting a segment did. The cleaned file, if a record was
@@ -601,13 +595,14 @@ impl<S: Storage> PartitionLog<S> {
                 // a control batch holds none.
                 pass.opaque_seen.set(pass.opaque_seen.get() || !header.is_control());
             }
-            if dropped.is_empty() {
+            // Only a batch compaction looked into can have lost a record.
+            let Some(records) = records.filter(|_| !dropped.is_empty()) else {
                 if let Some(writer) = out.cleaned.as_mut() {
                     writer.push(&bytes).await.map_err(io("write"))?;
                     pace.pace(bytes.len() as u64).await;
                 }
                 continue;
-            }
+            };
             if out.cleaned.is_none() {
                 // The first change: the cleaned file starts with the
                 // segment's batches before it, unchanged.
@@ -625,8 +620,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             let writer = out.cleaned.as_mut().expect("made above");
             let keep = |offset: Offset| dropped.binary_search(&offset).is_err();
-            let records = records.expect("a record was dropped, so the batch was rewritable");
-            match rewrite_batch(&header, records, keep, None)? {
+            match rewrite_batch(&header, records, keep)? {
                 Some(batch) => {
                     writer.push(&batch).await.map_err(io("write"))?;
                     pace.pace(batch.len() as u64).await;
