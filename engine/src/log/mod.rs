@@ -220,7 +220,15 @@ impl<S: Storage> PartitionLog<S> {
             .read_file(&checkpoint_path)
             .await
             .map_err(|e| LogError::io("read", &checkpoint_path, e))?
-            .and_then(|b| compact::Checkpoint::decode(&b));
+            .and_then(|b| {
+                let decoded = compact::Checkpoint::decode(&b);
+                if decoded.is_none() {
+                    // Void: the log counts as never cleaned (the next pass
+                    // does it again; nothing is lost), but say so.
+                    tracing::warn!(path = %checkpoint_path.display(), bytes = b.len(), "cleaner checkpoint is damaged; ignored");
+                }
+                decoded
+            });
         let active_base = recovered.active.index.summary.base_offset;
         let state = State {
             closed: recovered.closed,

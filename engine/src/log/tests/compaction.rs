@@ -422,3 +422,24 @@ fn a_tombstone_pass_that_cannot_see_the_clean_part_forgets_nothing() {
     let report = block_on(log.compact(&policy(60_000), &mut ())).unwrap();
     assert!(report.tombstones_removed > 0, "{report:?}");
 }
+
+#[test]
+fn a_full_disk_fails_a_pass_cleanly_and_the_next_one_with_room_cleans() {
+    let storage = SimStorage::new();
+    let log = open(&storage, small_config()).unwrap();
+    let model = fill(&log, 10, 60);
+    block_on(log.roll()).unwrap();
+    let before = read_all(&log, Offset(0));
+    // No room for a cleaned segment.
+    storage.set_capacity(Some(storage.used_bytes() + 512));
+    let failed = block_on(log.compact(&policy(60_000), &mut ()));
+    assert!(failed.is_err(), "the pass fails: {failed:?}");
+    assert!(!log.is_poisoned(), "a failed pass never poisons the log");
+    assert!(super::files_with_ext(&storage, "cleaned").is_empty(), "its partial file is removed");
+    assert_eq!(read_all(&log, Offset(0)), before, "nothing changed, nothing lost");
+    assert_eq!(log.cleaner_status().last_clean_ms, None);
+    storage.set_capacity(None);
+    let report = block_on(log.compact(&policy(60_000), &mut ())).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    assert_eq!(table(&records(&read_all(&log, Offset(0)))), model);
+}
