@@ -80,6 +80,42 @@ fn shard_port(listen: SocketAddr, id: usize) -> SocketAddr {
     addr
 }
 
+/// Every listener binds with SO_REUSEPORT, so two of one broker's own on
+/// one port would both bind and split its connections between them: a
+/// client sent to a shard's port would sometimes reach the metrics server
+/// and wait forever for a handshake. Refused before anything binds.
+fn check_ports_distinct(
+    listen: SocketAddr,
+    shard_ports: usize,
+    replication: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+) -> Result<(), String> {
+    let mut taken: Vec<(SocketAddr, String)> = vec![(listen, "the client port (--listen)".to_owned())];
+    for id in 0..shard_ports {
+        taken.push((shard_port(listen, id), format!("shard {id}'s port (the client port + {})", 1 + id)));
+    }
+    let mut check = |addr: SocketAddr, what: &str| -> Result<(), String> {
+        let clash = |other: &SocketAddr| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+        };
+        if addr.port() != 0
+            && let Some((_, owner)) = taken.iter().find(|(other, _)| clash(other))
+        {
+            return Err(format!("{what} {addr} is also {owner}: give it another port"));
+        }
+        taken.push((addr, what.to_owned()));
+        Ok(())
+    };
+    if let Some(addr) = replication {
+        check(addr, "the replication address")?;
+    }
+    if let Some(addr) = metrics {
+        check(addr, "the metrics address (--metrics-listen)")?;
+    }
+    Ok(())
+}
+
 /// Every shard binds with SO_REUSEPORT, which would also let a second broker
 /// share the port and take half its connections — or a broker killed a
 /// moment ago, whose io_uring teardown still holds its listening socket,
@@ -195,6 +231,9 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
     if cluster.is_some() {
         shard_base.set_port(0);
     }
+    let metrics = config.metrics_addr()?;
+    let shard_ports = if config.shard_ports && shard_base.port() != 0 { shards } else { 0 };
+    check_ports_distinct(config.listen, shard_ports, cluster.as_ref().map(|c| c.replication_listen), metrics)?;
     let (listen, reservation) = reserve_port(config.listen, retry)?;
     if let Some(c) = &cluster {
         wait_port_free(c.replication_listen, retry)?;
@@ -204,7 +243,6 @@ pub fn start(mut config: ServerConfig) -> Result<Broker, String> {
             wait_port_free(shard_port(listen, id), retry)?;
         }
     }
-    let metrics = config.metrics_addr()?;
     if let Some(addr) = metrics.filter(|a| a.port() != 0) {
         wait_port_free(addr, retry)?;
     }
@@ -327,4 +365,37 @@ async fn run_executor(
             let _ = ready.send(r);
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ports_distinct;
+
+    fn addr(s: &str) -> std::net::SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_metrics_port_on_a_shard_port_is_refused_naming_both() {
+        let e = check_ports_distinct(addr("127.0.0.1:7290"), 2, None, Some(addr("127.0.0.1:7291"))).unwrap_err();
+        assert!(e.contains("127.0.0.1:7291") && e.contains("shard 0's port"), "{e}");
+        let e = check_ports_distinct(addr("0.0.0.0:7290"), 2, None, Some(addr("127.0.0.1:7292"))).unwrap_err();
+        assert!(e.contains("shard 1's port"), "{e}");
+    }
+
+    #[test]
+    fn replication_and_metrics_may_not_share_a_port_or_take_the_client_port() {
+        let r = Some(addr("127.0.0.1:8071"));
+        assert!(check_ports_distinct(addr("127.0.0.1:7071"), 0, r, Some(addr("127.0.0.1:8071"))).is_err());
+        assert!(check_ports_distinct(addr("127.0.0.1:7071"), 0, Some(addr("127.0.0.1:7071")), None).is_err());
+    }
+
+    #[test]
+    fn distinct_ports_other_addresses_and_system_chosen_ports_pass() {
+        assert!(check_ports_distinct(addr("127.0.0.1:7290"), 2, None, Some(addr("127.0.0.1:7293"))).is_ok());
+        assert!(check_ports_distinct(addr("127.0.0.1:7290"), 2, None, Some(addr("127.0.0.2:7291"))).is_ok());
+        assert!(
+            check_ports_distinct(addr("127.0.0.1:0"), 0, Some(addr("127.0.0.1:0")), Some(addr("127.0.0.1:0"))).is_ok()
+        );
+    }
 }
