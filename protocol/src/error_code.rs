@@ -82,6 +82,17 @@ codes! {
     UNKNOWN_BROKER = 33, "no broker has that id", false;
     BROKER_ID_IN_USE = 34, "a live broker holds that node id under another incarnation", false;
     INVALID_RECORD = 35, "a record breaks the topic's rules (a compacted topic takes only records with a key)", false;
+    INVALID_GROUP_ID = 36, "group ids are 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'", false;
+    UNKNOWN_MEMBER_ID = 37, "the group has no member with this id (it left, or its session expired): join again", false;
+    FENCED_MEMBER_EPOCH = 38, "the member's epoch is not the group's for it (its session expired, or it was replaced): join again with epoch 0", false;
+    STALE_MEMBER_EPOCH = 39, "the commit carries an older member epoch than the member's current one: heartbeat, then commit again", false;
+    PARTITION_NOT_ASSIGNED = 40, "the member commits a partition the group does not assign to it", false;
+    GROUP_NOT_EMPTY = 41, "the group still has members; this needs an empty group", false;
+    UNKNOWN_GROUP = 42, "the group does not exist", false;
+    UNSUPPORTED_ASSIGNOR = 43, "the assignor is not range, round-robin or cooperative-sticky, or differs from the group's", false;
+    GROUP_MAX_SIZE_REACHED = 44, "the group has as many members as it may", false;
+    NOT_COORDINATOR = 45, "this broker is not the group's coordinator; find it again", true;
+    COORDINATOR_LOAD_IN_PROGRESS = 46, "the coordinator is still loading its groups from the offsets topic", true;
 }
 
 impl ErrorCode {
