@@ -1,6 +1,9 @@
 //! The `cairn` command line: topics, produce from stdin, consume to stdout,
 //! offsets, a topic's table (latest value per key). Every failure prints one line on stderr and exits non-zero.
 
+#[path = "cli/group.rs"]
+mod group;
+
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
@@ -101,6 +104,11 @@ pub enum Command {
     Broker {
         #[command(subcommand)]
         command: BrokerCommand,
+    },
+    /// Consumer groups: list, describe (lag per partition), reset offsets, delete
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
     },
 }
 
@@ -247,6 +255,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let client = Client::connect(ClientConfig::new(cli.bootstrap.clone())).await.map_err(fail)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Group { command } => group::run(&client, command, &mut out).await?,
         Command::Topic { command } => match command {
             TopicCommand::Create {
                 name,

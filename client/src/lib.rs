@@ -11,6 +11,7 @@ mod conn;
 mod consumer;
 pub mod drain;
 mod error;
+pub mod group;
 mod producer;
 mod record;
 pub mod table;

@@ -11,6 +11,9 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::frame::{RequestHeader, ResponseHeader, finish_frame};
 use crate::types::Offset;
 
+pub mod groups;
+pub use groups::{GroupRequest, GroupResponse};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ApiKey {
@@ -28,10 +31,18 @@ pub enum ApiKey {
     ElectLeader = 11,
     ReassignPartition = 12,
     RemoveBroker = 13,
+    FindCoordinator = 14,
+    GroupHeartbeat = 15,
+    OffsetCommit = 16,
+    OffsetFetch = 17,
+    ListGroups = 18,
+    DescribeGroup = 19,
+    DeleteGroup = 20,
+    ResetOffsets = 21,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 14] = [
+    pub const ALL: [ApiKey; 22] = [
         ApiKey::Handshake,
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
@@ -46,6 +57,14 @@ impl ApiKey {
         ApiKey::ElectLeader,
         ApiKey::ReassignPartition,
         ApiKey::RemoveBroker,
+        ApiKey::FindCoordinator,
+        ApiKey::GroupHeartbeat,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroup,
+        ApiKey::DeleteGroup,
+        ApiKey::ResetOffsets,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -88,6 +107,14 @@ impl ApiKey {
             ApiKey::ElectLeader => "elect_leader",
             ApiKey::ReassignPartition => "reassign_partition",
             ApiKey::RemoveBroker => "remove_broker",
+            ApiKey::FindCoordinator => "find_coordinator",
+            ApiKey::GroupHeartbeat => "group_heartbeat",
+            ApiKey::OffsetCommit => "offset_commit",
+            ApiKey::OffsetFetch => "offset_fetch",
+            ApiKey::ListGroups => "list_groups",
+            ApiKey::DescribeGroup => "describe_group",
+            ApiKey::DeleteGroup => "delete_group",
+            ApiKey::ResetOffsets => "reset_offsets",
         }
     }
 }
@@ -334,6 +361,8 @@ pub enum Request {
     RemoveBroker {
         broker: u32,
     },
+    /// The consumer-group APIs (`api/groups.rs`).
+    Group(GroupRequest),
 }
 
 impl Request {
@@ -353,6 +382,7 @@ impl Request {
             Request::ElectLeader { .. } => ApiKey::ElectLeader,
             Request::ReassignPartition { .. } => ApiKey::ReassignPartition,
             Request::RemoveBroker { .. } => ApiKey::RemoveBroker,
+            Request::Group(g) => g.api_key(),
         }
     }
 
@@ -417,6 +447,7 @@ impl Request {
                 w.array(replicas, |w, r| w.u32(*r));
             }
             Request::RemoveBroker { broker } => w.u32(*broker),
+            Request::Group(g) => g.encode_body(w),
             Request::Produce(p) => {
                 w.u8(p.acks as u8);
                 w.u32(p.timeout_ms);
@@ -501,6 +532,14 @@ impl Request {
                 replicas: r.array("replicas", 4, Reader::u32)?,
             },
             ApiKey::RemoveBroker => Request::RemoveBroker { broker: r.u32()? },
+            ApiKey::FindCoordinator
+            | ApiKey::GroupHeartbeat
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroup
+            | ApiKey::DeleteGroup
+            | ApiKey::ResetOffsets => Request::Group(GroupRequest::decode_body(api_key, r)?.expect("a group API key")),
             ApiKey::Produce => {
                 let acks = match r.u8()? {
                     0 => Acks::None,
@@ -756,6 +795,7 @@ pub enum Response {
     ElectLeader,
     ReassignPartition,
     RemoveBroker,
+    Group(GroupResponse),
 }
 
 fn opt_u32(v: Option<u32>) -> i64 {
@@ -803,6 +843,7 @@ impl Response {
             | Response::ElectLeader
             | Response::ReassignPartition
             | Response::RemoveBroker => {}
+            Response::Group(g) => g.encode_body(w),
             Response::Metadata(m) => {
                 w.u32(m.node_id);
                 w.i64(opt_u32(m.controller));
@@ -931,6 +972,16 @@ impl Response {
             ApiKey::ElectLeader => Response::ElectLeader,
             ApiKey::ReassignPartition => Response::ReassignPartition,
             ApiKey::RemoveBroker => Response::RemoveBroker,
+            ApiKey::FindCoordinator
+            | ApiKey::GroupHeartbeat
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroup
+            | ApiKey::DeleteGroup
+            | ApiKey::ResetOffsets => {
+                Response::Group(GroupResponse::decode_body(api_key, r)?.expect("a group API key"))
+            }
             ApiKey::Metadata => Response::Metadata(MetadataResponse {
                 node_id: r.u32()?,
                 controller: read_opt_u32(r, "controller")?,

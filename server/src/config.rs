@@ -33,6 +33,67 @@ pub struct ServerConfig {
     pub memory: MemorySettings,
     pub limits: Limits,
     pub cluster: ClusterSettings,
+    pub groups: GroupSettings,
+}
+
+/// Consumer groups (docs/groups.md): the offsets topic and the
+/// coordinator's bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSettings {
+    /// Partitions of `__consumer_offsets`, fixed when it is first created.
+    pub offsets_topic_partitions: u32,
+    pub offsets_segment_bytes: u64,
+    /// A group without members this long loses its offsets (Kafka's
+    /// `offsets.retention.minutes`, 7 days).
+    pub offsets_retention_ms: u64,
+    /// How often members heartbeat.
+    pub heartbeat_interval_ms: u32,
+    pub session_timeout_ms_min: u32,
+    pub session_timeout_ms_max: u32,
+    pub group_members_max: usize,
+    pub groups_max: usize,
+    /// How often sessions and retention are checked, and lag measured.
+    pub tick_ms: u64,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            offsets_topic_partitions: 16,
+            offsets_segment_bytes: 16 << 20,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            heartbeat_interval_ms: 1000,
+            session_timeout_ms_min: 1000,
+            session_timeout_ms_max: 300_000,
+            group_members_max: 1000,
+            groups_max: 100_000,
+            tick_ms: 1000,
+        }
+    }
+}
+
+impl GroupSettings {
+    pub fn limits(&self) -> groups::Limits {
+        groups::Limits {
+            groups_max: self.groups_max,
+            group_members_max: self.group_members_max,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            session_timeout_ms_min: self.session_timeout_ms_min,
+            session_timeout_ms_max: self.session_timeout_ms_max,
+            ..groups::Limits::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.offsets_topic_partitions == 0 || self.groups_max == 0 || self.group_members_max == 0 {
+            return Err("groups.offsets_topic_partitions, groups_max and group_members_max must be at least 1".into());
+        }
+        if self.session_timeout_ms_min > self.session_timeout_ms_max || self.heartbeat_interval_ms == 0 {
+            return Err("groups: session_timeout_ms_min must not exceed session_timeout_ms_max, and heartbeat_interval_ms must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// Cluster mode: this broker's id, its replication address and every
@@ -163,6 +224,7 @@ impl Default for ServerConfig {
             memory: MemorySettings::default(),
             limits: Limits::default(),
             cluster: ClusterSettings::default(),
+            groups: GroupSettings::default(),
         }
     }
 }
@@ -410,6 +472,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.flush_policy()?;
         self.validate_cluster()?;
+        self.groups.validate()?;
         if self.log.flush == "interval" && self.log.flush_interval_ms == 0 {
             return Err("log.flush_interval_ms must be at least 1".into());
         }

@@ -9,6 +9,7 @@ mod broker;
 pub mod cluster;
 pub mod config;
 pub mod frontend;
+pub mod group;
 pub mod ids;
 pub mod metadata;
 pub mod metrics;

@@ -471,3 +471,117 @@ proptest! {
         let _ = Response::decode(ApiKey::ALL[api], Bytes::from(body));
     }
 }
+
+fn tps(topic: &str, ps: &[u32]) -> groups::TopicPartitions {
+    groups::TopicPartitions { topic: topic.into(), partitions: ps.to_vec() }
+}
+
+fn group_requests() -> Vec<GroupRequest> {
+    use groups::*;
+    vec![
+        GroupRequest::FindCoordinator { group: "billing".into() },
+        GroupRequest::Heartbeat(GroupHeartbeatRequest {
+            group: "billing".into(),
+            member: "m-1".into(),
+            member_epoch: 0,
+            subscription: Some(vec!["orders".into(), "refunds".into()]),
+            assignor: Some("range".into()),
+            owned: Some(vec![tps("orders", &[0, 3])]),
+            session_timeout_ms: 45_000,
+            rebalance_timeout_ms: 60_000,
+        }),
+        GroupRequest::Heartbeat(GroupHeartbeatRequest {
+            group: "billing".into(),
+            member: "m-1".into(),
+            member_epoch: -1,
+            subscription: None,
+            assignor: None,
+            owned: None,
+            session_timeout_ms: 45_000,
+            rebalance_timeout_ms: 60_000,
+        }),
+        GroupRequest::OffsetCommit {
+            group: "billing".into(),
+            member: "m-1".into(),
+            member_epoch: 7,
+            offsets: vec![CommitEntry { topic: "orders".into(), partition: 3, offset: 99, metadata: "x".into() }],
+        },
+        GroupRequest::OffsetFetch { group: "billing".into(), partitions: vec![tps("orders", &[1])] },
+        GroupRequest::ListGroups,
+        GroupRequest::DescribeGroup { group: "billing".into() },
+        GroupRequest::DeleteGroup { group: "billing".into() },
+        GroupRequest::ResetOffsets {
+            group: "billing".into(),
+            offsets: vec![CommitEntry { topic: "orders".into(), partition: 0, offset: 0, metadata: String::new() }],
+        },
+    ]
+}
+
+#[test]
+fn every_group_request_and_response_round_trips_and_any_truncation_is_malformed() {
+    use groups::*;
+    for g in group_requests() {
+        let request = Request::Group(g);
+        assert_eq!(request_round_trip(&request), request);
+        let mut w = Writer::new();
+        request.encode_body(&mut w, 0);
+        let body = w.into_bytes();
+        let header = RequestHeader { api_key: request.api_key() as u16, api_version: 0, request_id: 1 };
+        for cut in 0..body.len() {
+            assert!(Request::decode(&header, body.slice(..cut)).is_err(), "{:?} cut at {cut}", request.api_key());
+        }
+    }
+    let committed = CommittedEntry {
+        topic: "orders".into(),
+        partition: 3,
+        offset: 99,
+        metadata: "x".into(),
+        committed_at_ms: 1_700_000_000_000,
+    };
+    let responses = vec![
+        (ApiKey::FindCoordinator, GroupResponse::FindCoordinator { topic: "__consumer_offsets".into(), partition: 5 }),
+        (
+            ApiKey::GroupHeartbeat,
+            GroupResponse::Heartbeat(GroupHeartbeatResponse {
+                member_epoch: 8,
+                heartbeat_interval_ms: 1000,
+                assignment: vec![tps("orders", &[0, 1, 2])],
+            }),
+        ),
+        (ApiKey::OffsetCommit, GroupResponse::OffsetCommit),
+        (ApiKey::OffsetFetch, GroupResponse::OffsetFetch(vec![committed.clone()])),
+        (
+            ApiKey::ListGroups,
+            GroupResponse::ListGroups(vec![GroupListing {
+                group: "billing".into(),
+                state: "stable".into(),
+                members: 3,
+            }]),
+        ),
+        (
+            ApiKey::DescribeGroup,
+            GroupResponse::DescribeGroup(GroupInfo {
+                group: "billing".into(),
+                state: "reconciling".into(),
+                epoch: 9,
+                assignor: "cooperative-sticky".into(),
+                members: vec![MemberInfo {
+                    member: "m-1".into(),
+                    client_id: "svc".into(),
+                    epoch: 8,
+                    state: "revoking".into(),
+                    subscription: vec!["orders".into()],
+                    assigned: vec![tps("orders", &[0])],
+                    revoking: vec![tps("orders", &[1])],
+                }],
+                offsets: vec![committed],
+            }),
+        ),
+        (ApiKey::DeleteGroup, GroupResponse::DeleteGroup),
+        (ApiKey::ResetOffsets, GroupResponse::ResetOffsets),
+    ];
+    for (api, r) in responses {
+        let response = Response::Group(r);
+        assert_eq!(response_round_trip(api, &response), response);
+    }
+}

@@ -257,6 +257,23 @@ impl Collector for Snapshots {
             "1 if the partition serves requests, 0 if its storage failed",
             &per_partition(&self.0, |p| i64::from(p.available)),
         )?;
+        let lag: Vec<(Labels, i64)> = self
+            .0
+            .iter()
+            .flat_map(|s| {
+                s.group_lag.iter().map(|(group, topic, partition, lag)| {
+                    let labels =
+                        vec![("group", group.clone()), ("topic", topic.clone()), ("partition", partition.to_string())];
+                    (labels, i64::try_from(*lag).unwrap_or(i64::MAX))
+                })
+            })
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "cairn_consumer_group_lag",
+            "Records a consumer group has yet to commit: the partition's high watermark minus its committed offset",
+            &lag,
+        )?;
         Ok(())
     }
 }
@@ -304,6 +321,7 @@ mod tests {
                 fdatasync: latency,
             }],
             pool: engine::PoolUsage::default(),
+            group_lag: vec![("billing".into(), "orders".into(), 7, 42)],
         };
         let text = encode(vec![snapshot]);
         assert!(text.contains("cairn_connections{shard=\"1\"} 3"), "{text}");
@@ -328,5 +346,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE cairn_fdatasync_latency_seconds histogram"), "{text}");
+        assert!(
+            text.contains("cairn_consumer_group_lag{group=\"billing\",topic=\"orders\",partition=\"7\"} 42"),
+            "{text}"
+        );
     }
 }

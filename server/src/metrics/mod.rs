@@ -95,4 +95,8 @@ pub struct ShardSnapshot {
     pub requests: Vec<(String, RequestStats)>,
     pub partitions: Vec<PartitionSnapshot>,
     pub pool: PoolUsage,
+    /// Consumer-group lag, `(group, topic, partition) -> records`, of the
+    /// groups this shard coordinates (a partition with a commit whose
+    /// high watermark this broker knows).
+    pub group_lag: Vec<(String, String, u32, u64)>,
 }

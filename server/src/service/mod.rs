@@ -89,6 +89,9 @@ pub enum ServiceError {
     Timeout(u64),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// A consumer-group call refused by its coordinator (its code says why).
+    #[error("{message}")]
+    Group { code: protocol::ErrorCode, message: String },
 }
 
 impl From<ShardGone> for ServiceError {

@@ -83,6 +83,8 @@ pub struct Shard<R: Runtime> {
     boot_error: RefCell<Option<String>>,
     /// Cluster mode: the transport and replicas (built on first use).
     pub(crate) cluster_state: std::cell::OnceCell<Rc<crate::cluster::ClusterShard<R>>>,
+    /// The group coordinators of the offsets partitions this shard owns.
+    pub(crate) groups: crate::group::GroupShard,
 }
 
 impl<R: Runtime> Shard<R> {
@@ -113,6 +115,7 @@ impl<R: Runtime> Shard<R> {
             booted: Signal::new(),
             boot_error: RefCell::new(None),
             cluster_state: std::cell::OnceCell::new(),
+            groups: crate::group::GroupShard::default(),
         })
     }
 
@@ -431,6 +434,13 @@ impl<R: Runtime> Shard<R> {
             requests: self.metrics.requests(),
             partitions,
             pool: self.pool.usage(),
+            group_lag: self
+                .groups
+                .lag
+                .borrow()
+                .iter()
+                .map(|((g, t, p), lag)| (g.clone(), t.clone(), *p, *lag))
+                .collect(),
         }
     }
 

@@ -143,6 +143,7 @@ impl<R: Runtime> Shard<R> {
         // rate limit), each on its own period until shutdown.
         self.every(self.config.log.retention_check_ms, async |shard| shard.enforce_retention().await);
         self.every(self.config.log.cleaner_check_ms, async |shard| shard.compact_due().await);
+        self.every(self.config.groups.tick_ms, async |shard| shard.groups_tick().await);
         if let Some(listener) = metrics {
             drop(self.rt.spawn(crate::metrics::http::serve(self.clone(), listener)));
         }

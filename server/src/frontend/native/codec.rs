@@ -55,6 +55,7 @@ pub fn code(e: &ServiceError) -> ErrorCode {
         ServiceError::LeaderNotAvailable(_) => ErrorCode::LEADER_NOT_AVAILABLE,
         ServiceError::InvalidReplicationFactor(_) => ErrorCode::INVALID_REPLICATION_FACTOR,
         ServiceError::ShuttingDown => ErrorCode::SHUTTING_DOWN,
+        ServiceError::Group { code, .. } => *code,
     }
 }
 
@@ -174,6 +175,13 @@ pub async fn start<R: Runtime>(
             drop(shard.rt.spawn(async move {
                 let outcome = list_offsets(&shard2, &ctx, topics).await;
                 finish(reply, Ok(outcome), permit);
+            }));
+        }
+        Request::Group(g) => {
+            let (shard2, ctx) = (shard.clone(), ctx.clone());
+            drop(shard.rt.spawn(async move {
+                let outcome = shard2.group_call(&ctx, g).await.map(Response::Group);
+                finish(reply, outcome, permit);
             }));
         }
         Request::DescribeTopic { name } => {

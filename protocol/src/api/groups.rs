@@ -1,0 +1,355 @@
+//! The consumer-group APIs (docs/groups.md, docs/protocol.md): find the
+//! coordinator, heartbeat, commit and fetch offsets, list, describe,
+//! delete, reset. A whole-call error travels in the response header, as
+//! for the topic APIs; these bodies are the success cases.
+
+use crate::codec::{DecodeError, Reader, Writer};
+
+use super::ApiKey;
+
+/// Partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHeartbeatRequest {
+    pub group: String,
+    pub member: String,
+    /// 0 joins, -1 leaves, else the epoch of the last answer.
+    pub member_epoch: i32,
+    /// On join and when it changes.
+    pub subscription: Option<Vec<String>>,
+    pub assignor: Option<String>,
+    /// What the member holds now.
+    pub owned: Option<Vec<TopicPartitions>>,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHeartbeatResponse {
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: u32,
+    pub assignment: Vec<TopicPartitions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedEntry {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub metadata: String,
+    pub committed_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group: String,
+    pub state: String,
+    pub members: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub member: String,
+    pub client_id: String,
+    pub epoch: i32,
+    pub state: String,
+    pub subscription: Vec<String>,
+    pub assigned: Vec<TopicPartitions>,
+    pub revoking: Vec<TopicPartitions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub group: String,
+    pub state: String,
+    pub epoch: u32,
+    pub assignor: String,
+    pub members: Vec<MemberInfo>,
+    pub offsets: Vec<CommittedEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRequest {
+    /// Which partition of the offsets topic holds the group (creating the
+    /// topic if it does not exist yet).
+    FindCoordinator {
+        group: String,
+    },
+    Heartbeat(GroupHeartbeatRequest),
+    OffsetCommit {
+        group: String,
+        member: String,
+        member_epoch: i32,
+        offsets: Vec<CommitEntry>,
+    },
+    /// Empty `partitions`: every committed offset of the group.
+    OffsetFetch {
+        group: String,
+        partitions: Vec<TopicPartitions>,
+    },
+    ListGroups,
+    DescribeGroup {
+        group: String,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    /// Sets an empty group's offsets.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<CommitEntry>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupResponse {
+    FindCoordinator { topic: String, partition: u32 },
+    Heartbeat(GroupHeartbeatResponse),
+    OffsetCommit,
+    OffsetFetch(Vec<CommittedEntry>),
+    ListGroups(Vec<GroupListing>),
+    DescribeGroup(GroupInfo),
+    DeleteGroup,
+    ResetOffsets,
+}
+
+impl GroupRequest {
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            GroupRequest::FindCoordinator { .. } => ApiKey::FindCoordinator,
+            GroupRequest::Heartbeat(_) => ApiKey::GroupHeartbeat,
+            GroupRequest::OffsetCommit { .. } => ApiKey::OffsetCommit,
+            GroupRequest::OffsetFetch { .. } => ApiKey::OffsetFetch,
+            GroupRequest::ListGroups => ApiKey::ListGroups,
+            GroupRequest::DescribeGroup { .. } => ApiKey::DescribeGroup,
+            GroupRequest::DeleteGroup { .. } => ApiKey::DeleteGroup,
+            GroupRequest::ResetOffsets { .. } => ApiKey::ResetOffsets,
+        }
+    }
+
+    pub fn encode_body(&self, w: &mut Writer) {
+        match self {
+            GroupRequest::FindCoordinator { group }
+            | GroupRequest::DescribeGroup { group }
+            | GroupRequest::DeleteGroup { group } => w.string(group),
+            GroupRequest::Heartbeat(h) => {
+                w.string(&h.group);
+                w.string(&h.member);
+                w.i64(i64::from(h.member_epoch));
+                opt(w, h.subscription.as_ref(), |w, s| w.array(s, |w, t| w.string(t)));
+                opt(w, h.assignor.as_ref(), |w, a| w.string(a));
+                opt(w, h.owned.as_ref(), |w, o| write_tps(w, o));
+                w.u32(h.session_timeout_ms);
+                w.u32(h.rebalance_timeout_ms);
+            }
+            GroupRequest::OffsetCommit { group, member, member_epoch, offsets } => {
+                w.string(group);
+                w.string(member);
+                w.i64(i64::from(*member_epoch));
+                write_commits(w, offsets);
+            }
+            GroupRequest::OffsetFetch { group, partitions } => {
+                w.string(group);
+                write_tps(w, partitions);
+            }
+            GroupRequest::ListGroups => {}
+            GroupRequest::ResetOffsets { group, offsets } => {
+                w.string(group);
+                write_commits(w, offsets);
+            }
+        }
+    }
+
+    pub fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Option<GroupRequest>, DecodeError> {
+        Ok(Some(match api_key {
+            ApiKey::FindCoordinator => GroupRequest::FindCoordinator { group: r.string()? },
+            ApiKey::GroupHeartbeat => GroupRequest::Heartbeat(GroupHeartbeatRequest {
+                group: r.string()?,
+                member: r.string()?,
+                member_epoch: read_i32(r, "member epoch")?,
+                subscription: read_opt(r, |r| r.array("subscription", 2, Reader::string))?,
+                assignor: read_opt(r, Reader::string)?,
+                owned: read_opt(r, read_tps)?,
+                session_timeout_ms: r.u32()?,
+                rebalance_timeout_ms: r.u32()?,
+            }),
+            ApiKey::OffsetCommit => GroupRequest::OffsetCommit {
+                group: r.string()?,
+                member: r.string()?,
+                member_epoch: read_i32(r, "member epoch")?,
+                offsets: read_commits(r)?,
+            },
+            ApiKey::OffsetFetch => GroupRequest::OffsetFetch { group: r.string()?, partitions: read_tps(r)? },
+            ApiKey::ListGroups => GroupRequest::ListGroups,
+            ApiKey::DescribeGroup => GroupRequest::DescribeGroup { group: r.string()? },
+            ApiKey::DeleteGroup => GroupRequest::DeleteGroup { group: r.string()? },
+            ApiKey::ResetOffsets => GroupRequest::ResetOffsets { group: r.string()?, offsets: read_commits(r)? },
+            _ => return Ok(None),
+        }))
+    }
+}
+
+impl GroupResponse {
+    pub fn encode_body(&self, w: &mut Writer) {
+        match self {
+            GroupResponse::FindCoordinator { topic, partition } => {
+                w.string(topic);
+                w.u32(*partition);
+            }
+            GroupResponse::Heartbeat(h) => {
+                w.i64(i64::from(h.member_epoch));
+                w.u32(h.heartbeat_interval_ms);
+                write_tps(w, &h.assignment);
+            }
+            GroupResponse::OffsetCommit | GroupResponse::DeleteGroup | GroupResponse::ResetOffsets => {}
+            GroupResponse::OffsetFetch(entries) => write_committed(w, entries),
+            GroupResponse::ListGroups(groups) => w.array(groups, |w, g| {
+                w.string(&g.group);
+                w.string(&g.state);
+                w.u32(g.members);
+            }),
+            GroupResponse::DescribeGroup(g) => {
+                w.string(&g.group);
+                w.string(&g.state);
+                w.u32(g.epoch);
+                w.string(&g.assignor);
+                w.array(&g.members, |w, m| {
+                    w.string(&m.member);
+                    w.string(&m.client_id);
+                    w.i64(i64::from(m.epoch));
+                    w.string(&m.state);
+                    w.array(&m.subscription, |w, t| w.string(t));
+                    write_tps(w, &m.assigned);
+                    write_tps(w, &m.revoking);
+                });
+                write_committed(w, &g.offsets);
+            }
+        }
+    }
+
+    pub fn decode_body(api_key: ApiKey, r: &mut Reader) -> Result<Option<GroupResponse>, DecodeError> {
+        Ok(Some(match api_key {
+            ApiKey::FindCoordinator => GroupResponse::FindCoordinator { topic: r.string()?, partition: r.u32()? },
+            ApiKey::GroupHeartbeat => GroupResponse::Heartbeat(GroupHeartbeatResponse {
+                member_epoch: read_i32(r, "member epoch")?,
+                heartbeat_interval_ms: r.u32()?,
+                assignment: read_tps(r)?,
+            }),
+            ApiKey::OffsetCommit => GroupResponse::OffsetCommit,
+            ApiKey::OffsetFetch => GroupResponse::OffsetFetch(read_committed(r)?),
+            ApiKey::ListGroups => GroupResponse::ListGroups(r.array("groups", 10, |r| {
+                Ok(GroupListing { group: r.string()?, state: r.string()?, members: r.u32()? })
+            })?),
+            ApiKey::DescribeGroup => GroupResponse::DescribeGroup(GroupInfo {
+                group: r.string()?,
+                state: r.string()?,
+                epoch: r.u32()?,
+                assignor: r.string()?,
+                members: r.array("members", 24, |r| {
+                    Ok(MemberInfo {
+                        member: r.string()?,
+                        client_id: r.string()?,
+                        epoch: read_i32(r, "member epoch")?,
+                        state: r.string()?,
+                        subscription: r.array("subscription", 2, Reader::string)?,
+                        assigned: read_tps(r)?,
+                        revoking: read_tps(r)?,
+                    })
+                })?,
+                offsets: read_committed(r)?,
+            }),
+            ApiKey::DeleteGroup => GroupResponse::DeleteGroup,
+            ApiKey::ResetOffsets => GroupResponse::ResetOffsets,
+            _ => return Ok(None),
+        }))
+    }
+}
+
+fn opt<T>(w: &mut Writer, v: Option<&T>, f: impl FnOnce(&mut Writer, &T)) {
+    match v {
+        None => w.u8(0),
+        Some(v) => {
+            w.u8(1);
+            f(w, v);
+        }
+    }
+}
+
+fn read_opt<T>(
+    r: &mut Reader,
+    f: impl FnOnce(&mut Reader) -> Result<T, DecodeError>,
+) -> Result<Option<T>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => f(r).map(Some),
+        v => Err(DecodeError::Invalid { what: "option flag", value: i64::from(v) }),
+    }
+}
+
+fn read_i32(r: &mut Reader, what: &'static str) -> Result<i32, DecodeError> {
+    let v = r.i64()?;
+    i32::try_from(v).map_err(|_| DecodeError::Invalid { what, value: v })
+}
+
+fn write_tps(w: &mut Writer, tps: &[TopicPartitions]) {
+    w.array(tps, |w, tp| {
+        w.string(&tp.topic);
+        w.array(&tp.partitions, |w, p| w.u32(*p));
+    });
+}
+
+fn read_tps(r: &mut Reader) -> Result<Vec<TopicPartitions>, DecodeError> {
+    r.array("topics", 6, |r| {
+        Ok(TopicPartitions { topic: r.string()?, partitions: r.array("partitions", 4, Reader::u32)? })
+    })
+}
+
+fn write_commits(w: &mut Writer, offsets: &[CommitEntry]) {
+    w.array(offsets, |w, o| {
+        w.string(&o.topic);
+        w.u32(o.partition);
+        w.u64(o.offset);
+        w.string(&o.metadata);
+    });
+}
+
+fn read_commits(r: &mut Reader) -> Result<Vec<CommitEntry>, DecodeError> {
+    r.array("offsets", 16, |r| {
+        Ok(CommitEntry { topic: r.string()?, partition: r.u32()?, offset: r.u64()?, metadata: r.string()? })
+    })
+}
+
+fn write_committed(w: &mut Writer, entries: &[CommittedEntry]) {
+    w.array(entries, |w, o| {
+        w.string(&o.topic);
+        w.u32(o.partition);
+        w.u64(o.offset);
+        w.string(&o.metadata);
+        w.u64(o.committed_at_ms);
+    });
+}
+
+fn read_committed(r: &mut Reader) -> Result<Vec<CommittedEntry>, DecodeError> {
+    r.array("offsets", 24, |r| {
+        Ok(CommittedEntry {
+            topic: r.string()?,
+            partition: r.u32()?,
+            offset: r.u64()?,
+            metadata: r.string()?,
+            committed_at_ms: r.u64()?,
+        })
+    })
+}

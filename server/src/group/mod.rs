@@ -1,0 +1,518 @@
+//! Consumer groups in the broker: the driver of `groups::Coordinator`.
+//!
+//! Group `G` lives in partition `crc32c(G) mod N` of the internal,
+//! compacted topic [`OFFSETS_TOPIC`] (created on first use, replicated like
+//! any topic in a cluster). The shard that owns that partition, on the
+//! broker that leads it, runs the group's coordinator: it loads it by
+//! replaying the partition (again whenever its leader epoch moved, since
+//! another leader may have changed the groups meanwhile), applies each call
+//! in memory, appends the call's records, and answers once they are
+//! committed — as durable as an acknowledged produce. An append that fails
+//! drops the loaded state, so the next call replays the log and nothing
+//! the log lacks is ever answered from memory. Elsewhere a call gets
+//! `NOT_COORDINATOR` and the client finds the leader again.
+//!
+//! Owned by one shard (`Rc`, `RefCell`): the slots never leave their core.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use engine::rt::Runtime;
+use engine::types::Offset;
+use groups::coordinator::{GroupDescription, validate_group_id};
+use groups::{CommitOffset, Coordinator, GroupRecord, Heartbeat, MemberEpoch, Millis};
+use protocol::ErrorCode;
+use protocol::api::groups::{
+    CommitEntry, CommittedEntry, GroupHeartbeatResponse, GroupInfo, GroupListing, MemberInfo, TopicPartitions,
+};
+use protocol::api::{GroupRequest, GroupResponse};
+use protocol::batch::{BatchBuilder, RecordInput};
+use protocol::types::Timestamp;
+
+use crate::partition::{Acks, Partition};
+use crate::service::{ConnContext, ServiceError};
+use crate::shard::Shard;
+
+/// The internal topic of committed offsets and group state.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Records per appended batch at most, so forgetting a large group does
+/// not make a batch larger than the broker accepts.
+const RECORDS_PER_BATCH_MAX: usize = 1000;
+
+/// Which offsets partition holds `group`.
+pub fn partition_of(group: &str, partitions: u32) -> u32 {
+    assert!(partitions > 0);
+    crc32c::crc32c(group.as_bytes()) % partitions
+}
+
+fn now() -> Millis {
+    Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+fn group_error(code: ErrorCode, message: impl Into<String>) -> ServiceError {
+    ServiceError::Group { code, message: message.into() }
+}
+
+fn from_code(code: ErrorCode, group: &str) -> ServiceError {
+    group_error(code, format!("group {group:?}: {}", code.description()))
+}
+
+/// One offsets partition's coordinator on this shard.
+#[derive(Default)]
+struct Slot {
+    /// Loaded at this leader epoch (`None`: not loaded, or dropped).
+    state: RefCell<Option<(u64, Coordinator)>>,
+    /// Held while loading, so one replay runs at a time.
+    loading: futures::lock::Mutex<()>,
+}
+
+/// The coordinators of the offsets partitions this shard owns.
+#[derive(Default)]
+pub struct GroupShard {
+    slots: RefCell<HashMap<u32, Rc<Slot>>>,
+    /// Lag per (group, topic, partition), refreshed by the tick: what the
+    /// metrics endpoint shows.
+    pub lag: RefCell<BTreeMap<(String, String, u32), u64>>,
+    ticking: Cell<bool>,
+}
+
+fn to_assignment(tps: &[TopicPartitions]) -> groups::Assignment {
+    let mut a = groups::Assignment::new();
+    for tp in tps {
+        a.entry(tp.topic.clone()).or_default().extend(tp.partitions.iter().copied());
+    }
+    a.retain(|_, ps| !ps.is_empty());
+    a
+}
+
+fn from_assignment(a: &groups::Assignment) -> Vec<TopicPartitions> {
+    a.iter().map(|(t, ps)| TopicPartitions { topic: t.clone(), partitions: ps.iter().copied().collect() }).collect()
+}
+
+fn to_commits(offsets: Vec<CommitEntry>) -> Vec<CommitOffset> {
+    offsets
+        .into_iter()
+        .map(|o| CommitOffset { topic: o.topic, partition: o.partition, offset: o.offset, metadata: o.metadata })
+        .collect()
+}
+
+fn committed_entries(offsets: &BTreeMap<(String, u32), groups::records::Committed>) -> Vec<CommittedEntry> {
+    offsets
+        .iter()
+        .map(|((topic, partition), c)| CommittedEntry {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: c.offset,
+            metadata: c.metadata.clone(),
+            committed_at_ms: c.committed_at.0,
+        })
+        .collect()
+}
+
+fn describe(d: GroupDescription) -> GroupInfo {
+    GroupInfo {
+        group: d.group,
+        state: d.state.to_owned(),
+        epoch: d.epoch.0,
+        assignor: d.assignor.name().to_owned(),
+        members: d
+            .members
+            .into_iter()
+            .map(|m| MemberInfo {
+                member: m.member,
+                client_id: m.client_id,
+                epoch: m.epoch.0,
+                state: m.state.name().to_owned(),
+                subscription: m.subscription.into_iter().collect(),
+                assigned: from_assignment(&m.assigned),
+                revoking: from_assignment(&m.revoking),
+            })
+            .collect(),
+        offsets: committed_entries(&d.offsets),
+    }
+}
+
+/// The records of one call as batches to append.
+fn batches(records: &[GroupRecord], at: Millis) -> Vec<Bytes> {
+    records
+        .chunks(RECORDS_PER_BATCH_MAX)
+        .map(|chunk| {
+            let mut b = BatchBuilder::new();
+            for r in chunk {
+                let (k, v) = r.encode();
+                b.push(RecordInput::new(Some(&k), v.as_deref(), Timestamp(at.0 as i64)));
+            }
+            Bytes::from(b.build().expect("group records make a valid batch"))
+        })
+        .collect()
+}
+
+impl<R: Runtime> Shard<R> {
+    /// A group API call, from any shard: routed to the owner of the group's
+    /// offsets partition.
+    pub async fn group_call(
+        self: &Rc<Self>,
+        ctx: &ConnContext,
+        req: GroupRequest,
+    ) -> Result<GroupResponse, ServiceError> {
+        if let GroupRequest::ListGroups = req {
+            return self.list_groups().await;
+        }
+        let group = match &req {
+            GroupRequest::FindCoordinator { group }
+            | GroupRequest::OffsetCommit { group, .. }
+            | GroupRequest::OffsetFetch { group, .. }
+            | GroupRequest::DescribeGroup { group }
+            | GroupRequest::DeleteGroup { group }
+            | GroupRequest::ResetOffsets { group, .. } => group.clone(),
+            GroupRequest::Heartbeat(h) => h.group.clone(),
+            GroupRequest::ListGroups => unreachable!("answered above"),
+        };
+        validate_group_id(&group).map_err(|code| from_code(code, &group))?;
+        let partitions = self.offsets_topic(ctx).await?;
+        let partition = partition_of(&group, partitions);
+        if let GroupRequest::FindCoordinator { .. } = req {
+            return Ok(GroupResponse::FindCoordinator { topic: OFFSETS_TOPIC.to_owned(), partition });
+        }
+        let (tp, owner) = self.resolve(OFFSETS_TOPIC, partition)?;
+        let client_id = ctx.client_id.clone();
+        self.invoke_on(owner, move |shard| async move {
+            let partition = shard.partition(tp)?;
+            shard.coordinate(&partition, &client_id, req).await
+        })
+        .await?
+    }
+
+    /// The offsets topic's partition count, creating the topic first if
+    /// there is none yet.
+    async fn offsets_topic(self: &Rc<Self>, ctx: &ConnContext) -> Result<u32, ServiceError> {
+        if let Some(t) = self.topic(OFFSETS_TOPIC) {
+            return Ok(t.meta.partitions);
+        }
+        let settings = &self.config.groups;
+        // In a cluster the controller's default replication factor applies:
+        // three copies, or as many as there are brokers.
+        let config = BTreeMap::from([
+            ("cleanup.policy".to_owned(), "compact".to_owned()),
+            ("segment.bytes".to_owned(), settings.offsets_segment_bytes.to_string()),
+        ]);
+        match self.create_topic(ctx, OFFSETS_TOPIC.to_owned(), settings.offsets_topic_partitions, config).await {
+            Ok(()) | Err(ServiceError::TopicExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // The topic table of this shard learns of it a moment later.
+        for _ in 0..100 {
+            if let Some(t) = self.topic(OFFSETS_TOPIC) {
+                return Ok(t.meta.partitions);
+            }
+            self.rt.sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Err(group_error(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, "the offsets topic is being created"))
+    }
+
+    /// This shard leads `partition` (a standalone broker always does) at
+    /// the returned epoch.
+    fn leads(partition: &Partition<R>) -> Result<u64, ServiceError> {
+        match partition.driver() {
+            None if partition.is_replicated() => {
+                Err(group_error(ErrorCode::NOT_COORDINATOR, "the offsets partition's replica is not running"))
+            }
+            None => Ok(0),
+            Some(driver) => {
+                let s = driver.status();
+                if s.role == replication::replica::Role::Leader && s.serving {
+                    Ok(u64::from(s.epoch.0))
+                } else {
+                    Err(group_error(
+                        ErrorCode::NOT_COORDINATOR,
+                        "this broker does not lead the group's offsets partition",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn slot(&self, partition: u32) -> Rc<Slot> {
+        self.groups.slots.borrow_mut().entry(partition).or_default().clone()
+    }
+
+    /// The slot's coordinator loaded at the current leader epoch.
+    async fn loaded(&self, partition: &Rc<Partition<R>>) -> Result<Rc<Slot>, ServiceError> {
+        let epoch = Self::leads(partition)?;
+        let slot = self.slot(partition.tp.partition.0);
+        if slot.state.borrow().as_ref().is_some_and(|(e, _)| *e == epoch) {
+            return Ok(slot);
+        }
+        {
+            let _turn = slot.loading.lock().await;
+            if slot.state.borrow().as_ref().is_none_or(|(e, _)| *e != epoch) {
+                *slot.state.borrow_mut() = None;
+                let coordinator = self.replay(partition).await?;
+                if Self::leads(partition)? != epoch {
+                    return Err(group_error(ErrorCode::NOT_COORDINATOR, "leadership moved while loading"));
+                }
+                let groups = coordinator.groups().count();
+                tracing::info!(partition = partition.tp.partition.0, groups, "group coordinator loaded");
+                *slot.state.borrow_mut() = Some((epoch, coordinator));
+            }
+        }
+        Ok(slot)
+    }
+
+    /// Builds a coordinator from the partition's committed records.
+    async fn replay(&self, partition: &Rc<Partition<R>>) -> Result<Coordinator, ServiceError> {
+        let mut c = Coordinator::new(self.config.groups.limits());
+        let at = now();
+        let high_watermark = partition.high_watermark()?;
+        let mut next = partition.log_start_offset()?;
+        while next < high_watermark {
+            let read = partition.read(next, 1 << 20).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for chunk in &read.batches {
+                let pieces = protocol::api::split_batches(chunk)
+                    .ok_or_else(|| ServiceError::Storage("a damaged batch in the offsets topic".into()))?;
+                for batch in pieces {
+                    let view = protocol::batch::validate_batch(&batch)
+                        .map_err(|e| ServiceError::Storage(format!("offsets topic: {e}")))?;
+                    let base = view.header.base_offset;
+                    next = Offset(base.0 + u64::from(view.header.last_offset_delta) + 1);
+                    if view.header.is_control() {
+                        continue;
+                    }
+                    let records = view.records().map_err(|e| ServiceError::Storage(format!("offsets topic: {e}")))?;
+                    for r in records.iter() {
+                        if base.0 + u64::from(r.offset_delta.to_native()) >= high_watermark.0 {
+                            break;
+                        }
+                        let Some(key) = r.key.as_ref() else { continue };
+                        let value = r.value.as_ref().map(|v| Bytes::copy_from_slice(v.as_slice()));
+                        match GroupRecord::decode(Bytes::copy_from_slice(key.as_slice()), value) {
+                            Ok(record) => c.replay(record, at),
+                            // A record this build cannot read is skipped, loudly: refusing
+                            // to coordinate would stop every group of the partition.
+                            Err(e) => tracing::warn!(error = %e, "an offsets-topic record was skipped"),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Appends `records`; on failure the slot is dropped (the next call
+    /// replays what the log holds).
+    async fn persist(
+        &self,
+        partition: &Rc<Partition<R>>,
+        slot: &Slot,
+        records: &[GroupRecord],
+    ) -> Result<(), ServiceError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let appends: Vec<_> = batches(records, now()).iter().map(|b| partition.append(b, Acks::All, false)).collect();
+        let mut failed = None;
+        for append in appends {
+            if let Err(e) = append.await {
+                failed.get_or_insert(e);
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                *slot.state.borrow_mut() = None;
+                Err(match e {
+                    ServiceError::NotLeader { .. } | ServiceError::LeaderNotAvailable(_) => {
+                        group_error(ErrorCode::NOT_COORDINATOR, e.to_string())
+                    }
+                    e => e,
+                })
+            }
+        }
+    }
+
+    /// Runs one call on the coordinator of `partition` (this shard owns it).
+    async fn coordinate(
+        &self,
+        partition: &Rc<Partition<R>>,
+        client_id: &str,
+        req: GroupRequest,
+    ) -> Result<GroupResponse, ServiceError> {
+        let slot = self.loaded(partition).await?;
+        let at = now();
+        let with = |f: &mut dyn FnMut(&mut Coordinator)| {
+            let mut state = slot.state.borrow_mut();
+            let (_, c) = state.as_mut().expect("loaded");
+            f(c);
+        };
+        let mut records = Vec::new();
+        let result: Result<GroupResponse, ErrorCode>;
+        let group_name: String;
+        match req {
+            GroupRequest::Heartbeat(h) => {
+                group_name = h.group.clone();
+                let subscription: Option<BTreeSet<String>> = h.subscription.map(|s| s.into_iter().collect());
+                let topics: BTreeMap<String, u32> = {
+                    let state = slot.state.borrow();
+                    let known = state
+                        .as_ref()
+                        .and_then(|(_, c)| c.group(&h.group))
+                        .map(groups::group::Group::subscribed_topics);
+                    let mut names: BTreeSet<String> = known.unwrap_or_default();
+                    names.extend(subscription.iter().flatten().cloned());
+                    names.into_iter().filter_map(|t| self.topic(&t).map(|e| (t, e.meta.partitions))).collect()
+                };
+                let call = Heartbeat {
+                    group: h.group,
+                    member: h.member,
+                    member_epoch: MemberEpoch(h.member_epoch),
+                    client_id: client_id.to_owned(),
+                    subscription,
+                    assignor: h.assignor,
+                    owned: h.owned.as_deref().map(to_assignment),
+                    session_timeout_ms: h.session_timeout_ms,
+                    rebalance_timeout_ms: h.rebalance_timeout_ms,
+                };
+                let mut out = None;
+                with(&mut |c| out = Some(c.heartbeat(&call, &topics, at)));
+                let o = out.expect("ran");
+                records = o.records;
+                result = o.result.map(|r| {
+                    GroupResponse::Heartbeat(GroupHeartbeatResponse {
+                        member_epoch: r.member_epoch.0,
+                        heartbeat_interval_ms: r.heartbeat_interval_ms,
+                        assignment: from_assignment(&r.assignment),
+                    })
+                });
+            }
+            GroupRequest::OffsetCommit { group, member, member_epoch, offsets } => {
+                let offsets = to_commits(offsets);
+                let mut out = None;
+                with(&mut |c| out = Some(c.commit(&group, &member, MemberEpoch(member_epoch), &offsets, at)));
+                let o = out.expect("ran");
+                records = o.records;
+                result = o.result.map(|()| GroupResponse::OffsetCommit);
+                group_name = group;
+            }
+            GroupRequest::ResetOffsets { group, offsets } => {
+                let offsets = to_commits(offsets);
+                let mut out = None;
+                with(&mut |c| out = Some(c.reset_offsets(&group, &offsets, at)));
+                let o = out.expect("ran");
+                records = o.records;
+                result = o.result.map(|()| GroupResponse::ResetOffsets);
+                group_name = group;
+            }
+            GroupRequest::DeleteGroup { group } => {
+                let mut out = None;
+                with(&mut |c| out = Some(c.delete(&group)));
+                let o = out.expect("ran");
+                records = o.records;
+                result = o.result.map(|()| GroupResponse::DeleteGroup);
+                group_name = group;
+            }
+            GroupRequest::OffsetFetch { group, partitions } => {
+                let wanted: Vec<(String, u32)> =
+                    partitions.iter().flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), *p))).collect();
+                let mut out = None;
+                with(&mut |c| out = Some(c.committed(&group, (!wanted.is_empty()).then_some(wanted.as_slice()))));
+                result = out.expect("ran").map(|o| GroupResponse::OffsetFetch(committed_entries(&o)));
+                group_name = group;
+            }
+            GroupRequest::DescribeGroup { group } => {
+                let mut out = None;
+                with(&mut |c| out = Some(c.describe(&group)));
+                result = out.expect("ran").map(|d| GroupResponse::DescribeGroup(describe(d)));
+                group_name = group;
+            }
+            GroupRequest::FindCoordinator { .. } | GroupRequest::ListGroups => {
+                unreachable!("answered by group_call")
+            }
+        }
+        // Even a refused call may carry records (none today); they go first.
+        self.persist(partition, &slot, &records).await?;
+        result.map_err(|code| from_code(code, &group_name))
+    }
+
+    /// Every group this broker coordinates, from all its shards.
+    async fn list_groups(self: &Rc<Self>) -> Result<GroupResponse, ServiceError> {
+        let all = self
+            .invoke_on_all(|shard| async move {
+                let mut out = Vec::new();
+                for partition in shard.owned_offsets_partitions() {
+                    let Ok(slot) = shard.loaded(&partition).await else { continue };
+                    let state = slot.state.borrow();
+                    let Some((_, c)) = state.as_ref() else { continue };
+                    for (id, g) in c.groups() {
+                        let state = c.describe(id).map_or("dead", |d| d.state);
+                        out.push(GroupListing {
+                            group: id.clone(),
+                            state: state.to_owned(),
+                            members: g.members.len() as u32,
+                        });
+                    }
+                }
+                out
+            })
+            .await;
+        let mut groups: Vec<GroupListing> = all.into_iter().filter_map(Result::ok).flatten().collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(GroupResponse::ListGroups(groups))
+    }
+
+    fn owned_offsets_partitions(&self) -> Vec<Rc<Partition<R>>> {
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return Vec::new() };
+        self.owned_partitions().into_iter().filter(|p| p.tp.topic == topic.meta.id).collect()
+    }
+
+    /// Time passing for every coordinator this shard leads: expired
+    /// sessions, retention, and the lag the metrics show.
+    pub async fn groups_tick(self: &Rc<Self>) {
+        if self.groups.ticking.replace(true) {
+            return;
+        }
+        let retention = self.config.groups.offsets_retention_ms;
+        let mut committed: Vec<(String, String, u32, u64)> = Vec::new();
+        for partition in self.owned_offsets_partitions() {
+            let Ok(slot) = self.loaded(&partition).await else { continue };
+            let records = {
+                let mut state = slot.state.borrow_mut();
+                let Some((_, c)) = state.as_mut() else { continue };
+                let records = c.tick(now(), retention);
+                for (id, g) in c.groups() {
+                    for ((topic, p), o) in &g.offsets {
+                        committed.push((id.clone(), topic.clone(), *p, o.offset));
+                    }
+                }
+                records
+            };
+            if let Err(e) = self.persist(&partition, &slot, &records).await {
+                tracing::warn!(error = %e, "group expiry not written; the coordinator reloads");
+            }
+        }
+        let mut lag = BTreeMap::new();
+        for (group, topic, p, offset) in committed {
+            if let Some(end) = self.high_watermark_anywhere(&topic, p).await {
+                lag.insert((group, topic, p), end.saturating_sub(offset));
+            }
+        }
+        *self.groups.lag.borrow_mut() = lag;
+        self.groups.ticking.set(false);
+    }
+
+    /// A partition's high watermark, if a replica of it is on this broker.
+    async fn high_watermark_anywhere(self: &Rc<Self>, topic: &str, partition: u32) -> Option<u64> {
+        let (tp, owner) = self.resolve(topic, partition).ok()?;
+        self.invoke_on(owner, move |shard| async move { shard.partition(tp).and_then(|p| p.high_watermark()).ok() })
+            .await
+            .ok()
+            .flatten()
+            .map(|o| o.0)
+    }
+}

@@ -1,0 +1,117 @@
+//! Consumer groups against a real broker: committed offsets are durable in
+//! `__consumer_offsets` and survive `kill -9`; members are fenced; the
+//! admin commands (`cairn group list|describe|reset-offsets|delete`) keep
+//! their rules; and the lag metric follows the commits.
+
+use std::time::{Duration, Instant};
+
+use cairn_client::group::{CommitEntry, GroupHeartbeatRequest, TopicPartitions};
+use cairn_client::{Client, ClientConfig, ErrorCode, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use cairn_tests::Broker;
+
+async fn client(broker: &Broker) -> Client {
+    Client::connect(ClientConfig::new(broker.addr.clone())).await.expect("connecting")
+}
+
+fn commit(partition: u32, offset: u64) -> CommitEntry {
+    CommitEntry { topic: "orders".into(), partition, offset, metadata: "m".into() }
+}
+
+fn join(member: &str) -> GroupHeartbeatRequest {
+    GroupHeartbeatRequest {
+        group: "billing".into(),
+        member: member.into(),
+        member_epoch: 0,
+        subscription: Some(vec!["orders".into()]),
+        assignor: None,
+        owned: Some(Vec::new()),
+        session_timeout_ms: 30_000,
+        rebalance_timeout_ms: 30_000,
+    }
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn config(dir: &std::path::Path) -> String {
+    let path = dir.join("cairn.toml");
+    std::fs::write(&path, "[groups]\ntick_ms = 50\noffsets_topic_partitions = 4\n").unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_kill_9_members_are_fenced_and_admin_commands_need_an_empty_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut broker = Broker::start(&["--config", &cfg]);
+    let c = client(&broker).await;
+    c.create_topic("orders", 3, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(c.clone(), ProducerConfig::default());
+    for i in 0..30u32 {
+        let mut r = ProducerRecord::new("orders", None::<Vec<u8>>, format!("v{i}"));
+        r.partition = Some(i % 3);
+        producer.send(r).await.unwrap();
+    }
+    producer.flush().await;
+
+    // A client outside the group commits while it is empty.
+    c.commit_offsets("billing", "", -1, vec![commit(0, 4), commit(1, 10)]).await.unwrap();
+    let list = stdout(&broker.cli(&["group", "list"], ""));
+    assert!(list.lines().any(|l| l.starts_with("billing\tempty\t0")), "{list}");
+    let describe = stdout(&broker.cli(&["group", "describe", "billing"], ""));
+    assert!(describe.contains("orders\t0\t4\t10\t6\t-"), "{describe}");
+    assert!(describe.contains("orders\t1\t10\t10\t0\t-"), "{describe}");
+    assert!(describe.contains("orders\t2\t-\t10\t-\t-"), "{describe}");
+
+    // The lag metric follows (the coordinator measures it every tick).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while broker.metric("cairn_consumer_group_lag", &["group=\"billing\"", "partition=\"0\""]) != Some(6.0) {
+        assert!(Instant::now() < deadline, "no lag metric:\n{}", broker.metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A member joins and reads all three partitions; outsiders and admin
+    // commands are refused while it is there.
+    let r = c.group_heartbeat(join("m1")).await.unwrap();
+    assert!(r.member_epoch > 0);
+    assert_eq!(r.assignment, vec![TopicPartitions { topic: "orders".into(), partitions: vec![0, 1, 2] }]);
+    c.commit_offsets("billing", "m1", r.member_epoch, vec![commit(2, 7)]).await.unwrap();
+    let err = c.commit_offsets("billing", "", -1, vec![commit(2, 0)]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_MEMBER_ID), "{err}");
+    let err = c.commit_offsets("billing", "m1", r.member_epoch + 3, vec![commit(2, 0)]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::FENCED_MEMBER_EPOCH), "{err}");
+    let reset = broker.cli(&["group", "reset-offsets", "billing", "--topic", "orders", "--to", "earliest"], "");
+    assert!(!reset.status.success() && String::from_utf8_lossy(&reset.stderr).contains("GROUP_NOT_EMPTY"), "{reset:?}");
+    let delete = broker.cli(&["group", "delete", "billing"], "");
+    assert!(!delete.status.success() && String::from_utf8_lossy(&delete.stderr).contains("GROUP_NOT_EMPTY"));
+
+    // kill -9: the offsets and the member come back from the offsets topic.
+    broker.kill9();
+    broker.restart();
+    let c = client(&broker).await;
+    let info = c.describe_group("billing").await.unwrap();
+    let offsets: Vec<(u32, u64)> = info.offsets.iter().map(|o| (o.partition, o.offset)).collect();
+    assert_eq!(offsets, vec![(0, 4), (1, 10), (2, 7)]);
+    assert_eq!(info.members.len(), 1, "{info:?}");
+    let m = &info.members[0];
+    // It heartbeats on at its epoch, then leaves.
+    let mut again = join("m1");
+    again.member_epoch = m.epoch;
+    again.subscription = None;
+    again.owned = Some(m.assigned.clone());
+    assert_eq!(c.group_heartbeat(again.clone()).await.unwrap().member_epoch, m.epoch);
+    again.member_epoch = -1;
+    c.group_heartbeat(again).await.unwrap();
+
+    // Empty now: reset to earliest, then delete.
+    let reset = broker.cli(&["group", "reset-offsets", "billing", "--topic", "orders", "--to", "earliest"], "");
+    assert!(reset.status.success(), "{reset:?}");
+    let info = c.describe_group("billing").await.unwrap();
+    assert!(info.offsets.iter().all(|o| o.offset == 0) && info.offsets.len() == 3, "{info:?}");
+    let delete = broker.cli(&["group", "delete", "billing"], "");
+    assert!(delete.status.success(), "{delete:?}");
+    assert_eq!(c.describe_group("billing").await.unwrap_err().code(), Some(ErrorCode::UNKNOWN_GROUP));
+    let list = stdout(&broker.cli(&["group", "list"], ""));
+    assert!(!list.contains("billing"), "{list}");
+}
