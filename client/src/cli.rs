@@ -52,12 +52,17 @@ pub enum Command {
         #[arg(long, requires = "key_separator")]
         empty_is_tombstone: bool,
     },
-    /// Print records of one partition, or of all partitions
+    /// Print records of one partition, or of all partitions; with --group,
+    /// of the partitions the group assigns this consumer, committing as it goes
     Consume {
         topic: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "group")]
         partition: Option<u32>,
+        /// Join this consumer group: read what it assigns, commit after printing
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
         /// `earliest`, `latest`, an offset, or `@UNIX_MS` for the first record at or after that time
+        /// (with --group: where a partition starts when the group has no committed offset for it)
         #[arg(long, default_value = "earliest", value_name = "WHERE")]
         from: String,
         /// Exit after this many records; without it, follow the log
@@ -374,7 +379,32 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Command::Consume { topic, partition, from, count, format, key_separator } => {
+        Command::Consume { topic, group: Some(group), from, count, format, key_separator, .. } => {
+            let mut config = crate::GroupConsumerConfig::new(group, &[&topic]);
+            config.start_from = parse_from(&from)?;
+            config.auto_commit_interval = Some(Duration::from_secs(1));
+            let mut consumer = crate::GroupConsumer::join(client, config).await.map_err(fail)?;
+            let mut printed = 0u64;
+            while count.is_none_or(|c| printed < c) {
+                let records = consumer.poll().await.map_err(fail)?;
+                let mut unprinted: std::collections::BTreeMap<u32, Offset> = std::collections::BTreeMap::new();
+                for r in records {
+                    if count.is_some_and(|c| printed >= c) {
+                        // Not printed: the group reads it again (the commit stops before it).
+                        unprinted.entry(r.partition).or_insert(r.offset);
+                        continue;
+                    }
+                    print_record(&mut out, &r, format, key_separator.as_deref()).map_err(io)?;
+                    printed += 1;
+                }
+                out.flush().map_err(io)?;
+                for (p, o) in unprinted {
+                    consumer.seek(&topic, p, o);
+                }
+            }
+            consumer.close().await.map_err(fail)?;
+        }
+        Command::Consume { topic, partition, from, count, format, key_separator, group: None } => {
             let from = parse_from(&from)?;
             let partitions: Vec<u32> = partition.into_iter().collect();
             let mut consumer =

@@ -12,6 +12,7 @@ mod consumer;
 pub mod drain;
 mod error;
 pub mod group;
+mod group_consumer;
 mod producer;
 mod record;
 pub mod table;
@@ -20,6 +21,7 @@ pub use client::{Client, ClientConfig, Route, TopicConfig};
 pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};
+pub use group_consumer::{GroupConsumer, GroupConsumerConfig, RebalanceListener, TopicPartition};
 pub use producer::{
     BatchDelivery, Deliveries, Delivery, PartialSend, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record,
     RecordMetadata,

@@ -115,3 +115,95 @@ async fn committed_offsets_survive_kill_9_members_are_fenced_and_admin_commands_
     let list = stdout(&broker.cli(&["group", "list"], ""));
     assert!(!list.contains("billing"), "{list}");
 }
+
+fn group_config(group: &str, topic: &str) -> cairn_client::GroupConsumerConfig {
+    let mut config = cairn_client::GroupConsumerConfig::new(group, &[topic]);
+    config.session_timeout = Duration::from_millis(1500);
+    config.auto_commit_interval = Some(Duration::from_millis(100));
+    config
+}
+
+/// Members join, one crashes (dropped without leaving: its session runs
+/// out), one leaves, with commits after processing. Every record is
+/// processed at least once, and live members never read the same
+/// partition at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_crashing_and_leaving_process_every_record_and_never_share_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let broker = Broker::start(&["--config", &cfg]);
+    let c = client(&broker).await;
+    c.create_topic("events", 6, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(c.clone(), ProducerConfig::default());
+    let n = 1200u32;
+    for i in 0..n {
+        let mut r = ProducerRecord::new("events", None::<Vec<u8>>, i.to_string());
+        r.partition = Some(i % 6);
+        producer.send(r).await.unwrap();
+    }
+    producer.flush().await;
+
+    let mut seen = std::collections::BTreeSet::new();
+    let mut members: Vec<Option<cairn_client::GroupConsumer>> = Vec::new();
+    let join = |c: Client| async move {
+        cairn_client::GroupConsumer::join(c, group_config("workers", "events")).await.unwrap()
+    };
+    members.push(Some(join(client(&broker).await).await));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut round = 0u32;
+    while seen.len() < n as usize {
+        assert!(Instant::now() < deadline, "only {} of {n} records processed", seen.len());
+        round += 1;
+        match round {
+            3 | 9 => members.push(Some(join(client(&broker).await).await)),
+            6 => members[0] = None, // crash: no leave, no commit
+            12 => {
+                let m = members[1].take().unwrap();
+                m.close().await.unwrap();
+            }
+            _ => {}
+        }
+        for m in members.iter_mut().flatten() {
+            // Few records per poll, so the membership changes land mid-stream.
+            let mut back = std::collections::BTreeMap::new();
+            for (i, r) in m.poll().await.unwrap().into_iter().enumerate() {
+                if i < 40 {
+                    seen.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+                } else {
+                    back.entry(r.partition).or_insert(r.offset);
+                }
+            }
+            for (p, o) in back {
+                m.seek("events", p, o);
+            }
+        }
+        let mut held = std::collections::BTreeSet::new();
+        for m in members.iter().flatten() {
+            for tp in m.positions().into_keys() {
+                assert!(held.insert(tp.clone()), "two live members read {tp:?}");
+            }
+        }
+    }
+    let expected: std::collections::BTreeSet<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected);
+    let info = c.describe_group("workers").await.unwrap();
+    assert_eq!(info.members.len(), 1, "the crashed member's session expired and one left: {info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_consume_with_a_group_continues_where_the_last_run_committed() {
+    let broker = Broker::start(&[]);
+    let c = client(&broker).await;
+    c.create_topic("log", 1, TopicConfig::default()).await.unwrap();
+    let lines: String = (0..30).fold(String::new(), |s, i| s + &format!("v{i}\n"));
+    assert!(broker.cli(&["produce", "log"], &lines).status.success());
+    let first = broker.cli(&["consume", "log", "--group", "readers", "--count", "10"], "");
+    assert!(first.status.success(), "{first:?}");
+    let second = broker.cli(&["consume", "log", "--group", "readers", "--count", "10"], "");
+    assert!(second.status.success(), "{second:?}");
+    let want = |r: std::ops::Range<i32>| r.fold(String::new(), |s, i| s + &format!("v{i}\n"));
+    assert_eq!(stdout(&first), want(0..10));
+    assert_eq!(stdout(&second), want(10..20), "the second run starts at the first's commit");
+    let describe = stdout(&broker.cli(&["group", "describe", "readers"], ""));
+    assert!(describe.contains("log\t0\t20\t30\t10\t-"), "{describe}");
+}
