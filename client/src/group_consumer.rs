@@ -176,14 +176,7 @@ impl GroupConsumer {
                 self.apply(&target).await
             }
             Err(e) if matches!(e.code(), Some(ErrorCode::FENCED_MEMBER_EPOCH | ErrorCode::UNKNOWN_MEMBER_ID)) => {
-                // Removed: everything is lost; join again at once.
-                let lost: Vec<TopicPartition> = self.positions().into_keys().collect();
-                self.readers.clear();
-                if let Some(l) = self.listener.as_mut() {
-                    l.on_lost(&lost);
-                }
-                self.epoch = 0;
-                self.next_heartbeat = Instant::now();
+                self.lose();
                 Ok(())
             }
             Err(e) => {
@@ -198,6 +191,19 @@ impl GroupConsumer {
         }
     }
 
+    /// Removed from the group (fenced, or its session expired): everything
+    /// it read is lost, uncommitted; it joins again at the next heartbeat.
+    fn lose(&mut self) {
+        let lost: Vec<TopicPartition> = self.positions().into_keys().collect();
+        self.readers.clear();
+        self.committed.clear();
+        if let Some(l) = self.listener.as_mut() {
+            l.on_lost(&lost);
+        }
+        self.epoch = 0;
+        self.next_heartbeat = Instant::now();
+    }
+
     /// Makes the readers hold exactly `target`.
     async fn apply(&mut self, target: &BTreeSet<TopicPartition>) -> Result<()> {
         let current: BTreeSet<TopicPartition> = self.positions().into_keys().collect();
@@ -208,7 +214,7 @@ impl GroupConsumer {
         }
         if !revoked.is_empty() {
             if self.config.auto_commit_interval.is_some() {
-                let positions = self.positions();
+                let positions = self.returned_positions();
                 let offsets: Vec<(TopicPartition, Offset)> =
                     revoked.iter().filter_map(|tp| positions.get(tp).map(|o| (tp.clone(), *o))).collect();
                 // A commit refused now (the member moved on) loses nothing
@@ -292,8 +298,20 @@ impl GroupConsumer {
         if let Some(at) = self.next_commit
             && Instant::now() >= at
         {
-            self.commit().await?;
             self.next_commit = self.config.auto_commit_interval.map(|i| Instant::now() + i);
+            match self.commit().await {
+                Ok(()) => {}
+                // Stale: the heartbeat below brings the new epoch; the next
+                // commit uses it.
+                Err(e) if e.code() == Some(ErrorCode::STALE_MEMBER_EPOCH) => {}
+                Err(e) if matches!(e.code(), Some(ErrorCode::FENCED_MEMBER_EPOCH | ErrorCode::UNKNOWN_MEMBER_ID)) => {
+                    self.lose();
+                }
+                Err(e) if e.code().is_some_and(ErrorCode::is_retriable) => {
+                    tracing::debug!(error = %e, "automatic commit failed; retried at the next one");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if Instant::now() >= self.next_heartbeat {
             self.heartbeat().await?;
@@ -319,8 +337,19 @@ impl GroupConsumer {
     /// Commits the position of every partition it reads (what the records
     /// returned so far reached).
     pub async fn commit(&mut self) -> Result<()> {
-        let positions: Vec<(TopicPartition, Offset)> = self.positions().into_iter().collect();
+        let positions: Vec<(TopicPartition, Offset)> = self.returned_positions().into_iter().collect();
         self.commit_positions(positions).await
+    }
+
+    /// Positions that records already returned reached: a reader holding
+    /// records a failed poll did not return is past them, so its topic is
+    /// left out until they are returned.
+    fn returned_positions(&self) -> BTreeMap<TopicPartition, Offset> {
+        self.readers
+            .iter()
+            .filter(|(_, r)| !r.has_buffered())
+            .flat_map(|(t, r)| r.positions().iter().map(move |(p, o)| ((t.clone(), *p), *o)))
+            .collect()
     }
 
     async fn commit_positions(&mut self, positions: Vec<(TopicPartition, Offset)>) -> Result<()> {
@@ -351,9 +380,8 @@ impl GroupConsumer {
     /// Commits (automatic mode) and leaves the group, so its partitions go
     /// to the others at once.
     pub async fn close(mut self) -> Result<()> {
-        if self.config.auto_commit_interval.is_some() {
-            self.commit().await?;
-        }
+        // Leave even when the commit fails, so the partitions move at once.
+        let committed = if self.config.auto_commit_interval.is_some() { self.commit().await } else { Ok(()) };
         let request = GroupHeartbeatRequest {
             group: self.config.group.clone(),
             member: self.member.clone(),
@@ -364,7 +392,8 @@ impl GroupConsumer {
             session_timeout_ms: self.config.session_timeout.as_millis() as u32,
             rebalance_timeout_ms: self.config.rebalance_timeout.as_millis() as u32,
         };
-        self.client.group_heartbeat(request).await.map(|_| ())
+        let left = self.client.group_heartbeat(request).await.map(|_| ());
+        committed.and(left)
     }
 }
 

@@ -207,3 +207,38 @@ async fn cairn_consume_with_a_group_continues_where_the_last_run_committed() {
     let describe = stdout(&broker.cli(&["group", "describe", "readers"], ""));
     assert!(describe.contains("log\t0\t20\t30\t10\t-"), "{describe}");
 }
+
+/// A member whose session ran out (it stopped polling) is told so at its
+/// next poll: it drops what it read and joins again, instead of failing
+/// every poll after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_for_a_lapsed_session_rejoins_at_its_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let broker = Broker::start(&["--config", &cfg]);
+    let c = client(&broker).await;
+    c.create_topic("jobs", 2, TopicConfig::default()).await.unwrap();
+    let mut config = group_config("lapsed", "jobs");
+    config.session_timeout = Duration::from_secs(1);
+    let mut m = cairn_client::GroupConsumer::join(c.clone(), config).await.unwrap();
+    let first = m.member_epoch();
+    assert!(first > 0 && m.positions().len() == 2);
+    // Records read and not yet committed: the commit is due at the next poll.
+    assert!(broker.cli(&["produce", "jobs", "--partition", "0"], "a\nb\n").status.success());
+    let mut got = 0;
+    while got < 2 {
+        got += m.poll().await.unwrap().len();
+    }
+    // Longer than the session: the coordinator removes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.describe_group("lapsed").await.unwrap().members.is_empty() {
+        assert!(Instant::now() < deadline, "the member was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its next polls fail nothing, and it is back with both partitions.
+    while m.positions().len() < 2 || c.describe_group("lapsed").await.unwrap().members.len() != 1 {
+        assert!(Instant::now() < deadline, "the member never came back");
+        m.poll().await.unwrap();
+    }
+    assert_eq!(c.describe_group("lapsed").await.unwrap().members[0].member, m.member_id());
+}

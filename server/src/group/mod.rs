@@ -39,9 +39,10 @@ use crate::shard::Shard;
 /// The internal topic of committed offsets and group state.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// Records per appended batch at most, so forgetting a large group does
-/// not make a batch larger than the broker accepts.
-const RECORDS_PER_BATCH_MAX: usize = 1000;
+/// Encoded bytes per appended batch at most, well under the broker's
+/// batch limit (1 MiB by default), so forgetting a large group does not
+/// make a batch the log refuses.
+const BATCH_RECORD_BYTES_MAX: usize = 256 << 10;
 
 /// Which offsets partition holds `group`.
 pub fn partition_of(group: &str, partitions: u32) -> u32 {
@@ -68,6 +69,10 @@ struct Slot {
     state: RefCell<Option<(u64, Coordinator)>>,
     /// Held while loading, so one replay runs at a time.
     loading: futures::lock::Mutex<()>,
+    /// Held by a call from its change in memory until its records are
+    /// committed: no call sees, or builds on, state the log may yet lose,
+    /// and a failed append drops the state before the next call runs.
+    turn: futures::lock::Mutex<()>,
 }
 
 /// The coordinators of the offsets partitions this shard owns.
@@ -137,18 +142,25 @@ fn describe(d: GroupDescription) -> GroupInfo {
 }
 
 /// The records of one call as batches to append.
-fn batches(records: &[GroupRecord], at: Millis) -> Vec<Bytes> {
-    records
-        .chunks(RECORDS_PER_BATCH_MAX)
-        .map(|chunk| {
-            let mut b = BatchBuilder::new();
-            for r in chunk {
-                let (k, v) = r.encode();
-                b.push(RecordInput::new(Some(&k), v.as_deref(), Timestamp(at.0 as i64)));
-            }
-            Bytes::from(b.build().expect("group records make a valid batch"))
-        })
-        .collect()
+fn batches(records: &[GroupRecord], at: Millis) -> Result<Vec<Bytes>, ServiceError> {
+    let mut out = Vec::new();
+    let mut b = BatchBuilder::new();
+    let mut bytes = 0;
+    for r in records {
+        let (k, v) = r.encode();
+        let len = k.len() + v.as_ref().map_or(0, Bytes::len);
+        if bytes > 0 && bytes + len > BATCH_RECORD_BYTES_MAX {
+            out.push(Bytes::from(b.build().map_err(|e| ServiceError::InvalidRequest(e.to_string()))?));
+            b = BatchBuilder::new();
+            bytes = 0;
+        }
+        b.push(RecordInput::new(Some(&k), v.as_deref(), Timestamp(at.0 as i64)));
+        bytes += len;
+    }
+    if bytes > 0 {
+        out.push(Bytes::from(b.build().map_err(|e| ServiceError::InvalidRequest(e.to_string()))?));
+    }
+    Ok(out)
 }
 
 impl<R: Runtime> Shard<R> {
@@ -173,6 +185,16 @@ impl<R: Runtime> Shard<R> {
             GroupRequest::ListGroups => unreachable!("answered above"),
         };
         validate_group_id(&group).map_err(|code| from_code(code, &group))?;
+        let names: Vec<&str> = match &req {
+            GroupRequest::Heartbeat(h) => h.subscription.iter().flatten().map(String::as_str).collect(),
+            GroupRequest::OffsetCommit { offsets, .. } | GroupRequest::ResetOffsets { offsets, .. } => {
+                offsets.iter().map(|o| o.topic.as_str()).collect()
+            }
+            _ => Vec::new(),
+        };
+        for name in names {
+            protocol::names::validate_topic_name(name).map_err(ServiceError::InvalidTopicName)?;
+        }
         let partitions = self.offsets_topic(ctx).await?;
         let partition = partition_of(&group, partitions);
         if let GroupRequest::FindCoordinator { .. } = req {
@@ -316,7 +338,14 @@ impl<R: Runtime> Shard<R> {
         if records.is_empty() {
             return Ok(());
         }
-        let appends: Vec<_> = batches(records, now()).iter().map(|b| partition.append(b, Acks::All, false)).collect();
+        let batches = match batches(records, now()) {
+            Ok(b) => b,
+            Err(e) => {
+                *slot.state.borrow_mut() = None;
+                return Err(e);
+            }
+        };
+        let appends: Vec<_> = batches.iter().map(|b| partition.append(b, Acks::All, false)).collect();
         let mut failed = None;
         for append in appends {
             if let Err(e) = append.await {
@@ -344,6 +373,8 @@ impl<R: Runtime> Shard<R> {
         client_id: &str,
         req: GroupRequest,
     ) -> Result<GroupResponse, ServiceError> {
+        let waiting = self.slot(partition.tp.partition.0);
+        let _turn = waiting.turn.lock().await;
         let slot = self.loaded(partition).await?;
         let at = now();
         let with = |f: &mut dyn FnMut(&mut Coordinator)| {
@@ -480,6 +511,8 @@ impl<R: Runtime> Shard<R> {
         let retention = self.config.groups.offsets_retention_ms;
         let mut committed: Vec<(String, String, u32, u64)> = Vec::new();
         for partition in self.owned_offsets_partitions() {
+            let waiting = self.slot(partition.tp.partition.0);
+            let _turn = waiting.turn.lock().await;
             let Ok(slot) = self.loaded(&partition).await else { continue };
             let records = {
                 let mut state = slot.state.borrow_mut();
