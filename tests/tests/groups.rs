@@ -242,3 +242,20 @@ async fn a_member_removed_for_a_lapsed_session_rejoins_at_its_next_poll() {
     }
     assert_eq!(c.describe_group("lapsed").await.unwrap().members[0].member, m.member_id());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_produce_to_delete_or_alter_the_offsets_topic() {
+    let broker = Broker::start(&[]);
+    let c = client(&broker).await;
+    c.commit_offsets("g", "", -1, vec![commit(0, 1)]).await.unwrap();
+    for args in [
+        vec!["produce", "__consumer_offsets", "--partition", "0"],
+        vec!["topic", "delete", "__consumer_offsets"],
+        vec!["topic", "alter", "__consumer_offsets", "--config", "cleanup.policy=delete"],
+    ] {
+        let out = broker.cli(&args, "x\n");
+        assert!(!out.status.success(), "{args:?} was allowed");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_REQUEST"), "{args:?}: {out:?}");
+    }
+    assert_eq!(c.committed_offsets("g", Vec::new()).await.unwrap().len(), 1, "the group's offsets are intact");
+}

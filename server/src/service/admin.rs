@@ -58,6 +58,18 @@ fn store_error(what: &str, e: &std::io::Error) -> ServiceError {
     if engine::is_enospc(e) { ServiceError::DiskFull(message) } else { ServiceError::Storage(message) }
 }
 
+/// The internal topic of group state is the coordinators' alone: a client
+/// that deleted it, changed its cleanup policy or wrote into it would lose
+/// or corrupt every group's offsets.
+pub(crate) fn refuse_internal(name: &str) -> Result<(), ServiceError> {
+    if name == crate::group::OFFSETS_TOPIC {
+        return Err(ServiceError::InvalidRequest(format!(
+            "{name} is internal: it holds the consumer groups' state, written only by their coordinators"
+        )));
+    }
+    Ok(())
+}
+
 impl<R: Runtime> Shard<R> {
     pub fn list_topics(&self) -> Vec<(String, u32)> {
         self.topic_list().iter().map(|t| (t.meta.name.clone(), t.meta.partitions)).collect()
@@ -76,6 +88,7 @@ impl<R: Runtime> Shard<R> {
 
     pub async fn delete_topic(self: &Rc<Self>, ctx: &ConnContext, name: String) -> Result<(), ServiceError> {
         tracing::debug!(client = ctx.client_id, topic = name, "delete topic");
+        refuse_internal(&name)?;
         self.invoke_on(CONTROLLER, move |c| async move { c.controller_delete(name).await }).await?
     }
 
@@ -86,6 +99,7 @@ impl<R: Runtime> Shard<R> {
         change: ConfigChange,
     ) -> Result<(), ServiceError> {
         tracing::debug!(client = ctx.client_id, topic = name, "alter topic config");
+        refuse_internal(&name)?;
         self.invoke_on(CONTROLLER, move |c| async move { c.controller_alter(name, change).await }).await?
     }
 

@@ -73,27 +73,28 @@ impl<R: Runtime> Shard<R> {
         let acks = request.acks;
         let forward = request.forward;
         for p in request.partitions {
-            let pending = match self.resolve(&p.topic, p.partition) {
-                Err(e) => futures::future::Either::Left(std::future::ready(Err(e))),
-                Ok((tp, owner)) => {
-                    let batch = p.batch;
-                    let reply = self
-                        .start_on(owner, move |shard| {
-                            let append = shard
-                                .refuse_keyless(tp, &batch)
-                                .and_then(|()| shard.partition(tp))
-                                .map(|partition| partition.append(&batch, acks, forward));
-                            async move {
-                                match append {
-                                    Ok(append) => append.await,
-                                    Err(e) => Err(e),
+            let pending =
+                match super::admin::refuse_internal(&p.topic).and_then(|()| self.resolve(&p.topic, p.partition)) {
+                    Err(e) => futures::future::Either::Left(std::future::ready(Err(e))),
+                    Ok((tp, owner)) => {
+                        let batch = p.batch;
+                        let reply = self
+                            .start_on(owner, move |shard| {
+                                let append = shard
+                                    .refuse_keyless(tp, &batch)
+                                    .and_then(|()| shard.partition(tp))
+                                    .map(|partition| partition.append(&batch, acks, forward));
+                                async move {
+                                    match append {
+                                        Ok(append) => append.await,
+                                        Err(e) => Err(e),
+                                    }
                                 }
-                            }
-                        })
-                        .await;
-                    futures::future::Either::Right(async move { reply.await? })
-                }
-            };
+                            })
+                            .await;
+                        futures::future::Either::Right(async move { reply.await? })
+                    }
+                };
             started.push(pending);
         }
         let timeout_ms = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX);
