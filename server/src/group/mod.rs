@@ -75,6 +75,16 @@ struct Slot {
     turn: futures::lock::Mutex<()>,
 }
 
+impl Slot {
+    /// Runs `f` on the loaded coordinator (the caller holds the turn and
+    /// loaded it: no await in between).
+    fn with<T>(&self, f: impl FnOnce(&mut Coordinator) -> T) -> T {
+        let mut state = self.state.borrow_mut();
+        let (_, c) = state.as_mut().expect("loaded by the caller");
+        f(c)
+    }
+}
+
 /// The coordinators of the offsets partitions this shard owns.
 #[derive(Default)]
 pub struct GroupShard {
@@ -377,11 +387,6 @@ impl<R: Runtime> Shard<R> {
         let _turn = waiting.turn.lock().await;
         let slot = self.loaded(partition).await?;
         let at = now();
-        let with = |f: &mut dyn FnMut(&mut Coordinator)| {
-            let mut state = slot.state.borrow_mut();
-            let (_, c) = state.as_mut().expect("loaded");
-            f(c);
-        };
         let mut records = Vec::new();
         let result: Result<GroupResponse, ErrorCode>;
         let group_name: String;
@@ -410,9 +415,7 @@ impl<R: Runtime> Shard<R> {
                     session_timeout_ms: h.session_timeout_ms,
                     rebalance_timeout_ms: h.rebalance_timeout_ms,
                 };
-                let mut out = None;
-                with(&mut |c| out = Some(c.heartbeat(&call, &topics, at)));
-                let o = out.expect("ran");
+                let o = slot.with(|c| c.heartbeat(&call, &topics, at));
                 records = o.records;
                 result = o.result.map(|r| {
                     GroupResponse::Heartbeat(GroupHeartbeatResponse {
@@ -424,26 +427,20 @@ impl<R: Runtime> Shard<R> {
             }
             GroupRequest::OffsetCommit { group, member, member_epoch, offsets } => {
                 let offsets = to_commits(offsets);
-                let mut out = None;
-                with(&mut |c| out = Some(c.commit(&group, &member, MemberEpoch(member_epoch), &offsets, at)));
-                let o = out.expect("ran");
+                let o = slot.with(|c| c.commit(&group, &member, MemberEpoch(member_epoch), &offsets, at));
                 records = o.records;
                 result = o.result.map(|()| GroupResponse::OffsetCommit);
                 group_name = group;
             }
             GroupRequest::ResetOffsets { group, offsets } => {
                 let offsets = to_commits(offsets);
-                let mut out = None;
-                with(&mut |c| out = Some(c.reset_offsets(&group, &offsets, at)));
-                let o = out.expect("ran");
+                let o = slot.with(|c| c.reset_offsets(&group, &offsets, at));
                 records = o.records;
                 result = o.result.map(|()| GroupResponse::ResetOffsets);
                 group_name = group;
             }
             GroupRequest::DeleteGroup { group } => {
-                let mut out = None;
-                with(&mut |c| out = Some(c.delete(&group)));
-                let o = out.expect("ran");
+                let o = slot.with(|c| c.delete(&group));
                 records = o.records;
                 result = o.result.map(|()| GroupResponse::DeleteGroup);
                 group_name = group;
@@ -451,15 +448,13 @@ impl<R: Runtime> Shard<R> {
             GroupRequest::OffsetFetch { group, partitions } => {
                 let wanted: Vec<(String, u32)> =
                     partitions.iter().flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), *p))).collect();
-                let mut out = None;
-                with(&mut |c| out = Some(c.committed(&group, (!wanted.is_empty()).then_some(wanted.as_slice()))));
-                result = out.expect("ran").map(|o| GroupResponse::OffsetFetch(committed_entries(&o)));
+                result = slot
+                    .with(|c| c.committed(&group, (!wanted.is_empty()).then_some(wanted.as_slice())))
+                    .map(|o| GroupResponse::OffsetFetch(committed_entries(&o)));
                 group_name = group;
             }
             GroupRequest::DescribeGroup { group } => {
-                let mut out = None;
-                with(&mut |c| out = Some(c.describe(&group)));
-                result = out.expect("ran").map(|d| GroupResponse::DescribeGroup(describe(d)));
+                result = slot.with(|c| c.describe(&group)).map(|d| GroupResponse::DescribeGroup(describe(d)));
                 group_name = group;
             }
             GroupRequest::FindCoordinator { .. } | GroupRequest::ListGroups => {
