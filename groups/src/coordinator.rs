@@ -12,6 +12,7 @@ use protocol::ErrorCode;
 use protocol::names::validate_topic_name;
 
 use crate::assignor::Assignor;
+use crate::queue::{QueueLimits, Queues};
 use crate::group::{Group, Member, MemberState};
 use crate::records::{Committed, GroupMeta, GroupRecord, MemberRecord, Target};
 use crate::types::{Assignment, GroupEpoch, MemberEpoch, Millis, assignment_has};
@@ -27,6 +28,7 @@ pub struct Limits {
     pub session_timeout_ms_max: u32,
     /// How often members are told to heartbeat.
     pub heartbeat_interval_ms: u32,
+    pub queue: QueueLimits,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             session_timeout_ms_min: 1000,
             session_timeout_ms_max: 300_000,
             heartbeat_interval_ms: 1000,
+            queue: QueueLimits::default(),
         }
     }
 }
@@ -119,6 +122,7 @@ pub struct GroupDescription {
 pub struct Coordinator {
     groups: BTreeMap<String, Group>,
     limits: Limits,
+    queues: Queues,
 }
 
 pub fn validate_group_id(group: &str) -> Result<(), ErrorCode> {
@@ -148,7 +152,17 @@ impl Coordinator {
     pub fn new(limits: Limits) -> Coordinator {
         assert!(limits.groups_max >= 1 && limits.group_members_max >= 1, "{limits:?}");
         assert!(limits.session_timeout_ms_min <= limits.session_timeout_ms_max, "{limits:?}");
-        Coordinator { groups: BTreeMap::new(), limits }
+        let queues = Queues::new(limits.queue.clone());
+        Coordinator { groups: BTreeMap::new(), limits, queues }
+    }
+
+    /// The queue groups of the same offsets partition.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    pub fn queues_mut(&mut self) -> &mut Queues {
+        &mut self.queues
     }
 
     pub fn limits(&self) -> &Limits {
@@ -487,6 +501,7 @@ impl Coordinator {
     pub fn replay(&mut self, record: GroupRecord, now: Millis) {
         let id = record.group().to_owned();
         match record {
+            GroupRecord::Queue { queue, topic, partition, value } => self.queues.replay(queue, topic, partition, value),
             GroupRecord::Group { value: None, .. } => {
                 self.groups.remove(&id);
             }

@@ -8,10 +8,12 @@
 pub mod assignor;
 pub mod coordinator;
 pub mod group;
+pub mod queue;
 pub mod records;
 pub mod types;
 
 pub use assignor::Assignor;
 pub use coordinator::{CommitOffset, Coordinator, Heartbeat, HeartbeatReply, Limits, Outcome};
+pub use queue::{Queues, QueueLimits};
 pub use records::GroupRecord;
 pub use types::{Assignment, GroupEpoch, MemberEpoch, Millis};

@@ -16,12 +16,14 @@ use bytes::Bytes;
 use protocol::codec::{DecodeError, Reader, Writer};
 
 use crate::assignor::Assignor;
+use crate::queue::{Entry, QueuePartition, Reason, State};
 use crate::types::{Assignment, GroupEpoch, MemberEpoch, Millis};
 
 const KIND_OFFSET: u16 = 0;
 const KIND_GROUP: u16 = 1;
 const KIND_MEMBER: u16 = 2;
 const KIND_TARGET: u16 = 3;
+const KIND_QUEUE: u16 = 4;
 const VALUE_VERSION: u16 = 0;
 
 /// A committed offset.
@@ -71,6 +73,8 @@ pub enum GroupRecord {
     Group { group: String, value: Option<GroupMeta> },
     Member { group: String, member: String, value: Option<MemberRecord> },
     Target { group: String, value: Option<Target> },
+    /// One partition of a queue group, whole.
+    Queue { queue: String, topic: String, partition: u32, value: Option<QueuePartition> },
 }
 
 impl GroupRecord {
@@ -80,6 +84,7 @@ impl GroupRecord {
             | GroupRecord::Group { group, .. }
             | GroupRecord::Member { group, .. }
             | GroupRecord::Target { group, .. } => group,
+            GroupRecord::Queue { queue, .. } => queue,
         }
     }
 
@@ -141,6 +146,13 @@ impl GroupRecord {
                         write_assignment(w, a);
                     });
                 })
+            }
+            GroupRecord::Queue { queue, topic, partition, value } => {
+                k.u16(KIND_QUEUE);
+                k.string(queue);
+                k.string(topic);
+                k.u32(*partition);
+                value.as_ref().map(|p| write_queue_partition(&mut v, p))
             }
         };
         (k.into_bytes(), tombstone.map(|()| v.into_bytes()))
@@ -224,6 +236,15 @@ impl GroupRecord {
                 };
                 GroupRecord::Target { group, value }
             }
+            KIND_QUEUE => {
+                let topic = k.string()?;
+                let partition = k.u32()?;
+                let value = match v.as_mut() {
+                    Some(r) => Some(read_queue_partition(r)?),
+                    None => None,
+                };
+                GroupRecord::Queue { queue: group, topic, partition, value }
+            }
             other => return Err(DecodeError::Invalid { what: "group record kind", value: i64::from(other) }),
         };
         k.finish()?;
@@ -232,6 +253,96 @@ impl GroupRecord {
         }
         Ok(record)
     }
+}
+
+/// A run: `first u64, count u32, deliveries u16, state u8` (0 available,
+/// 1 acquired, 2 dead letter, 3 dead letter held), `reason u8`, `time u64`
+/// (available from, or locked until; 0), `member string` (or empty).
+/// In-flight records one partition's record may hold at most: far above
+/// any in-flight limit, so a damaged record cannot make a replay allocate
+/// without bound.
+const QUEUE_ENTRIES_MAX: u64 = 1 << 20;
+
+const QUEUE_RUN_BYTES_MIN: usize = 8 + 4 + 2 + 1 + 1 + 8 + 2;
+
+fn run_key(e: &Entry) -> (u16, u8, u8, u64, &str) {
+    match &e.state {
+        State::Available { at } => (e.deliveries, 0, 0, at.0, ""),
+        State::Acquired { member, until } => (e.deliveries, 1, 0, until.0, member),
+        State::DeadLetter { reason, holder: None } => (e.deliveries, 2, reason.code(), 0, ""),
+        State::DeadLetter { reason, holder: Some((member, until)) } => (e.deliveries, 3, reason.code(), until.0, member),
+    }
+}
+
+fn write_queue_partition(v: &mut Writer, p: &QueuePartition) {
+    v.u64(p.start);
+    v.u64(p.next);
+    v.u64(p.acked);
+    v.u64(p.dead_lettered);
+    v.u64(p.skipped);
+    let mut runs: Vec<(u64, u32, &Entry)> = Vec::new();
+    for (&o, e) in &p.entries {
+        if let Some((first, count, prev)) = runs.last_mut()
+            && *first + u64::from(*count) == o
+            && run_key(prev) == run_key(e)
+        {
+            *count += 1;
+            continue;
+        }
+        runs.push((o, 1, e));
+    }
+    v.array(&runs, |w, (first, count, e)| {
+        let (deliveries, state, reason, time, member) = run_key(e);
+        w.u64(*first);
+        w.u32(*count);
+        w.u16(deliveries);
+        w.u8(state);
+        w.u8(reason);
+        w.u64(time);
+        w.string(member);
+    });
+}
+
+fn read_queue_partition(r: &mut Reader) -> Result<QueuePartition, DecodeError> {
+    let invalid = |what: &'static str, value: u64| DecodeError::Invalid { what, value: value as i64 };
+    let mut p = QueuePartition {
+        start: r.u64()?,
+        next: r.u64()?,
+        acked: r.u64()?,
+        dead_lettered: r.u64()?,
+        skipped: r.u64()?,
+        entries: std::collections::BTreeMap::new(),
+    };
+    let runs = r.count("queue runs", QUEUE_RUN_BYTES_MIN)?;
+    let mut end = p.start;
+    for _ in 0..runs {
+        let first = r.u64()?;
+        let count = r.u32()?;
+        let deliveries = r.u16()?;
+        let state = r.u8()?;
+        let reason = r.u8()?;
+        let time = Millis(r.u64()?);
+        let member = r.string()?;
+        let last = first.checked_add(u64::from(count)).ok_or(invalid("queue run end", first))?;
+        if count == 0 || first < end || last > p.next || last - p.start > QUEUE_ENTRIES_MAX {
+            return Err(invalid("queue run", first));
+        }
+        end = last;
+        let reason = Reason::from_code(reason).ok_or(invalid("dead-letter reason", u64::from(reason)))?;
+        let member: std::sync::Arc<str> = std::sync::Arc::from(member.as_str());
+        let state = match state {
+            0 => State::Available { at: time },
+            1 => State::Acquired { member, until: time },
+            2 => State::DeadLetter { reason, holder: None },
+            3 => State::DeadLetter { reason, holder: Some((member, time)) },
+            s => return Err(invalid("queue record state", u64::from(s))),
+        };
+        for o in first..last {
+            p.entries.insert(o, Entry { state: state.clone(), deliveries });
+        }
+    }
+    p.check().map_err(|what| invalid(what, p.start))?;
+    Ok(p)
 }
 
 fn read_epoch(r: &mut Reader) -> Result<MemberEpoch, DecodeError> {

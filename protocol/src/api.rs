@@ -39,10 +39,13 @@ pub enum ApiKey {
     DescribeGroup = 19,
     DeleteGroup = 20,
     ResetOffsets = 21,
+    QueueFetch = 22,
+    DescribeQueue = 23,
+    DeleteQueue = 24,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 22] = [
+    pub const ALL: [ApiKey; 25] = [
         ApiKey::Handshake,
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
@@ -65,6 +68,9 @@ impl ApiKey {
         ApiKey::DescribeGroup,
         ApiKey::DeleteGroup,
         ApiKey::ResetOffsets,
+        ApiKey::QueueFetch,
+        ApiKey::DescribeQueue,
+        ApiKey::DeleteQueue,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -115,7 +121,15 @@ impl ApiKey {
             ApiKey::DescribeGroup => "describe_group",
             ApiKey::DeleteGroup => "delete_group",
             ApiKey::ResetOffsets => "reset_offsets",
+            ApiKey::QueueFetch => "queue_fetch",
+            ApiKey::DescribeQueue => "describe_queue",
+            ApiKey::DeleteQueue => "delete_queue",
         }
+    }
+
+    /// A consumer-group or queue-group API (answered by a coordinator).
+    pub fn is_group(self) -> bool {
+        (ApiKey::FindCoordinator as u16..=ApiKey::DeleteQueue as u16).contains(&(self as u16))
     }
 }
 
@@ -539,7 +553,10 @@ impl Request {
             | ApiKey::ListGroups
             | ApiKey::DescribeGroup
             | ApiKey::DeleteGroup
-            | ApiKey::ResetOffsets => Request::Group(GroupRequest::decode_body(api_key, r)?.expect("a group API key")),
+            | ApiKey::ResetOffsets
+            | ApiKey::QueueFetch
+            | ApiKey::DescribeQueue
+            | ApiKey::DeleteQueue => Request::Group(GroupRequest::decode_body(api_key, r)?.expect("a group API key")),
             ApiKey::Produce => {
                 let acks = match r.u8()? {
                     0 => Acks::None,
@@ -979,9 +996,10 @@ impl Response {
             | ApiKey::ListGroups
             | ApiKey::DescribeGroup
             | ApiKey::DeleteGroup
-            | ApiKey::ResetOffsets => {
-                Response::Group(GroupResponse::decode_body(api_key, r)?.expect("a group API key"))
-            }
+            | ApiKey::ResetOffsets
+            | ApiKey::QueueFetch
+            | ApiKey::DescribeQueue
+            | ApiKey::DeleteQueue => Response::Group(GroupResponse::decode_body(api_key, r)?.expect("a group API key")),
             ApiKey::Metadata => Response::Metadata(MetadataResponse {
                 node_id: r.u32()?,
                 controller: read_opt_u32(r, "controller")?,

@@ -93,6 +93,7 @@ codes! {
     GROUP_MAX_SIZE_REACHED = 44, "the group has as many members as it may", false;
     NOT_COORDINATOR = 45, "this broker is not the group's coordinator; find it again", true;
     COORDINATOR_LOAD_IN_PROGRESS = 46, "the coordinator is still loading its groups from the offsets topic", true;
+    INVALID_RECORD_STATE = 47, "the records are not held by this consumer (its lock ran out, or another consumer holds them): they will be delivered again", false;
 }
 
 impl ErrorCode {

@@ -48,6 +48,32 @@ fn samples() -> Vec<GroupRecord> {
             }),
         },
         GroupRecord::Target { group: "billing".into(), value: None },
+        GroupRecord::Queue {
+            queue: "jobs".into(),
+            topic: "orders".into(),
+            partition: 1,
+            value: Some(crate::queue::QueuePartition {
+                start: 40,
+                next: 45,
+                entries: BTreeMap::from([
+                    (40, Entry { state: State::Available { at: Millis(7) }, deliveries: 2 }),
+                    (41, Entry { state: State::Acquired { member: "w1".into(), until: Millis(9) }, deliveries: 1 }),
+                    (42, Entry { state: State::Acquired { member: "w1".into(), until: Millis(9) }, deliveries: 1 }),
+                    (43, Entry { state: State::DeadLetter { reason: Reason::Rejected, holder: None }, deliveries: 1 }),
+                    (
+                        44,
+                        Entry {
+                            state: State::DeadLetter { reason: Reason::DeliveryLimit, holder: Some(("w2".into(), Millis(3))) },
+                            deliveries: 5,
+                        },
+                    ),
+                ]),
+                acked: 30,
+                dead_lettered: 4,
+                skipped: 6,
+            }),
+        },
+        GroupRecord::Queue { queue: "jobs".into(), topic: "orders".into(), partition: 1, value: None },
     ]
 }
 

@@ -81,6 +81,83 @@ pub struct GroupInfo {
     pub offsets: Vec<CommittedEntry>,
 }
 
+/// What a queue consumer says of `first..=last` of a partition: `kind` 0
+/// accept, 1 release (after `delay_ms`), 2 reject, 3 gap (no record
+/// there), 4 dead-lettered (copied to the dead-letter topic as told).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueAck {
+    pub topic: String,
+    pub partition: u32,
+    pub first: u64,
+    pub last: u64,
+    pub kind: u8,
+    pub delay_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFetchRequest {
+    pub queue: String,
+    pub member: String,
+    pub topics: Vec<String>,
+    pub acks: Vec<QueueAck>,
+    /// 0: acks alone.
+    pub records_max: u32,
+    pub lock_ms: u32,
+}
+
+/// Records locked to the consumer: `dead_letter` 0 to process them, 1
+/// (rejected) or 2 (delivery limit) to copy them to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquiredRange {
+    pub topic: String,
+    pub partition: u32,
+    pub first: u64,
+    pub last: u64,
+    pub deliveries: u16,
+    pub dead_letter: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFetchResponse {
+    /// One code per ack, in order.
+    pub ack_errors: Vec<u16>,
+    pub acquired: Vec<AcquiredRange>,
+    pub lock_until_ms: u64,
+    pub dead_letter_topic: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMemberInfo {
+    pub member: String,
+    pub last_seen_ms: u64,
+    pub holding: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePartitionInfo {
+    pub topic: String,
+    pub partition: u32,
+    /// Every offset below is done; the first offset never handed out.
+    pub start: u64,
+    pub next: u64,
+    pub acked: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+    pub available: u64,
+    pub acquired: u64,
+    pub dead_letter_pending: u64,
+    /// In-flight records by delivery count.
+    pub deliveries: Vec<(u16, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub queue: String,
+    pub dead_letter_topic: String,
+    pub members: Vec<QueueMemberInfo>,
+    pub partitions: Vec<QueuePartitionInfo>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRequest {
     /// Which partition of the offsets topic holds the group (creating the
@@ -112,6 +189,15 @@ pub enum GroupRequest {
         group: String,
         offsets: Vec<CommitEntry>,
     },
+    /// A queue consumer's acks, then its next records.
+    QueueFetch(QueueFetchRequest),
+    DescribeQueue {
+        queue: String,
+    },
+    /// Forgets a queue nobody holds records of.
+    DeleteQueue {
+        queue: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +210,9 @@ pub enum GroupResponse {
     DescribeGroup(GroupInfo),
     DeleteGroup,
     ResetOffsets,
+    QueueFetch(QueueFetchResponse),
+    DescribeQueue(QueueInfo),
+    DeleteQueue,
 }
 
 impl GroupRequest {
@@ -137,6 +226,9 @@ impl GroupRequest {
             GroupRequest::DescribeGroup { .. } => ApiKey::DescribeGroup,
             GroupRequest::DeleteGroup { .. } => ApiKey::DeleteGroup,
             GroupRequest::ResetOffsets { .. } => ApiKey::ResetOffsets,
+            GroupRequest::QueueFetch(_) => ApiKey::QueueFetch,
+            GroupRequest::DescribeQueue { .. } => ApiKey::DescribeQueue,
+            GroupRequest::DeleteQueue { .. } => ApiKey::DeleteQueue,
         }
     }
 
@@ -144,7 +236,24 @@ impl GroupRequest {
         match self {
             GroupRequest::FindCoordinator { group }
             | GroupRequest::DescribeGroup { group }
-            | GroupRequest::DeleteGroup { group } => w.string(group),
+            | GroupRequest::DeleteGroup { group }
+            | GroupRequest::DescribeQueue { queue: group }
+            | GroupRequest::DeleteQueue { queue: group } => w.string(group),
+            GroupRequest::QueueFetch(q) => {
+                w.string(&q.queue);
+                w.string(&q.member);
+                w.array(&q.topics, |w, t| w.string(t));
+                w.array(&q.acks, |w, a| {
+                    w.string(&a.topic);
+                    w.u32(a.partition);
+                    w.u64(a.first);
+                    w.u64(a.last);
+                    w.u8(a.kind);
+                    w.u32(a.delay_ms);
+                });
+                w.u32(q.records_max);
+                w.u32(q.lock_ms);
+            }
             GroupRequest::Heartbeat(h) => {
                 w.string(&h.group);
                 w.string(&h.member);
@@ -197,6 +306,25 @@ impl GroupRequest {
             ApiKey::DescribeGroup => GroupRequest::DescribeGroup { group: r.string()? },
             ApiKey::DeleteGroup => GroupRequest::DeleteGroup { group: r.string()? },
             ApiKey::ResetOffsets => GroupRequest::ResetOffsets { group: r.string()?, offsets: read_commits(r)? },
+            ApiKey::QueueFetch => GroupRequest::QueueFetch(QueueFetchRequest {
+                queue: r.string()?,
+                member: r.string()?,
+                topics: r.array("topics", 2, Reader::string)?,
+                acks: r.array("acks", 27, |r| {
+                    Ok(QueueAck {
+                        topic: r.string()?,
+                        partition: r.u32()?,
+                        first: r.u64()?,
+                        last: r.u64()?,
+                        kind: r.u8()?,
+                        delay_ms: r.u32()?,
+                    })
+                })?,
+                records_max: r.u32()?,
+                lock_ms: r.u32()?,
+            }),
+            ApiKey::DescribeQueue => GroupRequest::DescribeQueue { queue: r.string()? },
+            ApiKey::DeleteQueue => GroupRequest::DeleteQueue { queue: r.string()? },
             _ => return Ok(None),
         }))
     }
@@ -214,7 +342,52 @@ impl GroupResponse {
                 w.u32(h.heartbeat_interval_ms);
                 write_tps(w, &h.assignment);
             }
-            GroupResponse::OffsetCommit | GroupResponse::DeleteGroup | GroupResponse::ResetOffsets => {}
+            GroupResponse::OffsetCommit
+            | GroupResponse::DeleteGroup
+            | GroupResponse::ResetOffsets
+            | GroupResponse::DeleteQueue => {}
+            GroupResponse::QueueFetch(q) => {
+                w.array(&q.ack_errors, |w, c| w.u16(*c));
+                w.array(&q.acquired, |w, a| {
+                    w.string(&a.topic);
+                    w.u32(a.partition);
+                    w.u64(a.first);
+                    w.u64(a.last);
+                    w.u16(a.deliveries);
+                    w.u8(a.dead_letter);
+                });
+                w.u64(q.lock_until_ms);
+                w.string(&q.dead_letter_topic);
+            }
+            GroupResponse::DescribeQueue(q) => {
+                w.string(&q.queue);
+                w.string(&q.dead_letter_topic);
+                w.array(&q.members, |w, m| {
+                    w.string(&m.member);
+                    w.u64(m.last_seen_ms);
+                    w.u64(m.holding);
+                });
+                w.array(&q.partitions, |w, p| {
+                    w.string(&p.topic);
+                    w.u32(p.partition);
+                    for v in [
+                        p.start,
+                        p.next,
+                        p.acked,
+                        p.dead_lettered,
+                        p.skipped,
+                        p.available,
+                        p.acquired,
+                        p.dead_letter_pending,
+                    ] {
+                        w.u64(v);
+                    }
+                    w.array(&p.deliveries, |w, (d, n)| {
+                        w.u16(*d);
+                        w.u64(*n);
+                    });
+                });
+            }
             GroupResponse::OffsetFetch(entries) => write_committed(w, entries),
             GroupResponse::ListGroups(groups) => w.array(groups, |w, g| {
                 w.string(&g.group);
@@ -273,6 +446,44 @@ impl GroupResponse {
             }),
             ApiKey::DeleteGroup => GroupResponse::DeleteGroup,
             ApiKey::ResetOffsets => GroupResponse::ResetOffsets,
+            ApiKey::QueueFetch => GroupResponse::QueueFetch(QueueFetchResponse {
+                ack_errors: r.array("ack errors", 2, Reader::u16)?,
+                acquired: r.array("acquired", 29, |r| {
+                    Ok(AcquiredRange {
+                        topic: r.string()?,
+                        partition: r.u32()?,
+                        first: r.u64()?,
+                        last: r.u64()?,
+                        deliveries: r.u16()?,
+                        dead_letter: r.u8()?,
+                    })
+                })?,
+                lock_until_ms: r.u64()?,
+                dead_letter_topic: r.string()?,
+            }),
+            ApiKey::DescribeQueue => GroupResponse::DescribeQueue(QueueInfo {
+                queue: r.string()?,
+                dead_letter_topic: r.string()?,
+                members: r.array("members", 18, |r| {
+                    Ok(QueueMemberInfo { member: r.string()?, last_seen_ms: r.u64()?, holding: r.u64()? })
+                })?,
+                partitions: r.array("partitions", 74, |r| {
+                    Ok(QueuePartitionInfo {
+                        topic: r.string()?,
+                        partition: r.u32()?,
+                        start: r.u64()?,
+                        next: r.u64()?,
+                        acked: r.u64()?,
+                        dead_lettered: r.u64()?,
+                        skipped: r.u64()?,
+                        available: r.u64()?,
+                        acquired: r.u64()?,
+                        dead_letter_pending: r.u64()?,
+                        deliveries: r.array("deliveries", 10, |r| Ok((r.u16()?, r.u64()?)))?,
+                    })
+                })?,
+            }),
+            ApiKey::DeleteQueue => GroupResponse::DeleteQueue,
             _ => return Ok(None),
         }))
     }

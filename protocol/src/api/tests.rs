@@ -514,6 +514,16 @@ fn group_requests() -> Vec<GroupRequest> {
             group: "billing".into(),
             offsets: vec![CommitEntry { topic: "orders".into(), partition: 0, offset: 0, metadata: String::new() }],
         },
+        GroupRequest::QueueFetch(QueueFetchRequest {
+            queue: "jobs".into(),
+            member: "w-1".into(),
+            topics: vec!["orders".into()],
+            acks: vec![QueueAck { topic: "orders".into(), partition: 2, first: 10, last: 19, kind: 1, delay_ms: 500 }],
+            records_max: 500,
+            lock_ms: 30_000,
+        }),
+        GroupRequest::DescribeQueue { queue: "jobs".into() },
+        GroupRequest::DeleteQueue { queue: "jobs".into() },
     ]
 }
 
@@ -579,6 +589,44 @@ fn every_group_request_and_response_round_trips_and_any_truncation_is_malformed(
         ),
         (ApiKey::DeleteGroup, GroupResponse::DeleteGroup),
         (ApiKey::ResetOffsets, GroupResponse::ResetOffsets),
+        (
+            ApiKey::QueueFetch,
+            GroupResponse::QueueFetch(QueueFetchResponse {
+                ack_errors: vec![0, 47],
+                acquired: vec![AcquiredRange {
+                    topic: "orders".into(),
+                    partition: 1,
+                    first: 5,
+                    last: 9,
+                    deliveries: 2,
+                    dead_letter: 1,
+                }],
+                lock_until_ms: 1_700_000_030_000,
+                dead_letter_topic: "jobs.dlq".into(),
+            }),
+        ),
+        (
+            ApiKey::DescribeQueue,
+            GroupResponse::DescribeQueue(QueueInfo {
+                queue: "jobs".into(),
+                dead_letter_topic: "jobs.dlq".into(),
+                members: vec![QueueMemberInfo { member: "w-1".into(), last_seen_ms: 7, holding: 3 }],
+                partitions: vec![QueuePartitionInfo {
+                    topic: "orders".into(),
+                    partition: 0,
+                    start: 1,
+                    next: 9,
+                    acked: 2,
+                    dead_lettered: 3,
+                    skipped: 4,
+                    available: 5,
+                    acquired: 6,
+                    dead_letter_pending: 7,
+                    deliveries: vec![(1, 5), (2, 1)],
+                }],
+            }),
+        ),
+        (ApiKey::DeleteQueue, GroupResponse::DeleteQueue),
     ];
     for (api, r) in responses {
         let response = Response::Group(r);

@@ -1,0 +1,683 @@
+//! Queue groups (Kafka's share groups, Pulsar's shared subscriptions): any
+//! number of consumers work through a topic's records, whatever its
+//! partition count, each record handed to one consumer at a time.
+//!
+//! Why the coordinator holds only offsets and states, never record data:
+//! consumers read the records from the partitions' leaders themselves (the
+//! path every consumer already has, with its routing and failover), so a
+//! queue works wherever those leaders are. The coordinator decides who may
+//! work on which offset, and the records of each change are committed to the
+//! offsets topic before the answer, like a group's: after a failover no
+//! acknowledged record is handed out again and no unacknowledged one is
+//! lost. The state of a partition is one record, rewritten whole (run-length
+//! encoded) on each change, so compaction keeps exactly the latest state.
+//!
+//! Dead letters take the same path: a record past its delivery limit, or
+//! rejected, is handed to the next consumer to acquire as *bound for the
+//! dead-letter topic*; that consumer copies it there and reports it
+//! dead-lettered. A consumer that dies in between leaves it to the next one
+//! (the copy may then be written twice; the state counts it once).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use protocol::ErrorCode;
+
+use crate::coordinator::validate_group_id;
+use crate::records::GroupRecord;
+use crate::types::Millis;
+
+/// Why a record goes to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// A consumer rejected it.
+    Rejected,
+    /// It was delivered `delivery_count_max` times without an ack.
+    DeliveryLimit,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::DeliveryLimit => "delivery-limit",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Reason::Rejected => 0,
+            Reason::DeliveryLimit => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Reason> {
+        match code {
+            0 => Some(Reason::Rejected),
+            1 => Some(Reason::DeliveryLimit),
+            _ => None,
+        }
+    }
+}
+
+/// Where one in-flight record stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// May be handed out from `at` on (a release may ask for a delay).
+    Available { at: Millis },
+    /// Locked to `member` until `until`.
+    Acquired { member: Arc<str>, until: Millis },
+    /// Bound for the dead-letter topic; `holder`: the consumer copying it
+    /// there now, and until when.
+    DeadLetter { reason: Reason, holder: Option<(Arc<str>, Millis)> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub state: State,
+    /// How often it was handed out for processing.
+    pub deliveries: u16,
+}
+
+/// One partition of a queue. Invariants ([`QueuePartition::check`]):
+/// `start <= next`; every entry's offset is in `[start, next)`; the first
+/// entry, if any, is at `start`. Offsets in `[start, next)` without an
+/// entry are done (acked, dead-lettered or skipped).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueuePartition {
+    /// Every offset below is done.
+    pub start: u64,
+    /// The first offset never handed out.
+    pub next: u64,
+    pub entries: BTreeMap<u64, Entry>,
+    pub acked: u64,
+    pub dead_lettered: u64,
+    /// Offsets without a record (compaction, control batches), and records
+    /// the log dropped by retention before they were handed out.
+    pub skipped: u64,
+}
+
+/// What a consumer says of records it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// Processed: never delivered to this queue again.
+    Accept,
+    /// Give it back, to be redelivered after `delay_ms`.
+    Release { delay_ms: u32 },
+    /// Cannot be processed: to the dead-letter topic.
+    Reject,
+    /// The offset holds no record.
+    Gap,
+    /// Copied to the dead-letter topic as it was told.
+    DeadLettered,
+}
+
+/// An acknowledgement of `first..=last` of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub topic: String,
+    pub partition: u32,
+    pub first: u64,
+    pub last: u64,
+    pub kind: AckKind,
+}
+
+/// Records handed to a consumer: consecutive offsets with one delivery
+/// count, to process, or (`dead_letter`) to copy to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    pub topic: String,
+    pub partition: u32,
+    pub first: u64,
+    pub last: u64,
+    pub deliveries: u16,
+    pub dead_letter: Option<Reason>,
+}
+
+/// Bounds on queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub queues_max: usize,
+    /// Records in flight per partition (Kafka's
+    /// `group.share.partition.max.record.locks`): past `start + this`,
+    /// nothing new is handed out until the oldest are done.
+    pub partition_in_flight_max: u32,
+    /// Deliveries after which a released or timed-out record is
+    /// dead-lettered (Kafka's `share.delivery.count.limit`).
+    pub delivery_count_max: u16,
+    pub lock_ms_min: u32,
+    pub lock_ms_max: u32,
+    pub release_delay_ms_max: u32,
+    pub fetch_records_max: u32,
+    pub acks_per_call_max: usize,
+    pub topics_max: usize,
+    /// Consumers remembered per queue (for describe; not durable).
+    pub members_max: usize,
+    /// A consumer not seen for this long is no longer listed.
+    pub member_forget_ms: u64,
+}
+
+impl Default for QueueLimits {
+    fn default() -> QueueLimits {
+        QueueLimits {
+            queues_max: 10_000,
+            partition_in_flight_max: 2000,
+            delivery_count_max: 5,
+            lock_ms_min: 100,
+            lock_ms_max: 3_600_000,
+            release_delay_ms_max: 3_600_000,
+            fetch_records_max: 10_000,
+            acks_per_call_max: 10_000,
+            topics_max: 100,
+            members_max: 1000,
+            member_forget_ms: 300_000,
+        }
+    }
+}
+
+/// One queue group.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    pub partitions: BTreeMap<(String, u32), QueuePartition>,
+    /// Consumers by when each was last seen (memory only).
+    pub members: BTreeMap<Arc<str>, Millis>,
+    /// Which partition the next fetch starts at (fairness).
+    cursor: usize,
+}
+
+/// A consumer's call: its acks of what it held, then up to `records_max`
+/// more records locked to it for `lock_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFetch {
+    pub queue: String,
+    pub member: String,
+    pub topics: Vec<String>,
+    pub acks: Vec<Ack>,
+    pub records_max: u32,
+    pub lock_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFetchReply {
+    /// One per ack, in order.
+    pub ack_errors: Vec<ErrorCode>,
+    pub acquired: Vec<Acquired>,
+    /// The lock of everything acquired ends then.
+    pub lock_until: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMemberDescription {
+    pub member: String,
+    pub last_seen: Millis,
+    /// Records it holds locked now.
+    pub holding: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePartitionDescription {
+    pub topic: String,
+    pub partition: u32,
+    pub start: u64,
+    pub next: u64,
+    pub acked: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+    pub available: u64,
+    pub acquired: u64,
+    pub dead_letter_pending: u64,
+    /// In-flight records by delivery count.
+    pub deliveries: BTreeMap<u16, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDescription {
+    pub queue: String,
+    pub dead_letter_topic: String,
+    pub members: Vec<QueueMemberDescription>,
+    pub partitions: Vec<QueuePartitionDescription>,
+}
+
+/// The topic a queue's dead letters go to.
+pub fn dead_letter_topic(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// Queue ids follow group ids, leaving room for the dead-letter suffix.
+pub fn validate_queue_id(queue: &str) -> Result<(), ErrorCode> {
+    validate_group_id(queue)?;
+    validate_group_id(&dead_letter_topic(queue))
+}
+
+impl QueuePartition {
+    /// A partition whose first record to hand out is `from`.
+    pub fn starting_at(from: u64) -> QueuePartition {
+        QueuePartition { start: from, next: from, ..QueuePartition::default() }
+    }
+
+    /// The invariants, as an error (decoding uses it on untrusted input).
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.start > self.next {
+            return Err("start after next");
+        }
+        if let Some((&first, _)) = self.entries.first_key_value()
+            && first != self.start
+        {
+            return Err("the first in-flight offset is not start");
+        }
+        if self.entries.last_key_value().is_some_and(|(&last, _)| last >= self.next) {
+            return Err("an in-flight offset at or past next");
+        }
+        if self.entries.is_empty() && self.start != self.next {
+            return Err("nothing in flight but start is not next");
+        }
+        Ok(())
+    }
+
+    /// Moves `start` past done offsets.
+    fn settle(&mut self) {
+        self.start = self.entries.first_key_value().map_or(self.next, |(&o, _)| o);
+        debug_assert_eq!(self.check(), Ok(()));
+    }
+
+    /// Locks that ran out: back to available, or bound for the dead-letter
+    /// topic past the delivery limit. Whether anything changed.
+    fn expire(&mut self, now: Millis, delivery_count_max: u16) -> bool {
+        let mut changed = false;
+        for e in self.entries.values_mut() {
+            match &mut e.state {
+                State::Acquired { until, .. } if *until <= now => {
+                    e.state = released(e.deliveries, delivery_count_max, now);
+                    changed = true;
+                }
+                State::DeadLetter { holder, .. } if holder.as_ref().is_some_and(|(_, until)| *until <= now) => {
+                    *holder = None;
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+
+    /// Applies one ack of `member`'s, all of the range or none of it.
+    fn ack(&mut self, member: &str, ack: &Ack, now: Millis, limits: &QueueLimits) -> Result<(), ErrorCode> {
+        if ack.first < self.start || ack.last >= self.next {
+            return Err(ErrorCode::INVALID_RECORD_STATE);
+        }
+        let dead_letter = matches!(ack.kind, AckKind::DeadLettered | AckKind::Gap);
+        let mut count = 0;
+        for (_, e) in self.entries.range(ack.first..=ack.last) {
+            let held = match &e.state {
+                State::Acquired { member: m, until } => !matches!(ack.kind, AckKind::DeadLettered) && &**m == member && *until > now,
+                State::DeadLetter { holder: Some((m, until)), .. } => dead_letter && &**m == member && *until > now,
+                _ => false,
+            };
+            if !held {
+                return Err(ErrorCode::INVALID_RECORD_STATE);
+            }
+            count += 1;
+        }
+        if count != ack.last - ack.first + 1 {
+            return Err(ErrorCode::INVALID_RECORD_STATE);
+        }
+        let offsets: Vec<u64> = (ack.first..=ack.last).collect();
+        for o in offsets {
+            match ack.kind {
+                AckKind::Accept => {
+                    self.entries.remove(&o);
+                    self.acked += 1;
+                }
+                AckKind::Gap => {
+                    self.entries.remove(&o);
+                    self.skipped += 1;
+                }
+                AckKind::DeadLettered => {
+                    self.entries.remove(&o);
+                    self.dead_lettered += 1;
+                }
+                AckKind::Release { delay_ms } => {
+                    let e = self.entries.get_mut(&o).expect("checked above");
+                    e.state = released(e.deliveries, limits.delivery_count_max, now.plus_ms(u64::from(delay_ms)));
+                }
+                AckKind::Reject => {
+                    let e = self.entries.get_mut(&o).expect("checked above");
+                    e.state = State::DeadLetter { reason: Reason::Rejected, holder: None };
+                }
+            }
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// Hands out up to `budget` records to `member`: first those waiting
+    /// (redeliveries whose time came, dead letters nobody holds), in offset
+    /// order, then new ones below `high_watermark`. The log dropped what is
+    /// below `log_start`: waiting records there are skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn acquire(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        member: &Arc<str>,
+        budget: &mut u32,
+        until: Millis,
+        now: Millis,
+        (log_start, high_watermark): (u64, u64),
+        limits: &QueueLimits,
+        out: &mut Vec<Acquired>,
+    ) -> bool {
+        let mut changed = false;
+        if self.next < log_start {
+            self.skipped += log_start - self.next;
+            self.next = log_start;
+            changed = true;
+        }
+        let lost: Vec<u64> = self
+            .entries
+            .range(..log_start)
+            .filter(|(_, e)| matches!(e.state, State::Available { .. }))
+            .map(|(&o, _)| o)
+            .collect();
+        for o in &lost {
+            self.entries.remove(o);
+            self.skipped += 1;
+            changed = true;
+        }
+        for (&o, e) in &mut self.entries {
+            if *budget == 0 {
+                break;
+            }
+            match &mut e.state {
+                State::Available { at } if *at <= now => {
+                    e.deliveries = e.deliveries.saturating_add(1);
+                    e.state = State::Acquired { member: member.clone(), until };
+                    push_run(out, topic, partition, o, e.deliveries, None);
+                }
+                State::DeadLetter { reason, holder: holder @ None } => {
+                    *holder = Some((member.clone(), until));
+                    push_run(out, topic, partition, o, e.deliveries, Some(*reason));
+                }
+                _ => continue,
+            }
+            *budget -= 1;
+            changed = true;
+        }
+        let room = (self.start + u64::from(limits.partition_in_flight_max)).saturating_sub(self.next);
+        let new = u64::from(*budget).min(high_watermark.saturating_sub(self.next)).min(room);
+        for o in self.next..self.next + new {
+            self.entries.insert(o, Entry { state: State::Acquired { member: member.clone(), until }, deliveries: 1 });
+            push_run(out, topic, partition, o, 1, None);
+        }
+        if new > 0 {
+            self.next += new;
+            *budget -= new as u32;
+            changed = true;
+        }
+        self.settle();
+        changed
+    }
+
+    fn describe(&self, topic: &str, partition: u32) -> QueuePartitionDescription {
+        let mut d = QueuePartitionDescription {
+            topic: topic.to_owned(),
+            partition,
+            start: self.start,
+            next: self.next,
+            acked: self.acked,
+            dead_lettered: self.dead_lettered,
+            skipped: self.skipped,
+            available: 0,
+            acquired: 0,
+            dead_letter_pending: 0,
+            deliveries: BTreeMap::new(),
+        };
+        for e in self.entries.values() {
+            match e.state {
+                State::Available { .. } => d.available += 1,
+                State::Acquired { .. } => d.acquired += 1,
+                State::DeadLetter { .. } => d.dead_letter_pending += 1,
+            }
+            *d.deliveries.entry(e.deliveries).or_default() += 1;
+        }
+        d
+    }
+
+    fn holds_locks(&self, now: Millis) -> bool {
+        self.entries.values().any(|e| match &e.state {
+            State::Acquired { until, .. } => *until > now,
+            State::DeadLetter { holder, .. } => holder.as_ref().is_some_and(|(_, until)| *until > now),
+            State::Available { .. } => false,
+        })
+    }
+}
+
+/// A record given back (or whose lock ran out) after `deliveries`.
+fn released(deliveries: u16, delivery_count_max: u16, at: Millis) -> State {
+    if deliveries >= delivery_count_max {
+        State::DeadLetter { reason: Reason::DeliveryLimit, holder: None }
+    } else {
+        State::Available { at }
+    }
+}
+
+fn push_run(out: &mut Vec<Acquired>, topic: &str, partition: u32, offset: u64, deliveries: u16, dl: Option<Reason>) {
+    if let Some(last) = out.last_mut()
+        && last.partition == partition
+        && last.topic == topic
+        && last.last + 1 == offset
+        && last.deliveries == deliveries
+        && last.dead_letter == dl
+    {
+        last.last = offset;
+        return;
+    }
+    out.push(Acquired { topic: topic.to_owned(), partition, first: offset, last: offset, deliveries, dead_letter: dl });
+}
+
+fn state_record(queue: &str, topic: &str, partition: u32, p: Option<&QueuePartition>) -> GroupRecord {
+    GroupRecord::Queue { queue: queue.to_owned(), topic: topic.to_owned(), partition, value: p.cloned() }
+}
+
+/// The queues of one offsets partition.
+#[derive(Debug, Default)]
+pub struct Queues {
+    queues: BTreeMap<String, Queue>,
+    limits: QueueLimits,
+}
+
+/// A call's answer and the records to append before giving it.
+pub type QueueOutcome<T> = crate::coordinator::Outcome<T>;
+
+impl Queues {
+    pub fn new(limits: QueueLimits) -> Queues {
+        assert!(limits.delivery_count_max >= 1 && limits.partition_in_flight_max >= 1, "{limits:?}");
+        assert!(limits.lock_ms_min <= limits.lock_ms_max, "{limits:?}");
+        Queues { queues: BTreeMap::new(), limits }
+    }
+
+    pub fn limits(&self) -> &QueueLimits {
+        &self.limits
+    }
+
+    pub fn queue(&self, id: &str) -> Option<&Queue> {
+        self.queues.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Queue)> {
+        self.queues.iter()
+    }
+
+    /// A consumer's acks, then its next records. `ends`: `(log start, high
+    /// watermark)` of each partition of the subscribed topics that the
+    /// driver can see (only those are handed out from).
+    pub fn fetch(
+        &mut self,
+        req: &QueueFetch,
+        ends: &BTreeMap<(String, u32), (u64, u64)>,
+        now: Millis,
+    ) -> QueueOutcome<QueueFetchReply> {
+        let limits = self.limits.clone();
+        if let Err(code) = validate_queue_id(&req.queue) {
+            return err(code);
+        }
+        if req.member.is_empty()
+            || req.member.len() > 255
+            || !(limits.lock_ms_min..=limits.lock_ms_max).contains(&req.lock_ms)
+            || req.records_max > limits.fetch_records_max
+            || req.acks.len() > limits.acks_per_call_max
+            || req.topics.len() > limits.topics_max
+            || req.acks.iter().any(|a| {
+                a.first > a.last
+                    || a.last - a.first >= u64::from(limits.partition_in_flight_max)
+                    || matches!(a.kind, AckKind::Release { delay_ms } if delay_ms > limits.release_delay_ms_max)
+            })
+        {
+            return err(ErrorCode::INVALID_REQUEST);
+        }
+        if !self.queues.contains_key(&req.queue) && self.queues.len() >= limits.queues_max {
+            return err(ErrorCode::GROUP_MAX_SIZE_REACHED);
+        }
+        let q = self.queues.entry(req.queue.clone()).or_default();
+        let member: Arc<str> = Arc::from(req.member.as_str());
+        if !q.members.contains_key(&member) && q.members.len() >= limits.members_max {
+            let oldest = q.members.iter().min_by_key(|(_, t)| **t).map(|(m, _)| m.clone());
+            if let Some(m) = oldest {
+                q.members.remove(&m);
+            }
+        }
+        q.members.insert(member.clone(), now);
+        let mut touched: BTreeSet<(String, u32)> = BTreeSet::new();
+        let mut ack_errors = Vec::with_capacity(req.acks.len());
+        for a in &req.acks {
+            let key = (a.topic.clone(), a.partition);
+            let Some(p) = q.partitions.get_mut(&key) else {
+                ack_errors.push(ErrorCode::INVALID_RECORD_STATE);
+                continue;
+            };
+            if p.expire(now, limits.delivery_count_max) {
+                touched.insert(key.clone());
+            }
+            match p.ack(&member, a, now, &limits) {
+                Ok(()) => {
+                    ack_errors.push(ErrorCode::NONE);
+                    touched.insert(key);
+                }
+                Err(code) => ack_errors.push(code),
+            }
+        }
+        let until = now.plus_ms(u64::from(req.lock_ms));
+        let mut acquired = Vec::new();
+        let wanted: BTreeSet<&str> = req.topics.iter().map(String::as_str).collect();
+        let keys: Vec<&(String, u32)> = ends.keys().filter(|(t, _)| wanted.contains(t.as_str())).collect();
+        let mut budget = req.records_max;
+        if !keys.is_empty() && budget > 0 {
+            q.cursor = (q.cursor + 1) % keys.len();
+            for i in 0..keys.len() {
+                if budget == 0 {
+                    break;
+                }
+                let key = keys[(q.cursor + i) % keys.len()];
+                let bounds = ends[key];
+                let p = q.partitions.entry(key.clone()).or_insert_with(|| {
+                    touched.insert(key.clone());
+                    QueuePartition::starting_at(bounds.0)
+                });
+                let expired = p.expire(now, limits.delivery_count_max);
+                let changed =
+                    p.acquire(&key.0, key.1, &member, &mut budget, until, now, bounds, &limits, &mut acquired);
+                if expired || changed {
+                    touched.insert(key.clone());
+                }
+            }
+        }
+        let records = touched.iter().map(|(t, p)| state_record(&req.queue, t, *p, q.partitions.get(&(t.clone(), *p)))).collect();
+        QueueOutcome { result: Ok(QueueFetchReply { ack_errors, acquired, lock_until: until }), records }
+    }
+
+    pub fn describe(&self, queue: &str, now: Millis) -> Result<QueueDescription, ErrorCode> {
+        validate_queue_id(queue)?;
+        let q = self.queues.get(queue).ok_or(ErrorCode::UNKNOWN_GROUP)?;
+        let mut holding: BTreeMap<&str, u64> = BTreeMap::new();
+        for p in q.partitions.values() {
+            for e in p.entries.values() {
+                match &e.state {
+                    State::Acquired { member, until } if *until > now => *holding.entry(member).or_default() += 1,
+                    State::DeadLetter { holder: Some((member, until)), .. } if *until > now => {
+                        *holding.entry(member).or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(QueueDescription {
+            queue: queue.to_owned(),
+            dead_letter_topic: dead_letter_topic(queue),
+            members: q
+                .members
+                .iter()
+                .map(|(m, t)| QueueMemberDescription {
+                    member: m.to_string(),
+                    last_seen: *t,
+                    holding: holding.get(&**m).copied().unwrap_or(0),
+                })
+                .collect(),
+            partitions: q.partitions.iter().map(|((t, p), s)| s.describe(t, *p)).collect(),
+        })
+    }
+
+    /// Forgets a queue nobody holds records of.
+    pub fn delete(&mut self, queue: &str, now: Millis) -> QueueOutcome<()> {
+        if let Err(code) = validate_queue_id(queue) {
+            return err(code);
+        }
+        let Some(q) = self.queues.get(queue) else { return err(ErrorCode::UNKNOWN_GROUP) };
+        if q.partitions.values().any(|p| p.holds_locks(now)) {
+            return err(ErrorCode::GROUP_NOT_EMPTY);
+        }
+        let q = self.queues.remove(queue).expect("checked");
+        let records = q.partitions.keys().map(|(t, p)| state_record(queue, t, *p, None)).collect();
+        QueueOutcome { result: Ok(()), records }
+    }
+
+    /// Time passing: locks that ran out are released (dead-lettered past
+    /// the limit), and consumers not seen for long are no longer listed.
+    pub fn tick(&mut self, now: Millis) -> Vec<GroupRecord> {
+        let mut records = Vec::new();
+        for (id, q) in &mut self.queues {
+            for ((t, p), s) in &mut q.partitions {
+                if s.expire(now, self.limits.delivery_count_max) {
+                    records.push(state_record(id, t, *p, Some(s)));
+                }
+            }
+            let forget = self.limits.member_forget_ms;
+            q.members.retain(|_, seen| seen.plus_ms(forget) > now);
+        }
+        records
+    }
+
+    /// Applies a queue record read back from the offsets partition.
+    pub fn replay(&mut self, queue: String, topic: String, partition: u32, value: Option<QueuePartition>) {
+        match value {
+            Some(p) => {
+                self.queues.entry(queue).or_default().partitions.insert((topic, partition), p);
+            }
+            None => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.partitions.remove(&(topic, partition));
+                    if q.partitions.is_empty() {
+                        self.queues.remove(&queue);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn err<T>(code: ErrorCode) -> QueueOutcome<T> {
+    QueueOutcome { result: Err(code), records: Vec::new() }
+}
+
+#[cfg(test)]
+#[path = "tests/queue.rs"]
+mod tests;
