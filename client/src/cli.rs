@@ -3,6 +3,8 @@
 
 #[path = "cli/group.rs"]
 mod group;
+#[path = "cli/queue.rs"]
+mod queue;
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -53,11 +55,24 @@ pub enum Command {
         empty_is_tombstone: bool,
     },
     /// Print records of one partition, or of all partitions; with --group,
-    /// of the partitions the group assigns this consumer, committing as it goes
+    /// of the partitions the group assigns this consumer, committing as it
+    /// goes; with --queue, the records the queue group hands this consumer
+    /// (in no particular order), acking each
     Consume {
         topic: String,
-        #[arg(long, conflicts_with = "group")]
+        #[arg(long, conflicts_with_all = ["group", "queue"])]
         partition: Option<u32>,
+        /// Work through the topic as a member of this queue group
+        #[arg(long, value_name = "QUEUE", conflicts_with = "group")]
+        queue: Option<String>,
+        /// With --queue: ack a record once it is printed (default: once it is
+        /// received, before printing — a crash in between loses it)
+        #[arg(long, requires = "queue")]
+        ack_after_print: bool,
+        /// With --queue: how long records stay locked to this consumer
+        /// before they go to another (a duration such as 30s)
+        #[arg(long, requires = "queue", default_value = "30s", value_name = "DURATION")]
+        lock: String,
         /// Join this consumer group: read what it assigns, commit after printing
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
@@ -114,6 +129,11 @@ pub enum Command {
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
+    },
+    /// Queue groups: describe (in flight, acked, delivery counts, dead-lettered), delete
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
 }
 
@@ -261,6 +281,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Group { command } => group::run(&client, command, &mut out).await?,
+        Command::Queue { command } => queue::run(&client, command, &mut out).await?,
         Command::Topic { command } => match command {
             TopicCommand::Create {
                 name,
@@ -379,6 +400,41 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
+        Command::Consume { topic, queue: Some(queue), ack_after_print, lock, count, format, key_separator, .. } => {
+            let mut config = crate::QueueConsumerConfig::new(queue, &[&topic]);
+            config.lock = humantime::parse_duration(&lock)
+                .map_err(|e| format!("--lock {lock}: {e} (use a duration such as 30s)"))?;
+            let mut consumer = crate::QueueConsumer::new(client, config).map_err(fail)?;
+            let mut printed = 0u64;
+            while count.is_none_or(|c| printed < c) {
+                let records = consumer.poll().await.map_err(fail)?;
+                let mut take = Vec::new();
+                for r in records {
+                    // Past --count: left unacked, given back by close.
+                    if count.is_some_and(|c| printed + take.len() as u64 >= c) {
+                        continue;
+                    }
+                    take.push(r);
+                }
+                if !ack_after_print {
+                    for r in &take {
+                        consumer.ack(r);
+                    }
+                    consumer.flush().await.map_err(fail)?;
+                }
+                for r in &take {
+                    print_record(&mut out, &r.record, format, key_separator.as_deref()).map_err(io)?;
+                }
+                out.flush().map_err(io)?;
+                printed += take.len() as u64;
+                if ack_after_print {
+                    for r in &take {
+                        consumer.ack(r);
+                    }
+                }
+            }
+            consumer.close().await.map_err(fail)?;
+        }
         Command::Consume { topic, group: Some(group), from, count, format, key_separator, .. } => {
             let mut config = crate::GroupConsumerConfig::new(group, &[&topic]);
             config.start_from = parse_from(&from)?;
@@ -404,7 +460,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             consumer.close().await.map_err(fail)?;
         }
-        Command::Consume { topic, partition, from, count, format, key_separator, group: None } => {
+        Command::Consume { topic, partition, from, count, format, key_separator, group: None, queue: None, .. } => {
             let from = parse_from(&from)?;
             let partitions: Vec<u32> = partition.into_iter().collect();
             let mut consumer =

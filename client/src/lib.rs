@@ -14,6 +14,7 @@ mod error;
 pub mod group;
 mod group_consumer;
 mod producer;
+pub mod queue_consumer;
 mod record;
 pub mod table;
 
@@ -30,5 +31,6 @@ pub use protocol::ErrorCode;
 pub use protocol::api::{Acks, ConfigEntry, ConfigSource, OffsetSpec, RecoveredPartition};
 pub use protocol::batch::HeaderRef;
 pub use protocol::types::{Offset, Timestamp};
+pub use queue_consumer::{AckKind, AckResult, QueueConsumer, QueueConsumerConfig, QueueRecord};
 pub use record::{ConsumerRecord, decode_batch};
 pub use table::{Change, Table, TableConfig, TableError, TablePublisher};

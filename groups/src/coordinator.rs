@@ -12,8 +12,8 @@ use protocol::ErrorCode;
 use protocol::names::validate_topic_name;
 
 use crate::assignor::Assignor;
-use crate::queue::{QueueLimits, Queues};
 use crate::group::{Group, Member, MemberState};
+use crate::queue::{QueueLimits, Queues};
 use crate::records::{Committed, GroupMeta, GroupRecord, MemberRecord, Target};
 use crate::types::{Assignment, GroupEpoch, MemberEpoch, Millis, assignment_has};
 

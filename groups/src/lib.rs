@@ -14,6 +14,6 @@ pub mod types;
 
 pub use assignor::Assignor;
 pub use coordinator::{CommitOffset, Coordinator, Heartbeat, HeartbeatReply, Limits, Outcome};
-pub use queue::{Queues, QueueLimits};
+pub use queue::{QueueLimits, Queues};
 pub use records::GroupRecord;
 pub use types::{Assignment, GroupEpoch, MemberEpoch, Millis};

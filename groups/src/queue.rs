@@ -309,7 +309,9 @@ impl QueuePartition {
         let mut count = 0;
         for (_, e) in self.entries.range(ack.first..=ack.last) {
             let held = match &e.state {
-                State::Acquired { member: m, until } => !matches!(ack.kind, AckKind::DeadLettered) && &**m == member && *until > now,
+                State::Acquired { member: m, until } => {
+                    !matches!(ack.kind, AckKind::DeadLettered) && &**m == member && *until > now
+                }
                 State::DeadLetter { holder: Some((m, until)), .. } => dead_letter && &**m == member && *until > now,
                 _ => false,
             };
@@ -591,7 +593,8 @@ impl Queues {
                 }
             }
         }
-        let records = touched.iter().map(|(t, p)| state_record(&req.queue, t, *p, q.partitions.get(&(t.clone(), *p)))).collect();
+        let records =
+            touched.iter().map(|(t, p)| state_record(&req.queue, t, *p, q.partitions.get(&(t.clone(), *p)))).collect();
         QueueOutcome { result: Ok(QueueFetchReply { ack_errors, acquired, lock_until: until }), records }
     }
 

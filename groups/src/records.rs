@@ -69,12 +69,32 @@ pub struct Target {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRecord {
-    Offset { group: String, topic: String, partition: u32, value: Option<Committed> },
-    Group { group: String, value: Option<GroupMeta> },
-    Member { group: String, member: String, value: Option<MemberRecord> },
-    Target { group: String, value: Option<Target> },
+    Offset {
+        group: String,
+        topic: String,
+        partition: u32,
+        value: Option<Committed>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupMeta>,
+    },
+    Member {
+        group: String,
+        member: String,
+        value: Option<MemberRecord>,
+    },
+    Target {
+        group: String,
+        value: Option<Target>,
+    },
     /// One partition of a queue group, whole.
-    Queue { queue: String, topic: String, partition: u32, value: Option<QueuePartition> },
+    Queue {
+        queue: String,
+        topic: String,
+        partition: u32,
+        value: Option<QueuePartition>,
+    },
 }
 
 impl GroupRecord {
@@ -270,7 +290,9 @@ fn run_key(e: &Entry) -> (u16, u8, u8, u64, &str) {
         State::Available { at } => (e.deliveries, 0, 0, at.0, ""),
         State::Acquired { member, until } => (e.deliveries, 1, 0, until.0, member),
         State::DeadLetter { reason, holder: None } => (e.deliveries, 2, reason.code(), 0, ""),
-        State::DeadLetter { reason, holder: Some((member, until)) } => (e.deliveries, 3, reason.code(), until.0, member),
+        State::DeadLetter { reason, holder: Some((member, until)) } => {
+            (e.deliveries, 3, reason.code(), until.0, member)
+        }
     }
 }
 

@@ -53,8 +53,16 @@ pub struct GroupSettings {
     pub session_timeout_ms_max: u32,
     pub group_members_max: usize,
     pub groups_max: usize,
-    /// How often sessions and retention are checked, and lag measured.
+    /// How often sessions and retention are checked, queue locks
+    /// expired, and lag measured.
     pub tick_ms: u64,
+    /// Queue groups: records in flight per partition at most.
+    pub queue_partition_in_flight_max: u32,
+    /// Queue groups: deliveries after which a record is dead-lettered
+    /// (Kafka's `share.delivery.count.limit`, 5).
+    pub queue_delivery_count_max: u16,
+    /// Queue groups: the longest acquisition lock a consumer may ask for.
+    pub queue_lock_ms_max: u32,
 }
 
 impl Default for GroupSettings {
@@ -69,6 +77,9 @@ impl Default for GroupSettings {
             group_members_max: 1000,
             groups_max: 100_000,
             tick_ms: 1000,
+            queue_partition_in_flight_max: 2000,
+            queue_delivery_count_max: 5,
+            queue_lock_ms_max: 3_600_000,
         }
     }
 }
@@ -81,6 +92,12 @@ impl GroupSettings {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             session_timeout_ms_min: self.session_timeout_ms_min,
             session_timeout_ms_max: self.session_timeout_ms_max,
+            queue: groups::QueueLimits {
+                partition_in_flight_max: self.queue_partition_in_flight_max,
+                delivery_count_max: self.queue_delivery_count_max,
+                lock_ms_max: self.queue_lock_ms_max,
+                ..groups::QueueLimits::default()
+            },
             ..groups::Limits::default()
         }
     }
@@ -91,6 +108,16 @@ impl GroupSettings {
         }
         if self.session_timeout_ms_min > self.session_timeout_ms_max || self.heartbeat_interval_ms == 0 {
             return Err("groups: session_timeout_ms_min must not exceed session_timeout_ms_max, and heartbeat_interval_ms must be at least 1".into());
+        }
+        let lock_ms_min = groups::QueueLimits::default().lock_ms_min;
+        if self.queue_partition_in_flight_max == 0
+            || self.queue_partition_in_flight_max > 100_000
+            || self.queue_delivery_count_max == 0
+            || self.queue_lock_ms_max < lock_ms_min
+        {
+            return Err(format!(
+                "groups: queue_partition_in_flight_max must be 1 to 100000, queue_delivery_count_max at least 1, and queue_lock_ms_max at least {lock_ms_min}"
+            ));
         }
         Ok(())
     }

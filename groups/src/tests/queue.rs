@@ -80,19 +80,19 @@ fn each_record_goes_to_one_consumer_and_an_accepted_one_never_comes_back() {
     assert!(again.acquired.is_empty(), "b holds the rest; nothing is free");
     // b's locks run out: its records come back, with a second delivery.
     w.now = w.now.plus_ms(u64::from(LOCK_MS));
-    let c = w.fetch("c", vec![], 100).unwrap();
-    assert_eq!(offsets(&c.acquired), sb);
-    assert!(c.acquired.iter().all(|r| r.deliveries == 2));
+    let third = w.fetch("c", vec![], 100).unwrap();
+    assert_eq!(offsets(&third.acquired), sb);
+    assert!(third.acquired.iter().all(|r| r.deliveries == 2));
     // b's late ack is refused: c holds them now.
     let late: Vec<Ack> = b.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
     let refused = w.fetch("b", late, 0).unwrap();
     assert!(refused.ack_errors.iter().all(|&c| c == ErrorCode::INVALID_RECORD_STATE));
-    let done: Vec<Ack> = c.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
+    let done: Vec<Ack> = third.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
     w.fetch("c", done, 0).unwrap();
-    let d = w.q.describe("jobs", w.now).unwrap();
-    let acked: u64 = d.partitions.iter().map(|p| p.acked).sum();
+    let desc = w.q.describe("jobs", w.now).unwrap();
+    let acked: u64 = desc.partitions.iter().map(|p| p.acked).sum();
     assert_eq!(acked, 20);
-    assert!(d.partitions.iter().all(|p| p.start == 10 && p.next == 10));
+    assert!(desc.partitions.iter().all(|p| p.start == 10 && p.next == 10));
     w.assert_replay_matches();
 }
 
@@ -246,9 +246,15 @@ fn a_damaged_queue_record_is_refused() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Fetch { member: usize, max: u32 },
+    Fetch {
+        member: usize,
+        max: u32,
+    },
     /// The member acts on what it holds: 0 accept, 1 release, 2 reject.
-    Act { member: usize, how: u8 },
+    Act {
+        member: usize,
+        how: u8,
+    },
     Crash(usize),
     Pass(u64),
     Produce(u64),

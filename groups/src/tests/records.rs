@@ -63,7 +63,10 @@ fn samples() -> Vec<GroupRecord> {
                     (
                         44,
                         Entry {
-                            state: State::DeadLetter { reason: Reason::DeliveryLimit, holder: Some(("w2".into(), Millis(3))) },
+                            state: State::DeadLetter {
+                                reason: Reason::DeliveryLimit,
+                                holder: Some(("w2".into(), Millis(3))),
+                            },
                             deliveries: 5,
                         },
                     ),

@@ -32,6 +32,8 @@ use protocol::api::{GroupRequest, GroupResponse};
 use protocol::batch::{BatchBuilder, RecordInput};
 use protocol::types::Timestamp;
 
+mod queue;
+
 use crate::partition::{Acks, Partition};
 use crate::service::{ConnContext, ServiceError};
 use crate::shard::Shard;
@@ -190,8 +192,11 @@ impl<R: Runtime> Shard<R> {
             | GroupRequest::OffsetFetch { group, .. }
             | GroupRequest::DescribeGroup { group }
             | GroupRequest::DeleteGroup { group }
-            | GroupRequest::ResetOffsets { group, .. } => group.clone(),
+            | GroupRequest::ResetOffsets { group, .. }
+            | GroupRequest::DescribeQueue { queue: group }
+            | GroupRequest::DeleteQueue { queue: group } => group.clone(),
             GroupRequest::Heartbeat(h) => h.group.clone(),
+            GroupRequest::QueueFetch(q) => q.queue.clone(),
             GroupRequest::ListGroups => unreachable!("answered above"),
         };
         validate_group_id(&group).map_err(|code| from_code(code, &group))?;
@@ -199,6 +204,9 @@ impl<R: Runtime> Shard<R> {
             GroupRequest::Heartbeat(h) => h.subscription.iter().flatten().map(String::as_str).collect(),
             GroupRequest::OffsetCommit { offsets, .. } | GroupRequest::ResetOffsets { offsets, .. } => {
                 offsets.iter().map(|o| o.topic.as_str()).collect()
+            }
+            GroupRequest::QueueFetch(q) => {
+                q.topics.iter().chain(q.acks.iter().map(|a| &a.topic)).map(String::as_str).collect()
             }
             _ => Vec::new(),
         };
@@ -209,6 +217,9 @@ impl<R: Runtime> Shard<R> {
         let partition = partition_of(&group, partitions);
         if let GroupRequest::FindCoordinator { .. } = req {
             return Ok(GroupResponse::FindCoordinator { topic: OFFSETS_TOPIC.to_owned(), partition });
+        }
+        if let GroupRequest::QueueFetch(_) = req {
+            self.dead_letter_topic(ctx, &group).await?;
         }
         let (tp, owner) = self.resolve(OFFSETS_TOPIC, partition)?;
         let client_id = ctx.client_id.clone();
@@ -244,6 +255,20 @@ impl<R: Runtime> Shard<R> {
             self.rt.sleep(std::time::Duration::from_millis(10)).await;
         }
         Err(group_error(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, "the offsets topic is being created"))
+    }
+
+    /// Creates the queue's dead-letter topic if it has none yet (one
+    /// partition: dead letters are few, and kept in the order they came).
+    async fn dead_letter_topic(self: &Rc<Self>, ctx: &ConnContext, queue: &str) -> Result<(), ServiceError> {
+        groups::queue::validate_queue_id(queue).map_err(|code| from_code(code, queue))?;
+        let name = groups::queue::dead_letter_topic(queue);
+        if self.topic(&name).is_some() {
+            return Ok(());
+        }
+        match self.create_topic(ctx, name, 1, BTreeMap::new()).await {
+            Ok(()) | Err(ServiceError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// This shard leads `partition` (a standalone broker always does) at
@@ -378,11 +403,17 @@ impl<R: Runtime> Shard<R> {
 
     /// Runs one call on the coordinator of `partition` (this shard owns it).
     async fn coordinate(
-        &self,
+        self: &Rc<Self>,
         partition: &Rc<Partition<R>>,
         client_id: &str,
         req: GroupRequest,
     ) -> Result<GroupResponse, ServiceError> {
+        // Read before the turn: a bound read earlier is only lower, which
+        // hands out less, never an offset the log lacks.
+        let bounds = match &req {
+            GroupRequest::QueueFetch(q) => Some(self.queue_bounds(&q.topics).await?),
+            _ => None,
+        };
         let waiting = self.slot(partition.tp.partition.0);
         let _turn = waiting.turn.lock().await;
         let slot = self.loaded(partition).await?;
@@ -457,6 +488,27 @@ impl<R: Runtime> Shard<R> {
                 result = slot.with(|c| c.describe(&group)).map(|d| GroupResponse::DescribeGroup(describe(d)));
                 group_name = group;
             }
+            GroupRequest::QueueFetch(q) => {
+                group_name = q.queue.clone();
+                let fetch = queue::to_fetch(q)?;
+                let bounds = bounds.unwrap_or_default();
+                let o = slot.with(|c| c.queues_mut().fetch(&fetch, &bounds, at));
+                records = o.records;
+                let dlq = groups::queue::dead_letter_topic(&group_name);
+                result = o.result.map(|r| GroupResponse::QueueFetch(queue::from_reply(r, dlq)));
+            }
+            GroupRequest::DescribeQueue { queue } => {
+                result = slot
+                    .with(|c| c.queues().describe(&queue, at))
+                    .map(|d| GroupResponse::DescribeQueue(queue::from_description(d)));
+                group_name = queue;
+            }
+            GroupRequest::DeleteQueue { queue } => {
+                let o = slot.with(|c| c.queues_mut().delete(&queue, at));
+                records = o.records;
+                result = o.result.map(|()| GroupResponse::DeleteQueue);
+                group_name = queue;
+            }
             GroupRequest::FindCoordinator { .. } | GroupRequest::ListGroups => {
                 unreachable!("answered by group_call")
             }
@@ -481,6 +533,13 @@ impl<R: Runtime> Shard<R> {
                             group: id.clone(),
                             state: state.to_owned(),
                             members: g.members.len() as u32,
+                        });
+                    }
+                    for (id, q) in c.queues().iter() {
+                        out.push(GroupListing {
+                            group: id.clone(),
+                            state: "queue".to_owned(),
+                            members: q.members.len() as u32,
                         });
                     }
                 }
@@ -512,7 +571,9 @@ impl<R: Runtime> Shard<R> {
             let records = {
                 let mut state = slot.state.borrow_mut();
                 let Some((_, c)) = state.as_mut() else { continue };
-                let records = c.tick(now(), retention);
+                let at = now();
+                let mut records = c.tick(at, retention);
+                records.extend(c.queues_mut().tick(at));
                 for (id, g) in c.groups() {
                     for ((topic, p), o) in &g.offsets {
                         committed.push((id.clone(), topic.clone(), *p, o.offset));
@@ -524,23 +585,15 @@ impl<R: Runtime> Shard<R> {
                 tracing::warn!(error = %e, "group expiry not written; the coordinator reloads");
             }
         }
+        let wanted: BTreeSet<(String, u32)> = committed.iter().map(|(_, t, p, _)| (t.clone(), *p)).collect();
+        let bounds = self.partition_bounds(wanted.into_iter().collect()).await;
         let mut lag = BTreeMap::new();
         for (group, topic, p, offset) in committed {
-            if let Some(end) = self.high_watermark_anywhere(&topic, p).await {
+            if let Some((_, end)) = bounds.get(&(topic.clone(), p)) {
                 lag.insert((group, topic, p), end.saturating_sub(offset));
             }
         }
         *self.groups.lag.borrow_mut() = lag;
         self.groups.ticking.set(false);
-    }
-
-    /// A partition's high watermark, if a replica of it is on this broker.
-    async fn high_watermark_anywhere(self: &Rc<Self>, topic: &str, partition: u32) -> Option<u64> {
-        let (tp, owner) = self.resolve(topic, partition).ok()?;
-        self.invoke_on(owner, move |shard| async move { shard.partition(tp).and_then(|p| p.high_watermark()).ok() })
-            .await
-            .ok()
-            .flatten()
-            .map(|o| o.0)
     }
 }
