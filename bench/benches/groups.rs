@@ -118,16 +118,18 @@ async fn queue(client: &Client) {
     );
 }
 
-/// A member reading until told to stop (a task of its own: a group
-/// consumer's futures are not `Sync`, so it stays on one thread).
-fn member(client: &Client, assignor: &str, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+/// A member reading until told to stop, on a thread and runtime of its own
+/// (a group consumer's futures are not `Sync`) with its own client: a
+/// client's connections live on the runtime that opened them.
+fn member(addr: &str, assignor: &str, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let mut config = GroupConsumerConfig::new(format!("bench-{assignor}"), &["bench-rebalance"]);
     config.assignor = Some(assignor.to_owned());
     config.start_from = StartFrom::Latest;
-    let (client, stop) = (client.clone(), stop.clone());
+    let (addr, stop) = (addr.to_owned(), stop.clone());
     tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
+            let client = Client::connect(ClientConfig::new(addr.clone())).await.expect("connects");
             let mut c = GroupConsumer::join(client, config).await.expect("joins");
             while !stop.load(Ordering::Relaxed) {
                 let _ = c.poll().await;
@@ -156,7 +158,7 @@ async fn settled(client: &Client, group: &str, members: usize) {
     }
 }
 
-async fn rebalance(client: &Client) {
+async fn rebalance(client: &Client, addr: &str) {
     client.create_topic("bench-rebalance", 100, TopicConfig::default()).await.expect("topic");
     let mut out = Vec::new();
     for assignor in ["cooperative-sticky", "range"] {
@@ -164,10 +166,10 @@ async fn rebalance(client: &Client) {
         for _ in 0..3 {
             let group = format!("bench-{assignor}");
             let stop = Arc::new(AtomicBool::new(false));
-            let mut tasks: Vec<_> = (0..9).map(|_| member(client, assignor, &stop)).collect();
+            let mut tasks: Vec<_> = (0..9).map(|_| member(addr, assignor, &stop)).collect();
             settled(client, &group, 9).await;
             let start = Instant::now();
-            tasks.push(member(client, assignor, &stop));
+            tasks.push(member(addr, assignor, &stop));
             settled(client, &group, 10).await;
             rounds.push(start.elapsed().as_secs_f64());
             stop.store(true, Ordering::Relaxed);
@@ -238,13 +240,13 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let addr = broker.addr.to_string();
     runtime.block_on(async {
-        let client = Client::connect(ClientConfig::new(addr)).await.expect("connects");
+        let client = Client::connect(ClientConfig::new(addr.clone())).await.expect("connects");
         if which == "all" || which == "queue" {
             queue(&client).await;
         }
         // Not in "all": it did not settle in the one run made so far (docs/benchmarks.md).
         if which == "rebalance" {
-            rebalance(&client).await;
+            rebalance(&client, &addr).await;
         }
         if which == "all" || which == "fetch" {
             fetch(&client).await;

@@ -24,6 +24,8 @@ pub struct Limits {
     pub group_members_max: usize,
     pub subscription_topics_max: usize,
     pub commit_metadata_bytes_max: usize,
+    /// Committed offsets (topic partitions) one group keeps at most.
+    pub group_offsets_max: usize,
     pub session_timeout_ms_min: u32,
     pub session_timeout_ms_max: u32,
     /// How often members are told to heartbeat.
@@ -38,6 +40,7 @@ impl Default for Limits {
             group_members_max: 1000,
             subscription_topics_max: 1000,
             commit_metadata_bytes_max: 4096,
+            group_offsets_max: 100_000,
             session_timeout_ms_min: 1000,
             session_timeout_ms_max: 300_000,
             heartbeat_interval_ms: 1000,
@@ -349,6 +352,10 @@ impl Coordinator {
             return Outcome::err(ErrorCode::GROUP_MAX_SIZE_REACHED);
         }
         if let Some(g) = self.groups.get(group) {
+            let new = offsets.iter().filter(|o| !g.offsets.contains_key(&(o.topic.clone(), o.partition))).count();
+            if g.offsets.len() + new > self.limits.group_offsets_max {
+                return Outcome::err(ErrorCode::INVALID_REQUEST);
+            }
             if member.is_empty() {
                 if !g.members.is_empty() {
                     return Outcome::err(ErrorCode::UNKNOWN_MEMBER_ID);
@@ -371,6 +378,8 @@ impl Coordinator {
             }
         } else if !member.is_empty() {
             return Outcome::err(ErrorCode::UNKNOWN_MEMBER_ID);
+        } else if offsets.len() > self.limits.group_offsets_max {
+            return Outcome::err(ErrorCode::INVALID_REQUEST);
         }
         let fresh = !self.groups.contains_key(group);
         let g = self.groups.entry(group.to_owned()).or_default();

@@ -395,3 +395,17 @@ fn a_changed_subscription_moves_the_epoch_and_survives_a_replay() {
     assert_eq!(assignment_len(&r.assignment), 5, "a now reads u as well");
     assert_eq!(durable(&w.replayed()), durable(&w.c));
 }
+
+#[test]
+fn a_group_keeps_no_more_committed_partitions_than_its_limit() {
+    let limits = Limits { group_offsets_max: 3, ..Limits::default() };
+    let mut c = Coordinator::new(limits);
+    let commit = |p: u32| CommitOffset { topic: "t".into(), partition: p, offset: 1, metadata: String::new() };
+    let now = Millis(1);
+    let four: Vec<CommitOffset> = (0..4).map(commit).collect();
+    assert_eq!(c.commit("g", "", MemberEpoch::LEAVE, &four, now).result, Err(ErrorCode::INVALID_REQUEST));
+    assert_eq!(c.commit("g", "", MemberEpoch::LEAVE, &four[..3], now).result, Ok(()));
+    // Committing the same partitions again is fine; a fourth is not.
+    assert_eq!(c.commit("g", "", MemberEpoch::LEAVE, &four[..3], now).result, Ok(()));
+    assert_eq!(c.commit("g", "", MemberEpoch::LEAVE, &four[3..], now).result, Err(ErrorCode::INVALID_REQUEST));
+}
