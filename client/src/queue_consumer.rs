@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use protocol::ErrorCode;
-use protocol::api::groups::{AcquiredRange, QueueAck, QueueFetchRequest, QueueFetchResponse, QueueInfo};
+pub use protocol::api::groups::AckKind;
+use protocol::api::groups::{
+    AcquiredRange, DeadLetterReason, QueueAck, QueueFetchRequest, QueueFetchResponse, QueueInfo,
+};
 use protocol::api::{FetchPartition, FetchRequest, FetchTopic, GroupRequest, GroupResponse, Request, Response};
 use protocol::types::Offset;
 
@@ -69,28 +72,6 @@ pub struct QueueRecord {
     pub topic: String,
     pub record: ConsumerRecord,
     pub deliveries: u16,
-}
-
-/// What the consumer says of a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckKind {
-    Accept,
-    Release { delay_ms: u32 },
-    Reject,
-    Gap,
-    DeadLettered,
-}
-
-impl AckKind {
-    fn wire(self) -> (u8, u32) {
-        match self {
-            AckKind::Accept => (0, 0),
-            AckKind::Release { delay_ms } => (1, delay_ms),
-            AckKind::Reject => (2, 0),
-            AckKind::Gap => (3, 0),
-            AckKind::DeadLettered => (4, 0),
-        }
-    }
 }
 
 /// The coordinator's answer to one ack, for `first..=last`.
@@ -231,9 +212,12 @@ impl QueueConsumer {
         let ranges = self.ranges();
         let acks = ranges
             .iter()
-            .map(|(topic, partition, first, last, kind)| {
-                let (kind, delay_ms) = kind.wire();
-                QueueAck { topic: topic.clone(), partition: *partition, first: *first, last: *last, kind, delay_ms }
+            .map(|(topic, partition, first, last, kind)| QueueAck {
+                topic: topic.clone(),
+                partition: *partition,
+                first: *first,
+                last: *last,
+                kind: *kind,
             })
             .collect();
         let request = GroupRequest::QueueFetch(QueueFetchRequest {
@@ -264,7 +248,7 @@ impl QueueConsumer {
             }
         };
         for ((topic, partition, first, last, kind), code) in ranges.into_iter().zip(&response.ack_errors) {
-            self.results.push(AckResult { topic, partition, first, last, kind, error: ErrorCode(*code) });
+            self.results.push(AckResult { topic, partition, first, last, kind, error: *code });
         }
         self.dead_letter_topic = Some(response.dead_letter_topic.clone());
         Ok(response)
@@ -285,18 +269,17 @@ impl QueueConsumer {
             }
         };
         let mut present = std::collections::BTreeSet::new();
-        if range.dead_letter == 0 {
-            for r in records {
-                present.insert(r.offset.0);
-                self.held.insert((range.topic.clone(), range.partition, r.offset.0), range.deliveries);
-                out.push(QueueRecord { topic: range.topic.clone(), record: r, deliveries: range.deliveries });
-            }
-        } else {
-            let reason = if range.dead_letter == 1 { "rejected" } else { "delivery-limit" };
+        if let Some(reason) = range.dead_letter {
             let copied = self.dead_letter(range, reason, records).await?;
             for o in copied {
                 present.insert(o);
                 self.pending.insert((range.topic.clone(), range.partition, o), AckKind::DeadLettered);
+            }
+        } else {
+            for r in records {
+                present.insert(r.offset.0);
+                self.held.insert((range.topic.clone(), range.partition, r.offset.0), range.deliveries);
+                out.push(QueueRecord { topic: range.topic.clone(), record: r, deliveries: range.deliveries });
             }
         }
         for o in range.first..=range.last.min(read_to.saturating_sub(1)) {
@@ -315,7 +298,7 @@ impl QueueConsumer {
     async fn dead_letter(
         &mut self,
         range: &AcquiredRange,
-        reason: &str,
+        reason: DeadLetterReason,
         records: Vec<ConsumerRecord>,
     ) -> Result<Vec<u64>> {
         let topic = self
@@ -332,7 +315,7 @@ impl QueueConsumer {
             headers.push((DLQ_TOPIC.into(), Bytes::from(range.topic.clone())));
             headers.push((DLQ_PARTITION.into(), Bytes::from(range.partition.to_string())));
             headers.push((DLQ_OFFSET.into(), Bytes::from(r.offset.0.to_string())));
-            headers.push((DLQ_REASON.into(), Bytes::from(reason.to_owned())));
+            headers.push((DLQ_REASON.into(), Bytes::from_static(reason.name().as_bytes())));
             headers.push((DLQ_DELIVERIES.into(), Bytes::from(range.deliveries.to_string())));
             let copy = ProducerRecord {
                 topic: topic.clone(),

@@ -22,43 +22,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use protocol::ErrorCode;
+use protocol::api::groups::{
+    AckKind, AcquiredRange, DeadLetterReason, QueueAck, QueueFetchRequest, QueueFetchResponse, QueueInfo,
+    QueueMemberInfo, QueuePartitionInfo,
+};
 
 use crate::coordinator::validate_group_id;
 use crate::records::GroupRecord;
 use crate::types::Millis;
-
-/// Why a record goes to the dead-letter topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// A consumer rejected it.
-    Rejected,
-    /// It was delivered `delivery_count_max` times without an ack.
-    DeliveryLimit,
-}
-
-impl Reason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::Rejected => "rejected",
-            Reason::DeliveryLimit => "delivery-limit",
-        }
-    }
-
-    pub fn code(self) -> u8 {
-        match self {
-            Reason::Rejected => 0,
-            Reason::DeliveryLimit => 1,
-        }
-    }
-
-    pub fn from_code(code: u8) -> Option<Reason> {
-        match code {
-            0 => Some(Reason::Rejected),
-            1 => Some(Reason::DeliveryLimit),
-            _ => None,
-        }
-    }
-}
 
 /// Where one in-flight record stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +40,7 @@ pub enum State {
     Acquired { member: Arc<str>, until: Millis },
     /// Bound for the dead-letter topic; `holder`: the consumer copying it
     /// there now, and until when.
-    DeadLetter { reason: Reason, holder: Option<(Arc<str>, Millis)> },
+    DeadLetter { reason: DeadLetterReason, holder: Option<(Arc<str>, Millis)> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,43 +66,6 @@ pub struct QueuePartition {
     /// Offsets without a record (compaction, control batches), and records
     /// the log dropped by retention before they were handed out.
     pub skipped: u64,
-}
-
-/// What a consumer says of records it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckKind {
-    /// Processed: never delivered to this queue again.
-    Accept,
-    /// Give it back, to be redelivered after `delay_ms`.
-    Release { delay_ms: u32 },
-    /// Cannot be processed: to the dead-letter topic.
-    Reject,
-    /// The offset holds no record.
-    Gap,
-    /// Copied to the dead-letter topic as it was told.
-    DeadLettered,
-}
-
-/// An acknowledgement of `first..=last` of one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    pub topic: String,
-    pub partition: u32,
-    pub first: u64,
-    pub last: u64,
-    pub kind: AckKind,
-}
-
-/// Records handed to a consumer: consecutive offsets with one delivery
-/// count, to process, or (`dead_letter`) to copy to the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acquired {
-    pub topic: String,
-    pub partition: u32,
-    pub first: u64,
-    pub last: u64,
-    pub deliveries: u16,
-    pub dead_letter: Option<Reason>,
 }
 
 /// Bounds on queues.
@@ -183,59 +117,6 @@ pub struct Queue {
     pub members: BTreeMap<Arc<str>, Millis>,
     /// Which partition the next fetch starts at (fairness).
     cursor: usize,
-}
-
-/// A consumer's call: its acks of what it held, then up to `records_max`
-/// more records locked to it for `lock_ms`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueFetch {
-    pub queue: String,
-    pub member: String,
-    pub topics: Vec<String>,
-    pub acks: Vec<Ack>,
-    pub records_max: u32,
-    pub lock_ms: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueFetchReply {
-    /// One per ack, in order.
-    pub ack_errors: Vec<ErrorCode>,
-    pub acquired: Vec<Acquired>,
-    /// The lock of everything acquired ends then.
-    pub lock_until: Millis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueMemberDescription {
-    pub member: String,
-    pub last_seen: Millis,
-    /// Records it holds locked now.
-    pub holding: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuePartitionDescription {
-    pub topic: String,
-    pub partition: u32,
-    pub start: u64,
-    pub next: u64,
-    pub acked: u64,
-    pub dead_lettered: u64,
-    pub skipped: u64,
-    pub available: u64,
-    pub acquired: u64,
-    pub dead_letter_pending: u64,
-    /// In-flight records by delivery count.
-    pub deliveries: BTreeMap<u16, u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueDescription {
-    pub queue: String,
-    pub dead_letter_topic: String,
-    pub members: Vec<QueueMemberDescription>,
-    pub partitions: Vec<QueuePartitionDescription>,
 }
 
 /// The topic a queue's dead letters go to.
@@ -301,7 +182,7 @@ impl QueuePartition {
     }
 
     /// Applies one ack of `member`'s, all of the range or none of it.
-    fn ack(&mut self, member: &str, ack: &Ack, now: Millis, limits: &QueueLimits) -> Result<(), ErrorCode> {
+    fn ack(&mut self, member: &str, ack: &QueueAck, now: Millis, limits: &QueueLimits) -> Result<(), ErrorCode> {
         if ack.first < self.start || ack.last >= self.next {
             return Err(ErrorCode::INVALID_RECORD_STATE);
         }
@@ -344,7 +225,7 @@ impl QueuePartition {
                 }
                 AckKind::Reject => {
                     let e = self.entries.get_mut(&o).expect("checked above");
-                    e.state = State::DeadLetter { reason: Reason::Rejected, holder: None };
+                    e.state = State::DeadLetter { reason: DeadLetterReason::Rejected, holder: None };
                 }
             }
         }
@@ -367,7 +248,7 @@ impl QueuePartition {
         now: Millis,
         (log_start, high_watermark): (u64, u64),
         limits: &QueueLimits,
-        out: &mut Vec<Acquired>,
+        out: &mut Vec<AcquiredRange>,
     ) -> bool {
         let mut changed = false;
         if self.next < log_start {
@@ -420,8 +301,8 @@ impl QueuePartition {
         changed
     }
 
-    fn describe(&self, topic: &str, partition: u32) -> QueuePartitionDescription {
-        let mut d = QueuePartitionDescription {
+    fn describe(&self, topic: &str, partition: u32) -> QueuePartitionInfo {
+        let mut d = QueuePartitionInfo {
             topic: topic.to_owned(),
             partition,
             start: self.start,
@@ -432,16 +313,18 @@ impl QueuePartition {
             available: 0,
             acquired: 0,
             dead_letter_pending: 0,
-            deliveries: BTreeMap::new(),
+            deliveries: Vec::new(),
         };
+        let mut deliveries: BTreeMap<u16, u64> = BTreeMap::new();
         for e in self.entries.values() {
             match e.state {
                 State::Available { .. } => d.available += 1,
                 State::Acquired { .. } => d.acquired += 1,
                 State::DeadLetter { .. } => d.dead_letter_pending += 1,
             }
-            *d.deliveries.entry(e.deliveries).or_default() += 1;
+            *deliveries.entry(e.deliveries).or_default() += 1;
         }
+        d.deliveries = deliveries.into_iter().collect();
         d
     }
 
@@ -457,13 +340,20 @@ impl QueuePartition {
 /// A record given back (or whose lock ran out) after `deliveries`.
 fn released(deliveries: u16, delivery_count_max: u16, at: Millis) -> State {
     if deliveries >= delivery_count_max {
-        State::DeadLetter { reason: Reason::DeliveryLimit, holder: None }
+        State::DeadLetter { reason: DeadLetterReason::DeliveryLimit, holder: None }
     } else {
         State::Available { at }
     }
 }
 
-fn push_run(out: &mut Vec<Acquired>, topic: &str, partition: u32, offset: u64, deliveries: u16, dl: Option<Reason>) {
+fn push_run(
+    out: &mut Vec<AcquiredRange>,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    deliveries: u16,
+    dl: Option<DeadLetterReason>,
+) {
     if let Some(last) = out.last_mut()
         && last.partition == partition
         && last.topic == topic
@@ -474,7 +364,14 @@ fn push_run(out: &mut Vec<Acquired>, topic: &str, partition: u32, offset: u64, d
         last.last = offset;
         return;
     }
-    out.push(Acquired { topic: topic.to_owned(), partition, first: offset, last: offset, deliveries, dead_letter: dl });
+    out.push(AcquiredRange {
+        topic: topic.to_owned(),
+        partition,
+        first: offset,
+        last: offset,
+        deliveries,
+        dead_letter: dl,
+    });
 }
 
 fn state_record(queue: &str, topic: &str, partition: u32, p: Option<&QueuePartition>) -> GroupRecord {
@@ -515,10 +412,10 @@ impl Queues {
     /// driver can see (only those are handed out from).
     pub fn fetch(
         &mut self,
-        req: &QueueFetch,
+        req: &QueueFetchRequest,
         ends: &BTreeMap<(String, u32), (u64, u64)>,
         now: Millis,
-    ) -> QueueOutcome<QueueFetchReply> {
+    ) -> QueueOutcome<QueueFetchResponse> {
         let limits = self.limits.clone();
         if let Err(code) = validate_queue_id(&req.queue) {
             return err(code);
@@ -595,10 +492,16 @@ impl Queues {
         }
         let records =
             touched.iter().map(|(t, p)| state_record(&req.queue, t, *p, q.partitions.get(&(t.clone(), *p)))).collect();
-        QueueOutcome { result: Ok(QueueFetchReply { ack_errors, acquired, lock_until: until }), records }
+        let reply = QueueFetchResponse {
+            ack_errors,
+            acquired,
+            lock_until_ms: until.0,
+            dead_letter_topic: dead_letter_topic(&req.queue),
+        };
+        QueueOutcome { result: Ok(reply), records }
     }
 
-    pub fn describe(&self, queue: &str, now: Millis) -> Result<QueueDescription, ErrorCode> {
+    pub fn describe(&self, queue: &str, now: Millis) -> Result<QueueInfo, ErrorCode> {
         validate_queue_id(queue)?;
         let q = self.queues.get(queue).ok_or(ErrorCode::UNKNOWN_GROUP)?;
         let mut holding: BTreeMap<&str, u64> = BTreeMap::new();
@@ -613,15 +516,15 @@ impl Queues {
                 }
             }
         }
-        Ok(QueueDescription {
+        Ok(QueueInfo {
             queue: queue.to_owned(),
             dead_letter_topic: dead_letter_topic(queue),
             members: q
                 .members
                 .iter()
-                .map(|(m, t)| QueueMemberDescription {
+                .map(|(m, t)| QueueMemberInfo {
                     member: m.to_string(),
-                    last_seen: *t,
+                    last_seen_ms: t.0,
                     holding: holding.get(&**m).copied().unwrap_or(0),
                 })
                 .collect(),

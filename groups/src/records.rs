@@ -16,7 +16,9 @@ use bytes::Bytes;
 use protocol::codec::{DecodeError, Reader, Writer};
 
 use crate::assignor::Assignor;
-use crate::queue::{Entry, QueuePartition, Reason, State};
+use protocol::api::groups::DeadLetterReason;
+
+use crate::queue::{Entry, QueuePartition, State};
 use crate::types::{Assignment, GroupEpoch, MemberEpoch, Millis};
 
 const KIND_OFFSET: u16 = 0;
@@ -285,13 +287,20 @@ const QUEUE_ENTRIES_MAX: u64 = 1 << 20;
 
 const QUEUE_RUN_BYTES_MIN: usize = 8 + 4 + 2 + 1 + 1 + 8 + 2;
 
+fn reason_code(reason: DeadLetterReason) -> u8 {
+    match reason {
+        DeadLetterReason::Rejected => 0,
+        DeadLetterReason::DeliveryLimit => 1,
+    }
+}
+
 fn run_key(e: &Entry) -> (u16, u8, u8, u64, &str) {
     match &e.state {
         State::Available { at } => (e.deliveries, 0, 0, at.0, ""),
         State::Acquired { member, until } => (e.deliveries, 1, 0, until.0, member),
-        State::DeadLetter { reason, holder: None } => (e.deliveries, 2, reason.code(), 0, ""),
+        State::DeadLetter { reason, holder: None } => (e.deliveries, 2, reason_code(*reason), 0, ""),
         State::DeadLetter { reason, holder: Some((member, until)) } => {
-            (e.deliveries, 3, reason.code(), until.0, member)
+            (e.deliveries, 3, reason_code(*reason), until.0, member)
         }
     }
 }
@@ -350,7 +359,11 @@ fn read_queue_partition(r: &mut Reader) -> Result<QueuePartition, DecodeError> {
             return Err(invalid("queue run", first));
         }
         end = last;
-        let reason = Reason::from_code(reason).ok_or(invalid("dead-letter reason", u64::from(reason)))?;
+        let reason = match reason {
+            0 => DeadLetterReason::Rejected,
+            1 => DeadLetterReason::DeliveryLimit,
+            r => return Err(invalid("dead-letter reason", u64::from(r))),
+        };
         let member: std::sync::Arc<str> = std::sync::Arc::from(member.as_str());
         let state = match state {
             0 => State::Available { at: time },

@@ -126,11 +126,6 @@ impl ApiKey {
             ApiKey::DeleteQueue => "delete_queue",
         }
     }
-
-    /// A consumer-group or queue-group API (answered by a coordinator).
-    pub fn is_group(self) -> bool {
-        (ApiKey::FindCoordinator as u16..=ApiKey::DeleteQueue as u16).contains(&(self as u16))
-    }
 }
 
 /// Why a request frame could not become a [`Request`]; each maps to a code.

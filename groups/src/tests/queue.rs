@@ -35,8 +35,8 @@ impl World {
         o.result
     }
 
-    fn fetch(&mut self, member: &str, acks: Vec<Ack>, records_max: u32) -> Result<QueueFetchReply, ErrorCode> {
-        let req = QueueFetch {
+    fn fetch(&mut self, member: &str, acks: Vec<QueueAck>, records_max: u32) -> Result<QueueFetchResponse, ErrorCode> {
+        let req = QueueFetchRequest {
             queue: "jobs".into(),
             member: member.into(),
             topics: vec!["t".into()],
@@ -57,11 +57,11 @@ impl World {
     }
 }
 
-fn ack(a: &Acquired, kind: AckKind) -> Ack {
-    Ack { topic: a.topic.clone(), partition: a.partition, first: a.first, last: a.last, kind }
+fn ack(a: &AcquiredRange, kind: AckKind) -> QueueAck {
+    QueueAck { topic: a.topic.clone(), partition: a.partition, first: a.first, last: a.last, kind }
 }
 
-fn offsets(runs: &[Acquired]) -> BTreeSet<(u32, u64)> {
+fn offsets(runs: &[AcquiredRange]) -> BTreeSet<(u32, u64)> {
     runs.iter().flat_map(|r| (r.first..=r.last).map(|o| (r.partition, o))).collect()
 }
 
@@ -74,7 +74,7 @@ fn each_record_goes_to_one_consumer_and_an_accepted_one_never_comes_back() {
     assert_eq!(sa.len(), 12);
     assert_eq!(sb.len(), 8);
     assert!(sa.is_disjoint(&sb), "a record was handed to two consumers");
-    let acks: Vec<Ack> = a.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
+    let acks: Vec<QueueAck> = a.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
     let again = w.fetch("a", acks, 100).unwrap();
     assert!(again.ack_errors.iter().all(|c| c.is_ok()), "{:?}", again.ack_errors);
     assert!(again.acquired.is_empty(), "b holds the rest; nothing is free");
@@ -84,10 +84,10 @@ fn each_record_goes_to_one_consumer_and_an_accepted_one_never_comes_back() {
     assert_eq!(offsets(&third.acquired), sb);
     assert!(third.acquired.iter().all(|r| r.deliveries == 2));
     // b's late ack is refused: c holds them now.
-    let late: Vec<Ack> = b.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
+    let late: Vec<QueueAck> = b.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
     let refused = w.fetch("b", late, 0).unwrap();
     assert!(refused.ack_errors.iter().all(|&c| c == ErrorCode::INVALID_RECORD_STATE));
-    let done: Vec<Ack> = third.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
+    let done: Vec<QueueAck> = third.acquired.iter().map(|r| ack(r, AckKind::Accept)).collect();
     w.fetch("c", done, 0).unwrap();
     let desc = w.q.describe("jobs", w.now).unwrap();
     let acked: u64 = desc.partitions.iter().map(|p| p.acked).sum();
@@ -113,7 +113,7 @@ fn a_release_redelivers_after_its_delay_and_the_delivery_limit_dead_letters() {
     // dead-letter topic, and handed out as such.
     let third = w.fetch("b", vec![ack(&second[0], AckKind::Release { delay_ms: 0 })], 10).unwrap().acquired;
     assert_eq!(third.len(), 1);
-    assert_eq!(third[0].dead_letter, Some(Reason::DeliveryLimit));
+    assert_eq!(third[0].dead_letter, Some(DeadLetterReason::DeliveryLimit));
     // It cannot be accepted now, only reported dead-lettered.
     let wrong = w.fetch("b", vec![ack(&third[0], AckKind::Accept)], 0).unwrap();
     assert_eq!(wrong.ack_errors, vec![ErrorCode::INVALID_RECORD_STATE]);
@@ -127,17 +127,20 @@ fn a_release_redelivers_after_its_delay_and_the_delivery_limit_dead_letters() {
 fn a_reject_dead_letters_at_once_and_a_holder_that_dies_leaves_it_to_the_next() {
     let mut w = World::new(QueueLimits::default(), [3, 0]);
     let got = w.fetch("a", vec![], 10).unwrap().acquired;
-    let reject = Ack { topic: "t".into(), partition: 0, first: 1, last: 1, kind: AckKind::Reject };
+    let reject = QueueAck { topic: "t".into(), partition: 0, first: 1, last: 1, kind: AckKind::Reject };
     let dl = w.fetch("a", vec![reject], 0).unwrap();
     assert_eq!(dl.ack_errors, vec![ErrorCode::NONE]);
     assert_eq!(got.len(), 1);
     let holder = w.fetch("b", vec![], 10).unwrap().acquired;
     assert_eq!(holder.len(), 1);
-    assert_eq!((holder[0].first, holder[0].dead_letter, holder[0].deliveries), (1, Some(Reason::Rejected), 1));
+    assert_eq!(
+        (holder[0].first, holder[0].dead_letter, holder[0].deliveries),
+        (1, Some(DeadLetterReason::Rejected), 1)
+    );
     w.now = w.now.plus_ms(u64::from(LOCK_MS) + 1);
     let next = w.fetch("c", vec![], 10).unwrap().acquired;
     assert!(
-        next.iter().any(|r| (r.first, r.last, r.dead_letter) == (1, 1, Some(Reason::Rejected))),
+        next.iter().any(|r| (r.first, r.last, r.dead_letter) == (1, 1, Some(DeadLetterReason::Rejected))),
         "the dead letter is offered again: {next:?}"
     );
     w.assert_replay_matches();
@@ -150,10 +153,10 @@ fn no_more_than_the_in_flight_limit_is_handed_out_past_the_oldest_unfinished_rec
     let got = w.fetch("a", vec![], 100).unwrap().acquired;
     assert_eq!(offsets(&got).len(), 5);
     // Accepting 1..=4 leaves 0 unfinished: still no room.
-    let part = Ack { topic: "t".into(), partition: 0, first: 1, last: 4, kind: AckKind::Accept };
+    let part = QueueAck { topic: "t".into(), partition: 0, first: 1, last: 4, kind: AckKind::Accept };
     let r = w.fetch("a", vec![part], 100).unwrap();
     assert!(r.acquired.is_empty());
-    let head = Ack { topic: "t".into(), partition: 0, first: 0, last: 0, kind: AckKind::Accept };
+    let head = QueueAck { topic: "t".into(), partition: 0, first: 0, last: 0, kind: AckKind::Accept };
     let r = w.fetch("a", vec![head], 100).unwrap();
     assert_eq!(offsets(&r.acquired), (5..10).map(|o| (0, o)).collect());
     w.assert_replay_matches();
@@ -188,8 +191,8 @@ fn a_queue_with_held_records_cannot_be_deleted_and_an_idle_one_can() {
 #[test]
 fn bad_calls_are_refused_with_their_codes() {
     let mut w = World::new(QueueLimits::default(), [2, 0]);
-    let bad = |f: fn(&mut QueueFetch)| {
-        let mut req = QueueFetch {
+    let bad = |f: fn(&mut QueueFetchRequest)| {
+        let mut req = QueueFetchRequest {
             queue: "jobs".into(),
             member: "a".into(),
             topics: vec!["t".into()],
@@ -200,14 +203,14 @@ fn bad_calls_are_refused_with_their_codes() {
         f(&mut req);
         req
     };
-    let cases: Vec<(QueueFetch, ErrorCode)> = vec![
+    let cases: Vec<(QueueFetchRequest, ErrorCode)> = vec![
         (bad(|r| r.queue = "no spaces".into()), ErrorCode::INVALID_GROUP_ID),
         (bad(|r| r.member = String::new()), ErrorCode::INVALID_REQUEST),
         (bad(|r| r.lock_ms = 1), ErrorCode::INVALID_REQUEST),
         (bad(|r| r.records_max = 1 << 30), ErrorCode::INVALID_REQUEST),
         (
             bad(|r| {
-                r.acks = vec![Ack { topic: "t".into(), partition: 0, first: 5, last: 4, kind: AckKind::Accept }];
+                r.acks = vec![QueueAck { topic: "t".into(), partition: 0, first: 5, last: 4, kind: AckKind::Accept }];
             }),
             ErrorCode::INVALID_REQUEST,
         ),
@@ -219,7 +222,7 @@ fn bad_calls_are_refused_with_their_codes() {
     }
     // An ack of a partition the queue never read is refused, not a crash.
     let r = w
-        .fetch("a", vec![Ack { topic: "u".into(), partition: 9, first: 0, last: 0, kind: AckKind::Accept }], 0)
+        .fetch("a", vec![QueueAck { topic: "u".into(), partition: 9, first: 0, last: 0, kind: AckKind::Accept }], 0)
         .unwrap();
     assert_eq!(r.ack_errors, vec![ErrorCode::INVALID_RECORD_STATE]);
 }
@@ -283,7 +286,7 @@ proptest! {
         let limits = QueueLimits { delivery_count_max: 3, partition_in_flight_max: 8, ..QueueLimits::default() };
         let mut w = World::new(limits, [4, 2]);
         let name = |i: usize| format!("m{i}");
-        let mut holds: Vec<Vec<Acquired>> = vec![Vec::new(); 3];
+        let mut holds: Vec<Vec<AcquiredRange>> = vec![Vec::new(); 3];
         let mut finished: BTreeMap<(u32, u64), u32> = BTreeMap::new();
         let mut rng: u64 = 7;
         for step in steps {
@@ -294,7 +297,7 @@ proptest! {
                 }
                 Step::Act { member, how } => {
                     let held = std::mem::take(&mut holds[member]);
-                    let acks: Vec<Ack> = held
+                    let acks: Vec<QueueAck> = held
                         .iter()
                         .map(|a| {
                             rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
@@ -343,7 +346,7 @@ proptest! {
             if got.is_empty() {
                 break;
             }
-            let acks: Vec<Ack> = got
+            let acks: Vec<QueueAck> = got
                 .iter()
                 .map(|a| ack(a, if a.dead_letter.is_some() { AckKind::DeadLettered } else { AckKind::Accept }))
                 .collect();

@@ -59,12 +59,18 @@ fn samples() -> Vec<GroupRecord> {
                     (40, Entry { state: State::Available { at: Millis(7) }, deliveries: 2 }),
                     (41, Entry { state: State::Acquired { member: "w1".into(), until: Millis(9) }, deliveries: 1 }),
                     (42, Entry { state: State::Acquired { member: "w1".into(), until: Millis(9) }, deliveries: 1 }),
-                    (43, Entry { state: State::DeadLetter { reason: Reason::Rejected, holder: None }, deliveries: 1 }),
+                    (
+                        43,
+                        Entry {
+                            state: State::DeadLetter { reason: DeadLetterReason::Rejected, holder: None },
+                            deliveries: 1,
+                        },
+                    ),
                     (
                         44,
                         Entry {
                             state: State::DeadLetter {
-                                reason: Reason::DeliveryLimit,
+                                reason: DeadLetterReason::DeliveryLimit,
                                 holder: Some(("w2".into(), Millis(3))),
                             },
                             deliveries: 5,

@@ -3,6 +3,7 @@
 //! delete, reset. A whole-call error travels in the response header, as
 //! for the topic APIs; these bodies are the success cases.
 
+use crate::ErrorCode;
 use crate::codec::{DecodeError, Reader, Writer};
 
 use super::ApiKey;
@@ -81,19 +82,82 @@ pub struct GroupInfo {
     pub offsets: Vec<CommittedEntry>,
 }
 
-/// What a queue consumer says of `first..=last` of a partition: `kind` 0
-/// accept, 1 release (after `delay_ms`), 2 reject, 3 gap (no record
-/// there), 4 dead-lettered (copied to the dead-letter topic as told).
+/// What a queue consumer says of records it holds. On the wire a `u8`
+/// (0 accept, 1 release, 2 reject, 3 gap, 4 dead-lettered) then a `u32`
+/// release delay (0 for the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AckKind {
+    /// Processed: never delivered to this queue again.
+    Accept,
+    /// Give it back, to be delivered again after `delay_ms`.
+    Release { delay_ms: u32 },
+    /// Cannot be processed: to the dead-letter topic.
+    Reject,
+    /// The offset holds no record (compaction, a control batch, retention).
+    Gap,
+    /// Copied to the dead-letter topic as the coordinator said.
+    DeadLettered,
+}
+
+impl AckKind {
+    fn write(self, w: &mut Writer) {
+        let (kind, delay_ms) = match self {
+            AckKind::Accept => (0, 0),
+            AckKind::Release { delay_ms } => (1, delay_ms),
+            AckKind::Reject => (2, 0),
+            AckKind::Gap => (3, 0),
+            AckKind::DeadLettered => (4, 0),
+        };
+        w.u8(kind);
+        w.u32(delay_ms);
+    }
+
+    fn read(r: &mut Reader) -> Result<AckKind, DecodeError> {
+        let kind = r.u8()?;
+        let delay_ms = r.u32()?;
+        Ok(match kind {
+            0 => AckKind::Accept,
+            1 => AckKind::Release { delay_ms },
+            2 => AckKind::Reject,
+            3 => AckKind::Gap,
+            4 => AckKind::DeadLettered,
+            k => return Err(DecodeError::Invalid { what: "ack kind", value: i64::from(k) }),
+        })
+    }
+}
+
+/// Why a record goes to the dead-letter topic. On the wire, in an
+/// acquired range, a `u8`: 0 (not a dead letter), 1, 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeadLetterReason {
+    /// A consumer rejected it.
+    Rejected,
+    /// It was delivered as often as the queue allows without an ack.
+    DeliveryLimit,
+}
+
+impl DeadLetterReason {
+    /// As the `cairn.dlq.reason` header says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::DeliveryLimit => "delivery-limit",
+        }
+    }
+}
+
+/// A consumer's ack of `first..=last` of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueAck {
     pub topic: String,
     pub partition: u32,
     pub first: u64,
     pub last: u64,
-    pub kind: u8,
-    pub delay_ms: u32,
+    pub kind: AckKind,
 }
 
+/// A consumer's call: its acks of what it held, then up to `records_max`
+/// more records locked to it for `lock_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueFetchRequest {
     pub queue: String,
@@ -105,8 +169,8 @@ pub struct QueueFetchRequest {
     pub lock_ms: u32,
 }
 
-/// Records locked to the consumer: `dead_letter` 0 to process them, 1
-/// (rejected) or 2 (delivery limit) to copy them to the dead-letter topic.
+/// Records locked to the consumer: consecutive offsets with one delivery
+/// count, to process, or (`dead_letter`) to copy to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcquiredRange {
     pub topic: String,
@@ -114,13 +178,13 @@ pub struct AcquiredRange {
     pub first: u64,
     pub last: u64,
     pub deliveries: u16,
-    pub dead_letter: u8,
+    pub dead_letter: Option<DeadLetterReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueFetchResponse {
     /// One code per ack, in order.
-    pub ack_errors: Vec<u16>,
+    pub ack_errors: Vec<ErrorCode>,
     pub acquired: Vec<AcquiredRange>,
     pub lock_until_ms: u64,
     pub dead_letter_topic: String,
@@ -248,8 +312,7 @@ impl GroupRequest {
                     w.u32(a.partition);
                     w.u64(a.first);
                     w.u64(a.last);
-                    w.u8(a.kind);
-                    w.u32(a.delay_ms);
+                    a.kind.write(w);
                 });
                 w.u32(q.records_max);
                 w.u32(q.lock_ms);
@@ -316,8 +379,7 @@ impl GroupRequest {
                         partition: r.u32()?,
                         first: r.u64()?,
                         last: r.u64()?,
-                        kind: r.u8()?,
-                        delay_ms: r.u32()?,
+                        kind: AckKind::read(r)?,
                     })
                 })?,
                 records_max: r.u32()?,
@@ -347,14 +409,18 @@ impl GroupResponse {
             | GroupResponse::ResetOffsets
             | GroupResponse::DeleteQueue => {}
             GroupResponse::QueueFetch(q) => {
-                w.array(&q.ack_errors, |w, c| w.u16(*c));
+                w.array(&q.ack_errors, |w, c| w.u16(c.0));
                 w.array(&q.acquired, |w, a| {
                     w.string(&a.topic);
                     w.u32(a.partition);
                     w.u64(a.first);
                     w.u64(a.last);
                     w.u16(a.deliveries);
-                    w.u8(a.dead_letter);
+                    w.u8(match a.dead_letter {
+                        None => 0,
+                        Some(DeadLetterReason::Rejected) => 1,
+                        Some(DeadLetterReason::DeliveryLimit) => 2,
+                    });
                 });
                 w.u64(q.lock_until_ms);
                 w.string(&q.dead_letter_topic);
@@ -447,7 +513,7 @@ impl GroupResponse {
             ApiKey::DeleteGroup => GroupResponse::DeleteGroup,
             ApiKey::ResetOffsets => GroupResponse::ResetOffsets,
             ApiKey::QueueFetch => GroupResponse::QueueFetch(QueueFetchResponse {
-                ack_errors: r.array("ack errors", 2, Reader::u16)?,
+                ack_errors: r.array("ack errors", 2, |r| r.u16().map(ErrorCode))?,
                 acquired: r.array("acquired", 29, |r| {
                     Ok(AcquiredRange {
                         topic: r.string()?,
@@ -455,7 +521,12 @@ impl GroupResponse {
                         first: r.u64()?,
                         last: r.u64()?,
                         deliveries: r.u16()?,
-                        dead_letter: r.u8()?,
+                        dead_letter: match r.u8()? {
+                            0 => None,
+                            1 => Some(DeadLetterReason::Rejected),
+                            2 => Some(DeadLetterReason::DeliveryLimit),
+                            v => return Err(DecodeError::Invalid { what: "dead-letter reason", value: i64::from(v) }),
+                        },
                     })
                 })?,
                 lock_until_ms: r.u64()?,

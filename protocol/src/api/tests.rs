@@ -518,7 +518,16 @@ fn group_requests() -> Vec<GroupRequest> {
             queue: "jobs".into(),
             member: "w-1".into(),
             topics: vec!["orders".into()],
-            acks: vec![QueueAck { topic: "orders".into(), partition: 2, first: 10, last: 19, kind: 1, delay_ms: 500 }],
+            acks: vec![
+                QueueAck {
+                    topic: "orders".into(),
+                    partition: 2,
+                    first: 10,
+                    last: 19,
+                    kind: AckKind::Release { delay_ms: 500 },
+                },
+                QueueAck { topic: "orders".into(), partition: 2, first: 20, last: 20, kind: AckKind::DeadLettered },
+            ],
             records_max: 500,
             lock_ms: 30_000,
         }),
@@ -592,14 +601,14 @@ fn every_group_request_and_response_round_trips_and_any_truncation_is_malformed(
         (
             ApiKey::QueueFetch,
             GroupResponse::QueueFetch(QueueFetchResponse {
-                ack_errors: vec![0, 47],
+                ack_errors: vec![crate::ErrorCode::NONE, crate::ErrorCode::INVALID_RECORD_STATE],
                 acquired: vec![AcquiredRange {
                     topic: "orders".into(),
                     partition: 1,
                     first: 5,
                     last: 9,
                     deliveries: 2,
-                    dead_letter: 1,
+                    dead_letter: Some(DeadLetterReason::Rejected),
                 }],
                 lock_until_ms: 1_700_000_030_000,
                 dead_letter_topic: "jobs.dlq".into(),

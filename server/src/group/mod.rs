@@ -489,18 +489,14 @@ impl<R: Runtime> Shard<R> {
                 group_name = group;
             }
             GroupRequest::QueueFetch(q) => {
-                group_name = q.queue.clone();
-                let fetch = queue::to_fetch(q)?;
                 let bounds = bounds.unwrap_or_default();
-                let o = slot.with(|c| c.queues_mut().fetch(&fetch, &bounds, at));
+                let o = slot.with(|c| c.queues_mut().fetch(&q, &bounds, at));
                 records = o.records;
-                let dlq = groups::queue::dead_letter_topic(&group_name);
-                result = o.result.map(|r| GroupResponse::QueueFetch(queue::from_reply(r, dlq)));
+                result = o.result.map(GroupResponse::QueueFetch);
+                group_name = q.queue;
             }
             GroupRequest::DescribeQueue { queue } => {
-                result = slot
-                    .with(|c| c.queues().describe(&queue, at))
-                    .map(|d| GroupResponse::DescribeQueue(queue::from_description(d)));
+                result = slot.with(|c| c.queues().describe(&queue, at)).map(GroupResponse::DescribeQueue);
                 group_name = queue;
             }
             GroupRequest::DeleteQueue { queue } => {
