@@ -186,47 +186,42 @@ impl QueuePartition {
         if ack.first < self.start || ack.last >= self.next {
             return Err(ErrorCode::INVALID_RECORD_STATE);
         }
-        let dead_letter = matches!(ack.kind, AckKind::DeadLettered | AckKind::Gap);
-        let mut count = 0;
-        for (_, e) in self.entries.range(ack.first..=ack.last) {
-            let held = match &e.state {
-                State::Acquired { member: m, until } => {
-                    !matches!(ack.kind, AckKind::DeadLettered) && &**m == member && *until > now
-                }
-                State::DeadLetter { holder: Some((m, until)), .. } => dead_letter && &**m == member && *until > now,
-                _ => false,
-            };
-            if !held {
-                return Err(ErrorCode::INVALID_RECORD_STATE);
-            }
-            count += 1;
-        }
-        if count != ack.last - ack.first + 1 {
+        // The consumer must hold every offset of the range, in a state the
+        // ack fits: a dead letter is copied (or has no record), or given
+        // back for another consumer to copy.
+        let held = |e: &Entry| match (&e.state, ack.kind) {
+            (State::Acquired { .. }, AckKind::DeadLettered) => false,
+            (State::Acquired { member: m, until }, _)
+            | (
+                State::DeadLetter { holder: Some((m, until)), .. },
+                AckKind::DeadLettered | AckKind::Gap | AckKind::Release { .. },
+            ) => &**m == member && *until > now,
+            _ => false,
+        };
+        let range = self.entries.range(ack.first..=ack.last);
+        if range.clone().count() as u64 != ack.last - ack.first + 1 || !range.map(|(_, e)| e).all(held) {
             return Err(ErrorCode::INVALID_RECORD_STATE);
         }
-        let offsets: Vec<u64> = (ack.first..=ack.last).collect();
-        for o in offsets {
-            match ack.kind {
-                AckKind::Accept => {
-                    self.entries.remove(&o);
-                    self.acked += 1;
-                }
-                AckKind::Gap => {
-                    self.entries.remove(&o);
-                    self.skipped += 1;
-                }
-                AckKind::DeadLettered => {
-                    self.entries.remove(&o);
-                    self.dead_lettered += 1;
-                }
-                AckKind::Release { delay_ms } => {
-                    let e = self.entries.get_mut(&o).expect("checked above");
-                    e.state = released(e.deliveries, limits.delivery_count_max, now.plus_ms(u64::from(delay_ms)));
-                }
-                AckKind::Reject => {
-                    let e = self.entries.get_mut(&o).expect("checked above");
-                    e.state = State::DeadLetter { reason: DeadLetterReason::Rejected, holder: None };
-                }
+        let done = match ack.kind {
+            AckKind::Accept => Some(&mut self.acked),
+            AckKind::Gap => Some(&mut self.skipped),
+            AckKind::DeadLettered => Some(&mut self.dead_lettered),
+            AckKind::Release { .. } | AckKind::Reject => None,
+        };
+        if let Some(counter) = done {
+            *counter += ack.last - ack.first + 1;
+            for o in ack.first..=ack.last {
+                self.entries.remove(&o);
+            }
+        } else {
+            for (_, e) in self.entries.range_mut(ack.first..=ack.last) {
+                e.state = match (ack.kind, &e.state) {
+                    (_, State::DeadLetter { reason, .. }) => State::DeadLetter { reason: *reason, holder: None },
+                    (AckKind::Release { delay_ms }, _) => {
+                        released(e.deliveries, limits.delivery_count_max, now.plus_ms(u64::from(delay_ms)))
+                    }
+                    _ => State::DeadLetter { reason: DeadLetterReason::Rejected, holder: None },
+                };
             }
         }
         self.settle();
@@ -286,7 +281,7 @@ impl QueuePartition {
             *budget -= 1;
             changed = true;
         }
-        let room = (self.start + u64::from(limits.partition_in_flight_max)).saturating_sub(self.next);
+        let room = self.start.saturating_add(u64::from(limits.partition_in_flight_max)).saturating_sub(self.next);
         let new = u64::from(*budget).min(high_watermark.saturating_sub(self.next)).min(room);
         for o in self.next..self.next + new {
             self.entries.insert(o, Entry { state: State::Acquired { member: member.clone(), until }, deliveries: 1 });
@@ -447,16 +442,24 @@ impl Queues {
         }
         q.members.insert(member.clone(), now);
         let mut touched: BTreeSet<(String, u32)> = BTreeSet::new();
+        // Each partition the call touches has its run-out locks released
+        // once, before anything else (a scan of its in-flight records).
+        let mut expired: BTreeSet<(String, u32)> = BTreeSet::new();
+        let mut expire = |q: &mut Queue, key: &(String, u32), touched: &mut BTreeSet<(String, u32)>| {
+            if expired.insert(key.clone())
+                && q.partitions.get_mut(key).is_some_and(|p| p.expire(now, limits.delivery_count_max))
+            {
+                touched.insert(key.clone());
+            }
+        };
         let mut ack_errors = Vec::with_capacity(req.acks.len());
         for a in &req.acks {
             let key = (a.topic.clone(), a.partition);
+            expire(q, &key, &mut touched);
             let Some(p) = q.partitions.get_mut(&key) else {
                 ack_errors.push(ErrorCode::INVALID_RECORD_STATE);
                 continue;
             };
-            if p.expire(now, limits.delivery_count_max) {
-                touched.insert(key.clone());
-            }
             match p.ack(&member, a, now, &limits) {
                 Ok(()) => {
                     ack_errors.push(ErrorCode::NONE);
@@ -478,14 +481,13 @@ impl Queues {
                 }
                 let key = keys[(q.cursor + i) % keys.len()];
                 let bounds = ends[key];
-                let p = q.partitions.entry(key.clone()).or_insert_with(|| {
+                if !q.partitions.contains_key(key) {
+                    q.partitions.insert(key.clone(), QueuePartition::starting_at(bounds.0));
                     touched.insert(key.clone());
-                    QueuePartition::starting_at(bounds.0)
-                });
-                let expired = p.expire(now, limits.delivery_count_max);
-                let changed =
-                    p.acquire(&key.0, key.1, &member, &mut budget, until, now, bounds, &limits, &mut acquired);
-                if expired || changed {
+                }
+                expire(q, key, &mut touched);
+                let p = q.partitions.get_mut(key).expect("inserted above");
+                if p.acquire(&key.0, key.1, &member, &mut budget, until, now, bounds, &limits, &mut acquired) {
                     touched.insert(key.clone());
                 }
             }

@@ -367,3 +367,21 @@ proptest! {
         w.assert_replay_matches();
     }
 }
+
+#[test]
+fn a_dead_letter_given_back_by_its_holder_goes_to_the_next_consumer_at_once() {
+    let mut w = World::new(QueueLimits::default(), [1, 0]);
+    let got = w.fetch("a", vec![], 1).unwrap().acquired;
+    w.fetch("a", vec![ack(&got[0], AckKind::Reject)], 0).unwrap();
+    let held = w.fetch("b", vec![], 1).unwrap().acquired;
+    assert_eq!(held[0].dead_letter, Some(DeadLetterReason::Rejected));
+    // b cannot copy it (say, the dead-letter topic refused it) and gives it back.
+    let back = w.fetch("b", vec![ack(&held[0], AckKind::Release { delay_ms: 0 })], 0).unwrap();
+    assert_eq!(back.ack_errors, vec![ErrorCode::NONE]);
+    let next = w.fetch("c", vec![], 1).unwrap().acquired;
+    assert_eq!((next[0].first, next[0].dead_letter), (0, Some(DeadLetterReason::Rejected)));
+    // Only as a dead letter: it cannot be accepted.
+    let wrong = w.fetch("c", vec![ack(&next[0], AckKind::Accept)], 0).unwrap();
+    assert_eq!(wrong.ack_errors, vec![ErrorCode::INVALID_RECORD_STATE]);
+    w.assert_replay_matches();
+}
