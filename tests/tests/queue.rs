@@ -330,9 +330,18 @@ async fn cairn_consume_with_a_queue_shares_the_records_and_a_delete_needs_no_hol
     assert_eq!(all, want, "each record printed once over the two runs");
     let info = c.describe_queue("q").await.unwrap();
     assert_eq!(info.partitions.iter().map(|p| p.acked).sum::<u64>(), 30);
-    // Unknown queues and bad ids have their codes.
+    // Unknown queues and topics have their codes, and fetches that hand
+    // out no dead letter create no topic (a client cannot make topics by
+    // naming queues).
     let unknown = c.describe_queue("nope").await.unwrap_err();
     assert_eq!(unknown.code(), Some(ErrorCode::UNKNOWN_GROUP));
+    for i in 0..5 {
+        let mut stray =
+            QueueConsumer::new(c.clone(), QueueConsumerConfig::new(format!("stray-{i}"), &["no-such-topic"])).unwrap();
+        assert_eq!(stray.poll().await.unwrap_err().code(), Some(ErrorCode::UNKNOWN_TOPIC));
+    }
+    let topics: Vec<String> = c.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert!(topics.iter().all(|t| !t.starts_with("stray-")), "{topics:?}");
     let out = broker.cli(&["queue", "delete", "q"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(c.describe_queue("q").await.unwrap_err().code(), Some(ErrorCode::UNKNOWN_GROUP));

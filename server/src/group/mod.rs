@@ -218,16 +218,23 @@ impl<R: Runtime> Shard<R> {
         if let GroupRequest::FindCoordinator { .. } = req {
             return Ok(GroupResponse::FindCoordinator { topic: OFFSETS_TOPIC.to_owned(), partition });
         }
-        if let GroupRequest::QueueFetch(_) = req {
-            self.dead_letter_topic(ctx, &group).await?;
-        }
         let (tp, owner) = self.resolve(OFFSETS_TOPIC, partition)?;
         let client_id = ctx.client_id.clone();
-        self.invoke_on(owner, move |shard| async move {
-            let partition = shard.partition(tp)?;
-            shard.coordinate(&partition, &client_id, req).await
-        })
-        .await?
+        let response = self
+            .invoke_on(owner, move |shard| async move {
+                let partition = shard.partition(tp)?;
+                shard.coordinate(&partition, &client_id, req).await
+            })
+            .await??;
+        // A queue's dead-letter topic is made when it first has a dead
+        // letter to copy: only queues that exist (at most `queues_max` per
+        // coordinator) ever get one.
+        if let GroupResponse::QueueFetch(r) = &response
+            && r.acquired.iter().any(|a| a.dead_letter.is_some())
+        {
+            self.dead_letter_topic(ctx, &group).await?;
+        }
+        Ok(response)
     }
 
     /// The offsets topic's partition count, creating the topic first if
@@ -260,7 +267,6 @@ impl<R: Runtime> Shard<R> {
     /// Creates the queue's dead-letter topic if it has none yet (one
     /// partition: dead letters are few, and kept in the order they came).
     async fn dead_letter_topic(self: &Rc<Self>, ctx: &ConnContext, queue: &str) -> Result<(), ServiceError> {
-        groups::queue::validate_queue_id(queue).map_err(|code| from_code(code, queue))?;
         let name = groups::queue::dead_letter_topic(queue);
         if self.topic(&name).is_some() {
             return Ok(());

@@ -2,19 +2,24 @@
 //! data partitions — their log start offsets and high watermarks, read
 //! from the replicas on this broker, one cross-shard call per shard.
 //!
-//! Only partitions with a replica here are handed out from: a high
-//! watermark learnt elsewhere (from a client) could be ahead of the log,
-//! and the offsets past it would be skipped as gaps. In a cluster whose
+//! Every partition of a queue's topics must have a replica here (else the
+//! fetch is refused with `QUEUE_PARTITION_UNAVAILABLE`): a high watermark
+//! learnt elsewhere (from a client) could be ahead of the log, and the
+//! offsets past it would be skipped as gaps. In a cluster whose
 //! replication factor is its broker count (the default up to three
-//! brokers), every partition has one.
+//! brokers), every partition has one; asking the leaders instead is the
+//! known next step.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use engine::rt::Runtime;
+use protocol::ErrorCode;
 
 use crate::service::ServiceError;
 use crate::shard::Shard;
+
+use super::group_error;
 
 impl<R: Runtime> Shard<R> {
     /// `(log start offset, high watermark)` of each of `partitions` with a
@@ -49,7 +54,9 @@ impl<R: Runtime> Shard<R> {
         out
     }
 
-    /// The bounds of every partition of `topics` (each must exist).
+    /// The bounds of every partition of `topics` (each must exist, and
+    /// each partition have a replica here: a queue that silently left one
+    /// out would never deliver its records).
     pub(super) async fn queue_bounds(
         self: &Rc<Self>,
         topics: &[String],
@@ -59,6 +66,15 @@ impl<R: Runtime> Shard<R> {
             let entry = self.topic(t).ok_or_else(|| ServiceError::UnknownTopic(t.clone()))?;
             wanted.extend((0..entry.meta.partitions).map(|p| (t.clone(), p)));
         }
-        Ok(self.partition_bounds(wanted).await)
+        let count = wanted.len();
+        let bounds = self.partition_bounds(wanted.clone()).await;
+        if bounds.len() < count {
+            let (t, p) = wanted.iter().find(|k| !bounds.contains_key(*k)).expect("one is missing");
+            return Err(group_error(
+                ErrorCode::QUEUE_PARTITION_UNAVAILABLE,
+                format!("this broker has no open replica of {t}/{p}, so the queue's coordinator cannot hand it out"),
+            ));
+        }
+        Ok(bounds)
     }
 }
