@@ -160,7 +160,7 @@ impl QueueConsumer {
         let response = self.call(self.config.records_max).await?;
         let mut out = Vec::new();
         for range in &response.acquired {
-            self.take(range, &mut out).await?;
+            self.take(range, &mut out).await;
         }
         if out.is_empty() && response.acquired.is_empty() {
             tokio::time::sleep(self.config.idle_wait).await;
@@ -228,23 +228,25 @@ impl QueueConsumer {
             records_max,
             lock_ms: self.config.lock.as_millis().min(u128::from(u32::MAX)) as u32,
         });
+        let sent = ranges.len();
         let response = match self.client.group_call(&self.config.queue, request).await {
-            Ok(GroupResponse::QueueFetch(r)) => r,
-            Ok(other) => return Err(unexpected(&Response::Group(other))),
-            Err(e) => {
-                // Not known to have been applied: the records' locks run
-                // out and they are delivered again.
+            Ok(GroupResponse::QueueFetch(r)) if r.ack_errors.len() == sent => r,
+            answer => {
+                // Not known to have been applied: the acks stay pending and
+                // go with the next call (one applied meanwhile is refused
+                // then with INVALID_RECORD_STATE, which is its answer).
                 for (topic, partition, first, last, kind) in ranges {
-                    self.results.push(AckResult {
-                        topic,
-                        partition,
-                        first,
-                        last,
-                        kind,
-                        error: e.code().unwrap_or(ErrorCode::REQUEST_TIMED_OUT),
-                    });
+                    for o in first..=last {
+                        self.pending.entry((topic.clone(), partition, o)).or_insert(kind);
+                    }
                 }
-                return Err(e);
+                return Err(match answer {
+                    Ok(GroupResponse::QueueFetch(r)) => {
+                        ClientError::Protocol(format!("the coordinator answered {} of {sent} acks", r.ack_errors.len()))
+                    }
+                    Ok(other) => unexpected(&Response::Group(other)),
+                    Err(e) => e,
+                });
             }
         };
         for ((topic, partition, first, last, kind), code) in ranges.into_iter().zip(&response.ack_errors) {
@@ -255,25 +257,34 @@ impl QueueConsumer {
     }
 
     /// Reads an acquired range: records to process go to `out`; dead
-    /// letters are copied; offsets without a record are gaps.
-    async fn take(&mut self, range: &AcquiredRange, out: &mut Vec<QueueRecord>) -> Result<()> {
-        let (records, read_to) = match self.read(&range.topic, range.partition, range.first, range.last).await {
+    /// letters are copied; offsets without a record are gaps. A range it
+    /// cannot read, or whose dead letters it cannot copy, is given back at
+    /// once for another consumer (or a later poll) rather than left to its
+    /// lock; the other ranges go on.
+    async fn take(&mut self, range: &AcquiredRange, out: &mut Vec<QueueRecord>) {
+        let read = self.read(&range.topic, range.partition, range.first, range.last).await;
+        let (records, read_to) = match read {
             Ok(r) => r,
             Err(e) => {
-                // Given back at once rather than left to its lock.
-                for o in range.first..=range.last {
-                    self.pending.insert((range.topic.clone(), range.partition, o), AckKind::Release { delay_ms: 0 });
-                }
                 tracing::debug!(error = %e, topic = range.topic, partition = range.partition, "queue read failed");
-                return Ok(());
+                self.give_back(range, range.first);
+                return;
             }
         };
         let mut present = std::collections::BTreeSet::new();
         if let Some(reason) = range.dead_letter {
-            let copied = self.dead_letter(range, reason, records).await?;
-            for o in copied {
-                present.insert(o);
-                self.pending.insert((range.topic.clone(), range.partition, o), AckKind::DeadLettered);
+            match self.dead_letter(range, reason, records).await {
+                Ok(copied) => {
+                    for o in copied {
+                        present.insert(o);
+                        self.pending.insert((range.topic.clone(), range.partition, o), AckKind::DeadLettered);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, queue = self.config.queue, "dead letters not copied; given back");
+                    self.give_back(range, range.first);
+                    return;
+                }
             }
         } else {
             for r in records {
@@ -287,10 +298,14 @@ impl QueueConsumer {
                 self.pending.insert((range.topic.clone(), range.partition, o), AckKind::Gap);
             }
         }
-        for o in read_to.max(range.first)..=range.last {
+        self.give_back(range, read_to);
+    }
+
+    /// Releases `from..=last` of `range` (nothing if `from` is past it).
+    fn give_back(&mut self, range: &AcquiredRange, from: u64) {
+        for o in from.max(range.first)..=range.last {
             self.pending.insert((range.topic.clone(), range.partition, o), AckKind::Release { delay_ms: 0 });
         }
-        Ok(())
     }
 
     /// Copies dead letters to the queue's dead-letter topic; the offsets
