@@ -18,6 +18,9 @@
 
 #![allow(clippy::cast_precision_loss, reason = "rates and ratios of counters far below 2^52")]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -224,19 +227,7 @@ async fn fetch(client: &Client) {
 fn main() {
     // `cargo bench` passes `--bench`; any other argument (a filter) is ignored.
     let which = std::env::var("CAIRN_GROUPS_BENCH").unwrap_or_else(|_| "all".into());
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut config = server::config::ServerConfig::load(
-        None,
-        &server::config::Overrides {
-            data_dir: Some(dir.path().to_path_buf()),
-            listen: Some("127.0.0.1:0".parse().expect("address")),
-            metrics_listen: Some("off".into()),
-            ..server::config::Overrides::default()
-        },
-    )
-    .expect("valid configuration");
-    config.groups.offsets_topic_partitions = 4;
-    let broker = server::start(config).expect("the broker starts");
+    let (_dir, broker) = common::start_broker(None, None, |c| c.groups.offsets_topic_partitions = 4);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let addr = broker.addr.to_string();
     runtime.block_on(async {

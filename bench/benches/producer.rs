@@ -8,6 +8,9 @@
 //! (`CLOCK_THREAD_CPUTIME_ID`), not the wall clock: waiting for the broker
 //! costs the client nothing, so throughput is records/s per client core.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Duration;
 
 use cairn_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, Record, TopicConfig};
@@ -25,21 +28,7 @@ fn thread_cpu() -> Duration {
 }
 
 fn producer_cost(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(".").expect("a temporary directory here");
-    let mut config = server::config::ServerConfig::load(
-        None,
-        &server::config::Overrides {
-            data_dir: Some(dir.path().to_path_buf()),
-            listen: Some("127.0.0.1:0".parse().expect("address")),
-            cores: Some(1),
-            flush: Some("never".into()),
-            metrics_listen: Some("off".into()),
-            ..server::config::Overrides::default()
-        },
-    )
-    .expect("valid configuration");
-    config.log.retention_check_ms = 500;
-    let broker = server::start(config).expect("the broker starts");
+    let (_dir, broker) = common::start_broker(Some(1), Some("never"), |c| c.log.retention_check_ms = 500);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let addr = broker.addr.to_string();
     let (client, producer) = runtime.block_on(async {

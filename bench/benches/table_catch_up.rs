@@ -11,6 +11,9 @@
 
 #![allow(clippy::cast_precision_loss, reason = "rates and ratios of counters far below 2^52")]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, ClientConfig, Producer, ProducerConfig, Record, Table, TableConfig, TopicConfig};
@@ -42,22 +45,10 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument (a filter) is ignored.
     let events = env_or("CAIRN_TABLE_EVENTS", 1_000_000);
     let keys = env_or("CAIRN_TABLE_KEYS", 100_000);
-    let dir = tempfile::tempdir_in(".").expect("a temporary directory here");
-    let mut config = server::config::ServerConfig::load(
-        None,
-        &server::config::Overrides {
-            data_dir: Some(dir.path().to_path_buf()),
-            listen: Some("127.0.0.1:0".parse().expect("address")),
-            cores: Some(1),
-            flush: Some("never".into()),
-            metrics_listen: Some("off".into()),
-            ..server::config::Overrides::default()
-        },
-    )
-    .expect("valid configuration");
-    config.log.cleaner_check_ms = 100;
-    config.log.cleaner_bytes_per_second_max = 0;
-    let broker = server::start(config).expect("the broker starts");
+    let (_dir, broker) = common::start_broker(Some(1), Some("never"), |c| {
+        c.log.cleaner_check_ms = 100;
+        c.log.cleaner_bytes_per_second_max = 0;
+    });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let addr = broker.addr.to_string();
     runtime.block_on(async {
