@@ -235,8 +235,7 @@ fn main() {
         if which == "all" || which == "queue" {
             queue(&client).await;
         }
-        // Not in "all": it did not settle in the one run made so far (docs/benchmarks.md).
-        if which == "rebalance" {
+        if which == "all" || which == "rebalance" {
             rebalance(&client, &addr).await;
         }
         if which == "all" || which == "fetch" {
