@@ -50,14 +50,12 @@ pub struct Entry {
     pub deliveries: u16,
 }
 
-/// One partition of a queue. Invariants ([`QueuePartition::check`]):
-/// `start <= next`; every entry's offset is in `[start, next)`; the first
-/// entry, if any, is at `start`. Offsets in `[start, next)` without an
-/// entry are done (acked, dead-lettered or skipped).
+/// One partition of a queue. Invariant ([`QueuePartition::check`]): every
+/// entry's offset is below `next`. Offsets below `next` without an entry
+/// are done (acked, dead-lettered or skipped); [`QueuePartition::start`],
+/// the first offset not done, follows from the entries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueuePartition {
-    /// Every offset below is done.
-    pub start: u64,
     /// The first offset never handed out.
     pub next: u64,
     pub entries: BTreeMap<u64, Entry>,
@@ -133,32 +131,20 @@ pub fn validate_queue_id(queue: &str) -> Result<(), ErrorCode> {
 impl QueuePartition {
     /// A partition whose first record to hand out is `from`.
     pub fn starting_at(from: u64) -> QueuePartition {
-        QueuePartition { start: from, next: from, ..QueuePartition::default() }
+        QueuePartition { next: from, ..QueuePartition::default() }
     }
 
-    /// The invariants, as an error (decoding uses it on untrusted input).
+    /// Every offset below is done: the first in flight, or `next`.
+    pub fn start(&self) -> u64 {
+        self.entries.first_key_value().map_or(self.next, |(&o, _)| o)
+    }
+
+    /// The invariant, as an error (decoding uses it on untrusted input).
     pub fn check(&self) -> Result<(), &'static str> {
-        if self.start > self.next {
-            return Err("start after next");
-        }
-        if let Some((&first, _)) = self.entries.first_key_value()
-            && first != self.start
-        {
-            return Err("the first in-flight offset is not start");
-        }
         if self.entries.last_key_value().is_some_and(|(&last, _)| last >= self.next) {
             return Err("an in-flight offset at or past next");
         }
-        if self.entries.is_empty() && self.start != self.next {
-            return Err("nothing in flight but start is not next");
-        }
         Ok(())
-    }
-
-    /// Moves `start` past done offsets.
-    fn settle(&mut self) {
-        self.start = self.entries.first_key_value().map_or(self.next, |(&o, _)| o);
-        debug_assert_eq!(self.check(), Ok(()));
     }
 
     /// Locks that ran out: back to available, or bound for the dead-letter
@@ -183,7 +169,7 @@ impl QueuePartition {
 
     /// Applies one ack of `member`'s, all of the range or none of it.
     fn ack(&mut self, member: &str, ack: &QueueAck, now: Millis, limits: &QueueLimits) -> Result<(), ErrorCode> {
-        if ack.first < self.start || ack.last >= self.next {
+        if ack.last >= self.next {
             return Err(ErrorCode::INVALID_RECORD_STATE);
         }
         // The consumer must hold every offset of the range, in a state the
@@ -224,7 +210,6 @@ impl QueuePartition {
                 };
             }
         }
-        self.settle();
         Ok(())
     }
 
@@ -281,7 +266,7 @@ impl QueuePartition {
             *budget -= 1;
             changed = true;
         }
-        let room = self.start.saturating_add(u64::from(limits.partition_in_flight_max)).saturating_sub(self.next);
+        let room = self.start().saturating_add(u64::from(limits.partition_in_flight_max)).saturating_sub(self.next);
         let new = u64::from(*budget).min(high_watermark.saturating_sub(self.next)).min(room);
         for o in self.next..self.next + new {
             self.entries.insert(o, Entry { state: State::Acquired { member: member.clone(), until }, deliveries: 1 });
@@ -292,7 +277,7 @@ impl QueuePartition {
             *budget -= new as u32;
             changed = true;
         }
-        self.settle();
+        debug_assert_eq!(self.check(), Ok(()));
         changed
     }
 
@@ -300,7 +285,7 @@ impl QueuePartition {
         let mut d = QueuePartitionInfo {
             topic: topic.to_owned(),
             partition,
-            start: self.start,
+            start: self.start(),
             next: self.next,
             acked: self.acked,
             dead_lettered: self.dead_lettered,

@@ -306,7 +306,7 @@ fn run_key(e: &Entry) -> (u16, u8, u8, u64, &str) {
 }
 
 fn write_queue_partition(v: &mut Writer, p: &QueuePartition) {
-    v.u64(p.start);
+    v.u64(p.start());
     v.u64(p.next);
     v.u64(p.acked);
     v.u64(p.dead_lettered);
@@ -336,8 +336,8 @@ fn write_queue_partition(v: &mut Writer, p: &QueuePartition) {
 
 fn read_queue_partition(r: &mut Reader) -> Result<QueuePartition, DecodeError> {
     let invalid = |what: &'static str, value: u64| DecodeError::Invalid { what, value: value as i64 };
+    let start = r.u64()?;
     let mut p = QueuePartition {
-        start: r.u64()?,
         next: r.u64()?,
         acked: r.u64()?,
         dead_lettered: r.u64()?,
@@ -345,7 +345,7 @@ fn read_queue_partition(r: &mut Reader) -> Result<QueuePartition, DecodeError> {
         entries: std::collections::BTreeMap::new(),
     };
     let runs = r.count("queue runs", QUEUE_RUN_BYTES_MIN)?;
-    let mut end = p.start;
+    let mut end = start;
     for _ in 0..runs {
         let first = r.u64()?;
         let count = r.u32()?;
@@ -355,7 +355,7 @@ fn read_queue_partition(r: &mut Reader) -> Result<QueuePartition, DecodeError> {
         let time = Millis(r.u64()?);
         let member = r.string()?;
         let last = first.checked_add(u64::from(count)).ok_or(invalid("queue run end", first))?;
-        if count == 0 || first < end || last > p.next || last - p.start > QUEUE_ENTRIES_MAX {
+        if count == 0 || first < end || last > p.next || last - start > QUEUE_ENTRIES_MAX {
             return Err(invalid("queue run", first));
         }
         end = last;
@@ -376,7 +376,10 @@ fn read_queue_partition(r: &mut Reader) -> Result<QueuePartition, DecodeError> {
             p.entries.insert(o, Entry { state: state.clone(), deliveries });
         }
     }
-    p.check().map_err(|what| invalid(what, p.start))?;
+    p.check().map_err(|what| invalid(what, start))?;
+    if p.start() != start || start > p.next {
+        return Err(invalid("queue start", start));
+    }
     Ok(p)
 }
 

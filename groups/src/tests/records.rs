@@ -53,7 +53,6 @@ fn samples() -> Vec<GroupRecord> {
             topic: "orders".into(),
             partition: 1,
             value: Some(crate::queue::QueuePartition {
-                start: 40,
                 next: 45,
                 entries: BTreeMap::from([
                     (40, Entry { state: State::Available { at: Millis(7) }, deliveries: 2 }),
