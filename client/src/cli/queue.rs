@@ -56,22 +56,8 @@ pub async fn run(client: &Client, command: QueueCommand, out: &mut impl Write) -
             for p in &info.partitions {
                 let deliveries: Vec<String> = p.deliveries.iter().map(|(d, n)| format!("{d}x{n}")).collect();
                 let deliveries = if deliveries.is_empty() { "-".to_owned() } else { deliveries.join(",") };
-                writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    p.topic,
-                    p.partition,
-                    p.start,
-                    p.next,
-                    p.acked,
-                    p.dead_lettered,
-                    p.skipped,
-                    p.available,
-                    p.acquired,
-                    p.dead_letter_pending,
-                    deliveries
-                )
-                .map_err(io)?;
+                let counts: Vec<String> = p.counts().iter().map(u64::to_string).collect();
+                writeln!(out, "{}\t{}\t{}\t{deliveries}", p.topic, p.partition, counts.join("\t")).map_err(io)?;
             }
         }
         QueueCommand::Delete { queue } => {

@@ -214,6 +214,24 @@ pub struct QueuePartitionInfo {
     pub deliveries: Vec<(u16, u64)>,
 }
 
+impl QueuePartitionInfo {
+    /// The eight counters in wire (and `cairn queue describe` column)
+    /// order: start, next, acked, dead-lettered, skipped, available,
+    /// acquired, dead-letter pending.
+    pub fn counts(&self) -> [u64; 8] {
+        [
+            self.start,
+            self.next,
+            self.acked,
+            self.dead_lettered,
+            self.skipped,
+            self.available,
+            self.acquired,
+            self.dead_letter_pending,
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     pub queue: String,
@@ -436,16 +454,7 @@ impl GroupResponse {
                 w.array(&q.partitions, |w, p| {
                     w.string(&p.topic);
                     w.u32(p.partition);
-                    for v in [
-                        p.start,
-                        p.next,
-                        p.acked,
-                        p.dead_lettered,
-                        p.skipped,
-                        p.available,
-                        p.acquired,
-                        p.dead_letter_pending,
-                    ] {
+                    for v in p.counts() {
                         w.u64(v);
                     }
                     w.array(&p.deliveries, |w, (d, n)| {
