@@ -35,6 +35,36 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Shards of every test broker (`--cores`).
+const SHARDS: u16 = 2;
+
+/// Client ports of the brokers tests start: below the system's ephemeral
+/// range (`ip_local_port_range` starts at 32768) and apart from the
+/// cluster's replication ports. A broker's shards listen on the ports
+/// after its own (port + 1 + shard), so [`Broker::restart_on_same_address`]
+/// needs that whole block to be the broker's: a port the system chose
+/// could be followed by ports any client connection may hold as its local
+/// end (a restart then failed with `EADDRINUSE` on a shard port).
+const CLIENT_PORTS: std::ops::Range<u16> = 10_000..20_000;
+
+/// The first of `len` neighbouring ports free now, never handed out twice
+/// by this process (test processes of one run start apart in the range).
+fn free_port_block(len: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let stride = u32::from(len) + 1;
+    let blocks = u32::from(CLIENT_PORTS.end - CLIENT_PORTS.start) / stride;
+    let start = std::process::id() * 31 % blocks;
+    for _ in 0..blocks {
+        let k = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % blocks;
+        let first = CLIENT_PORTS.start + u16::try_from(k * stride).expect("within the range");
+        if (first..first + len).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {len} free neighbouring ports in {CLIENT_PORTS:?}");
+}
+
 /// A broker process. Killed (SIGKILL) on drop.
 pub struct Broker {
     child: Option<Child>,
@@ -128,7 +158,8 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        if let Err(e) = self.try_spawn(&format!("{}:0", self.host)) {
+        let listen = format!("{}:{}", self.host, free_port_block(SHARDS + 1));
+        if let Err(e) = self.try_spawn(&listen) {
             panic!("the broker did not start: {e}");
         }
     }
@@ -149,7 +180,7 @@ impl Broker {
         };
         command
             .current_dir(self.root.path())
-            .args(["--data-dir", &data_dir, "--listen", listen, "--cores", "2"])
+            .args(["--data-dir", &data_dir, "--listen", listen, "--cores", &SHARDS.to_string()])
             .args(&self.extra)
             .env("CAIRN_LOG", "info")
             .stdout(Stdio::piped())
