@@ -26,10 +26,11 @@ pub type TopicPartition = (String, u32);
 
 /// Told of partitions before they go and after they come.
 pub trait RebalanceListener: Send {
-    /// Before these are dropped: the last chance to commit them (with
-    /// manual commits). Automatic commits have committed them already.
-    fn on_revoked(&mut self, partitions: &[TopicPartition]) {
-        let _ = partitions;
+    /// Before these are dropped: the last chance to commit them, through
+    /// [`Revoking::commit`] (what it commits is committed before they go,
+    /// with automatic commits' positions for the others).
+    fn on_revoked(&mut self, revoking: &mut Revoking) {
+        let _ = revoking;
     }
     /// These are now read, from the positions given.
     fn on_assigned(&mut self, partitions: &[(TopicPartition, Offset)]) {
@@ -39,6 +40,35 @@ pub trait RebalanceListener: Send {
     /// away without a chance to commit.
     fn on_lost(&mut self, partitions: &[TopicPartition]) {
         let _ = partitions;
+    }
+}
+
+/// The partitions a rebalance takes away, handed to
+/// [`RebalanceListener::on_revoked`] before they are dropped.
+#[derive(Debug)]
+pub struct Revoking {
+    /// Each with the position the records returned so far reached (`None`:
+    /// records fetched for it were not yet returned).
+    partitions: Vec<(TopicPartition, Option<Offset>)>,
+    commits: BTreeMap<TopicPartition, Offset>,
+}
+
+impl Revoking {
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.partitions.iter().map(|(tp, _)| tp)
+    }
+
+    /// The next offset after the records `poll` returned for `partition`.
+    pub fn position(&self, partition: &TopicPartition) -> Option<Offset> {
+        self.partitions.iter().find(|(tp, _)| tp == partition).and_then(|(_, o)| *o)
+    }
+
+    /// Commits `offset` for `partition` (one being revoked; others are
+    /// ignored) before it goes, overriding an automatic commit's position.
+    pub fn commit(&mut self, partition: TopicPartition, offset: Offset) {
+        if self.partitions.iter().any(|(tp, _)| *tp == partition) {
+            self.commits.insert(partition, offset);
+        }
     }
 }
 
@@ -213,18 +243,23 @@ impl GroupConsumer {
             return Ok(());
         }
         if !revoked.is_empty() {
-            if self.config.auto_commit_interval.is_some() {
-                let positions = self.returned_positions();
-                let offsets: Vec<(TopicPartition, Offset)> =
-                    revoked.iter().filter_map(|tp| positions.get(tp).map(|o| (tp.clone(), *o))).collect();
-                // A commit refused now (the member moved on) loses nothing
-                // acknowledged: the next owner re-reads from the last commit.
-                if let Err(e) = self.commit_positions(offsets).await {
-                    tracing::debug!(error = %e, "commit on revocation failed");
-                }
-            }
+            let positions = self.returned_positions();
+            let mut revoking = Revoking {
+                partitions: revoked.iter().map(|tp| (tp.clone(), positions.get(tp).copied())).collect(),
+                commits: BTreeMap::new(),
+            };
             if let Some(l) = self.listener.as_mut() {
-                l.on_revoked(&revoked);
+                l.on_revoked(&mut revoking);
+            }
+            let mut offsets = BTreeMap::new();
+            if self.config.auto_commit_interval.is_some() {
+                offsets.extend(revoking.partitions.iter().filter_map(|(tp, o)| o.map(|o| (tp.clone(), o))));
+            }
+            offsets.extend(revoking.commits);
+            // A commit refused now (the member moved on) loses nothing
+            // acknowledged: the next owner re-reads from the last commit.
+            if let Err(e) = self.commit_positions(offsets.into_iter().collect()).await {
+                tracing::debug!(error = %e, "commit on revocation failed");
             }
         }
         let mut positions = self.positions();
@@ -264,6 +299,31 @@ impl GroupConsumer {
         };
         let found = self.client.list_offsets(topic, &[partition], spec).await?;
         Ok(found.first().map_or(Offset(0), |(_, o)| *o))
+    }
+
+    /// Moves each partition of `topic` read from outside its log (below
+    /// the log start offset, or past the end) to where `start_from` says,
+    /// kept inside the log.
+    async fn reset_out_of_range(&mut self, topic: &str) -> Result<()> {
+        let Some(reader) = self.readers.get(topic) else { return Ok(()) };
+        let parts: Vec<u32> = reader.positions().keys().copied().collect();
+        let earliest: BTreeMap<u32, Offset> =
+            self.client.list_offsets(topic, &parts, OffsetSpec::Earliest).await?.into_iter().collect();
+        let latest: BTreeMap<u32, Offset> =
+            self.client.list_offsets(topic, &parts, OffsetSpec::Latest).await?.into_iter().collect();
+        let positions = reader.positions().clone();
+        for (p, at) in positions {
+            let (Some(&low), Some(&high)) = (earliest.get(&p), latest.get(&p)) else { continue };
+            if (low..=high).contains(&at) {
+                continue;
+            }
+            let to = self.resolve_start(topic, p).await?.clamp(low, high);
+            tracing::info!(topic, partition = p, from = at.0, to = to.0, "position outside the log reset");
+            if let Some(r) = self.readers.get_mut(topic) {
+                r.seek(p, to);
+            }
+        }
+        Ok(())
     }
 
     /// One reader per topic, at `positions`.
@@ -326,7 +386,17 @@ impl GroupConsumer {
         for i in 0..topics.len() {
             let topic = &topics[(self.turn + i) % topics.len()];
             let reader = self.readers.get_mut(topic).expect("listed");
-            let records = reader.poll().await?;
+            let records = match reader.poll().await {
+                // A position retention has passed (or one past the end): it
+                // starts again where `start_from` says, as Kafka's
+                // `auto.offset.reset` does; the other partitions read on.
+                Err(e) if e.code() == Some(ErrorCode::OFFSET_OUT_OF_RANGE) => {
+                    tracing::info!(error = %e, "a position is outside its log: reset by start_from");
+                    self.reset_out_of_range(topic).await?;
+                    continue;
+                }
+                r => r?,
+            };
             if !records.is_empty() {
                 return Ok(records);
             }

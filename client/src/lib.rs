@@ -22,7 +22,7 @@ pub use client::{Client, ClientConfig, Route, TopicConfig};
 pub use conn::Connection;
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use error::{ClientError, Result};
-pub use group_consumer::{GroupConsumer, GroupConsumerConfig, RebalanceListener, TopicPartition};
+pub use group_consumer::{GroupConsumer, GroupConsumerConfig, RebalanceListener, Revoking, TopicPartition};
 pub use producer::{
     BatchDelivery, Deliveries, Delivery, PartialSend, Producer, ProducerConfig, ProducerRecord, ProducerStats, Record,
     RecordMetadata,

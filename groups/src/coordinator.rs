@@ -15,7 +15,7 @@ use crate::assignor::Assignor;
 use crate::group::{Group, Member, MemberState};
 use crate::queue::{QueueLimits, Queues};
 use crate::records::{Committed, GroupMeta, GroupRecord, MemberRecord, Target};
-use crate::types::{Assignment, GroupEpoch, MemberEpoch, Millis, assignment_has};
+use crate::types::{Assignment, GroupEpoch, MemberEpoch, Millis, assignment_has, assignment_minus};
 
 /// Bounds on what one coordinator holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +287,15 @@ impl Coordinator {
                     return Outcome::err(ErrorCode::UNKNOWN_MEMBER_ID);
                 };
                 if epoch != m.record.epoch && epoch != m.record.previous_epoch {
+                    return Outcome::err(ErrorCode::FENCED_MEMBER_EPOCH);
+                }
+                // The previous epoch is a member that missed the reply
+                // which moved it on (as in KIP-848): believed only while
+                // what it owns is still its own — else it holds
+                // partitions since given to another, and is fenced.
+                if epoch != m.record.epoch
+                    && !req.owned.as_ref().is_some_and(|owned| assignment_minus(owned, &m.record.assigned).is_empty())
+                {
                     return Outcome::err(ErrorCode::FENCED_MEMBER_EPOCH);
                 }
                 if assignor.is_some_and(|a| a != g.assignor) {

@@ -12,7 +12,7 @@ use cairn_client::{
     AckKind, GroupConsumer, GroupConsumerConfig, Producer, ProducerRecord, QueueConsumer, QueueConsumerConfig,
     StartFrom,
 };
-use cairn_tests::cluster::{Cluster, client, create, retrying_producer_config};
+use cairn_tests::cluster::{Cluster, client, create, create_with, retrying_producer_config, settled};
 
 const RECORDS: u64 = 600;
 const PARTITIONS: u32 = 3;
@@ -113,5 +113,59 @@ async fn groups_and_queues_go_on_when_their_coordinator_is_killed_and_keep_what_
     assert_eq!(info.partitions.iter().map(|p| p.acked).sum::<u64>(), RECORDS, "{info:#?}");
     assert!(info.partitions.iter().all(|p| p.available + p.acquired + p.dead_letter_pending == 0), "{info:#?}");
     group.close().await.unwrap();
+    queue.close().await.unwrap();
+}
+
+/// A queue over a topic of replication factor 1 on three brokers: its
+/// coordinator's broker has a replica of only some partitions, and learns
+/// the others' bounds from their leaders, so every record is handed out
+/// and acked (without that, the fetch is refused for the partitions
+/// elsewhere and none is delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_hands_out_the_partitions_its_coordinator_has_no_replica_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cairn.toml");
+    std::fs::write(&cfg, "[groups]\ntick_ms = 50\noffsets_topic_partitions = 1\n").unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let cluster = Cluster::start(3, &["--config", &cfg]);
+    let c = client(&cluster.bootstrap()).await;
+    let partitions = 6u32;
+    let records = 120u64;
+    create_with(&c, "spread", partitions, cairn_client::TopicConfig::default().with("replication.factor", "1")).await;
+    let producer = Producer::new(c.clone(), retrying_producer_config());
+    for i in 0..records {
+        let mut r = ProducerRecord::new("spread", None::<Vec<u8>>, i.to_string());
+        r.partition = Some((i % u64::from(partitions)) as u32);
+        producer.send(r).await.unwrap().wait().await.unwrap();
+    }
+    let mut config = QueueConsumerConfig::new("spread-jobs", &["spread"]);
+    config.lock = Duration::from_secs(10);
+    let mut queue = QueueConsumer::new(c.clone(), config).unwrap();
+    let mut confirmed: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while (confirmed.len() as u64) < records {
+        assert!(Instant::now() < deadline, "only {} of {records} confirmed", confirmed.len());
+        match queue.poll().await {
+            Ok(got) => got.iter().for_each(|r| queue.ack(r)),
+            Err(e) => assert!(e.is_retriable(), "{e}"),
+        }
+        for r in queue.take_ack_results() {
+            if r.error.is_ok() && r.kind == AckKind::Accept {
+                confirmed.extend((r.first..=r.last).map(|o| (r.partition, o)));
+            }
+        }
+    }
+    // The test means something only if the coordinator lacks some of them.
+    let offsets = settled(&c, "__consumer_offsets", 0).await;
+    let coordinator = offsets.leader.expect("a coordinator");
+    let mut elsewhere = 0;
+    for p in 0..partitions {
+        if !settled(&c, "spread", p).await.replicas.contains(&coordinator) {
+            elsewhere += 1;
+        }
+    }
+    assert!(elsewhere > 0, "every partition has a replica on the coordinator's broker {coordinator}");
+    let info = c.describe_queue("spread-jobs").await.unwrap();
+    assert_eq!(info.partitions.iter().map(|p| p.acked).sum::<u64>(), records, "{info:#?}");
     queue.close().await.unwrap();
 }

@@ -208,6 +208,86 @@ async fn cairn_consume_with_a_group_continues_where_the_last_run_committed() {
     assert!(describe.contains("log\t0\t20\t30\t10\t-"), "{describe}");
 }
 
+/// Records a member's rebalance callbacks, and (manual commits) commits
+/// each revoked partition's position from `on_revoked`.
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl cairn_client::RebalanceListener for Recorder {
+    fn on_revoked(&mut self, revoking: &mut cairn_client::Revoking) {
+        let parts: Vec<_> = revoking.partitions().cloned().collect();
+        for tp in parts {
+            let at = revoking.position(&tp).expect("every record fetched was returned");
+            self.0.lock().unwrap().push(format!("revoked {}/{} at {at}", tp.0, tp.1));
+            revoking.commit(tp, at);
+        }
+    }
+    fn on_assigned(&mut self, partitions: &[(cairn_client::TopicPartition, cairn_client::Offset)]) {
+        for ((t, p), o) in partitions {
+            self.0.lock().unwrap().push(format!("assigned {t}/{p} at {o}"));
+        }
+    }
+}
+
+/// With manual commits, the listener's commit in `on_revoked` is what the
+/// next owner starts from: the partition moves without being read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_made_in_on_revoked_is_where_the_next_owner_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let broker = Broker::start(&["--config", &cfg]);
+    client(&broker).await.create_topic("moves", 2, TopicConfig::default()).await.unwrap();
+    for p in ["0", "1"] {
+        assert!(broker.cli(&["produce", "moves", "--partition", p], "a\nb\nc\n").status.success());
+    }
+    let manual = || {
+        let mut config = group_config("movers", "moves");
+        config.auto_commit_interval = None;
+        config
+    };
+    let (a_log, b_log) = (std::sync::Arc::default(), std::sync::Arc::default());
+    let mut a = cairn_client::GroupConsumer::join(client(&broker).await, manual()).await.unwrap();
+    a.set_listener(Box::new(Recorder(std::sync::Arc::clone(&a_log))));
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let mut read = 0;
+    while read < 6 {
+        assert!(Instant::now() < deadline, "a read {read} of 6");
+        read += a.poll().await.unwrap().len();
+    }
+    let mut b = cairn_client::GroupConsumer::join(client(&broker).await, manual()).await.unwrap();
+    b.set_listener(Box::new(Recorder(std::sync::Arc::clone(&b_log))));
+    while b.positions().is_empty() {
+        assert!(Instant::now() < deadline, "b was never given a partition");
+        assert!(a.poll().await.unwrap().is_empty(), "nothing is left to read");
+        assert!(b.poll().await.unwrap().is_empty(), "nothing is read twice");
+    }
+    let moved: Vec<_> = b.positions().into_keys().collect();
+    assert_eq!(moved.len(), 1);
+    let (topic, part) = &moved[0];
+    assert!(a_log.lock().unwrap().contains(&format!("revoked {topic}/{part} at 3")), "{:?}", a_log.lock().unwrap());
+    assert_eq!(*b_log.lock().unwrap(), vec![format!("assigned {topic}/{part} at 3")]);
+}
+
+/// A committed offset outside the log (here past its end; retention
+/// passing it is the same) is not read forever as an error: the partition
+/// starts where `--from` says, as Kafka's `auto.offset.reset` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_outside_the_log_starts_the_partition_where_from_says() {
+    let broker = Broker::start(&[]);
+    let c = client(&broker).await;
+    c.create_topic("log", 1, TopicConfig::default()).await.unwrap();
+    let lines: String = (0..30).fold(String::new(), |s, i| s + &format!("v{i}\n"));
+    assert!(broker.cli(&["produce", "log"], &lines).status.success());
+    // Committed from outside while the group is empty (reset-offsets
+    // would keep it inside the log).
+    let past_end = CommitEntry { topic: "log".into(), partition: 0, offset: 1000, metadata: String::new() };
+    c.commit_offsets("readers", "", -1, vec![past_end]).await.unwrap();
+    let run = broker.cli(&["consume", "log", "--group", "readers", "--from", "earliest", "--count", "5"], "");
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(stdout(&run), "v0\nv1\nv2\nv3\nv4\n");
+    let describe = stdout(&broker.cli(&["group", "describe", "readers"], ""));
+    assert!(describe.contains("log\t0\t5\t30\t25\t-"), "{describe}");
+}
+
 /// A member whose session ran out (it stopped polling) is told so at its
 /// next poll: it drops what it read and joins again, instead of failing
 /// every poll after.

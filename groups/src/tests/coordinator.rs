@@ -120,6 +120,36 @@ fn two_members_split_the_partitions_and_a_third_takes_only_what_is_freed() {
 }
 
 #[test]
+fn a_member_that_missed_its_epoch_bump_is_believed_only_while_it_owns_no_more_than_it_is_assigned() {
+    let mut w = World::new(6);
+    let (mut a, mut b) = (Client::default(), Client::default());
+    w.beat("a", &mut a).unwrap();
+    let all_six = a.holds.clone();
+    let first_epoch = a.epoch;
+    w.beat("b", &mut b).unwrap();
+    w.beat("a", &mut a).unwrap(); // told to keep 3
+    w.beat("a", &mut a).unwrap(); // says it dropped them: a new epoch
+    w.beat("b", &mut b).unwrap(); // b takes the 3
+    assert!(a.epoch > first_epoch);
+    assert_eq!(assignment_len(&b.holds), 3);
+    // The reply that moved a on was lost: a still speaks its old epoch.
+    let still_six = hb("a", first_epoch, Some(&all_six));
+    assert_eq!(
+        w.c.heartbeat(&still_six, &topics(6), w.now).result.unwrap_err(),
+        ErrorCode::FENCED_MEMBER_EPOCH,
+        "it owns partitions b now holds"
+    );
+    let silent = hb("a", first_epoch, None);
+    assert_eq!(w.c.heartbeat(&silent, &topics(6), w.now).result.unwrap_err(), ErrorCode::FENCED_MEMBER_EPOCH);
+    let kept = hb("a", first_epoch, Some(&a.holds));
+    let o = w.c.heartbeat(&kept, &topics(6), w.now);
+    let reply = w.keep(o).expect("what it owns is its own: believed");
+    assert_eq!(reply.member_epoch.0, a.epoch, "and told its current epoch");
+    assert_eq!(reply.assignment, a.holds);
+    w.c.group("g").unwrap().check_exclusive().unwrap();
+}
+
+#[test]
 fn an_eager_group_revokes_everything_before_anyone_gets_new_partitions() {
     let mut w = World::new(4);
     let (mut a, mut b) = (Client::default(), Client::default());

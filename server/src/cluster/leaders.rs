@@ -47,6 +47,10 @@ pub struct ReplicaView {
     /// The reporter leads it (then `caught_up` is its view of the voters).
     pub leading: bool,
     pub caught_up: Vec<u32>,
+    /// `(log start offset, high watermark)`, from the leader only (a
+    /// queue's coordinator elsewhere hands out offsets below it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<(u64, u64)>,
 }
 
 /// One broker's answer to `API_LEADERS`.
@@ -133,6 +137,11 @@ impl<R: Runtime> Shard<R> {
                     shard: u32::try_from(self.id.0).expect("shards fit in u32"),
                     leading,
                     caught_up: if leading { driver.caught_up() } else { Vec::new() },
+                    bounds: if leading {
+                        p.log_start_offset().ok().zip(p.high_watermark().ok()).map(|(s, h)| (s.0, h.0))
+                    } else {
+                        None
+                    },
                 })
             })
             .collect()
@@ -193,6 +202,41 @@ impl<R: Runtime> Shard<R> {
             }
         }
         out
+    }
+
+    /// `(log start offset, high watermark)` of each of `partitions`, as its
+    /// leader reports it (asked as for `Metadata`); a partition whose
+    /// leader is not settled, or did not answer, is left out.
+    pub(crate) async fn leader_bounds(
+        self: &Rc<Self>,
+        partitions: &[(String, u32)],
+    ) -> BTreeMap<(String, u32), (u64, u64)> {
+        if self.cluster().is_none() || partitions.is_empty() {
+            return BTreeMap::new();
+        }
+        let wanted: Vec<((String, u32), TopicPartition, Vec<u32>)> = partitions
+            .iter()
+            .filter_map(|(name, p)| {
+                let entry = self.topic(name)?;
+                let replicas = entry.meta.replicas_of(*p)?.to_vec();
+                Some((
+                    (name.clone(), *p),
+                    TopicPartition { topic: entry.meta.id, partition: PartitionId(*p) },
+                    replicas,
+                ))
+            })
+            .collect();
+        let asked: Vec<(TopicPartition, Vec<u32>)> = wanted.iter().map(|(_, tp, r)| (*tp, r.clone())).collect();
+        let reports = self.reports(&asked, false).await;
+        let best = merge(answered(&reports));
+        wanted
+            .into_iter()
+            .filter(|(_, tp, replicas)| settled_one(&reports, &best, *tp, replicas))
+            .filter_map(|(key, tp, _)| {
+                let view = best.get(&(tp.topic.0, tp.partition.0))?;
+                Some((key, view.bounds?))
+            })
+            .collect()
     }
 
     /// The `Metadata` answer: brokers, controller, and the leader of each
@@ -411,7 +455,16 @@ mod tests {
     use super::*;
 
     fn view(topic: u64, leader: u32, epoch: u32, leading: bool) -> ReplicaView {
-        ReplicaView { topic, partition: 0, leader: Some(leader), epoch, shard: 1, leading, caught_up: vec![] }
+        ReplicaView {
+            topic,
+            partition: 0,
+            leader: Some(leader),
+            epoch,
+            shard: 1,
+            leading,
+            caught_up: vec![],
+            bounds: None,
+        }
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! Queue groups in the broker: what the coordinator needs to know of the
-//! data partitions — their log start offsets and high watermarks, read
-//! from the replicas on this broker, one cross-shard call per shard.
-//!
-//! Every partition of a queue's topics must have a replica here (else the
-//! fetch is refused with `QUEUE_PARTITION_UNAVAILABLE`): a high watermark
-//! learnt elsewhere (from a client) could be ahead of the log, and the
-//! offsets past it would be skipped as gaps. In a cluster whose
-//! replication factor is its broker count (the default up to three
-//! brokers), every partition has one; asking the leaders instead is the
-//! known next step.
+//! data partitions — their log start offsets and high watermarks — read
+//! from the replicas on this broker (one cross-shard call per shard), and
+//! for partitions without one here, from their leaders' reports (one
+//! round of `API_LEADERS` calls, as `Metadata` makes). A follower here is
+//! asked too: its high watermark may trail the leader's, never pass it,
+//! so what it allows is committed. A partition whose leader is not known
+//! makes the fetch fail with `QUEUE_PARTITION_UNAVAILABLE` (retriable): a
+//! queue that left it out would never deliver its records.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -22,12 +20,24 @@ use crate::shard::Shard;
 use super::group_error;
 
 impl<R: Runtime> Shard<R> {
-    /// `(log start offset, high watermark)` of each of `partitions` with a
-    /// replica on this broker; one call per owning shard.
+    /// `(log start offset, high watermark)` of each of `partitions`: of
+    /// the replica on this broker, else as its leader reports it (left out
+    /// when neither is known).
     pub(super) async fn partition_bounds(
         self: &Rc<Self>,
         partitions: Vec<(String, u32)>,
     ) -> BTreeMap<(String, u32), (u64, u64)> {
+        let mut out = self.local_bounds(partitions.clone()).await;
+        let missing: Vec<(String, u32)> = partitions.into_iter().filter(|k| !out.contains_key(k)).collect();
+        if !missing.is_empty() {
+            out.extend(self.leader_bounds(&missing).await);
+        }
+        out
+    }
+
+    /// The bounds of each of `partitions` with a replica on this broker;
+    /// one call per owning shard.
+    async fn local_bounds(self: &Rc<Self>, partitions: Vec<(String, u32)>) -> BTreeMap<(String, u32), (u64, u64)> {
         let mut by_shard: BTreeMap<_, Vec<_>> = BTreeMap::new();
         for (topic, p) in partitions {
             if let Ok((tp, owner)) = self.resolve(&topic, p) {
@@ -55,7 +65,7 @@ impl<R: Runtime> Shard<R> {
     }
 
     /// The bounds of every partition of `topics` (each must exist, and
-    /// each partition have a replica here: a queue that silently left one
+    /// each partition's bounds be known: a queue that silently left one
     /// out would never deliver its records).
     pub(super) async fn queue_bounds(
         self: &Rc<Self>,
@@ -72,7 +82,9 @@ impl<R: Runtime> Shard<R> {
             let (t, p) = wanted.iter().find(|k| !bounds.contains_key(*k)).expect("one is missing");
             return Err(group_error(
                 ErrorCode::QUEUE_PARTITION_UNAVAILABLE,
-                format!("this broker has no open replica of {t}/{p}, so the queue's coordinator cannot hand it out"),
+                format!(
+                    "neither a replica here nor a leader elsewhere told the queue's coordinator the bounds of {t}/{p}: try again"
+                ),
             ));
         }
         Ok(bounds)
