@@ -442,7 +442,16 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let mut consumer = crate::GroupConsumer::join(client, config).await.map_err(fail)?;
             let mut printed = 0u64;
             while count.is_none_or(|c| printed < c) {
-                let records = consumer.poll().await.map_err(fail)?;
+                let records = match consumer.poll().await {
+                    Ok(records) => records,
+                    // A leader moving, a timeout: the next poll follows it.
+                    Err(e) if e.is_retriable() => {
+                        tracing::debug!(error = %e, "poll failed; polling again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(fail(e)),
+                };
                 let mut unprinted: std::collections::BTreeMap<u32, Offset> = std::collections::BTreeMap::new();
                 for r in records {
                     if count.is_some_and(|c| printed >= c) {

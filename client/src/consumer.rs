@@ -214,10 +214,19 @@ impl Consumer {
     }
 
     /// Whether records fetched are waiting for the next poll (a poll that
-    /// failed keeps the other partitions' records): until they are
-    /// returned, the positions are past records the caller has not seen.
+    /// failed keeps the other partitions' records).
     pub(crate) fn has_buffered(&self) -> bool {
         !self.buffered.is_empty()
+    }
+
+    /// The positions the records returned so far reached: a partition with
+    /// records buffered (fetched, not yet returned) is at its first.
+    pub(crate) fn returned_positions(&self) -> BTreeMap<u32, Offset> {
+        let mut out = self.positions.clone();
+        for r in self.buffered.iter().rev() {
+            out.insert(r.partition, r.offset);
+        }
+        out
     }
 
     pub fn seek(&mut self, partition: u32, offset: Offset) {

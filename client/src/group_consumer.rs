@@ -262,7 +262,9 @@ impl GroupConsumer {
                 tracing::debug!(error = %e, "commit on revocation failed");
             }
         }
-        let mut positions = self.positions();
+        // From what was returned: records buffered by a failed poll are
+        // fetched again by the rebuilt readers, not skipped.
+        let mut positions = self.returned_positions();
         for tp in &revoked {
             positions.remove(tp);
             self.committed.remove(tp);
@@ -411,14 +413,12 @@ impl GroupConsumer {
         self.commit_positions(positions).await
     }
 
-    /// Positions that records already returned reached: a reader holding
-    /// records a failed poll did not return is past them, so its topic is
-    /// left out until they are returned.
+    /// Positions that records already returned reached (a partition with
+    /// records a failed poll did not return is at the first of them).
     fn returned_positions(&self) -> BTreeMap<TopicPartition, Offset> {
         self.readers
             .iter()
-            .filter(|(_, r)| !r.has_buffered())
-            .flat_map(|(t, r)| r.positions().iter().map(move |(p, o)| ((t.clone(), *p), *o)))
+            .flat_map(|(t, r)| r.returned_positions().into_iter().map(move |(p, o)| ((t.clone(), p), o)))
             .collect()
     }
 

@@ -393,7 +393,9 @@ impl Coordinator {
         let fresh = !self.groups.contains_key(group);
         let g = self.groups.entry(group.to_owned()).or_default();
         let mut records = Vec::with_capacity(offsets.len() + 1);
-        if fresh {
+        // An outside committer (manual assignment, no members) is active:
+        // retention counts from its last commit, as Kafka's does.
+        if fresh || g.members.is_empty() {
             g.empty_since = Some(now);
             records.push(meta_record(group, g));
         }

@@ -241,6 +241,24 @@ fn an_outside_commit_needs_an_empty_group_and_reset_and_delete_too() {
 }
 
 #[test]
+fn an_outside_committer_keeps_its_offsets_while_it_commits_within_the_retention() {
+    let mut w = World::new(1);
+    let retention = 60_000;
+    let offs = |o| [CommitOffset { topic: "t".into(), partition: 0, offset: o, metadata: String::new() }];
+    for i in 0..5 {
+        let o = w.c.commit("g", "", MemberEpoch(-1), &offs(i), w.now);
+        w.keep(o).unwrap();
+        w.now = w.now.plus_ms(retention - 1);
+        let records = w.c.tick(w.now, retention);
+        assert!(records.is_empty(), "forgotten {} ms after a commit", retention - 1);
+    }
+    assert_eq!(durable(&w.replayed()), durable(&w.c), "the clock is in the records");
+    let last = w.now;
+    w.log.extend(w.c.tick(last.plus_ms(1), retention));
+    assert!(w.c.group("g").is_none(), "a whole retention after its last commit: forgotten");
+}
+
+#[test]
 fn a_group_empty_for_the_retention_loses_its_offsets_and_not_before() {
     let mut w = World::new(1);
     let mut a = Client::default();
