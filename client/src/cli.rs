@@ -76,8 +76,14 @@ pub enum Command {
         /// Join this consumer group: read what it assigns, commit after printing
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
+        /// With --group: how long the coordinator waits for this consumer's
+        /// heartbeat before it gives its partitions to the other members (a
+        /// duration such as 10s; Kafka's session.timeout.ms)
+        #[arg(long, requires = "group", default_value = "45s", value_name = "DURATION")]
+        session_timeout: String,
         /// `earliest`, `latest`, an offset, or `@UNIX_MS` for the first record at or after that time
-        /// (with --group: where a partition starts when the group has no committed offset for it)
+        /// (with --group: where a partition starts when the group has no committed offset for it,
+        /// and where it restarts when its committed offset is no longer in the log)
         #[arg(long, default_value = "earliest", value_name = "WHERE")]
         from: String,
         /// Exit after this many records; without it, follow the log
@@ -435,9 +441,11 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             consumer.close().await.map_err(fail)?;
         }
-        Command::Consume { topic, group: Some(group), from, count, format, key_separator, .. } => {
+        Command::Consume { topic, group: Some(group), session_timeout, from, count, format, key_separator, .. } => {
             let mut config = crate::GroupConsumerConfig::new(group, &[&topic]);
             config.start_from = parse_from(&from)?;
+            config.session_timeout = humantime::parse_duration(&session_timeout)
+                .map_err(|e| format!("--session-timeout {session_timeout}: {e} (use a duration such as 10s)"))?;
             config.auto_commit_interval = Some(Duration::from_secs(1));
             let mut consumer = crate::GroupConsumer::join(client, config).await.map_err(fail)?;
             let mut printed = 0u64;

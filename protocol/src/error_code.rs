@@ -94,7 +94,7 @@ codes! {
     NOT_COORDINATOR = 45, "this broker is not the group's coordinator; find it again", true;
     COORDINATOR_LOAD_IN_PROGRESS = 46, "the coordinator is still loading its groups from the offsets topic", true;
     INVALID_RECORD_STATE = 47, "the records are not held by this consumer (its lock ran out, or another consumer holds them): they will be delivered again", false;
-    QUEUE_PARTITION_UNAVAILABLE = 48, "the queue's coordinator knows the bounds of a partition of the topic neither from a replica of its own nor from a leader (an election is on): the queue cannot hand out its records yet", true;
+    QUEUE_PARTITION_UNAVAILABLE = 48, "the queue's coordinator knows the bounds of none of the partitions, neither from a replica of its own nor from a leader (an election is on, or their brokers are down): the queue cannot hand out records yet", true;
 }
 
 impl ErrorCode {

@@ -169,3 +169,79 @@ async fn a_queue_hands_out_the_partitions_its_coordinator_has_no_replica_of() {
     assert_eq!(info.partitions.iter().map(|p| p.acked).sum::<u64>(), records, "{info:#?}");
     queue.close().await.unwrap();
 }
+
+/// A queue over a topic of replication factor 1 while a broker holding some
+/// of its partitions (not the coordinator's) is killed with -9: the
+/// partitions elsewhere are still handed out and acked; only the dead
+/// broker's wait for it (one unknown partition does not refuse the fetch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_goes_on_with_the_other_partitions_while_a_broker_holding_some_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cairn.toml");
+    std::fs::write(&cfg, "[groups]\ntick_ms = 50\noffsets_topic_partitions = 1\n").unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let mut cluster = Cluster::start(3, &["--config", &cfg]);
+    let c = client(&cluster.bootstrap()).await;
+    let partitions = 6u32;
+    let records = 120u64;
+    create_with(&c, "halves", partitions, cairn_client::TopicConfig::default().with("replication.factor", "1")).await;
+    let producer = Producer::new(c.clone(), retrying_producer_config());
+    for i in 0..records {
+        let mut r = ProducerRecord::new("halves", None::<Vec<u8>>, i.to_string());
+        r.partition = Some((i % u64::from(partitions)) as u32);
+        producer.send(r).await.unwrap().wait().await.unwrap();
+    }
+    // The first poll makes the offsets topic (the queue's coordinator).
+    let mut config = QueueConsumerConfig::new("halves-jobs", &["halves"]);
+    config.lock = Duration::from_secs(10);
+    config.records_max = 5;
+    let mut queue = QueueConsumer::new(c.clone(), config).unwrap();
+    let mut confirmed: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let take = |queue: &mut QueueConsumer, confirmed: &mut BTreeSet<(u32, u64)>| {
+        for r in queue.take_ack_results() {
+            if r.error.is_ok() && r.kind == AckKind::Accept {
+                confirmed.extend((r.first..=r.last).map(|o| (r.partition, o)));
+            }
+        }
+    };
+    let first = loop {
+        match queue.poll().await {
+            Ok(got) if !got.is_empty() => break got,
+            Ok(_) => {}
+            Err(e) => assert!(e.is_retriable(), "{e}"),
+        }
+    };
+    let coordinator = settled(&c, "__consumer_offsets", 0).await.leader.expect("a coordinator");
+    let mut holders = BTreeMap::new();
+    for p in 0..partitions {
+        let replicas = settled(&c, "halves", p).await.replicas;
+        assert_eq!(replicas.len(), 1, "{replicas:?}");
+        holders.insert(p, replicas[0]);
+    }
+    let Some(victim) = holders.values().copied().find(|&n| n != coordinator) else {
+        panic!("every partition is on the coordinator's broker {coordinator}: {holders:?}");
+    };
+    cluster.brokers[usize::try_from(victim).unwrap() - 1].kill9();
+    // What was handed out before the kill is acked after it.
+    for r in &first {
+        queue.ack(r);
+    }
+    let reachable: BTreeSet<u32> = holders.iter().filter(|&(_, &n)| n != victim).map(|(&p, _)| p).collect();
+    let per_partition = records / u64::from(partitions);
+    let done = |confirmed: &BTreeSet<(u32, u64)>| {
+        reachable.iter().all(|&p| confirmed.range((p, 0)..=(p, u64::MAX)).count() as u64 == per_partition)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&confirmed) {
+        assert!(
+            Instant::now() < deadline,
+            "not all {per_partition} records of each of {reachable:?} confirmed (victim {victim}): {confirmed:?}"
+        );
+        match queue.poll().await {
+            Ok(got) => got.iter().for_each(|r| queue.ack(r)),
+            Err(e) => assert!(e.is_retriable(), "{e}"),
+        }
+        take(&mut queue, &mut confirmed);
+    }
+    queue.close().await.unwrap();
+}

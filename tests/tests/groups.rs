@@ -190,6 +190,105 @@ async fn members_joining_crashing_and_leaving_process_every_record_and_never_sha
     assert_eq!(info.members.len(), 1, "the crashed member's session expired and one left: {info:?}");
 }
 
+/// A `cairn consume --group` process whose printed lines land in a file.
+struct CliMember {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl CliMember {
+    fn start(broker: &Broker, dir: &std::path::Path, name: &str) -> CliMember {
+        let out = dir.join(format!("{name}.out"));
+        let file = std::fs::File::create(&out).unwrap();
+        let child = std::process::Command::new(cairn_tests::bin("cairn"))
+            .args(["--bootstrap", &broker.addr, "consume", "events", "--group", "workers"])
+            .args(["--session-timeout", "2s"])
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting cairn consume");
+        CliMember { child, out }
+    }
+
+    fn printed(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out).unwrap().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for CliMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until `done` holds, checking every 20 ms.
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
+    }
+}
+
+/// The crash of a member process: `cairn consume --group` processes join
+/// mid-stream and one is killed with -9 while it owns partitions. Its
+/// session runs out, the others take its partitions from its last commit,
+/// and every record is printed at least once: none is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_process_killed_with_9_leaves_no_record_unprocessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let broker = Broker::start(&["--config", &cfg]);
+    let c = client(&broker).await;
+    c.create_topic("events", 6, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(c.clone(), ProducerConfig::default());
+    let produce = |range: std::ops::Range<u32>| {
+        let producer = producer.clone();
+        async move {
+            for i in range {
+                let mut r = ProducerRecord::new("events", None::<Vec<u8>>, i.to_string());
+                r.partition = Some(i % 6);
+                producer.send(r).await.unwrap();
+            }
+            producer.flush().await;
+        }
+    };
+    let union = |members: &[&CliMember]| -> std::collections::BTreeSet<String> {
+        members.iter().flat_map(|m| m.printed()).collect()
+    };
+
+    // Records keep coming in small steps until `done` holds, so each
+    // membership change lands mid-stream.
+    let mut next = 0u32;
+    let mut produce_until = async |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out producing until {what}");
+            produce(next..next + 30).await;
+            next += 30;
+            tokio::time::sleep(Duration::from_millis(20)).await; // pacing, not synchronization
+        }
+    };
+    let mut a = CliMember::start(&broker, dir.path(), "a");
+    produce_until("the first member prints", &|| !a.printed().is_empty()).await;
+    let b = CliMember::start(&broker, dir.path(), "b");
+    produce_until("the second member prints", &|| !b.printed().is_empty()).await;
+    a.child.kill().expect("SIGKILL"); // no leave, no last commit
+    a.child.wait().unwrap();
+    let before_kill = a.printed().len();
+    let c3 = CliMember::start(&broker, dir.path(), "c");
+    produce_until("the third member prints", &|| !c3.printed().is_empty()).await;
+    produce(next..next + 600).await;
+    let expected: std::collections::BTreeSet<String> = (0..next + 600).map(|i| i.to_string()).collect();
+    wait_for("every record is printed", Duration::from_mins(1), || union(&[&a, &b, &c3]) == expected).await;
+    // The killed member printed nothing after the kill: its partitions'
+    // later records came from the survivors.
+    assert_eq!(a.printed().len(), before_kill);
+    let info = c.describe_group("workers").await.unwrap();
+    assert_eq!(info.members.len(), 2, "the killed member's session expired: {info:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_consume_with_a_group_continues_where_the_last_run_committed() {
     let broker = Broker::start(&[]);

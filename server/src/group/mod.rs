@@ -417,7 +417,7 @@ impl<R: Runtime> Shard<R> {
         // Read before the turn: a bound read earlier is only lower, which
         // hands out less, never an offset the log lacks.
         let bounds = match &req {
-            GroupRequest::QueueFetch(q) => Some(self.queue_bounds(&q.topics).await?),
+            GroupRequest::QueueFetch(q) => Some(self.queue_bounds(&q.topics, !q.acks.is_empty()).await?),
             _ => None,
         };
         let waiting = self.slot(partition.tp.partition.0);

@@ -4,9 +4,9 @@
 //! for partitions without one here, from their leaders' reports (one
 //! round of `API_LEADERS` calls, as `Metadata` makes). A follower here is
 //! asked too: its high watermark may trail the leader's, never pass it,
-//! so what it allows is committed. A partition whose leader is not known
-//! makes the fetch fail with `QUEUE_PARTITION_UNAVAILABLE` (retriable): a
-//! queue that left it out would never deliver its records.
+//! so what it allows is committed. A partition whose bounds nobody knows
+//! is left out of that one fetch (the next asks again), so one broker
+//! down does not stop the acks and deliveries of the other partitions.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -64,28 +64,33 @@ impl<R: Runtime> Shard<R> {
         out
     }
 
-    /// The bounds of every partition of `topics` (each must exist, and
-    /// each partition's bounds be known: a queue that silently left one
-    /// out would never deliver its records).
+    /// The bounds of the partitions a queue fetch may hand out. One whose
+    /// bounds nobody here knows (its only replica's broker is down, or a
+    /// leader is being elected) is left out of this fetch, not the others:
+    /// the rest are handed out and the acks applied. Only a fetch with no
+    /// acks that could hand out nothing at all is refused, so the consumer
+    /// learns why it gets nothing.
     pub(super) async fn queue_bounds(
         self: &Rc<Self>,
         topics: &[String],
+        has_acks: bool,
     ) -> Result<BTreeMap<(String, u32), (u64, u64)>, ServiceError> {
         let mut wanted = Vec::new();
         for t in topics {
             let entry = self.topic(t).ok_or_else(|| ServiceError::UnknownTopic(t.clone()))?;
             wanted.extend((0..entry.meta.partitions).map(|p| (t.clone(), p)));
         }
-        let count = wanted.len();
         let bounds = self.partition_bounds(wanted.clone()).await;
-        if bounds.len() < count {
-            let (t, p) = wanted.iter().find(|k| !bounds.contains_key(*k)).expect("one is missing");
-            return Err(group_error(
-                ErrorCode::QUEUE_PARTITION_UNAVAILABLE,
-                format!(
-                    "neither a replica here nor a leader elsewhere told the queue's coordinator the bounds of {t}/{p}: try again"
-                ),
-            ));
+        if let Some((t, p)) = wanted.iter().find(|k| !bounds.contains_key(*k)) {
+            if bounds.is_empty() && !has_acks {
+                return Err(group_error(
+                    ErrorCode::QUEUE_PARTITION_UNAVAILABLE,
+                    format!(
+                        "neither a replica here nor a leader elsewhere told the queue's coordinator the bounds of {t}/{p} (nor of any other partition): try again"
+                    ),
+                ));
+            }
+            tracing::debug!(topic = %t, partition = p, known = bounds.len(), "a queue fetch leaves out partitions of unknown bounds");
         }
         Ok(bounds)
     }
