@@ -234,6 +234,25 @@ impl GroupConsumer {
         self.next_heartbeat = Instant::now();
     }
 
+    /// Tells the listener `revoked` go and commits what it asks (and, in
+    /// automatic mode, their positions).
+    async fn revoke(&mut self, revoked: &[TopicPartition]) -> Result<()> {
+        let positions = self.returned_positions();
+        let mut revoking = Revoking {
+            partitions: revoked.iter().map(|tp| (tp.clone(), positions.get(tp).copied())).collect(),
+            commits: BTreeMap::new(),
+        };
+        if let Some(l) = self.listener.as_mut() {
+            l.on_revoked(&mut revoking);
+        }
+        let mut offsets = BTreeMap::new();
+        if self.config.auto_commit_interval.is_some() {
+            offsets.extend(revoking.partitions.iter().filter_map(|(tp, o)| o.map(|o| (tp.clone(), o))));
+        }
+        offsets.extend(revoking.commits);
+        self.commit_positions(offsets.into_iter().collect()).await
+    }
+
     /// Makes the readers hold exactly `target`.
     async fn apply(&mut self, target: &BTreeSet<TopicPartition>) -> Result<()> {
         let current: BTreeSet<TopicPartition> = self.positions().into_keys().collect();
@@ -243,23 +262,10 @@ impl GroupConsumer {
             return Ok(());
         }
         if !revoked.is_empty() {
-            let positions = self.returned_positions();
-            let mut revoking = Revoking {
-                partitions: revoked.iter().map(|tp| (tp.clone(), positions.get(tp).copied())).collect(),
-                commits: BTreeMap::new(),
-            };
-            if let Some(l) = self.listener.as_mut() {
-                l.on_revoked(&mut revoking);
-            }
-            let mut offsets = BTreeMap::new();
-            if self.config.auto_commit_interval.is_some() {
-                offsets.extend(revoking.partitions.iter().filter_map(|(tp, o)| o.map(|o| (tp.clone(), o))));
-            }
-            offsets.extend(revoking.commits);
             // A commit refused now (the member moved on) loses nothing
             // acknowledged: the next owner re-reads from the last commit.
-            if let Err(e) = self.commit_positions(offsets.into_iter().collect()).await {
-                tracing::debug!(error = %e, "commit on revocation failed");
+            if let Err(e) = self.revoke(&revoked).await {
+                tracing::warn!(error = %e, "commit on revocation failed: the next owner re-reads from the last commit");
             }
         }
         // From what was returned: records buffered by a failed poll are
@@ -422,20 +428,36 @@ impl GroupConsumer {
             .collect()
     }
 
+    /// Commits `offsets` (each the next offset to read of its partition)
+    /// with each one's metadata (Kafka's `OffsetAndMetadata`, kept beside
+    /// the offset and shown by `cairn group describe`). Partitions this
+    /// member is not assigned are refused by the coordinator.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, Offset, String)>,
+    ) -> Result<()> {
+        self.commit_entries(offsets.into_iter().collect()).await
+    }
+
     async fn commit_positions(&mut self, positions: Vec<(TopicPartition, Offset)>) -> Result<()> {
-        let changed: Vec<(TopicPartition, Offset)> =
-            positions.into_iter().filter(|(tp, o)| self.committed.get(tp) != Some(o)).collect();
+        self.commit_entries(positions.into_iter().map(|(tp, o)| (tp, o, String::new())).collect()).await
+    }
+
+    async fn commit_entries(&mut self, offsets: Vec<(TopicPartition, Offset, String)>) -> Result<()> {
+        // An unchanged offset without metadata needs no second commit.
+        let changed: Vec<(TopicPartition, Offset, String)> =
+            offsets.into_iter().filter(|(tp, o, m)| !m.is_empty() || self.committed.get(tp) != Some(o)).collect();
         if changed.is_empty() || self.epoch <= 0 {
             return Ok(());
         }
         let entries = changed
             .iter()
-            .map(|((t, p), o)| CommitEntry { topic: t.clone(), partition: *p, offset: o.0, metadata: String::new() })
+            .map(|((t, p), o, m)| CommitEntry { topic: t.clone(), partition: *p, offset: o.0, metadata: m.clone() })
             .collect();
         let member = self.member.clone();
         match self.client.commit_offsets(&self.config.group, &member, self.epoch, entries).await {
             Ok(()) => {
-                self.committed.extend(changed);
+                self.committed.extend(changed.into_iter().map(|(tp, o, _)| (tp, o)));
                 Ok(())
             }
             // The epoch moved under us: heartbeat, and the next commit uses the new one.
@@ -447,11 +469,13 @@ impl GroupConsumer {
         }
     }
 
-    /// Commits (automatic mode) and leaves the group, so its partitions go
-    /// to the others at once.
+    /// Revokes every partition (the listener's `on_revoked`, then the
+    /// commits it asks and, in automatic mode, the positions) and leaves
+    /// the group, so its partitions go to the others at once.
     pub async fn close(mut self) -> Result<()> {
         // Leave even when the commit fails, so the partitions move at once.
-        let committed = if self.config.auto_commit_interval.is_some() { self.commit().await } else { Ok(()) };
+        let owned: Vec<TopicPartition> = self.positions().into_keys().collect();
+        let committed = self.revoke(&owned).await;
         let request = GroupHeartbeatRequest {
             group: self.config.group.clone(),
             member: self.member.clone(),

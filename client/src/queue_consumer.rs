@@ -52,6 +52,10 @@ pub struct QueueConsumerConfig {
     pub records_max: u32,
     /// How long a poll that found nothing waits before it returns.
     pub idle_wait: Duration,
+    /// Ack ranges sent per call at most (the coordinator's
+    /// `acks_per_call_max` refuses a call with more); the rest go with
+    /// the next calls.
+    pub acks_per_call_max: usize,
 }
 
 impl QueueConsumerConfig {
@@ -62,6 +66,7 @@ impl QueueConsumerConfig {
             lock: Duration::from_secs(30),
             records_max: 500,
             idle_wait: Duration::from_millis(100),
+            acks_per_call_max: 10_000,
         }
     }
 }
@@ -168,9 +173,9 @@ impl QueueConsumer {
         Ok(out)
     }
 
-    /// Sends the pending acks now.
+    /// Sends the pending acks now (in as many calls as they take).
     pub async fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
+        while !self.pending.is_empty() {
             self.call(0).await?;
         }
         Ok(())
@@ -189,8 +194,8 @@ impl QueueConsumer {
         Ok(())
     }
 
-    /// Pending acks as ranges: consecutive offsets of one partition with
-    /// one kind.
+    /// Pending acks as ranges (consecutive offsets of one partition with
+    /// one kind), at most `acks_per_call_max`; the rest stay pending.
     fn ranges(&mut self) -> Vec<(String, u32, u64, u64, AckKind)> {
         let mut out: Vec<(String, u32, u64, u64, AckKind)> = Vec::new();
         for ((topic, partition, offset), kind) in std::mem::take(&mut self.pending) {
@@ -204,6 +209,12 @@ impl QueueConsumer {
                 continue;
             }
             out.push((topic, partition, offset, offset, kind));
+        }
+        let limit = self.config.acks_per_call_max.max(1);
+        for (topic, partition, first, last, kind) in out.drain(limit.min(out.len())..) {
+            for o in first..=last {
+                self.pending.insert((topic.clone(), partition, o), kind);
+            }
         }
         out
     }

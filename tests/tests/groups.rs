@@ -364,6 +364,14 @@ async fn a_commit_made_in_on_revoked_is_where_the_next_owner_starts() {
     let (topic, part) = &moved[0];
     assert!(a_log.lock().unwrap().contains(&format!("revoked {topic}/{part} at 3")), "{:?}", a_log.lock().unwrap());
     assert_eq!(*b_log.lock().unwrap(), vec![format!("assigned {topic}/{part} at 3")]);
+    // A commit with metadata keeps it; closing revokes (the listener is told).
+    let tp = (topic.clone(), *part);
+    b.commit_offsets([(tp.clone(), cairn_client::Offset(3), "checkpoint-7".to_owned())]).await.unwrap();
+    b.close().await.unwrap();
+    assert_eq!(b_log.lock().unwrap().last(), Some(&format!("revoked {topic}/{part} at 3")));
+    let committed = client(&broker).await.committed_offsets("movers", Vec::new()).await.unwrap();
+    let entry = committed.iter().find(|e| (&e.topic, e.partition) == (&tp.0, tp.1)).expect("committed");
+    assert_eq!((entry.offset, entry.metadata.as_str()), (3, "checkpoint-7"), "{committed:?}");
 }
 
 /// A committed offset outside the log (here past its end; retention

@@ -346,3 +346,48 @@ async fn cairn_consume_with_a_queue_shares_the_records_and_a_delete_needs_no_hol
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(c.describe_queue("q").await.unwrap_err().code(), Some(ErrorCode::UNKNOWN_GROUP));
 }
+
+/// More ack ranges than the coordinator takes in one call
+/// (`acks_per_call_max`, 10 000) go over several calls: every one is
+/// answered and applied (sent at once, the call would be refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_acks_than_one_call_takes_go_over_several_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let broker = Broker::start(&["--config", &cfg]);
+    let c = Client::connect(ClientConfig::new(broker.addr.clone())).await.unwrap();
+    let partitions = 6u32;
+    let per_partition = 1900u64;
+    c.create_topic("many", partitions, TopicConfig::default()).await.unwrap();
+    let lines: String = (0..per_partition).map(|i| i.to_string() + "\n").collect();
+    for p in 0..partitions {
+        assert!(broker.cli(&["produce", "many", "--partition", &p.to_string()], &lines).status.success());
+    }
+    let mut config = QueueConsumerConfig::new("many-jobs", &["many"]);
+    config.lock = Duration::from_mins(5);
+    let mut queue = QueueConsumer::new(c.clone(), config).unwrap();
+    let mut held = Vec::new();
+    let total = per_partition * u64::from(partitions);
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while (held.len() as u64) < total {
+        assert!(Instant::now() < deadline, "only {} of {total} handed out", held.len());
+        held.extend(queue.poll().await.unwrap());
+    }
+    // Alternate accept and release: one range per record, over 10 000.
+    held.sort_by_key(|r| (r.record.partition, r.record.offset));
+    for (i, r) in held.iter().enumerate() {
+        if i % 2 == 0 {
+            queue.ack(r);
+        } else {
+            queue.release(r, Duration::from_mins(5));
+        }
+    }
+    queue.flush().await.unwrap();
+    let results = queue.take_ack_results();
+    assert!(results.iter().all(|r| r.error.is_ok()), "{:?}", results.iter().find(|r| !r.error.is_ok()));
+    let accepted: u64 = results.iter().filter(|r| r.kind == AckKind::Accept).map(|r| r.last - r.first + 1).sum();
+    assert_eq!(accepted, total.div_ceil(2));
+    let info = c.describe_queue("many-jobs").await.unwrap();
+    assert_eq!(info.partitions.iter().map(|p| p.acked).sum::<u64>(), accepted, "{info:#?}");
+    assert_eq!(info.partitions.iter().map(|p| p.acquired).sum::<u64>(), 0, "{info:#?}");
+}
